@@ -1,0 +1,44 @@
+# SwiftXen — every entry point. `make demo` and `make test` do all set-up on a fresh Debian machine.
+SHELL := /bin/bash
+SWIFT        ?= swift
+SWIFT_FLAGS  ?=
+CONFIG_BENCH ?= release
+# Debian packages the build, the tests, the demo and the benchmarks use (installed only when missing).
+APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl
+
+.PHONY: setup build test unit-test demo bench lint format xen-test clean
+
+setup:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make setup: installing$$missing"; \
+	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	else echo "make setup: all Debian packages present"; fi
+
+build: setup
+	$(SWIFT) build $(SWIFT_FLAGS) -Xswiftc -warnings-as-errors
+
+unit-test: setup
+	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
+	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
+
+test: unit-test
+
+demo: setup
+	$(SWIFT) build $(SWIFT_FLAGS) --product swiftxen
+	$$($(SWIFT) build $(SWIFT_FLAGS) --show-bin-path)/swiftxen demo
+
+bench: setup
+	$(SWIFT) build $(SWIFT_FLAGS) -c $(CONFIG_BENCH) --product swiftxen-bench
+	$$($(SWIFT) build $(SWIFT_FLAGS) -c $(CONFIG_BENCH) --show-bin-path)/swiftxen-bench
+
+lint:
+	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
+
+format:
+	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift
+
+clean:
+	rm -rf .build

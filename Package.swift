@@ -1,0 +1,176 @@
+// swift-tools-version:6.1
+// SwiftXen: the MirageOS Xen device stack, rebuilt in Swift on async/await.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "SwiftXen",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "XenCore", targets: ["XenCore"]),
+        .library(name: "XenStoreProtocol", targets: ["XenStoreProtocol"]),
+        .library(name: "XenStoreServer", targets: ["XenStoreServer"]),
+        .library(name: "XenStoreClient", targets: ["XenStoreClient"]),
+        .library(name: "GrantTable", targets: ["GrantTable"]),
+        .library(name: "EventChannel", targets: ["EventChannel"]),
+        .library(name: "SimulatedHypervisor", targets: ["SimulatedHypervisor"]),
+        .library(name: "SharedRing", targets: ["SharedRing"]),
+        .library(name: "BlockDevice", targets: ["BlockDevice"]),
+        .library(name: "BlkifProtocol", targets: ["BlkifProtocol"]),
+        .library(name: "BlockFront", targets: ["BlockFront"]),
+        .library(name: "BlockBack", targets: ["BlockBack"]),
+        .library(name: "ConsoleBackend", targets: ["ConsoleBackend"]),
+        .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
+        .library(name: "NBDClient", targets: ["NBDClient"]),
+        .library(name: "DomainUserdata", targets: ["DomainUserdata"]),
+        .executable(name: "swiftxen", targets: ["swiftxen"]),
+        .executable(name: "swiftxen-bench", targets: ["swiftxen-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // MARK: - C shim over libxen-dev (Xen ABI headers and the C libraries)
+        .systemLibrary(
+            name: "CXen",
+            pkgConfig: "xencontrol xenstore xengnttab xenevtchn",
+            providers: [.apt(["libxen-dev"])]
+        ),
+
+        // MARK: - Core value types and page buffers (no Xen dependency)
+        .target(name: "XenCore", swiftSettings: strict),
+
+        // MARK: - XenStore
+        .target(name: "XenStoreProtocol", dependencies: ["XenCore"], swiftSettings: strict),
+        .target(
+            name: "XenStoreServer",
+            dependencies: [
+                "XenStoreProtocol", "XenCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "XenStoreClient",
+            dependencies: [
+                "XenStoreProtocol", "XenCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Grants, event channels, the simulated hypervisor
+        .target(name: "GrantTable", dependencies: ["XenCore", "CXen"], swiftSettings: strict),
+        .target(name: "EventChannel", dependencies: ["XenCore", "CXen"], swiftSettings: strict),
+        .target(
+            name: "SimulatedHypervisor",
+            dependencies: ["XenCore", "GrantTable", "EventChannel"],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Block devices
+        .target(name: "SharedRing", dependencies: ["XenCore"], swiftSettings: strict),
+        .target(name: "BlockDevice", dependencies: ["XenCore"], swiftSettings: strict),
+        .target(name: "BlkifProtocol", dependencies: ["XenCore", "SharedRing"], swiftSettings: strict),
+        .target(
+            name: "BlockFront",
+            dependencies: [
+                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "GrantTable",
+                "EventChannel",
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "BlockBack",
+            dependencies: [
+                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "GrantTable",
+                "EventChannel",
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Consoles
+        .target(
+            name: "ConsoleBackend",
+            dependencies: ["XenCore", "XenStoreClient", "GrantTable", "EventChannel"],
+            swiftSettings: strict
+        ),
+
+        // MARK: - NBD (no Xen dependency)
+        .target(name: "NBDProtocol", dependencies: ["XenCore"], swiftSettings: strict),
+        .target(
+            name: "NBDClient",
+            dependencies: [
+                "NBDProtocol", "BlockDevice", "XenCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - libxl per-domain userdata
+        .target(name: "DomainUserdata", dependencies: ["XenCore", "XenStoreClient", "CXen"], swiftSettings: strict),
+
+        // MARK: - Command-line tool
+        .executableTarget(
+            name: "swiftxen",
+            dependencies: [
+                "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
+                "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
+                "DomainUserdata",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .executableTarget(
+            name: "swiftxen-bench",
+            dependencies: [
+                "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
+                "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
+                "CXen",
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Tests
+        .testTarget(name: "CXenTests", dependencies: ["CXen", "XenStoreProtocol", "BlkifProtocol", "XenCore"]),
+        .testTarget(name: "XenCoreTests", dependencies: ["XenCore"]),
+        .testTarget(name: "XenStoreProtocolTests", dependencies: ["XenStoreProtocol"]),
+        .testTarget(name: "XenStoreServerTests", dependencies: ["XenStoreServer", "XenStoreProtocol"]),
+        .testTarget(name: "XenStoreClientTests", dependencies: ["XenStoreClient", "XenStoreServer"]),
+        .testTarget(
+            name: "GrantTableTests",
+            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore"]
+        ),
+        .testTarget(name: "BlockDeviceTests", dependencies: ["BlockDevice", "XenCore"]),
+        .testTarget(
+            name: "BlockTests",
+            dependencies: [
+                "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
+                "XenStoreClient", "BlockDevice",
+            ]
+        ),
+        .testTarget(
+            name: "ConsoleTests",
+            dependencies: ["ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient"]
+        ),
+        .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice"]),
+        .testTarget(
+            name: "DomainUserdataTests",
+            dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor"]
+        ),
+    ]
+)

@@ -1,0 +1,136 @@
+public import XenCore
+
+/// What a block device is: its mode, sector size and size.
+///
+/// OCaml: `Mirage_block.info`
+public struct BlockDeviceInfo: Sendable, Equatable, CustomStringConvertible {
+    /// True if the device accepts writes.
+    public var readWrite: Bool
+    /// Bytes per sector: every buffer and offset is a multiple of it.
+    public var sectorSize: Int
+    /// The size of the device in sectors of `sectorSize` bytes.
+    public var sizeSectors: UInt64
+
+    public init(readWrite: Bool, sectorSize: Int, sizeSectors: UInt64) {
+        self.readWrite = readWrite
+        self.sectorSize = sectorSize
+        self.sizeSectors = sizeSectors
+    }
+
+    /// The size in bytes.
+    public var sizeBytes: UInt64 { sizeSectors * UInt64(sectorSize) }
+
+    public var description: String {
+        "\(readWrite ? "rw" : "ro") sector_size=\(sectorSize) size_sectors=\(sizeSectors)"
+    }
+}
+
+/// Why a block operation failed. Mirrors `Mirage_block.error` and `write_error`, with context the OCaml
+/// variants lack.
+///
+/// OCaml: `Mirage_block.error` / `Mirage_block.write_error`
+public enum BlockError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The device was disconnected (by the application or the other end); an unknown amount of a write
+    /// may have happened.
+    ///
+    /// OCaml: `` `Disconnected ``
+    case disconnected
+    /// The operation is not implemented by this device; nothing was done.
+    ///
+    /// OCaml: `` `Unimplemented ``
+    case unimplemented(operation: String)
+    /// The device is read-only; nothing was written.
+    ///
+    /// OCaml: `` `Is_read_only ``
+    case isReadOnly
+    /// A buffer is not a whole number of sectors, or a request lies outside the device.
+    case invalidRequest(String)
+    /// The device or transport reported an error; `context` says which operation and where.
+    ///
+    /// OCaml: `Mirage_block.error` (implementation-specific variants)
+    case io(context: String)
+
+    public var description: String {
+        switch self {
+        case .disconnected: "the block device is disconnected"
+        case .unimplemented(let operation): "\(operation) is not implemented by this block device"
+        case .isReadOnly: "the block device is read-only"
+        case .invalidRequest(let why): "invalid block request: \(why)"
+        case .io(let context): "block I/O error: \(context)"
+        }
+    }
+}
+
+/// A sector-addressed block device: the `Mirage_block.S` contract.
+///
+/// Each buffer passed to `read` or `write` is a whole number of sectors long; any number of buffers may be
+/// passed and they are read or written back to back starting at `sector`. Buffers are used in place, not
+/// copied: do not reuse them until the call returns. Once submitted, a request is not abandoned on
+/// cancellation (the other side may still be writing into the pages).
+///
+/// OCaml: `Mirage_block.S`
+public protocol BlockDevice: Sendable {
+    /// The device's characteristics.
+    ///
+    /// OCaml: `Mirage_block.S.get_info`
+    func info() async -> BlockDeviceInfo
+
+    /// Reads from `sector` into `buffers`, back to back.
+    ///
+    /// OCaml: `Mirage_block.S.read`
+    func read(at sector: UInt64, into buffers: [PageBuffer]) async throws(BlockError)
+
+    /// Writes `buffers`, back to back, starting at `sector`.
+    ///
+    /// OCaml: `Mirage_block.S.write`
+    func write(at sector: UInt64, from buffers: [PageBuffer]) async throws(BlockError)
+
+    /// Makes every completed write durable. Devices without a cache may return at once.
+    /// Not in `Mirage_block.S`; blkif `BLKIF_OP_FLUSH_DISKCACHE`, NBD `NBD_CMD_FLUSH`.
+    func flush() async throws(BlockError)
+
+    /// Tells the device `count` sectors from `sector` are unused (their contents become unspecified).
+    /// Not in `Mirage_block.S`; blkif `BLKIF_OP_DISCARD`, NBD `NBD_CMD_TRIM`.
+    func discard(at sector: UInt64, count: UInt64) async throws(BlockError)
+
+    /// Disconnects. Never fails; later operations fail with ``BlockError/disconnected``.
+    ///
+    /// OCaml: `Mirage_device.S.disconnect`
+    func disconnect() async
+}
+
+extension BlockDevice {
+    /// Default: no cache to flush.
+    public func flush() async throws(BlockError) {}
+
+    /// Default: discard is not supported.
+    public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
+        throw .unimplemented(operation: "discard")
+    }
+}
+
+// MARK: - Request validation shared by every implementation
+
+extension BlockDeviceInfo {
+    /// Checks that every buffer is a whole number of sectors and that the request lies inside the device;
+    /// returns the number of sectors covered.
+    public func validate(sector: UInt64, buffers: [PageBuffer]) throws(BlockError) -> UInt64 {
+        var total: UInt64 = 0
+        for (index, buffer) in buffers.enumerated() {
+            guard buffer.count % sectorSize == 0 else {
+                throw .invalidRequest("buffer \(index) is \(buffer.count) bytes, not a multiple of \(sectorSize)")
+            }
+            total += UInt64(buffer.count / sectorSize)
+        }
+        try validate(sector: sector, count: total)
+        return total
+    }
+
+    /// Checks that `count` sectors from `sector` lie inside the device.
+    public func validate(sector: UInt64, count: UInt64) throws(BlockError) {
+        let (end, overflow) = sector.addingReportingOverflow(count)
+        guard !overflow, end <= sizeSectors else {
+            throw .invalidRequest("sectors \(sector)..<\(sector &+ count) beyond the end (\(sizeSectors))")
+        }
+    }
+}

@@ -1,0 +1,69 @@
+// CXen: the only C in SwiftXen. It exposes the Xen ABI headers and the libxen-dev libraries to Swift.
+// All logic lives in Swift; this header holds includes and, where a macro or variadic call needs one,
+// a static inline helper.
+#ifndef SWIFTXEN_CXEN_SHIM_H
+#define SWIFTXEN_CXEN_SHIM_H
+
+// xenctrl.h first: it defines __XEN_TOOLS__, which the public headers below rely on.
+#include <xenctrl.h>
+#include <xenstore.h>
+#include <xengnttab.h>
+#include <xenevtchn.h>
+
+#include <xen/io/xs_wire.h>
+#include <xen/io/ring.h>
+#include <xen/io/blkif.h>
+#include <xen/io/console.h>
+#include <xen/io/xenbus.h>
+#include <xen/grant_table.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+// MARK: - Macros Swift cannot import
+
+/// `MASK_XENSTORE_IDX` from xs_wire.h.
+static inline uint32_t cxen_mask_xenstore_idx(uint32_t idx) { return MASK_XENSTORE_IDX(idx); }
+
+/// `__CONST_RING_SIZE(blkif, PAGE_SIZE)` from ring.h: request slots in a blkif ring of `pages` pages.
+static inline uint32_t cxen_blkif_ring_size(uint32_t pages) {
+    return (uint32_t)__RING_SIZE((struct blkif_sring *)0, 4096u * pages);
+}
+
+// offsetof is a macro: the layout tests compare Swift's codec offsets with these.
+static inline size_t cxen_blkif_request_id_offset(void) { return offsetof(struct blkif_request, id); }
+static inline size_t cxen_blkif_request_sector_offset(void) { return offsetof(struct blkif_request, sector_number); }
+static inline size_t cxen_blkif_request_seg_offset(void) { return offsetof(struct blkif_request, seg); }
+static inline size_t cxen_blkif_request_indirect_id_offset(void) { return offsetof(struct blkif_request_indirect, id); }
+static inline size_t cxen_blkif_request_indirect_sector_offset(void) {
+    return offsetof(struct blkif_request_indirect, sector_number);
+}
+static inline size_t cxen_blkif_request_indirect_handle_offset(void) {
+    return offsetof(struct blkif_request_indirect, handle);
+}
+static inline size_t cxen_blkif_request_indirect_grefs_offset(void) {
+    return offsetof(struct blkif_request_indirect, indirect_grefs);
+}
+static inline size_t cxen_blkif_request_discard_nr_sectors_offset(void) {
+    return offsetof(struct blkif_request_discard, nr_sectors);
+}
+static inline size_t cxen_blkif_response_status_offset(void) { return offsetof(struct blkif_response, status); }
+static inline size_t cxen_blkif_sring_ring_offset(void) { return offsetof(struct blkif_sring, ring); }
+
+static inline size_t cxen_xencons_in_cons_offset(void) { return offsetof(struct xencons_interface, in_cons); }
+static inline size_t cxen_xencons_in_prod_offset(void) { return offsetof(struct xencons_interface, in_prod); }
+static inline size_t cxen_xencons_out_cons_offset(void) { return offsetof(struct xencons_interface, out_cons); }
+static inline size_t cxen_xencons_out_prod_offset(void) { return offsetof(struct xencons_interface, out_prod); }
+static inline size_t cxen_xencons_out_offset(void) { return offsetof(struct xencons_interface, out); }
+
+static inline size_t cxen_xenstore_req_cons_offset(void) {
+    return offsetof(struct xenstore_domain_interface, req_cons);
+}
+static inline size_t cxen_xenstore_rsp_prod_offset(void) {
+    return offsetof(struct xenstore_domain_interface, rsp_prod);
+}
+static inline size_t cxen_xenstore_connection_offset(void) {
+    return offsetof(struct xenstore_domain_interface, connection);
+}
+
+#endif

@@ -1,0 +1,1 @@
+// XenStoreProtocol: see the issue that builds it. This file keeps the target non-empty until then.

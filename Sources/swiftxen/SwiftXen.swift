@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// `swiftxen`: the command-line face of SwiftXen. Each component adds its subcommand group.
+@main
+struct SwiftXen: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftxen",
+        abstract: "The Xen device stack in Swift: xenstore, grants, block, console, NBD, userdata.",
+        subcommands: []
+    )
+}
