@@ -1,5 +1,3 @@
-import Synchronization
-
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -7,15 +5,12 @@ import Synchronization
 #endif
 
 /// A few OS threads that run blocking system calls (pread, pwrite, fsync) so they never sit on Swift's
-/// cooperative pool. Jobs are taken in FIFO order; the caller's continuation is resumed from the thread.
-final class BlockingIOThreads: Sendable {
-    private struct State {
-        var jobs: [@Sendable () -> Void] = []
-        var head = 0
-        var stopping = false
-    }
-
-    private let state = Mutex(State())
+/// cooperative pool. Jobs run in FIFO order; the caller's continuation is resumed from the thread.
+///
+/// `@unchecked Sendable`: every access to `jobs`/`head` happens with `mutex` held.
+final class BlockingIOThreads: @unchecked Sendable {
+    private var jobs: [@Sendable () -> Void] = []
+    private var head = 0
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
@@ -33,7 +28,8 @@ final class BlockingIOThreads: Sendable {
             let rc = pthread_create(
                 &thread, nil,
                 { raw in
-                    let pool = Unmanaged<BlockingIOThreads>.fromOpaque(raw!).takeRetainedValue()
+                    guard let raw else { return nil }
+                    let pool = Unmanaged<BlockingIOThreads>.fromOpaque(raw).takeRetainedValue()
                     pool.loop()
                     return nil
                 }, box)
@@ -56,7 +52,7 @@ final class BlockingIOThreads: Sendable {
 
     private func submit(_ job: @escaping @Sendable () -> Void) {
         pthread_mutex_lock(mutex)
-        state.withLock { $0.jobs.append(job) }
+        jobs.append(job)
         pthread_cond_signal(condition)
         pthread_mutex_unlock(mutex)
     }
@@ -64,22 +60,15 @@ final class BlockingIOThreads: Sendable {
     private func loop() {
         while true {
             pthread_mutex_lock(mutex)
-            var job: (@Sendable () -> Void)?
-            while job == nil {
-                job = state.withLock { state -> (@Sendable () -> Void)? in
-                    guard state.head < state.jobs.count else { return nil }
-                    let next = state.jobs[state.head]
-                    state.head += 1
-                    if state.head > 64, state.head * 2 > state.jobs.count {
-                        state.jobs.removeFirst(state.head)
-                        state.head = 0
-                    }
-                    return next
-                }
-                if job == nil { pthread_cond_wait(condition, mutex) }
+            while head == jobs.count { pthread_cond_wait(condition, mutex) }
+            let job = jobs[head]
+            head += 1
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
             }
             pthread_mutex_unlock(mutex)
-            job?()
+            job()
         }
     }
 }

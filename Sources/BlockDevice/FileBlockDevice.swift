@@ -94,8 +94,7 @@ public final class FileBlockDevice: BlockDevice {
         }
     }
 
-    /// Punches a hole (fallocate PUNCH_HOLE|KEEP_SIZE) where the file system supports it, else writes zeros,
-    /// so discarded sectors read back as zeros either way.
+    /// Writes zeros over the range, so discarded sectors read back as zeros (as the in-memory device does).
     ///
     /// OCaml: `Block.discard`
     public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
@@ -106,10 +105,6 @@ public final class FileBlockDevice: BlockDevice {
         let length = off_t(count) * off_t(deviceInfo.sectorSize)
         let path = path
         try await threads.run { () throws(BlockError) in
-            #if os(Linux)
-                // FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
-                if fallocate(fd, 0x01 | 0x02, start, length) == 0 { return }
-            #endif
             let zeros = PageBuffer(pages: 16)
             var offset = start
             while offset < start + length {

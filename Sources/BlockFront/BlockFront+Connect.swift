@@ -4,7 +4,7 @@ public import EventChannel
 public import GrantTable
 import SharedRing
 import Synchronization
-public import XenCore
+import XenCore
 
 extension BlockFront {
     /// Connects to the vbd `id` — a xenstore id ("51712") or a Linux name ("xvda", "/dev/xvda") — running
@@ -39,14 +39,9 @@ extension BlockFront {
         guard let early, early.rawValue <= XenbusState.connected.rawValue else {
             throw .backendState(early, path: backend)
         }
+        let featureKeys = try await xs(backend) { try await store.readKeys(BlkifBackendInfo.keyNames, in: backend) }
         let features: BlkifBackendInfo
-        do {
-            features = try BlkifBackendInfo(keys: try await xs(backend) {
-                try await store.readKeys(BlkifBackendInfo.keyNames, in: backend)
-            })
-        } catch let error as BlkifKeyError {
-            throw .badKey(error, path: backend)
-        }
+        do { features = try BlkifBackendInfo(keys: featureKeys) } catch { throw .badKey(error, path: backend) }
 
         // 2 → 3: rings, grants, event channels.
         let order = max(0, min(options.maxRingPageOrder, features.maxRingPageOrder, 4))
@@ -93,14 +88,9 @@ extension BlockFront {
             try await store.waitForState(of: backend, orGone: true) { $0.rawValue >= XenbusState.connected.rawValue }
         }
         guard state == .connected else { throw .backendState(state, path: backend) }
+        let diskKeys = try await xs(backend) { try await store.readKeys(BlkifBackendInfo.keyNames, in: backend) }
         let disk: BlkifBackendInfo
-        do {
-            disk = try BlkifBackendInfo(keys: try await xs(backend) {
-                try await store.readKeys(BlkifBackendInfo.keyNames, in: backend)
-            })
-        } catch let error as BlkifKeyError {
-            throw .badKey(error, path: backend)
-        }
+        do { disk = try BlkifBackendInfo(keys: diskKeys) } catch { throw .badKey(error, path: backend) }
         let units = UInt64(disk.sectorSize / Blkif.sectorUnit)
         let deviceInfo = BlockDeviceInfo(
             readWrite: disk.isWritable, sectorSize: disk.sectorSize, sizeSectors: disk.sectors / units)

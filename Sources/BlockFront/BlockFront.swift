@@ -1,7 +1,7 @@
-public import BlkifProtocol
+import BlkifProtocol
 public import BlockDevice
-public import EventChannel
-public import GrantTable
+import EventChannel
+import GrantTable
 import SharedRing
 import Synchronization
 public import XenCore
@@ -221,8 +221,9 @@ public final class BlockFront: BlockDevice {
                         indirectGrants: grants))
             }
         } else {
+            let direct = segments
             make = { id in
-                .direct(BlkifDirectRequest(operation: operation, handle: handle, id: id, sector: unit, segments: segments))
+                .direct(BlkifDirectRequest(operation: operation, handle: handle, id: id, sector: unit, segments: direct))
             }
         }
         let status: BlkifStatus

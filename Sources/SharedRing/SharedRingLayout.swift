@@ -1,5 +1,5 @@
 import Synchronization
-public import XenCore
+import XenCore
 
 /// Why a shared ring could not be set up or used. Every case that starts "peer" means the other domain
 /// wrote an index that no correct peer writes: the caller ends the connection.

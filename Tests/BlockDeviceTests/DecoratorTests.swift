@@ -7,7 +7,7 @@ import XenCore
 @Suite struct DecoratorTests {
     private static func tempFile(bytes: Int) throws -> String {
         let path = NSTemporaryDirectory() + "swiftxen-block-\(UUID().uuidString).img"
-        FileManager.default.createFile(atPath: path, contents: Data(count: bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(count: bytes))
         return path
     }
 
