@@ -1,5 +1,5 @@
-public import XenCore
 import Synchronization
+public import XenCore
 
 /// Per-port pending bits and waiters: the part of an event-channel backend that turns "port fired" into
 /// resumed tasks. Backends call ``open(_:)`` when binding, ``signal(_:)`` when an event arrives, and

@@ -1,5 +1,5 @@
-public import XenCore
 import Synchronization
+public import XenCore
 
 /// Runs a release action at most once: explicitly (with its error reported) or, failing that, on deinit.
 final class ReleaseOnce: Sendable {

@@ -1,5 +1,5 @@
-public import XenCore
 import Synchronization
+public import XenCore
 
 /// The free list of grant references a domain hands out before granting pages.
 ///

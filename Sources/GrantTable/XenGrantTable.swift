@@ -81,7 +81,8 @@ public final class XenGrantTable: GrantTableBackend, @unchecked Sendable {
             ? xengnttab_map_grant_ref(handle, UInt32(domain.rawValue), raw[0], prot)
             : xengnttab_map_grant_refs(handle, UInt32(refs.count), &domids, &raw, prot)
         guard let address else {
-            throw .system(operation: refs.count == 1 ? "xengnttab_map_grant_ref" : "xengnttab_map_grant_refs", errno: errno)
+            throw .system(
+                operation: refs.count == 1 ? "xengnttab_map_grant_ref" : "xengnttab_map_grant_refs", errno: errno)
         }
         let count = refs.count
         let storage = PageStorage(borrowing: address, byteCount: count * xenPageSize)
