@@ -35,7 +35,11 @@ public enum BlockBack {
         guard let frontendID = UInt16(frontendIDText) else {
             throw .badKey(path: backendPath, underlying: "frontend-id \"\(frontendIDText)\"")
         }
-        let info = await device.info()
+        var info = await device.info()
+        // The toolstack's `mode` key can make a writable device read-only for this guest.
+        if let mode = try await xs(backendPath, { try await store.read(backendPath + "/mode") }), mode == "r" {
+            info.readWrite = false
+        }
         let discardSupported = await probeDiscard(device)
         var advertised = BlkifBackendInfo()
         advertised.sectors = info.sizeSectors * UInt64(info.sectorSize / Blkif.sectorUnit)
