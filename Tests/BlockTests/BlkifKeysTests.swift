@@ -53,19 +53,25 @@ import XenCore
         keys["queue-0/event-channel"] = "x"
         #expect(throws: BlkifKeyError.self) { try BlkifFrontendInfo(keys: keys, maxRingPageOrder: 4, maxQueues: 4) }
         #expect(throws: BlkifKeyError.self) {
-            try BlkifFrontendInfo(keys: ["protocol": "x86_32-abi", "ring-ref": "8", "event-channel": "1"], maxRingPageOrder: 0, maxQueues: 1)
+            try BlkifFrontendInfo(
+                keys: ["protocol": "x86_32-abi", "ring-ref": "8", "event-channel": "1"], maxRingPageOrder: 0,
+                maxQueues: 1)
         }
     }
 
-    @Test(arguments: [
-        ("51712", UInt32(51712)), ("xvda", 51712), ("/dev/xvda", 51712), ("xvdb1", 51729), ("xvdq", (1 << 28) | (16 << 8)),
-        ("sda", 2048), ("sdb2", 2066), ("hda", 768), ("hdc", 5632),
-    ] as [(String, UInt32)])
+    @Test(
+        arguments: [
+            ("51712", UInt32(51712)), ("xvda", 51712), ("/dev/xvda", 51712), ("xvdb1", 51729),
+            ("xvdq", (1 << 28) | (16 << 8)),
+            ("sda", 2048), ("sdb2", 2066), ("hda", 768), ("hdc", 5632),
+        ] as [(String, UInt32)])
     func deviceNames(name: String, number: UInt32) {
         #expect(VirtualDeviceNumber.parse(name) == number)
     }
 
     @Test func badDeviceNames() {
-        for name in ["", "xvd", "floppy", "xvdA", "sdq", "hde"] { #expect(VirtualDeviceNumber.parse(name) == nil, "\(name)") }
+        for name in ["", "xvd", "floppy", "xvdA", "sdq", "hde"] {
+            #expect(VirtualDeviceNumber.parse(name) == nil, "\(name)")
+        }
     }
 }

@@ -97,7 +97,8 @@ import XenCore
         let regionSectors: UInt64 = 512
         let device = MemoryBlockDevice(sizeSectors: regionSectors * 16)
         let back = try await harness.startBackend(device)
-        let front = try await harness.connectFront(options: BlockFrontOptions(domain: harness.frontDomain.id, queues: 2))
+        let front = try await harness.connectFront(
+            options: BlockFrontOptions(domain: harness.frontDomain.id, queues: 2))
         let mismatches = await withTaskGroup(of: Int.self) { group in
             for task in 0..<16 {
                 group.addTask {

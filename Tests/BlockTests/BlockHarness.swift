@@ -22,7 +22,8 @@ struct BlockHarness {
     }
 
     /// Creates the vbd nodes and starts the backend serving `device`; the task ends when the frontend closes.
-    func startBackend(_ device: any BlockDevice, options: BlockBackOptions? = nil) async throws -> Task<Void, any Error> {
+    func startBackend(_ device: any BlockDevice, options: BlockBackOptions? = nil) async throws -> Task<Void, any Error>
+    {
         try await nodes.create(in: store)
         let store = store
         let path = nodes.backendPath

@@ -60,7 +60,9 @@ import XenCore
             try await front.discard(at: 7, count: 8)
         }
         if off == .barrier || off == .flushAndBarrier {
-            await #expect(throws: BlockError.self) { try await front.writeBarrier(at: 0, from: [data.slice(from: 0, count: 512)]) }
+            await #expect(throws: BlockError.self) {
+                try await front.writeBarrier(at: 0, from: [data.slice(from: 0, count: 512)])
+            }
         } else {
             try await front.writeBarrier(at: 0, from: [data.slice(from: 0, count: 512)])
         }

@@ -130,14 +130,24 @@ import XenCore
             $0.setUInt8(9, at: 29)
         }
         request(3, .error, .direct(.init(operation: .read, handle: 0, id: 3, sector: 60, segments: [segment])))
-        request(4, .error, .direct(.init(operation: .read, handle: 0, id: 4, sector: 0, segments: [.init(grant: 1999)])))
-        request(5, .error, .direct(.init(operation: .read, handle: 0, id: 5, sector: 0, segments: [.init(grant: readOnlyRef)])))
+        request(
+            4, .error, .direct(.init(operation: .read, handle: 0, id: 4, sector: 0, segments: [.init(grant: 1999)])))
+        request(
+            5, .error,
+            .direct(.init(operation: .read, handle: 0, id: 5, sector: 0, segments: [.init(grant: readOnlyRef)])))
         request(
             6, .error,
-            .indirect(.init(operation: .read, segmentCount: 5000, handle: 0, id: 6, sector: 0, indirectGrants: [writableRef])))
-        request(7, .error, .indirect(.init(operation: .read, segmentCount: 8, handle: 0, id: 7, sector: 0, indirectGrants: [1999])))
-        request(8, .error, .direct(.init(operation: .read, handle: 0, id: 8, sector: UInt64.max - 3, segments: [segment])))
-        request(9, .okay, .direct(.init(operation: .write, handle: 0, id: 9, sector: 8, segments: [.init(grant: readOnlyRef)])))
+            .indirect(
+                .init(operation: .read, segmentCount: 5000, handle: 0, id: 6, sector: 0, indirectGrants: [writableRef]))
+        )
+        request(
+            7, .error,
+            .indirect(.init(operation: .read, segmentCount: 8, handle: 0, id: 7, sector: 0, indirectGrants: [1999])))
+        request(
+            8, .error, .direct(.init(operation: .read, handle: 0, id: 8, sector: UInt64.max - 3, segments: [segment])))
+        request(
+            9, .okay,
+            .direct(.init(operation: .write, handle: 0, id: 9, sector: 8, segments: [.init(grant: readOnlyRef)])))
         request(10, .okay, .direct(.init(operation: .read, handle: 0, id: 10, sector: 0, segments: [segment])))
         request(11, .okay, .direct(.init(operation: .flushDiskCache, handle: 0, id: 11, sector: 0, segments: [])))
         request(12, .error, .discard(.init(handle: 0, id: 12, sector: 60, sectorCount: 100)))
