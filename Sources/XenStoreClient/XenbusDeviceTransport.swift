@@ -39,6 +39,18 @@ public final class XenbusDeviceTransport: XenStoreTransport {
         }
     }
 
+    /// Wraps an already open descriptor that behaves like the device (tests use one end of a
+    /// `SOCK_SEQPACKET` pair, which keeps write boundaries visible).
+    static func adopting(descriptor: Int32) throws(XenStoreError) -> XenbusDeviceTransport {
+        do {
+            let stream = try DescriptorStream(descriptor: descriptor, mode: .packetPerWrite)
+            try stream.start()
+            return XenbusDeviceTransport(stream: stream)
+        } catch {
+            throw .connectionFailed(path: "fd \(descriptor)", errno: error.errno)
+        }
+    }
+
     /// Writes each packet of `bytes` with its own `write(2)`.
     ///
     /// OCaml: not in OCaml
