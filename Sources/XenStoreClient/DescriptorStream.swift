@@ -226,6 +226,9 @@ final class DescriptorStream: Sendable {
             }
             if closed { break }
             fds[0].events = (paused ? 0 : Int16(POLLIN)) | (wantWrite ? Int16(POLLOUT) : 0)
+            // A negative descriptor is skipped by poll: while paused with nothing to write, a hang-up (reported
+            // even without requested events) must not make poll return at once, over and over.
+            fds[0].fd = fds[0].events == 0 ? -1 : descriptor
             fds[0].revents = 0
             fds[1].revents = 0
             let ready = poll(&fds, 2, -1)
@@ -239,7 +242,10 @@ final class DescriptorStream: Sendable {
                 _ = Glibc.read(wakeup, &drain, MemoryLayout.size(ofValue: drain))
             }
             let events = fds[0].revents
-            if events & Int16(POLLOUT) != 0 { finishWrites() }
+            if events & Int16(POLLOUT) != 0 || (paused && events & (Int16(POLLHUP) | Int16(POLLERR)) != 0) {
+                // Paused readers still learn about a hang-up through the failing writes.
+                finishWrites()
+            }
             if events & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 && !paused {
                 let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress!, $0.count) }
                 if count > 0 {
