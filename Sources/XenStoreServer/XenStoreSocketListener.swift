@@ -1,9 +1,11 @@
 import NIOCore
 import NIOPosix
 import Synchronization
+public import XenCore
 
-/// A unix-socket listener of a `XenStoreServer`. Every accepted connection speaks as domain 0, as socket
-/// connections to C xenstored do.
+/// A unix-socket listener of a `XenStoreServer`. Accepted connections speak as domain 0, as socket
+/// connections to C xenstored do, unless the listener was opened for another domain (a test aid: it lets the
+/// stock tools act as an unprivileged domain).
 ///
 /// OCaml: not in OCaml (`ocaml-xenstore-server --enable-unix --path`)
 public final class XenStoreSocketListener: Sendable {
@@ -36,10 +38,12 @@ fileprivate final class ChildRegistry: Sendable {
 
 extension XenStoreServer {
     /// Listens on a unix socket at `path` (an existing socket file there is replaced). Point libxenstore at it
-    /// with `XENSTORED_PATH=<path>`.
+    /// with `XENSTORED_PATH=<path>`. Connections act as `domain` (dom0, as in C xenstored, by default).
     ///
     /// OCaml: not in OCaml (C xenstored `init_sockets`)
-    public func listen(unixSocketPath path: String) async throws -> XenStoreSocketListener {
+    public func listen(
+        unixSocketPath path: String, domain: DomainID = .dom0
+    ) async throws(XenStoreServerError) -> XenStoreSocketListener {
         let registry = ChildRegistry()
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
@@ -51,7 +55,7 @@ extension XenStoreServer {
                     _ = registry.channels.withLock { $0.removeValue(forKey: key) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(XenStoreSocketHandler(server: self))
+                    try channel.pipeline.syncOperations.addHandler(XenStoreSocketHandler(server: self, domain: domain))
                 }
             }
         let channel: any Channel
@@ -68,12 +72,16 @@ extension XenStoreServer {
 private final class XenStoreSocketHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let server: XenStoreServer
+    let domain: DomainID
     var id: XenStoreConnectionID?
 
-    init(server: XenStoreServer) { self.server = server }
+    init(server: XenStoreServer, domain: DomainID) {
+        self.server = server
+        self.domain = domain
+    }
 
     func channelActive(context: ChannelHandlerContext) {
-        id = server.attach(domain: .dom0, sink: SocketSink(channel: context.channel))
+        id = server.attach(domain: domain, sink: SocketSink(channel: context.channel))
         context.fireChannelActive()
     }
 
