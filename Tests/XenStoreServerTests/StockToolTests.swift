@@ -5,7 +5,8 @@ import XenStoreProtocol
 import XenStoreServer
 
 /// Runs one xenstore-utils tool against `socket`; returns exit status, stdout and stderr.
-func runTool(_ tool: String, _ arguments: [String], socket: String) throws -> (status: Int32, out: String, err: String) {
+func runTool(_ tool: String, _ arguments: [String], socket: String) throws -> (status: Int32, out: String, err: String)
+{
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/\(tool)")
     process.arguments = arguments
@@ -103,7 +104,9 @@ func runTool(_ tool: String, _ arguments: [String], socket: String) throws -> (s
             _ = try runTool("xenstore-write", ["/vm/secret", "s", "/vm/shared", "x"], socket: socket)
             var result = try runTool("xenstore-chmod", ["/vm/shared", "n0", "r5"], socket: socket)
             #expect(result.status == 0)
-            #expect(server.permissions(at: "/vm/shared") == XenStorePermissions(owner: 0, others: .none, acl: [.init(.read, 5)]))
+            #expect(
+                server.permissions(at: "/vm/shared")
+                    == XenStorePermissions(owner: 0, others: .none, acl: [.init(.read, 5)]))
             result = try runTool("xenstore-ls", ["-p", "/vm"], socket: socket)
             #expect(result.out.contains("(n0,r5)"))
             // Domain 5 may read /vm/shared but not /vm/secret, and may not write either.
