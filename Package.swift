@@ -86,8 +86,8 @@ let package = Package(
         .target(
             name: "BlockFront",
             dependencies: [
-                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "GrantTable",
-                "EventChannel",
+                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "XenStoreProtocol",
+                "GrantTable", "EventChannel",
             ],
             swiftSettings: strict
         ),
@@ -160,7 +160,7 @@ let package = Package(
             name: "BlockTests",
             dependencies: [
                 "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
-                "XenStoreClient", "BlockDevice", "CXen", "XenCore",
+                "XenStoreClient", "BlockDevice", "CXen", "XenCore", "GrantTable", "EventChannel",
             ]
         ),
         .testTarget(

@@ -236,3 +236,22 @@ func fnv(_ bytes: [UInt8]) -> UInt64 {
     for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
     return hash
 }
+
+/// The toolstack helper's nodes and permissions, checked through the guest's own xenstore connection.
+@Suite struct VirtualBlockDeviceNodesTests {
+    @Test func createSetsOwnersAndDestroyRemoves() async throws {
+        let harness = try BlockHarness()
+        let nodes = harness.nodes
+        try await nodes.create(in: harness.store)
+        // The guest reads the backend's keys and writes its own, but cannot write the backend's.
+        #expect(try await harness.frontStore.read(nodes.backendPath + "/mode") == "w")
+        #expect(try await harness.frontStore.read(nodes.frontendPath + "/backend") == nodes.backendPath)
+        try await harness.frontStore.write(nodes.frontendPath + "/state", "3")
+        await #expect(throws: (any Error).self) {
+            try await harness.frontStore.write(nodes.backendPath + "/state", "4")
+        }
+        try await nodes.destroy(in: harness.store)
+        #expect(try await harness.store.read(nodes.frontendPath + "/state") == nil)
+        #expect(try await harness.store.read(nodes.backendPath + "/state") == nil)
+    }
+}
