@@ -129,7 +129,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "DomainUserdata",
+                "DomainUserdata", "BlkifProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -110,7 +110,10 @@ extension BlockFront {
         let front = BlockFront(
             frontendPath: frontend, backendPath: backend, backendDomain: backendDomain, handle: handle,
             deviceInfo: deviceInfo, negotiated: negotiated, store: store, grants: grants, events: events,
-            queues: queues, pages: FrontDataPages(grants: grants, backend: backendDomain, persistent: persistent),
+            queues: queues,
+            pages: FrontDataPages(
+                grants: grants, backend: backendDomain, persistent: persistent,
+                capacity: max(segments + Blkif.maxIndirectPages, min(4096, grants.refs.freeCount - 64))),
             ringPages: rings.map(\.3))
         violation.attach(front)
         front.startPolling()

@@ -41,6 +41,7 @@ public final class BlockFront: BlockDevice {
     private let next = Atomic<Int>(0)
     private let closed = Mutex<(done: Bool, failure: BlockFrontError?)>((false, nil))
     private let pollers: Mutex<[Task<Void, Never>]> = Mutex([])
+    private let backendWatcher: Mutex<Task<Void, Never>?> = Mutex(nil)
 
     init(
         frontendPath: String, backendPath: String, backendDomain: DomainID, handle: UInt32,
@@ -65,6 +66,18 @@ public final class BlockFront: BlockDevice {
     func startPolling() {
         let tasks = queues.map { queue in Task { await queue.run() } }
         pollers.withLock { $0 = tasks }
+        // A backend that closes or vanishes under us fails everything in flight (nothing would answer it).
+        let store = store
+        let backend = backendPath
+        let queues = queues
+        let watcher = Task {
+            let state = try? await store.waitForState(of: backend, orGone: true) {
+                $0 == .closing || $0 == .closed
+            }
+            guard !Task.isCancelled, state != .some(.connected) else { return }
+            for queue in queues { queue.fail(.disconnected) }
+        }
+        backendWatcher.withLock { $0 = watcher }
     }
 
     /// The protocol violation that disconnected the device, if any.
@@ -299,6 +312,10 @@ public final class BlockFront: BlockDevice {
         }
         guard first else { return }
         for queue in queues { queue.fail(.disconnected) }
+        if let watcher = backendWatcher.withLock({ $0 }) {
+            watcher.cancel()
+            await watcher.value
+        }
         try? await store.write(frontendPath + "/state", XenbusState.closing.xenstoreValue)
         _ = try? await store.waitForState(of: backendPath, orGone: true) { $0 == .closing || $0 == .closed }
         try? await store.write(frontendPath + "/state", XenbusState.closed.xenstoreValue)

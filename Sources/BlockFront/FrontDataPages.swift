@@ -17,22 +17,70 @@ final class FrontDataPages: Sendable {
     private struct State {
         var free: [GrantedPage] = []
         var spare: [PageBuffer] = []
-        var granted = 0
+        /// Pages that may still be taken: requests reserve their whole count at once, so concurrent requests
+        /// holding partial sets of grant references can never starve each other.
+        var budget: Int
+        var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     let persistent: Bool
+    /// Most pages all requests in flight may hold (also the most persistent grants ever made).
+    let capacity: Int
     private let grants: any GrantTableBackend
     private let backend: DomainID
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
-    init(grants: any GrantTableBackend, backend: DomainID, persistent: Bool) {
+    init(grants: any GrantTableBackend, backend: DomainID, persistent: Bool, capacity: Int) {
         self.grants = grants
         self.backend = backend
         self.persistent = persistent
+        self.capacity = capacity
+        self.state = Mutex(State(budget: capacity))
+    }
+
+    /// Reserves `count` pages of the budget, waiting in FIFO order.
+    private func reserve(_ count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = state.withLock { state -> Bool in
+                if state.waiters.isEmpty, state.budget >= count {
+                    state.budget -= count
+                    return true
+                }
+                state.waiters.append((count, continuation))
+                return false
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    /// Returns `count` pages to the budget and wakes the waiters that now fit, in order.
+    private func unreserve(_ count: Int) {
+        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.budget += count
+            var ready: [CheckedContinuation<Void, Never>] = []
+            while let first = state.waiters.first, first.count <= state.budget {
+                state.budget -= first.count
+                ready.append(first.continuation)
+                state.waiters.removeFirst()
+            }
+            return ready
+        }
+        for continuation in ready { continuation.resume() }
     }
 
     /// `count` pages granted to the backend (writable when it must write them: reads, or any persistent page).
     func take(_ count: Int, backendWrites: Bool) async throws(BlockFrontError) -> [GrantedPage] {
+        guard count <= capacity else { throw .resources("request of \(count) pages exceeds \(capacity)") }
+        await reserve(count)
+        do throws(BlockFrontError) {
+            return try await takeReserved(count, backendWrites: backendWrites)
+        } catch {
+            unreserve(count)
+            throw error
+        }
+    }
+
+    private func takeReserved(_ count: Int, backendWrites: Bool) async throws(BlockFrontError) -> [GrantedPage] {
         if persistent {
             var pages = state.withLock { state -> [GrantedPage] in
                 let n = min(count, state.free.count)
@@ -41,15 +89,20 @@ final class FrontDataPages: Sendable {
             }
             if pages.count < count {
                 do {
-                    for _ in pages.count..<count {
-                        let ref = try await grants.refs.get()
+                    let refs = try await grants.refs.get(count: count - pages.count)
+                    for (index, ref) in refs.enumerated() {
                         let page = PageBuffer(pages: 1)
-                        try grants.grantAccess(ref, to: backend, writable: true, page: page)
+                        do {
+                            try grants.grantAccess(ref, to: backend, writable: true, page: page)
+                        } catch {
+                            _ = grants.refs.put(Array(refs[index...]))
+                            throw error
+                        }
                         pages.append(GrantedPage(page: page, ref: ref))
                     }
                 } catch {
-                    give(pages)
-                    throw .resources("granting a persistent page: \(error)")
+                    state.withLock { $0.free.append(contentsOf: pages) }
+                    throw .resources("granting persistent pages: \(error)")
                 }
             }
             return pages
@@ -74,7 +127,7 @@ final class FrontDataPages: Sendable {
             }
             return pages
         } catch {
-            give(pages)
+            for granted in pages where (try? grants.endAccess(granted.ref)) != nil { _ = grants.refs.put(granted.ref) }
             throw .resources("granting \(count) page(s): \(error)")
         }
     }
@@ -82,6 +135,7 @@ final class FrontDataPages: Sendable {
     /// Returns pages after their request completed.
     func give(_ pages: [GrantedPage]) {
         guard !pages.isEmpty else { return }
+        defer { unreserve(pages.count) }
         if persistent {
             state.withLock { $0.free.append(contentsOf: pages) }
             return
@@ -102,6 +156,7 @@ final class FrontDataPages: Sendable {
     /// never reused; their grants are ended where possible.
     func abandon(_ pages: [GrantedPage]) {
         for granted in pages where (try? grants.endAccess(granted.ref)) != nil { _ = grants.refs.put(granted.ref) }
+        unreserve(pages.count)
     }
 
     /// Ends every persistent grant (at disconnect, after the backend unmapped).
@@ -110,6 +165,6 @@ final class FrontDataPages: Sendable {
             defer { state.free.removeAll() }
             return state.free
         }
-        abandon(pages)
+        for granted in pages where (try? grants.endAccess(granted.ref)) != nil { _ = grants.refs.put(granted.ref) }
     }
 }

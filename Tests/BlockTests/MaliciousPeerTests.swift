@@ -169,4 +169,31 @@ import XenCore
         try await serving.value
         try events.unbind(port)
     }
+
+    /// A backend that closes (or is removed) while a request is in flight: the request fails `.disconnected`.
+    @Test func backendClosesUnderRequests() async throws {
+        let harness = try BlockHarness()
+        let store = harness.store
+        let nodes = harness.nodes
+        try await nodes.create(in: store)
+        let back = nodes.backendPath
+        try await store.write([
+            (back + "/sectors", "64"), (back + "/sector-size", "512"),
+            (back + "/state", XenbusState.initWait.xenstoreValue),
+        ])
+        let connecting = Task { try await harness.connectFront() }
+        _ = try await store.waitForState(of: nodes.frontendPath) { $0 == .initialised }
+        try await store.write(back + "/state", XenbusState.connected.xenstoreValue)
+        let front = try await connecting.value
+        let reading = Task { () -> BlockError? in
+            do throws(BlockError) {
+                try await front.read(at: 0, into: [PageBuffer(pages: 1)])
+                return nil
+            } catch { return error }
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        try await store.remove(back)
+        #expect(await reading.value == .disconnected)
+        await front.disconnect()
+    }
 }
