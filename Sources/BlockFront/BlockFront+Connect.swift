@@ -51,9 +51,18 @@ extension BlockFront {
             throw .resources("\(error)")
         }
         let persistent = options.persistentGrants && features.persistent
+        // Grant references for data pages: what the table has left after the rings, minus a margin for other
+        // devices. A request never needs more than that, so the largest request is capped by it too.
+        let refBudget = max(
+            2 * (Blkif.maxDirectSegments + Blkif.maxIndirectPages),
+            min(8192, grants.refs.freeCount - queueCount * (1 << order) - 64))
         let segments =
             features.maxIndirectSegments > Blkif.maxDirectSegments
-            ? min(features.maxIndirectSegments, options.maxIndirectSegments, Blkif.maxIndirectSegments)
+            ? max(
+                Blkif.maxDirectSegments,
+                min(
+                    features.maxIndirectSegments, options.maxIndirectSegments, Blkif.maxIndirectSegments,
+                    refBudget - Blkif.maxIndirectPages))
             : Blkif.maxDirectSegments
         var rings: [(FrontRing, [GrantRef], EventChannelPort, PageBuffer)] = []
         do {
@@ -113,7 +122,7 @@ extension BlockFront {
             queues: queues,
             pages: FrontDataPages(
                 grants: grants, backend: backendDomain, persistent: persistent,
-                capacity: max(segments + Blkif.maxIndirectPages, min(4096, grants.refs.freeCount - 64))),
+                capacity: max(segments + Blkif.maxIndirectPages, refBudget)),
             ringPages: rings.map(\.3))
         violation.attach(front)
         front.startPolling()

@@ -9,7 +9,7 @@ import XenStoreServer
 
 /// A guest (frontend) and a driver domain (backend) on one simulated hypervisor, sharing a xenstore.
 struct BlockHarness {
-    let hypervisor = SimulatedHypervisor()
+    let hypervisor: SimulatedHypervisor
     let server = XenStoreServer()
     /// The toolstack's and the backend's connection (dom0).
     let store: any XenbusStore
@@ -19,7 +19,8 @@ struct BlockHarness {
     let frontDomain: SimulatedDomain
     let nodes: VirtualBlockDeviceNodes
 
-    init(writable: Bool = true, deviceID: UInt32 = 51712) throws {
+    init(writable: Bool = true, deviceID: UInt32 = 51712, grantTableSize: Int = 2048) throws {
+        hypervisor = SimulatedHypervisor(grantTableSize: grantTableSize)
         backDomain = hypervisor.dom0
         frontDomain = try hypervisor.createDomain(name: "guest")
         store = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: .dom0)))

@@ -87,4 +87,46 @@ import XenCore
         await front.disconnect()
         try await back.value
     }
+
+    /// Requests of 4096 segments described by all 8 indirect pages (mirage-block-xen uses one).
+    @Test func eightIndirectPages() async throws {
+        let harness = try BlockHarness(grantTableSize: 16384)
+        var options = BlockBackOptions(domain: harness.backDomain.id)
+        options.maxIndirectSegments = 4096
+        let device = MemoryBlockDevice(sizeSectors: 40960)
+        let back = try await harness.startBackend(device, options: options)
+        let front = try await harness.connectFront(
+            options: BlockFrontOptions(domain: harness.frontDomain.id, maxIndirectSegments: 4096))
+        #expect(front.negotiated.segmentsPerRequest == 4096)
+        let size = 16 << 20
+        let data = BlockFrontBackTests.pattern(size, seed: 8)
+        try await front.write(at: 512, from: [data])
+        let direct = PageBuffer(pages: size / 4096)
+        try await device.read(at: 512, into: [direct])
+        #expect(direct.contentsEqual(data))
+        let readBack = PageBuffer(pages: size / 4096)
+        try await front.read(at: 512, into: [readBack])
+        #expect(readBack.contentsEqual(data))
+        await front.disconnect()
+        try await back.value
+    }
+
+    /// A small grant table caps the request size instead of deadlocking on references.
+    @Test func smallGrantTableCapsRequests() async throws {
+        let harness = try BlockHarness(grantTableSize: 600)
+        var options = BlockBackOptions(domain: harness.backDomain.id)
+        options.maxIndirectSegments = 4096
+        let back = try await harness.startBackend(MemoryBlockDevice(sizeSectors: 8192), options: options)
+        let front = try await harness.connectFront(
+            options: BlockFrontOptions(domain: harness.frontDomain.id, maxIndirectSegments: 4096))
+        #expect(front.negotiated.segmentsPerRequest < 600)
+        let size = 3 << 20
+        let data = BlockFrontBackTests.pattern(size, seed: 5)
+        try await front.write(at: 0, from: [data])
+        let readBack = PageBuffer(pages: size / 4096)
+        try await front.read(at: 0, into: [readBack])
+        #expect(readBack.contentsEqual(data))
+        await front.disconnect()
+        try await back.value
+    }
 }
