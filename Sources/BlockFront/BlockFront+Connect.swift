@@ -85,21 +85,20 @@ extension BlockFront {
             }
             throw .resources("\(error)")
         }
-        let info = BlkifFrontendInfo(
-            queues: rings.map { BlkifQueueInfo(ringRefs: $0.1, eventChannel: $0.2) }, ringPageOrder: order,
-            persistent: persistent)
-        var pairs = info.keys.map { (path: frontend + "/" + $0.0, value: $0.1) }
-        pairs.append((frontend + "/state", XenbusState.initialised.xenstoreValue))
-        try await xs(frontend) { try await store.write(pairs) }
-
-        // 3 → 4: the backend maps the rings and publishes the disk.
-        let state = try await xs(backend) {
-            try await store.waitForState(of: backend, orGone: true) { $0.rawValue >= XenbusState.connected.rawValue }
-        }
-        guard state == .connected else { throw .backendState(state, path: backend) }
-        let diskKeys = try await xs(backend) { try await store.readKeys(BlkifBackendInfo.keyNames, in: backend) }
         let disk: BlkifBackendInfo
-        do { disk = try BlkifBackendInfo(keys: diskKeys) } catch { throw .badKey(error, path: backend) }
+        do throws(BlockFrontError) {
+            disk = try await publishAndWait(
+                rings: rings.map { BlkifQueueInfo(ringRefs: $0.1, eventChannel: $0.2) }, order: order,
+                persistent: persistent, frontend: frontend, backend: backend, store: store)
+        } catch {
+            // Nothing was connected: give back the rings and ports and tell the backend we are gone.
+            for (_, refs, port, _) in rings {
+                try? events.unbind(port)
+                for ref in refs where (try? grants.endAccess(ref)) != nil { _ = grants.refs.put(ref) }
+            }
+            try? await store.write(frontend + "/state", XenbusState.closed.xenstoreValue)
+            throw error
+        }
         let units = UInt64(disk.sectorSize / Blkif.sectorUnit)
         let deviceInfo = BlockDeviceInfo(
             readWrite: disk.isWritable, sectorSize: disk.sectorSize, sizeSectors: disk.sectors / units)
@@ -128,6 +127,31 @@ extension BlockFront {
         front.startPolling()
         try await xs(frontend) { try await store.write(frontend + "/state", XenbusState.connected.xenstoreValue) }
         return front
+    }
+
+    /// Publishes the transport keys with state Initialised, waits for the backend's Connected and reads the
+    /// disk's keys.
+    private static func publishAndWait(
+        rings: [BlkifQueueInfo], order: Int, persistent: Bool, frontend: String, backend: String,
+        store: any XenbusStore
+    ) async throws(BlockFrontError) -> BlkifBackendInfo {
+        func xs<T>(_ path: String, _ body: () async throws -> T) async throws(BlockFrontError) -> T {
+            do { return try await body() } catch let error as BlockFrontError { throw error } catch {
+                throw .xenstore(path: path, underlying: "\(error)")
+            }
+        }
+        let info = BlkifFrontendInfo(queues: rings, ringPageOrder: order, persistent: persistent)
+        var pairs = info.keys.map { (path: frontend + "/" + $0.0, value: $0.1) }
+        pairs.append((frontend + "/state", XenbusState.initialised.xenstoreValue))
+        try await xs(frontend) { try await store.write(pairs) }
+
+        // 3 → 4: the backend maps the rings and publishes the disk.
+        let state = try await xs(backend) {
+            try await store.waitForState(of: backend, orGone: true) { $0.rawValue >= XenbusState.connected.rawValue }
+        }
+        guard state == .connected else { throw .backendState(state, path: backend) }
+        let diskKeys = try await xs(backend) { try await store.readKeys(BlkifBackendInfo.keyNames, in: backend) }
+        do { return try BlkifBackendInfo(keys: diskKeys) } catch { throw .badKey(error, path: backend) }
     }
 }
 

@@ -196,4 +196,28 @@ import XenCore
         #expect(await reading.value == .disconnected)
         await front.disconnect()
     }
+
+    /// A backend that gives up during the handshake: connect fails with a typed error and releases everything.
+    @Test func backendClosesDuringHandshake() async throws {
+        let harness = try BlockHarness()
+        let store = harness.store
+        let nodes = harness.nodes
+        try await nodes.create(in: store)
+        try await store.write(nodes.backendPath + "/state", XenbusState.initWait.xenstoreValue)
+        let connecting = Task { () -> BlockFrontError? in
+            do {
+                _ = try await harness.connectFront()
+                return nil
+            } catch { return error as? BlockFrontError }
+        }
+        _ = try await store.waitForState(of: nodes.frontendPath) { $0 == .initialised }
+        try await store.write(nodes.backendPath + "/state", XenbusState.closed.xenstoreValue)
+        guard case .backendState(.closed, _) = await connecting.value else {
+            Issue.record("expected a backend-state error")
+            return
+        }
+        #expect(try await store.state(of: nodes.frontendPath) == .closed)
+        let refs = harness.frontDomain.grantTable.refs
+        #expect(refs.freeCount == refs.capacity)
+    }
 }
