@@ -36,6 +36,16 @@ public final class EventPortSignals: Sendable {
     /// Whether `port` is open.
     public func isOpen(_ port: EventChannelPort) -> Bool { state.withLock { $0.slots[port.rawValue] != nil } }
 
+    /// Whether an event on `port` is pending (arrived with nobody waiting, not yet consumed).
+    public func isPending(_ port: EventChannelPort) -> Bool {
+        state.withLock { $0.slots[port.rawValue]?.pending ?? false }
+    }
+
+    /// The number of tasks waiting on `port`.
+    public func waitingCount(_ port: EventChannelPort) -> Int {
+        state.withLock { $0.slots[port.rawValue]?.waiters.count ?? 0 }
+    }
+
     /// An event arrived on `port`: wake one waiter, or set the pending bit. Ignored for ports not open.
     public func signal(_ port: EventChannelPort) {
         let waiter: UnsafeContinuation<Bool, Never>? = state.withLock { state in

@@ -85,6 +85,11 @@ public final class GrantRefPool: Sendable {
     /// OCaml: `Xen_os.Xen.Export.num_free_grants`
     public var freeCount: Int { state.withLock { $0.freeCount } }
 
+    /// The number of tasks waiting in ``get()`` / ``get(count:)`` (for diagnostics and tests).
+    ///
+    /// Not in OCaml (the `Lwt_dllist` of waiters is private there).
+    public var waitingCount: Int { state.withLock { $0.waiters.count } }
+
     /// One free reference, or nil when the table is full.
     ///
     /// OCaml: `Xen_os.Xen.Export.get_nonblock`
