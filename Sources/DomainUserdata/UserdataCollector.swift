@@ -1,4 +1,5 @@
 public import XenCore
+public import XenStoreClient
 
 /// Removes the userdata of domains that no longer exist. libxl only deletes userdata on its own destroy path,
 /// so a domain that dies any other way (crash with `on_crash=destroy` handled elsewhere, a toolstack killed
@@ -67,6 +68,24 @@ public struct UserdataCollector: Sendable {
             onSweep(try await sweepOffPool())
         }
     }
+
+    /// Sweeps now and after every `@releaseDomain` event xenstore sends through `client`, until the task is
+    /// cancelled or the connection fails (the watch is removed when this returns).
+    ///
+    /// libxl: not in libxl (xl's and xenopsd's `@releaseDomain` watches, applied to userdata).
+    public func run(
+        client: XenStoreClient,
+        onSweep: @Sendable ([Collected]) -> Void = { _ in }
+    ) async throws {
+        let releases = try await client.watches(Self.releaseDomainPath)
+        defer { releases.cancel() }
+        try await run(releases: releases, onSweep: onSweep)
+    }
+
+    /// xenstored's special watch path fired whenever a domain is released (destroyed and reaped).
+    ///
+    /// libxl: `"@releaseDomain"` (xs_wire / `libxl__ev_evtchn` domain death watch).
+    public static let releaseDomainPath = "@releaseDomain"
 
     /// `sweep()` on a Dispatch thread.
     ///

@@ -1,6 +1,8 @@
 import DomainUserdata
+import SimulatedHypervisor
 import Testing
 import XenCore
+import XenStoreClient
 
 @Suite struct CollectorTests {
     let dir = TemporaryDirectory()
@@ -62,5 +64,67 @@ import XenCore
 
         fire.finish()
         try await running.value
+    }
+}
+
+@Suite struct CollectorReleaseDomainTests {
+    @Test func collectsAfterASimulatedDomainIsReleasedThroughXenstore() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let hypervisor = SimulatedHypervisor()
+        let guest = try hypervisor.createDomain(name: "guest")
+        let other = try hypervisor.createDomain(name: "other")
+        let store = UserdataStore(root: dir.path, domains: hypervisor)
+        try await store.store(domid: guest.id, userid: .xl, data: Array("memory = 128\n".utf8))
+        try await store.store(domid: guest.id, userid: .libxlJSON, data: Array("{}\0".utf8))
+        try await store.store(domid: other.id, userid: .xl, data: Array("memory = 256\n".utf8))
+
+        let xenstored = ReleaseDomainXenstored()
+        let client = XenStoreClient(transport: xenstored)
+        let (sweeps, sweepDone) = AsyncStream.makeStream(of: [UserdataCollector.Collected].self)
+        let collector = UserdataCollector(store: store)
+        let running = Task { try await collector.run(client: client) { sweepDone.yield($0) } }
+        var results = sweeps.makeAsyncIterator()
+        #expect(await results.next() == [])  // sweep at start
+        #expect(await results.next() == [])  // the watch's initial event
+        #expect(xenstored.releaseWatchTokens.count == 1)
+
+        #expect(hypervisor.destroyDomain(guest.id))
+        xenstored.releaseDomain()
+        let collected = await results.next()
+        #expect(collected?.map(\.domid) == [guest.id])
+        #expect(collected?.first?.uuid == guest.uuid)
+        #expect(
+            dir.names() == [UserdataFileName(kind: .data, domid: other.id, uuid: other.uuid, userid: "xl").description]
+        )
+        #expect(try await store.retrieve(domid: other.id, userid: .xl) == Array("memory = 256\n".utf8))
+
+        // A new domain that reuses the domid starts empty.
+        let reused = try hypervisor.createDomain(id: guest.id, name: "reused")
+        #expect(reused.uuid != guest.uuid)
+        #expect(try await store.retrieve(domid: reused.id, userid: .xl) == nil)
+
+        running.cancel()
+        _ = try? await running.value
+        await client.close()
+    }
+
+    @Test func simulatedReleasesDriveTheCollectorDirectly() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let hypervisor = SimulatedHypervisor()
+        let guest = try hypervisor.createDomain()
+        let store = UserdataStore(root: dir.path, domains: hypervisor)
+        try await store.store(domid: guest.id, userid: .libvirtXML, data: Array("<domain/>".utf8))
+        let (sweeps, sweepDone) = AsyncStream.makeStream(of: [UserdataCollector.Collected].self)
+        let releases = hypervisor.domainReleases()
+        let running = Task { try await UserdataCollector(store: store).run(releases: releases) { sweepDone.yield($0) } }
+        var results = sweeps.makeAsyncIterator()
+        #expect(await results.next() == [])
+        hypervisor.destroyDomain(guest.id)
+        #expect(await results.next()?.map(\.domid) == [guest.id])
+        #expect(dir.names().isEmpty)
+        running.cancel()
+        _ = try? await running.value
     }
 }
