@@ -29,6 +29,9 @@ public enum UserdataError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Asking the hypervisor about a domain failed for a reason other than "no such domain".
     case domainInfoFailed(DomainID, errno: Int32)
 
+    /// The message libxl would log for the same failure, with the context.
+    ///
+    /// libxl: the `LOG`/`LOGE` lines of the userdata functions.
     public var description: String {
         switch self {
         case .invalidUserid(let userid, let reason): "invalid userdata userid \(userid.debugDescription): \(reason)"

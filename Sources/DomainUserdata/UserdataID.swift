@@ -30,6 +30,9 @@ public struct UserdataID: Hashable, Sendable, CustomStringConvertible {
 
     private init(registered text: String) { self.rawValue = text }
 
+    /// The userid as it appears in file names.
+    ///
+    /// libxl: the `userdata_userid` string.
     public var description: String { rawValue }
 
     /// True for the lock's name (and any userid containing it): libxl's destroy path skips such files, so data

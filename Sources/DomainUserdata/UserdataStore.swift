@@ -47,7 +47,8 @@ public struct UserdataStore: Sendable {
                 return
             }
             let new = UserdataFileName(kind: .new, domid: domid, uuid: uuid, userid: userid.rawValue).path(in: root)
-            let fd = try PosixFile.open(new, O_RDWR | O_CREAT | O_TRUNC, 0o600, op: "open")
+            // libxl's flags and mode; O_NOFOLLOW only refuses a symlink planted in place of the temp file.
+            let fd = try PosixFile.open(new, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o600, op: "open")
             do throws(UserdataError) {
                 try PosixFile.writeAll(fd, data, path: new)
                 try PosixFile.fsync(fd, path: new)
