@@ -2,6 +2,7 @@ import ArgumentParser
 import DomainUserdata
 import Glibc
 import XenCore
+import XenStoreClient
 
 /// `swiftxen userdata get|set|rm DOMID USERID`: libxl per-domain userdata from the shell, binary-safe
 /// (values pass through stdin/stdout untouched). Shares /var/lib/xen with `xl`.
@@ -11,7 +12,7 @@ struct UserdataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "userdata",
         abstract: "Read, write or delete libxl per-domain userdata (files shared with xl).",
-        subcommands: [Get.self, Set.self, Remove.self]
+        subcommands: [Get.self, Set.self, Remove.self, Collect.self]
     )
 
     /// Arguments every userdata subcommand takes.
@@ -148,6 +149,47 @@ struct UserdataCommand: ParsableCommand {
             } catch {
                 throw UserdataCommand.fail(error)
             }
+        }
+    }
+
+    // MARK: - collect
+
+    /// Removes the userdata of domains that no longer exist, once or (with `--follow`) on every
+    /// `@releaseDomain`. Needs the hypervisor (libxenctrl) and, with `--follow`, xenstored.
+    struct Collect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove the userdata of domains that no longer exist (with --follow: on every @releaseDomain)."
+        )
+
+        @Option(help: "The userdata directory.")
+        var root: String = UserdataStore.defaultRoot
+
+        @Flag(help: "Keep running, sweeping again whenever xenstore fires @releaseDomain.")
+        var follow = false
+
+        func run() async throws {
+            let collector: UserdataCollector
+            do throws(UserdataError) {
+                collector = UserdataCollector(
+                    store: UserdataStore(root: root, domains: try XenControlDomainDirectory()))
+            } catch {
+                throw UserdataCommand.fail(error)
+            }
+            let report: @Sendable ([UserdataCollector.Collected]) -> Void = { collected in
+                for domain in collected {
+                    print("domain \(domain.domid) (\(domain.uuid)): removed \(domain.removed.joined(separator: " "))")
+                }
+            }
+            guard follow else {
+                do throws(UserdataError) {
+                    report(try await collector.sweepOffPool())
+                } catch {
+                    throw UserdataCommand.fail(error)
+                }
+                return
+            }
+            let client = try await XenStoreClient.make()
+            try await collector.run(client: client, onSweep: report)
         }
     }
 }
