@@ -53,11 +53,18 @@ public struct UserdataStore: Sendable {
                 try PosixFile.writeAll(fd, data, path: new)
                 try PosixFile.fsync(fd, path: new)
             } catch {
+                // A failed store (ENOSPC, EIO) leaves the old value and no half-written temp file behind.
                 _ = Glibc.close(fd)
+                _ = PosixFile.unlink(new)
                 throw error
             }
-            try PosixFile.close(fd, path: new)
-            try PosixFile.rename(new, file)
+            do throws(UserdataError) {
+                try PosixFile.close(fd, path: new)
+                try PosixFile.rename(new, file)
+            } catch {
+                _ = PosixFile.unlink(new)
+                throw error
+            }
             try PosixFile.fsyncDirectory(root)
         }
     }

@@ -88,6 +88,21 @@ import XenCore
                 == Array("memory = 1024\n".utf8))
     }
 
+    @Test func failedStoreLeavesNoTempFile() throws {
+        defer { dir.remove() }
+        // A directory where the data file should be: rename(n, d) fails.
+        let data = dir.file(name(.data, 5, uuidA, "xl"))
+        mkdir(data, 0o700)
+        mkdir(data + "/inside", 0o700)
+        #expect {
+            try store.store(domid: 5, userid: .xl, data: [1, 2, 3])
+        } throws: { error in
+            guard case .io(op: "rename", _, _) = error as? UserdataError else { return false }
+            return true
+        }
+        #expect(dir.names() == [name(.data, 5, uuidA, "xl")])
+    }
+
     @Test func noSuchDomain() throws {
         defer { dir.remove() }
         #expect(throws: UserdataError.noSuchDomain(9)) { try store.store(domid: 9, userid: .xl, data: [1]) }
