@@ -133,7 +133,7 @@ import XenCore
 
     @Test func sigkillAtRandomMomentsNeverTearsAValue() async throws {
         defer { dir.remove(); values.remove() }
-        let size = 768 * 1024
+        let size = 512 * 1024
         let iterations = 200
         try await store.store(domid: 5, userid: .xl, data: Self.value(0, size: size))
         let report = await blocking { [self] () -> (old: Int, new: Int, midWrite: Int, torn: [String]) in
