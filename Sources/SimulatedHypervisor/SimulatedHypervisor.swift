@@ -251,7 +251,10 @@ public struct SimulatedDomain: Sendable, Hashable {
     }
 
     /// Whether the domain still exists.
-    public var isAlive: Bool { hypervisor.domain(id) != nil }
+    public var isAlive: Bool {
+        // Identity, not id: a later domain may reuse the id after this one was destroyed.
+        hypervisor.domain(id).map { $0.pool === pool } ?? false
+    }
 
     /// Same hypervisor, id and UUID.
     ///
