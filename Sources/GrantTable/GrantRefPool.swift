@@ -68,6 +68,8 @@ public final class GrantRefPool: Sendable {
     public let capacity: Int
 
     /// A pool of the references in `refs` (mirage-xen: `nr_reserved ..< nr_entries`, i.e. `8..<2048`).
+    ///
+    /// OCaml: the free-list initialisation in `Xen_os.Xen.Export` (`Gnttab.init`)
     public init(refs: Range<UInt32> = 8..<2048) {
         precondition(!refs.isEmpty, "a grant reference pool needs at least one reference")
         lower = refs.lowerBound

@@ -56,6 +56,8 @@ public enum XenStoreRingLayout {
 /// OCaml: `Xs_client_lwt.IO` over mirage-xen's `Xs.IO` (`Xenstore_ring.Ring.write`/`read`)
 public final class XenStoreRingTransport: XenStoreTransport {
     /// Which end of the ring this transport is.
+    ///
+    /// Not in OCaml (mirage-xen only has the guest end; oxenstored the server end).
     public enum Role: Sendable {
         /// Writes requests, reads responses.
         case guest
@@ -85,6 +87,8 @@ public final class XenStoreRingTransport: XenStoreTransport {
     private let inData: Int, inConsumer: Int, inProducer: Int
 
     /// Creates a transport over `page` (at least 4096 bytes). The server end advertises its features.
+    ///
+    /// OCaml: `Xs.IO.create` (mirage-xen), without its zeroing of the page
     public init(
         page: PageBuffer, role: Role, notify: @escaping @Sendable () throws -> Void,
         waitForEvent: @escaping @Sendable () async -> Bool

@@ -35,6 +35,13 @@ private func capturingStderr(_ body: () -> Void) -> String {
 /// The real backends: on this machine (no /dev/xen) opening must fail with the typed error and stay quiet;
 /// in a dom0 (the real-Xen harness) the loopback tests run, as the C self-test does.
 @Suite struct RealBackendTests {
+    /// libxen's default logger prints e.g. "xengnttab: error: Could not open grant table interface: ...".
+    /// Other suites share the process (and fd 2), so only libxen's own messages count as noise.
+    static func isLibxenNoise(_ text: String) -> Bool {
+        text.contains("Could not open") || text.contains("xengnttab") || text.contains("xengntshr")
+            || text.contains("xenevtchn") || text.contains("/dev/xen")
+    }
+
     @Test(.enabled(if: !FileManager.default.fileExists(atPath: "/dev/xen/gntdev")))
     func openingGnttabWithoutXenFailsWithTypedErrorAndNoStderr() {
         var caught: GrantTableError?
@@ -42,7 +49,7 @@ private func capturingStderr(_ body: () -> Void) -> String {
             do { _ = try XenGrantTable() } catch { caught = error as? GrantTableError }
         }
         #expect(caught == .interfaceUnavailable(device: "/dev/xen/gntdev", errno: ENOENT))
-        #expect(noise.isEmpty)
+        #expect(!Self.isLibxenNoise(noise))
     }
 
     @Test(.enabled(if: !FileManager.default.fileExists(atPath: "/dev/xen/gntalloc")))
@@ -52,7 +59,7 @@ private func capturingStderr(_ body: () -> Void) -> String {
             do { _ = try XenGntshr() } catch { caught = error as? GrantTableError }
         }
         #expect(caught == .interfaceUnavailable(device: "/dev/xen/gntalloc", errno: ENOENT))
-        #expect(noise.isEmpty)
+        #expect(!Self.isLibxenNoise(noise))
         #expect(throws: GrantTableError.self) { try XenGntshr.with { _ in } }
     }
 
@@ -63,7 +70,7 @@ private func capturingStderr(_ body: () -> Void) -> String {
             do { _ = try XenEventChannel() } catch { caught = error as? EventChannelError }
         }
         #expect(caught == .interfaceUnavailable(device: "/dev/xen/evtchn", errno: ENOENT))
-        #expect(noise.isEmpty)
+        #expect(!Self.isLibxenNoise(noise))
     }
 
     @Test(.enabled(if: xenPresent))

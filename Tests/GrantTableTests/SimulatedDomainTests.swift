@@ -25,6 +25,8 @@ import XenCore
         let three = try hypervisor.createDomain()
         #expect(three.id == 1)
         #expect(three.uuid != one.uuid)
+        #expect(three.isAlive)
+        #expect(!one.isAlive)
 
         // The same sequence gives the same identities in another hypervisor.
         let again = SimulatedHypervisor()
