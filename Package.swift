@@ -121,7 +121,10 @@ let package = Package(
         ),
 
         // MARK: - libxl per-domain userdata
-        .target(name: "DomainUserdata", dependencies: ["XenCore", "XenStoreClient", "CXen"], swiftSettings: strict),
+        .target(
+            name: "DomainUserdata", dependencies: ["XenCore", "XenStoreClient", "SimulatedHypervisor", "CXen"],
+            swiftSettings: strict
+        ),
 
         // MARK: - Command-line tool
         .executableTarget(
@@ -153,7 +156,7 @@ let package = Package(
         .testTarget(name: "XenStoreClientTests", dependencies: ["XenStoreClient", "XenStoreServer"]),
         .testTarget(
             name: "GrantTableTests",
-            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore"]
+            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore", "XenStoreProtocol"]
         ),
         .testTarget(name: "BlockDeviceTests", dependencies: ["BlockDevice", "XenCore"]),
         .testTarget(
