@@ -17,7 +17,9 @@ import XenCore
 final class FrontQueue: Sendable {
     private struct Pending {
         var continuation: CheckedContinuation<BlkifStatus, any Error>
-        var operation: UInt8
+        /// The operation bytes a response may echo: the request's, or for an indirect request its inner
+        /// operation too (Linux blkback echoes that one).
+        var operations: (UInt8, UInt8)
     }
 
     private struct State {
@@ -63,7 +65,7 @@ final class FrontQueue: Sendable {
                         return .failure(.io(context: "ring full with a free id"))
                     }
                     request.encode(into: slot)
-                    state.pending[Int(id)] = Pending(continuation: continuation, operation: operationByte(request))
+                    state.pending[Int(id)] = Pending(continuation: continuation, operations: operationBytes(request))
                     return .success(state.ring.pushRequests())
                 }
                 switch outcome {
@@ -81,11 +83,11 @@ final class FrontQueue: Sendable {
         }
     }
 
-    private func operationByte(_ request: BlkifRequest) -> UInt8 {
+    private func operationBytes(_ request: BlkifRequest) -> (UInt8, UInt8) {
         switch request {
-        case .direct(let direct): direct.operation.rawValue
-        case .indirect: BlkifOperation.indirect.rawValue
-        case .discard: BlkifOperation.discard.rawValue
+        case .direct(let direct): (direct.operation.rawValue, direct.operation.rawValue)
+        case .indirect(let indirect): (BlkifOperation.indirect.rawValue, indirect.operation.rawValue)
+        case .discard: (BlkifOperation.discard.rawValue, BlkifOperation.discard.rawValue)
         }
     }
 
@@ -138,6 +140,11 @@ final class FrontQueue: Sendable {
                     guard response.id < UInt64(state.pending.count), let pending = state.pending[Int(response.id)]
                     else {
                         violation = "response for unknown id \(response.id)"
+                        break
+                    }
+                    guard response.operation == pending.operations.0 || response.operation == pending.operations.1
+                    else {
+                        violation = "response \(response.id) echoes operation \(response.operation)"
                         break
                     }
                     state.pending[Int(response.id)] = nil

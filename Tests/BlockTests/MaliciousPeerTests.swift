@@ -12,7 +12,7 @@ import XenCore
 /// Scripted peers that write raw ring entries and indices: neither end may crash, hang or lose a request.
 @Suite struct MaliciousPeerTests {
     enum BackendMisbehaviour: String, CaseIterable, Sendable {
-        case unknownID, responseOverflow, badStatus
+        case unknownID, responseOverflow, badStatus, wrongOperation
     }
 
     /// A backend that answers the first request with garbage: the request fails, the device disconnects.
@@ -58,6 +58,9 @@ import XenCore
             let slot = ring.nextResponseSlot()!
             BlkifResponse(id: request.id, operation: 0, status: .okay).encode(into: slot)
             slot.setUInt16(77, at: 10)
+            _ = ring.pushResponses()
+        case .wrongOperation:
+            BlkifResponse(id: request.id, operation: 1, status: .okay).encode(into: ring.nextResponseSlot()!)
             _ = ring.pushResponses()
         case .responseOverflow:
             mapping.buffer.setUInt32(40, at: 8)  // rsp_prod: 40 responses for 1 request
