@@ -14,6 +14,10 @@ public import XenCore
 public final class FileBlockDevice: BlockDevice {
     private struct State {
         var fd: Int32
+        /// Operations using `fd`: it is closed only once they are done, so a reused descriptor number can
+        /// never receive a late pread/pwrite.
+        var inFlight = 0
+        var closing = false
     }
 
     /// The file's path, for error context.
@@ -54,7 +58,8 @@ public final class FileBlockDevice: BlockDevice {
 
     /// OCaml: `Block.read`
     public func read(at sector: UInt64, into buffers: [PageBuffer]) async throws(BlockError) {
-        let fd = try descriptor()
+        let fd = try acquire()
+        defer { releaseDescriptor() }
         _ = try deviceInfo.validate(sector: sector, buffers: buffers)
         let start = off_t(sector) * off_t(deviceInfo.sectorSize)
         let path = path
@@ -69,7 +74,8 @@ public final class FileBlockDevice: BlockDevice {
 
     /// OCaml: `Block.write`
     public func write(at sector: UInt64, from buffers: [PageBuffer]) async throws(BlockError) {
-        let fd = try descriptor()
+        let fd = try acquire()
+        defer { releaseDescriptor() }
         guard deviceInfo.readWrite else { throw .isReadOnly }
         _ = try deviceInfo.validate(sector: sector, buffers: buffers)
         let start = off_t(sector) * off_t(deviceInfo.sectorSize)
@@ -87,7 +93,8 @@ public final class FileBlockDevice: BlockDevice {
     ///
     /// OCaml: `Block.flush`
     public func flush() async throws(BlockError) {
-        let fd = try descriptor()
+        let fd = try acquire()
+        defer { releaseDescriptor() }
         let path = path
         try await threads.run { () throws(BlockError) in
             guard fsync(fd) == 0 else { throw .io(context: "fsync \(path): \(String(cString: strerror(errno)))") }
@@ -98,7 +105,8 @@ public final class FileBlockDevice: BlockDevice {
     ///
     /// OCaml: `Block.discard`
     public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
-        let fd = try descriptor()
+        let fd = try acquire()
+        defer { releaseDescriptor() }
         guard deviceInfo.readWrite else { throw .isReadOnly }
         try deviceInfo.validate(sector: sector, count: count)
         let start = off_t(sector) * off_t(deviceInfo.sectorSize)
@@ -116,21 +124,37 @@ public final class FileBlockDevice: BlockDevice {
         }
     }
 
-    /// Closes the file; later calls fail with ``BlockError/disconnected``.
+    /// Closes the file (once operations in progress finish); later calls fail with ``BlockError/disconnected``.
     ///
     /// OCaml: `Block.disconnect`
     public func disconnect() async {
-        let fd = state.withLock { state -> Int32 in
+        let fd = state.withLock { state -> Int32? in
+            state.closing = true
+            guard state.inFlight == 0, state.fd >= 0 else { return nil }
             defer { state.fd = -1 }
             return state.fd
         }
-        if fd >= 0 { close(fd) }
+        if let fd { close(fd) }
     }
 
-    private func descriptor() throws(BlockError) -> Int32 {
-        let fd = state.withLock { $0.fd }
-        guard fd >= 0 else { throw .disconnected }
+    private func acquire() throws(BlockError) -> Int32 {
+        let fd = state.withLock { state -> Int32? in
+            guard !state.closing, state.fd >= 0 else { return nil }
+            state.inFlight += 1
+            return state.fd
+        }
+        guard let fd else { throw .disconnected }
         return fd
+    }
+
+    private func releaseDescriptor() {
+        let fd = state.withLock { state -> Int32? in
+            state.inFlight -= 1
+            guard state.closing, state.inFlight == 0, state.fd >= 0 else { return nil }
+            defer { state.fd = -1 }
+            return state.fd
+        }
+        if let fd { close(fd) }
     }
 
     /// One whole pread/pwrite, looping over short transfers and EINTR.
