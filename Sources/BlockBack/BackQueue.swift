@@ -173,7 +173,16 @@ final class BackQueue: Sendable {
         var mapped: [MappedPage] = []
         mapped.reserveCapacity(segments.count)
         defer { for page in mapped { page.release() } }
-        for segment in segments {
+        // Persistent grants already mapped are looked up under one lock for the whole request.
+        let cached: [PageBuffer?] =
+            context.persistent
+            ? state.withLock { state in segments.map { state.persistent[$0.grant]?.buffer } }
+            : []
+        for (index, segment) in segments.enumerated() {
+            if index < cached.count, let buffer = cached[index] {
+                mapped.append(MappedPage(buffer: buffer, handle: nil))
+                continue
+            }
             guard let page = map(segment.grant, writable: !write) else { return .error }
             mapped.append(page)
         }
