@@ -47,7 +47,7 @@ mapfile -t PKGS < <(resolve)
 grep -q '^linux-image-[0-9]' <(printf '%s\n' "${PKGS[@]}") || xt_die "cannot resolve linux-image-amd64"
 
 # Stamp = the exact package versions; unchanged stamp = nothing to do.
-STAMP=$(for p in "${PKGS[@]}"; do echo "$p=$(apt-cache policy "$p" | awk '/Candidate:/ {print $2}')"; done)
+STAMP=$(apt-cache policy "${PKGS[@]}" | awk '/^[^ ]/ {p = $1} /Candidate:/ {print p $2}')
 if [ -f "$XT_SYSROOT/.stamp" ] && [ "$(cat "$XT_SYSROOT/.stamp")" = "$STAMP" ]; then
     xt_log "guest packages already unpacked (${#PKGS[@]} packages)"
     exit 0

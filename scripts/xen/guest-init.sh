@@ -29,6 +29,7 @@ for m in $(cat /etc/xt-modules); do
     insmod /lib/modules/$m.ko || echo "XT-NOTE insmod $m failed"
 done
 mount -t xenfs xenfs /proc/xen || echo "XT-NOTE mount xenfs failed"
+stage modules-loaded
 
 case "$(arg xt.xenstored c)" in
     ocaml) XS=oxenstored ;;
@@ -41,6 +42,7 @@ until xenstore-read / >/dev/null 2>&1; do
     if [ $i -gt 300 ]; then stage xenstored-down variant=$XS; halt; fi
     sleep 0.1
 done
+stage xenstored-up variant=$XS
 # What xencommons does at boot: name domain 0 and fill /local/domain/0.
 xen-init-dom0 >/dev/null 2>&1 || echo "XT-NOTE xen-init-dom0 failed"
 
