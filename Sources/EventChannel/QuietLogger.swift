@@ -1,0 +1,16 @@
+import CXen
+
+/// A xentoollog logger that drops every message, so opening a device on a host without Xen does not print
+/// to stderr (libxen's default logger does). Errors reach callers as typed errors carrying errno instead (a twin of the one in GrantTable).
+enum QuietLogger {
+    nonisolated(unsafe) static let pointer: UnsafeMutablePointer<xentoollog_logger> = {
+        let logger = UnsafeMutablePointer<xentoollog_logger>.allocate(capacity: 1)
+        logger.initialize(
+            to: xentoollog_logger(
+                vmessage: { _, _, _, _, _, _ in },
+                progress: { _, _, _, _, _, _ in },
+                destroy: { _ in }
+            ))
+        return logger
+    }()
+}

@@ -1,0 +1,48 @@
+public import XenCore
+
+/// Everything a grant-table operation can fail with, carrying the refs and domains involved.
+///
+/// OCaml: `Gnt.Gntshr.Interface_unavailable`, `Xen_os.Xen.Export.Busy`, `Grant_table_full`, and the `Failure`s
+/// raised by `Gnttab.map_exn` (which carry no context there).
+public enum GrantTableError: Error, Equatable, Sendable {
+    /// No free grant reference (the non-blocking calls and `share_pages` report this instead of waiting).
+    ///
+    /// OCaml: `Gnt.Gntshr.share_pages` returning `None`
+    case tableFull
+    /// `get(count:)` asked for more references than the whole table holds, so it could never succeed.
+    case requestTooLarge(requested: Int, capacity: Int)
+    /// A negative count (or zero pages to share or map).
+    case invalidCount(Int)
+    /// The waiting task was cancelled before references became free.
+    case cancelled
+    /// The reference is outside the grant table.
+    case invalidRef(GrantRef)
+    /// `grantAccess` on a reference that already holds a grant.
+    case alreadyGranted(GrantRef)
+    /// `domain` has no active grant `ref` (never granted, or access ended).
+    case notGranted(domain: DomainID, ref: GrantRef)
+    /// The grant exists but names another domain: `mapper` may not map it.
+    case wrongDomain(ref: GrantRef, grantee: DomainID, mapper: DomainID)
+    /// A writable mapping of a read-only grant.
+    case readOnly(domain: DomainID, ref: GrantRef)
+    /// `endAccess` while the other side still has the page mapped.
+    ///
+    /// OCaml: `Xen_os.Xen.Export.try_end_access` failing with `Busy`
+    case busy(GrantRef)
+    /// The page is not page-aligned or shorter than a page.
+    case invalidPage(offset: Int, count: Int)
+    /// `mapv` of grants the simulator cannot present as one contiguous buffer (see `SimulatedGrantTable`).
+    case notContiguous([GrantRef])
+    /// The domain does not exist (or was destroyed).
+    case noSuchDomain(DomainID)
+    /// The device node could not be opened: Xen is not running here, the module is not loaded, or permission.
+    ///
+    /// OCaml: `Gnt.Gntshr.Interface_unavailable`
+    case interfaceUnavailable(device: String, errno: Int32)
+    /// A libxengnttab/libxengntshr call failed.
+    case system(operation: String, errno: Int32)
+    /// The operation needs kernel space (userspace cannot grant arbitrary pages; use `GntshrBackend`).
+    case unsupported(operation: String)
+    /// The interface was closed.
+    case closed
+}

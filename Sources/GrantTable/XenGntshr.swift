@@ -1,0 +1,75 @@
+import CXen
+import Synchronization
+public import XenCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// The real gntshr interface over libxengntshr (`/dev/xen/gntalloc`): allocate pages and grant them.
+///
+/// Opening fails with `.interfaceUnavailable` where `/dev/xen/gntalloc` is missing, without stderr noise.
+/// Shares keep the handle open until unshared, so ``close()`` only stops new shares.
+/// OCaml: `Gnt.Gntshr.interface`
+public final class XenGntshr: GntshrBackend, @unchecked Sendable {
+    // @unchecked: the handle is only used through libxengntshr's thread-safe ioctls; `closed` is a Mutex.
+    private let handle: OpaquePointer
+    private let closed = Mutex(false)
+
+    /// The device node this backend opens.
+    public static let device = "/dev/xen/gntalloc"
+
+    /// Opens `/dev/xen/gntalloc`.
+    ///
+    /// OCaml: `Gnt.Gntshr.interface_open`
+    public init() throws(GrantTableError) {
+        guard let handle = xengntshr_open(QuietLogger.pointer, 0) else {
+            throw .interfaceUnavailable(device: Self.device, errno: errno)
+        }
+        self.handle = handle
+    }
+
+    /// Opens the interface, passes it to `body`, and closes it before returning, also when `body` throws.
+    ///
+    /// OCaml: `Gnt.Gntshr.with_gntshr`
+    public static func with<R>(_ body: (XenGntshr) throws -> R) throws -> R {
+        let interface = try XenGntshr()
+        defer { interface.close() }
+        return try body(interface)
+    }
+
+    deinit { xengntshr_close(handle) }
+
+    /// Stops new shares. OCaml: `Gnt.Gntshr.interface_close`
+    public func close() { closed.withLock { $0 = true } }
+
+    /// Allocates and shares pages with `xengntshr_share_pages`.
+    ///
+    /// OCaml: `Gnt.Gntshr.share_pages_exn`
+    public func sharePages(with domain: DomainID, count: Int, writable: Bool) throws(GrantTableError) -> SharedPages {
+        guard count > 0, count <= Int(Int32.max) / xenPageSize else { throw .invalidCount(count) }
+        if closed.withLock({ $0 }) { throw .closed }
+        var raw = [UInt32](repeating: 0, count: count)
+        guard let address = xengntshr_share_pages(handle, UInt32(domain.rawValue), Int32(count), &raw, writable ? 1 : 0)
+        else {
+            let code = errno
+            throw code == ENOSPC ? .tableFull : .system(operation: "xengntshr_share_pages", errno: code)
+        }
+        let storage = PageStorage(borrowing: address, byteCount: count * xenPageSize)
+        let bits = Int(bitPattern: address)
+        return SharedPages(
+            refs: raw.map(GrantRef.init(rawValue:)), buffer: PageBuffer(storage: storage), domain: domain,
+            writable: writable,
+            unshare: { [self] () throws(GrantTableError) in try self.unshare(bits, count) }
+        )
+    }
+
+    private func unshare(_ bits: Int, _ count: Int) throws(GrantTableError) {
+        guard let address = UnsafeMutableRawPointer(bitPattern: bits) else { return }
+        if xengntshr_unshare(handle, address, UInt32(count)) != 0 {
+            throw .system(operation: "xengntshr_unshare", errno: errno)
+        }
+    }
+}

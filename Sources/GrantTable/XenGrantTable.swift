@@ -1,0 +1,102 @@
+import CXen
+public import XenCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// The real import side over libxengnttab (`/dev/xen/gntdev`): map grants other domains made to us.
+///
+/// Opening fails with `.interfaceUnavailable` where `/dev/xen/gntdev` is missing (no Xen, or the
+/// `xen-gntdev` module not loaded), without libxen writing to stderr. Export (`grantAccess`) needs kernel
+/// space and throws `.unsupported`: share memory with ``XenGntshr`` instead. Mappings keep the handle open.
+/// OCaml: `Gnt.Gnttab.interface` (Unix stubs over `xc_gnttab_*`)
+public final class XenGrantTable: GrantTableBackend, @unchecked Sendable {
+    // @unchecked: the handle is only used through libxengnttab calls, which are thread-safe ioctls.
+    private let handle: OpaquePointer
+
+    /// The device node this backend opens.
+    public static let device = "/dev/xen/gntdev"
+
+    /// `DOMID_SELF`: the real backend does not know its own domid (read xenstore's `domid` for that).
+    public let domain = DomainID.`self`
+
+    /// Unused by the real backend (export needs kernel space); kept so the protocol is uniform.
+    public let refs = GrantRefPool()
+
+    /// Opens `/dev/xen/gntdev`.
+    ///
+    /// OCaml: `Gnt.Gnttab.interface_open`
+    public init() throws(GrantTableError) {
+        guard let handle = xengnttab_open(QuietLogger.pointer, 0) else {
+            throw .interfaceUnavailable(device: Self.device, errno: errno)
+        }
+        self.handle = handle
+    }
+
+    /// Opens the interface, runs `body`, and closes it (when the last mapping is gone), also on error.
+    ///
+    /// OCaml: `Gnt.Gnttab.with_gnttab`
+    public static func with<R>(_ body: (XenGrantTable) throws -> R) throws -> R {
+        try body(XenGrantTable())
+    }
+
+    deinit { xengnttab_close(handle) }
+
+    /// Always throws `.unsupported`: userspace cannot grant arbitrary pages (use ``XenGntshr``).
+    ///
+    /// OCaml: `Gnt.Gntshr.grant_access` ("only available in kernelspace")
+    public func grantAccess(
+        _ ref: GrantRef, to domain: DomainID, writable: Bool, page: PageBuffer
+    ) throws(GrantTableError) {
+        throw .unsupported(operation: "grant_access")
+    }
+
+    /// Always throws `.unsupported` (see ``grantAccess(_:to:writable:page:)``).
+    ///
+    /// OCaml: `Gnt.Gntshr.end_access`
+    public func endAccess(_ ref: GrantRef) throws(GrantTableError) {
+        throw .unsupported(operation: "end_access")
+    }
+
+    /// Maps one grant with `xengnttab_map_grant_ref`.
+    ///
+    /// OCaml: `Gnt.Gnttab.map_exn`
+    public func map(domain: DomainID, ref: GrantRef, writable: Bool) throws(GrantTableError) -> GrantMapping {
+        try mapv(domain: domain, refs: [ref], writable: writable)
+    }
+
+    /// Maps grants contiguously with `xengnttab_map_grant_refs` (all or nothing).
+    ///
+    /// OCaml: `Gnt.Gnttab.mapv_exn`
+    public func mapv(domain: DomainID, refs: [GrantRef], writable: Bool) throws(GrantTableError) -> GrantMapping {
+        guard !refs.isEmpty, refs.count <= Int(UInt32.max) else { throw .invalidCount(refs.count) }
+        let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
+        var domids = [UInt32](repeating: UInt32(domain.rawValue), count: refs.count)
+        var raw = refs.map(\.rawValue)
+        let address: UnsafeMutableRawPointer? =
+            refs.count == 1
+            ? xengnttab_map_grant_ref(handle, UInt32(domain.rawValue), raw[0], prot)
+            : xengnttab_map_grant_refs(handle, UInt32(refs.count), &domids, &raw, prot)
+        guard let address else {
+            throw .system(
+                operation: refs.count == 1 ? "xengnttab_map_grant_ref" : "xengnttab_map_grant_refs", errno: errno)
+        }
+        let count = refs.count
+        let storage = PageStorage(borrowing: address, byteCount: count * xenPageSize)
+        let bits = Int(bitPattern: address)
+        return GrantMapping(
+            buffer: PageBuffer(storage: storage), domain: domain, refs: refs, writable: writable,
+            unmap: { [self] () throws(GrantTableError) in try self.unmap(bits, count) }
+        )
+    }
+
+    private func unmap(_ bits: Int, _ count: Int) throws(GrantTableError) {
+        guard let address = UnsafeMutableRawPointer(bitPattern: bits) else { return }
+        if xengnttab_unmap(handle, address, UInt32(count)) != 0 {
+            throw .system(operation: "xengnttab_unmap", errno: errno)
+        }
+    }
+}
