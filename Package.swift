@@ -149,7 +149,7 @@ let package = Package(
         // MARK: - Real-Xen tier: runs inside dom0 under QEMU (scripts/xen/, `make xen-test`)
         .executableTarget(
             name: "xen-test-runner",
-            dependencies: ["XenCore", "CXen"],
+            dependencies: ["XenCore", "CXen", "GrantTable", "EventChannel"],
             swiftSettings: strict
         ),
 

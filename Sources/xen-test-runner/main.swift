@@ -14,5 +14,6 @@ report.startWatchdog()
 HypervisorChecks.run(report)
 LibXenstoreChecks.run(report)
 GrantEventChecks.run(report)
+await GrantTableChecks.run(report)
 
 exit(report.finish())
