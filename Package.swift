@@ -168,7 +168,7 @@ let package = Package(
             name: "BlockTests",
             dependencies: [
                 "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
-                "XenStoreClient", "BlockDevice",
+                "XenStoreClient", "BlockDevice", "CXen", "XenCore",
             ]
         ),
         .testTarget(
