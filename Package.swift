@@ -149,7 +149,9 @@ let package = Package(
         // MARK: - Real-Xen tier: runs inside dom0 under QEMU (scripts/xen/, `make xen-test`)
         .executableTarget(
             name: "xen-test-runner",
-            dependencies: ["XenCore", "CXen", "GrantTable", "EventChannel"],
+            dependencies: [
+                "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
+            ],
             swiftSettings: strict
         ),
 

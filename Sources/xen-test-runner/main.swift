@@ -15,5 +15,6 @@ HypervisorChecks.run(report)
 LibXenstoreChecks.run(report)
 GrantEventChecks.run(report)
 await GrantTableChecks.run(report)
+await BlockBackChecks.run(report)
 
 exit(report.finish())
