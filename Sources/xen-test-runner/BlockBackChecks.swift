@@ -77,9 +77,11 @@ enum BlockBackChecks {
             for offset in stride(from: 0, to: bytes, by: 8) {
                 pattern.setUInt64(UInt64(index + 1) << 56 | UInt64(sector) << 32 | UInt64(offset), at: offset)
             }
-            let written = pwrite(fd, pattern.pointer, bytes, off_t(sector * 512))
+            let written = try await io("pwrite \(bytes) B at sector \(sector)") {
+                pwrite(fd, pattern.pointer, bytes, off_t(sector * 512))
+            }
             try require(written == bytes, errnoText("pwrite \(bytes) at sector \(sector) gave \(written)"))
-            try require(fsync(fd) == 0, errnoText("fsync"))
+            try require(try await io("fsync") { fsync(fd) == 0 ? 0 : -1 } == 0, errnoText("fsync"))
             let landed = PageBuffer(pages: bytes / xenPageSize)
             try await disk.read(at: UInt64(sector), into: [landed])
             try require(landed.contentsEqual(pattern), "Linux's write of \(bytes) B at \(sector) not in our disk")
@@ -87,9 +89,17 @@ enum BlockBackChecks {
             pattern.fill(UInt8(0xA0 + index))
             try await disk.write(at: UInt64(sector), from: [pattern])
             let readBack = PageBuffer(pages: bytes / xenPageSize)
-            let read = pread(fd, readBack.pointer, bytes, off_t(sector * 512))
+            let read = try await io("pread \(bytes) B at sector \(sector)") {
+                pread(fd, readBack.pointer, bytes, off_t(sector * 512))
+            }
             try require(read == bytes, errnoText("pread \(bytes) at sector \(sector) gave \(read)"))
             try require(readBack.contentsEqual(pattern), "our disk's \(bytes) B at \(sector) not read by Linux")
         }
+    }
+
+    /// Runs one blocking I/O call on a thread of its own, failing the check if it does not finish in 30 s
+    /// (a backend that stops answering leaves the caller in uninterruptible sleep).
+    static func io(_ what: String, _ call: @escaping @Sendable () -> Int) async throws -> Int {
+        try await within(30, what) { await blocking(call) }
     }
 }

@@ -42,6 +42,7 @@ final class Report: Sendable {
         var passed = 0
         var failed = 0
         var current: String?
+        var detail: String?
         var deadline: UInt64 = 0
     }
     private let state = Mutex(State())
@@ -70,6 +71,11 @@ final class Report: Sendable {
         } catch {
             end(name, failure: "\(error)")
         }
+    }
+
+    /// Attaches `text` to the running check's PASS/FAIL line (e.g. which way the daemon answered).
+    func detail(_ text: String) {
+        state.withLock { $0.detail = text }
     }
 
     /// Prints the summary line; the process exit status is 0 only when nothing failed.
@@ -109,17 +115,19 @@ final class Report: Sendable {
     }
 
     private func end(_ name: String, failure: String?) {
-        let counted = state.withLock { state -> Bool in
-            guard state.current == name else { return false }  // the watchdog already reported it
+        let (counted, detail) = state.withLock { state -> (Bool, String?) in
+            guard state.current == name else { return (false, nil) }  // the watchdog already reported it
             state.current = nil
+            defer { state.detail = nil }
             if failure == nil { state.passed += 1 } else { state.failed += 1 }
-            return true
+            return (true, state.detail)
         }
         guard counted else { return }
+        let suffix = detail.map { " [\($0)]" } ?? ""
         if let failure {
-            emit("FAIL \(prefix)\(name): \(failure)")
+            emit("FAIL \(prefix)\(name): \(failure)\(suffix)")
         } else {
-            emit("PASS \(prefix)\(name)")
+            emit("PASS \(prefix)\(name)\(suffix)")
         }
     }
 

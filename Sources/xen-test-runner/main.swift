@@ -15,6 +15,7 @@ HypervisorChecks.run(report)
 LibXenstoreChecks.run(report)
 GrantEventChecks.run(report)
 await GrantTableChecks.run(report)
+await XenStoreClientChecks.run(report)
 await BlockBackChecks.run(report)
 
 exit(report.finish())

@@ -48,11 +48,13 @@ trap 'stop_qemu; exit 2' INT TERM
 # Panics leave QEMU paused rather than exiting, so the log is watched for them too.
 FATAL='Panic on CPU|Kernel panic - not syncing|\*\*\*\* Reboot|Hardware Dom0 crashed|Hardware Dom0 shutdown'
 reason=
-started_at=; exited_at=
+started_at=; exited_at=; summary_at=
 while kill -0 "$QPID" 2>/dev/null; do
     elapsed=$(xt_since "$T0")
     if [ -z "$started_at" ] && grep -a -q 'XT-STAGE runner-start' "$LOG"; then started_at=$elapsed; fi
     if [ -z "$exited_at" ] && grep -a -q 'XT-STAGE runner-exit' "$LOG"; then exited_at=$elapsed; fi
+    # A runner stuck in uninterruptible I/O may print its summary (watchdog) yet never exit.
+    if [ -z "$summary_at" ] && grep -a -q -E '[0-9]+ passed, [0-9]+ failed' "$LOG"; then summary_at=$elapsed; fi
     if [ -z "$exited_at" ] && grep -a -q -E "$FATAL" "$LOG"; then
         reason="fatal: $(grep -a -o -m1 -E "$FATAL" "$LOG")"; sleep 1; stop_qemu; break
     fi
@@ -63,9 +65,10 @@ while kill -0 "$QPID" 2>/dev/null; do
         awk -v e="$elapsed" -v s="$started_at" -v l="$((RUN_TIMEOUT + 15))" 'BEGIN { exit !(e - s > l) }'; then
         reason="run timeout: runner still running after ${RUN_TIMEOUT}s"; stop_qemu; break
     fi
-    if [ -n "$exited_at" ] &&
-        awk -v e="$elapsed" -v s="$exited_at" -v l="$HALT_TIMEOUT" 'BEGIN { exit !(e - s > l) }'; then
-        xt_log "dom0 did not power off ${HALT_TIMEOUT}s after the runner: killing QEMU"; stop_qemu; break
+    done_at=${exited_at:-$summary_at}
+    if [ -n "$done_at" ] &&
+        awk -v e="$elapsed" -v s="$done_at" -v l="$HALT_TIMEOUT" 'BEGIN { exit !(e - s > l) }'; then
+        xt_log "dom0 did not power off ${HALT_TIMEOUT}s after the runner's summary: killing QEMU"; stop_qemu; break
     fi
     sleep 0.5
 done
