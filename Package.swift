@@ -151,7 +151,7 @@ let package = Package(
             name: "xen-test-runner",
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
-                "XenStoreClient", "XenStoreProtocol",
+                "XenStoreClient", "XenStoreProtocol", "XenStoreServer",
             ],
             swiftSettings: strict
         ),

@@ -16,6 +16,7 @@ LibXenstoreChecks.run(report)
 GrantEventChecks.run(report)
 await GrantTableChecks.run(report)
 await XenStoreClientChecks.run(report)
+await ConversationReplay.run(report)
 await BlockBackChecks.run(report)
 
 exit(report.finish())
