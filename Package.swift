@@ -122,7 +122,10 @@ let package = Package(
         ),
 
         // MARK: - libxl per-domain userdata
-        .target(name: "DomainUserdata", dependencies: ["XenCore", "XenStoreClient", "CXen"], swiftSettings: strict),
+        .target(
+            name: "DomainUserdata", dependencies: ["XenCore", "XenStoreClient", "SimulatedHypervisor", "CXen"],
+            swiftSettings: strict
+        ),
 
         // MARK: - Command-line tool
         .executableTarget(
