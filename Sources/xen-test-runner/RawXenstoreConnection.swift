@@ -41,7 +41,11 @@ final class RawXenstoreConnection {
     func call(_ request: XenStoreRequest, transaction: UInt32 = 0) throws -> XenStoreReply {
         let requestID = nextRequestID
         nextRequestID &+= 1
-        let bytes = request.packet(requestID: requestID, transactionID: transaction).bytes
+        // The transaction id goes in the header as given, even for types that ignore it (as the table's own
+        // test client does): the daemon's answer to a stray tid is part of what is compared.
+        let bytes = XenStorePacket(
+            type: request.type, requestID: requestID, transactionID: transaction, payload: request.payload
+        ).bytes
         var offset = 0
         while offset < bytes.count {
             let sent = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
