@@ -17,7 +17,7 @@ GrantEventChecks.run(report)
 UserdataChecks.run(report)
 await GrantTableChecks.run(report)
 await XenStoreClientChecks.run(report)
-await ConversationReplay.run(report)
+await ConversationReplay.run(report, daemon: variant)
 await BlockBackChecks.run(report)
 
 exit(report.finish())
