@@ -87,8 +87,8 @@ let package = Package(
         .target(
             name: "BlockFront",
             dependencies: [
-                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "GrantTable",
-                "EventChannel",
+                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "XenStoreProtocol",
+                "GrantTable", "EventChannel",
             ],
             swiftSettings: strict
         ),
@@ -174,7 +174,7 @@ let package = Package(
             name: "BlockTests",
             dependencies: [
                 "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
-                "XenStoreClient", "BlockDevice", "CXen", "XenCore",
+                "XenStoreClient", "BlockDevice", "CXen", "XenCore", "GrantTable", "EventChannel",
             ]
         ),
         .testTarget(

@@ -137,7 +137,8 @@ final class BackQueue: Sendable {
                 do { try await context.device.flush() } catch { return .error }
                 return .okay
             case .read, .write:
-                return await transfer(write: direct.operation == .write, sector: direct.sector, segments: direct.segments)
+                return await transfer(
+                    write: direct.operation == .write, sector: direct.sector, segments: direct.segments)
             case .discard, .indirect, .reserved1:
                 return .error
             }
@@ -224,7 +225,9 @@ final class BackQueue: Sendable {
 
     private func map(_ ref: GrantRef, writable: Bool) -> MappedPage? {
         if context.persistent {
-            if let cached = state.withLock({ $0.persistent[ref] }) { return MappedPage(buffer: cached.buffer, handle: nil) }
+            if let cached = state.withLock({ $0.persistent[ref] }) {
+                return MappedPage(buffer: cached.buffer, handle: nil)
+            }
             // A persistent grant is mapped read-write once and kept (the frontend grants those pages writable).
             if let mapping = try? context.grants.map(domain: context.frontendDomain, ref: ref, writable: true) {
                 let handle = GrantMappingHandle(mapping)

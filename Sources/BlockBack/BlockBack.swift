@@ -35,7 +35,11 @@ public enum BlockBack {
         guard let frontendID = UInt16(frontendIDText) else {
             throw .badKey(path: backendPath, underlying: "frontend-id \"\(frontendIDText)\"")
         }
-        let info = await device.info()
+        var info = await device.info()
+        // The toolstack's `mode` key can make a writable device read-only for this guest.
+        if let mode = try await xs(backendPath, { try await store.read(backendPath + "/mode") }), mode == "r" {
+            info.readWrite = false
+        }
         let discardSupported = await probeDiscard(device)
         var advertised = BlkifBackendInfo()
         advertised.sectors = info.sizeSectors * UInt64(info.sectorSize / Blkif.sectorUnit)
@@ -78,12 +82,16 @@ public enum BlockBack {
             let order = Int(keys["ring-page-order"] ?? "0") ?? 0
             guard queueCount >= 1, queueCount <= advertised.maxQueues, order >= 0, order <= options.maxRingPageOrder
             else {
-                throw BlkifKeyError.malformed(key: "multi-queue-num-queues/ring-page-order", value: "\(queueCount)/\(order)")
+                throw BlkifKeyError.malformed(
+                    key: "multi-queue-num-queues/ring-page-order", value: "\(queueCount)/\(order)")
             }
-            for (key, value) in try await xs(frontend, {
-                try await store.readKeys(
-                    BlkifFrontendInfo.keyNames(queues: queueCount, ringPageOrder: order), in: frontend)
-            }) { keys[key] = value }
+            for (key, value) in try await xs(
+                frontend,
+                {
+                    try await store.readKeys(
+                        BlkifFrontendInfo.keyNames(queues: queueCount, ringPageOrder: order), in: frontend)
+                })
+            { keys[key] = value }
             frontendInfo = try BlkifFrontendInfo(
                 keys: keys, maxRingPageOrder: options.maxRingPageOrder, maxQueues: advertised.maxQueues)
         } catch let error as BlockBackError {
@@ -109,7 +117,8 @@ public enum BlockBack {
         }
         var queues: [BackQueue] = []
         do {
-            let geometry = try SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: 1 << frontendInfo.ringPageOrder)
+            let geometry = try SharedRingGeometry(
+                entrySize: Blkif.ringEntrySize, pages: 1 << frontendInfo.ringPageOrder)
             for queue in frontendInfo.queues {
                 let mapping = GrantMappingHandle(
                     try grants.mapv(domain: frontendDomain, refs: queue.ringRefs, writable: true))

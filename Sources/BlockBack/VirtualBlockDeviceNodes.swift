@@ -30,12 +30,16 @@ public struct VirtualBlockDeviceNodes: Sendable, Equatable {
     /// `/local/domain/<backend>/backend/vbd/<guest>/<id>`.
     public var backendPath: String { "/local/domain/\(backendDomain)/backend/vbd/\(frontendDomain)/\(deviceID)" }
 
-    /// Writes both directories (state Initialising) and sets their permissions.
+    /// Creates both directories, sets their permissions, then writes their keys (state Initialising), which
+    /// inherit the directory's permissions as xenstored gives new nodes.
     ///
     /// OCaml: `Blkback.create`
     public func create(in store: any XenbusStore) async throws {
         let front = frontendPath
         let back = backendPath
+        try await store.write([(front, ""), (back, "")])
+        try await store.setPermissions(front, owner: frontendDomain, readers: [backendDomain])
+        try await store.setPermissions(back, owner: backendDomain, readers: [frontendDomain])
         try await store.write([
             (front + "/backend", back),
             (front + "/backend-id", String(backendDomain.rawValue)),
@@ -49,8 +53,6 @@ public struct VirtualBlockDeviceNodes: Sendable, Equatable {
             (back + "/mode", writable ? "w" : "r"),
             (back + "/state", XenbusState.initialising.xenstoreValue),
         ])
-        try await store.setPermissions(front, owner: frontendDomain, readers: [backendDomain])
-        try await store.setPermissions(back, owner: backendDomain, readers: [frontendDomain])
     }
 
     /// Removes both directories.

@@ -152,7 +152,8 @@ public final class BlockFront: BlockDevice {
     }
 
     /// Splits the buffers into requests of at most `segmentsPerRequest` pages and runs them concurrently.
-    private func transfer(_ operation: BlkifOperation, at sector: UInt64, buffers: [PageBuffer]) async throws(BlockError)
+    private func transfer(_ operation: BlkifOperation, at sector: UInt64, buffers: [PageBuffer])
+        async throws(BlockError)
     {
         if closed.withLock({ $0.done }) { throw .disconnected }
         let sectors = try deviceInfo.validate(sector: sector, buffers: buffers)
@@ -189,7 +190,8 @@ public final class BlockFront: BlockDevice {
         let bytes = spans.reduce(0) { $0 + $1.count }
         let pageCount = (bytes + xenPageSize - 1) / xenPageSize
         let indirect = pageCount > Blkif.maxDirectSegments
-        let indirectPages = indirect ? (pageCount + Blkif.segmentsPerIndirectPage - 1) / Blkif.segmentsPerIndirectPage : 0
+        let indirectPages =
+            indirect ? (pageCount + Blkif.segmentsPerIndirectPage - 1) / Blkif.segmentsPerIndirectPage : 0
         let granted: [GrantedPage]
         do {
             granted = try await pages.take(pageCount + indirectPages, backendWrites: operation == .read)
@@ -202,7 +204,8 @@ public final class BlockFront: BlockDevice {
         segments.reserveCapacity(pageCount)
         for (index, page) in data.enumerated() {
             let inPage = min(xenPageSize, bytes - index * xenPageSize)
-            segments.append(BlkifSegment(grant: page.ref, firstSector: 0, lastSector: UInt8(inPage / Blkif.sectorUnit - 1)))
+            segments.append(
+                BlkifSegment(grant: page.ref, firstSector: 0, lastSector: UInt8(inPage / Blkif.sectorUnit - 1)))
         }
         let handle = UInt16(truncatingIfNeeded: handle)
         let make: @Sendable (UInt64) -> BlkifRequest
@@ -223,7 +226,8 @@ public final class BlockFront: BlockDevice {
         } else {
             let direct = segments
             make = { id in
-                .direct(BlkifDirectRequest(operation: operation, handle: handle, id: id, sector: unit, segments: direct))
+                .direct(
+                    BlkifDirectRequest(operation: operation, handle: handle, id: id, sector: unit, segments: direct))
             }
         }
         let status: BlkifStatus

@@ -90,7 +90,9 @@ import XenCore
         try await device.read(at: 0, into: [all])
         #expect(all.bytes == reference)
         await #expect(throws: BlockError.self) { try await device.read(at: 0, into: [all.slice(from: 0, count: 512)]) }
-        await #expect(throws: BlockError.self) { try await device.write(at: 256, from: [all.slice(from: 0, count: 4096)]) }
+        await #expect(throws: BlockError.self) {
+            try await device.write(at: 256, from: [all.slice(from: 0, count: 4096)])
+        }
         await device.disconnect()
         await #expect(throws: BlockError.disconnected) { try await device.read(at: 0, into: [all]) }
     }

@@ -44,7 +44,10 @@ import XenCore
         slot.fill(0xAA)
         request.encode(into: slot)
         let bytes = slot.bytes
-        #expect(Array(bytes[0..<24]) == [1, 2, 0x00, 0xCA, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0x44, 0x33, 0x22, 0x11, 0, 0, 0, 0])
+        #expect(
+            Array(bytes[0..<24]) == [
+                1, 2, 0x00, 0xCA, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0x44, 0x33, 0x22, 0x11, 0, 0, 0, 0,
+            ])
         #expect(Array(bytes[24..<40]) == [9, 0, 0, 0, 0, 7, 0, 0, 0xEF, 0xBE, 0xAD, 0xDE, 2, 3, 0, 0])
         #expect(bytes[40...].allSatisfy { $0 == 0 })
         let c = slot.pointer.load(as: blkif_request.self)

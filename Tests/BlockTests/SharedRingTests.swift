@@ -75,19 +75,25 @@ import XenCore
     @Test func notificationFollowsEventIndices() throws {
         var (front, back) = try pair()
         _ = front.nextRequestSlot()
-        #expect(front.pushRequests())  // req_event = 1 initially: first request notifies
+        let first = front.pushRequests()
+        #expect(first)  // req_event = 1 initially: first request notifies
         _ = front.nextRequestSlot()
-        #expect(!front.pushRequests())  // back has not re-armed
+        let second = front.pushRequests()
+        #expect(!second)  // back has not re-armed
         #expect(try back.unconsumedRequests() == 2)
         _ = back.nextRequestSlot()
         _ = back.nextRequestSlot()
-        #expect(try !back.finalCheckForRequests())  // re-arms req_event = 3
+        let pendingAfterRearm = try back.finalCheckForRequests()
+        #expect(!pendingAfterRearm)  // re-arms req_event = 3
         _ = front.nextRequestSlot()
-        #expect(front.pushRequests())
-        #expect(try back.finalCheckForRequests())
+        let third = front.pushRequests()
+        #expect(third)
+        let pending = try back.finalCheckForRequests()
+        #expect(pending)
         _ = back.nextRequestSlot()
         for _ in 0..<3 { _ = back.nextResponseSlot() }
-        #expect(back.pushResponses())  // rsp_event = 1 initially
+        let notifyFront = back.pushResponses()
+        #expect(notifyFront)  // rsp_event = 1 initially
         _ = try front.consumeResponses { _ in }
         #expect(front.outstanding == 0)
     }
