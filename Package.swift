@@ -154,7 +154,7 @@ let package = Package(
             name: "xen-test-runner",
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
-                "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
+                "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
             ],
             swiftSettings: strict
         ),

@@ -1,9 +1,11 @@
 import BlkifProtocol
 import BlockBack
 import BlockDevice
+import BlockFront
 import EventChannel
 import GrantTable
 import XenCore
+import XenStoreClient
 
 #if canImport(Glibc)
     import Glibc
@@ -25,7 +27,10 @@ enum BlockBackChecks {
 
     static func run(_ report: Report) async {
         await report.check("BlockBack: Linux xen-blkfront connects, dd-style I/O round-trips", limit: 180) {
-            let bus = try LibxsBus()
+            // Our own xenstore stack drives the handshake: XenStoreClient through the block components' seam.
+            let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
+            defer { Task { await client.close() } }
+            let bus = XenStoreBus(client: client)
             let disk = MemoryBlockDevice(sizeSectors: sectors)
             try await bus.remove(backendPath)
             try await bus.remove(frontendPath)
