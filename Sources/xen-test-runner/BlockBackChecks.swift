@@ -53,8 +53,21 @@ enum BlockBackChecks {
                 try await bus.waitForState(of: backendPath, orGone: true) { $0 == .connected || $0 == .closed }
             }
             try require(connected == .connected, "backend state \(String(describing: connected))")
-            try await within(60, "/dev/xvda to appear") {
-                while Files.mode("/dev/xvda") == nil { try await Task.sleep(for: .milliseconds(200)) }
+            // blkfront announces Connected once its disk is added; the node may still refuse opens (ENXIO)
+            // for a moment while the partition scan runs.
+            let front = try await within(60, "frontend Connected") {
+                try await bus.waitForState(of: frontendPath, orGone: true) { $0 == .connected || $0 == .closed }
+            }
+            try require(front == .connected, "frontend state \(String(describing: front))")
+            try await within(60, "/dev/xvda to open") {
+                while true {
+                    let fd = open("/dev/xvda", O_RDONLY | O_CLOEXEC)
+                    if fd >= 0 {
+                        close(fd)
+                        return
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
             }
             let sysSize = Files.trimmed("/sys/block/xvda/size")
             try require(sysSize == "\(sectors)", "Linux sees \(sysSize ?? "?") sectors, want \(sectors)")

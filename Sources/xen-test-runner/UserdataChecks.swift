@@ -8,7 +8,7 @@ import XenCore
 #endif
 
 /// DomainUserdata's real path: libxenctrl answers which domains exist (XenControlDomainDirectory), and the
-/// files land where libxl keeps them (/var/lib/xen/userdata-d<domid>.<uuid>.<userid>).
+/// files land where libxl keeps them (/var/lib/xen/userdata-d.<domid>.<uuid>.<userid>).
 enum UserdataChecks {
     static let root = "/var/lib/xen"
 
@@ -26,7 +26,7 @@ enum UserdataChecks {
             let store = UserdataStore(root: root, domains: directory)
             let payload = Array("{\"xen-test\": true}".utf8)
             try store.store(domid: .dom0, userid: .libxlJSON, data: payload)
-            let file = "\(root)/userdata-d0.\(uuid).libxl-json"
+            let file = "\(root)/userdata-d.0.\(uuid).libxl-json"  // libxl: userdata-%s.%u.%s.%s
             try require(Files.read(file) == String(decoding: payload, as: UTF8.self), "\(file) missing or differs")
             try require(try store.retrieve(domid: .dom0, userid: .libxlJSON) == payload, "retrieve differs")
             try store.unlink(domid: .dom0, userid: .libxlJSON)
@@ -47,7 +47,7 @@ enum UserdataChecks {
             let uuid = try unwrap(try directory.uuid(of: .dom0), "no UUID for domain 0")
             let store = UserdataStore(root: root, domains: directory)
             try store.store(domid: .dom0, userid: .xl, data: Array("keep".utf8))
-            let dead = "\(root)/userdata-d31000.11111111-2222-3333-4444-555555555555.xl"
+            let dead = "\(root)/userdata-d.31000.11111111-2222-3333-4444-555555555555.xl"
             let fd = open(dead, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
             try require(fd >= 0, errnoText("create \(dead)"))
             _ = write(fd, "gone", 4)
