@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "DomainUserdata", targets: ["DomainUserdata"]),
         .executable(name: "swiftxen", targets: ["swiftxen"]),
         .executable(name: "swiftxen-bench", targets: ["swiftxen-bench"]),
+        .executable(name: "xen-test-runner", targets: ["xen-test-runner"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -86,8 +87,8 @@ let package = Package(
         .target(
             name: "BlockFront",
             dependencies: [
-                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "GrantTable",
-                "EventChannel",
+                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "XenStoreProtocol",
+                "GrantTable", "EventChannel",
             ],
             swiftSettings: strict
         ),
@@ -148,6 +149,16 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: - Real-Xen tier: runs inside dom0 under QEMU (scripts/xen/, `make xen-test`)
+        .executableTarget(
+            name: "xen-test-runner",
+            dependencies: [
+                "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
+                "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: - Tests
         .testTarget(name: "CXenTests", dependencies: ["CXen", "XenStoreProtocol", "BlkifProtocol", "XenCore"]),
         .testTarget(name: "XenCoreTests", dependencies: ["XenCore"]),
@@ -163,7 +174,7 @@ let package = Package(
             name: "BlockTests",
             dependencies: [
                 "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
-                "XenStoreClient", "BlockDevice",
+                "XenStoreClient", "BlockDevice", "CXen", "XenCore", "GrantTable", "EventChannel",
             ]
         ),
         .testTarget(

@@ -122,8 +122,9 @@ public final class XenStoreClient: Sendable {
     /// Runs `body` inside a transaction: `TRANSACTION_START`, the body, `TRANSACTION_END T`. On a conflict
     /// (`EAGAIN` at commit, or thrown out of the body by an operation) the transaction is aborted and the body
     /// run again after a jittered backoff, up to `retryPolicy.maxAttempts` runs, then
-    /// `XenStoreError.transactionConflict` is thrown. If the body throws anything else, `TRANSACTION_END F`
-    /// is sent (ocaml-xenstore leaks the transaction) and the error is rethrown.
+    /// `XenStoreError.transactionConflict` is thrown. A `TRANSACTION_START` refused for quota (too many open
+    /// transactions on the connection) is retried the same way. If the body throws anything else,
+    /// `TRANSACTION_END F` is sent (ocaml-xenstore leaks the transaction) and the error is rethrown.
     ///
     /// OCaml: `Xs_client_lwt.S.transaction`
     public func transaction<T>(
@@ -136,7 +137,17 @@ public final class XenStoreClient: Sendable {
         var attempt = 0
         while true {
             attempt += 1
-            let id = try await startTransaction()
+            let id: UInt32
+            do throws(XenStoreError) {
+                id = try await startTransaction()
+            } catch {
+                // Many tasks sharing one connection can exceed the server's per-connection transaction quota
+                // (C xenstored: 10); that clears as the others commit, so it is retried like a conflict.
+                guard case .quota = error else { throw error }
+                guard attempt < policy.maxAttempts else { throw error }
+                try await Task.sleep(for: policy.backoff(afterAttempt: attempt, using: &generator))
+                continue
+            }
             let handle = XenStoreHandle(client: self, transactionID: id, recorder: nil)
             let value: T
             do {

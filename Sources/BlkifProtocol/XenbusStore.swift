@@ -1,0 +1,77 @@
+public import XenCore
+
+/// The xenstore operations the block front and back need: the seam between the xenbus handshake and a
+/// xenstore client. `XenStoreClient` conforms through the adapters in BlockFront/BlockBack; tests may pass
+/// any other implementation.
+///
+/// OCaml: the subset of `Xs_client_lwt.S` that `Blkfront`/`Blkback` call (`read`, `write`, `rm`,
+/// `setperms`, `transaction`, `wait`)
+public protocol XenbusStore: Sendable {
+    /// The value at `path`, or nil when it does not exist.
+    ///
+    /// OCaml: `Xs.read` (with `Enoent` mapped to `None`)
+    func read(_ path: String) async throws -> String?
+
+    /// Writes every pair in one transaction (retried on conflict).
+    ///
+    /// OCaml: `Xs.transaction` over `Xs.write`
+    func write(_ pairs: [(path: String, value: String)]) async throws
+
+    /// Removes `path` and everything below it; no error when absent.
+    ///
+    /// OCaml: `Xs.rm`
+    func remove(_ path: String) async throws
+
+    /// Makes `owner` the owner of `path` and lets `readers` read it (everyone else: no access).
+    ///
+    /// OCaml: `Xs.setperms` with `Xs_protocol.ACL.{owner; other = NONE; acl = [readers, READ]}`
+    func setPermissions(_ path: String, owner: DomainID, readers: [DomainID]) async throws
+
+    /// Re-evaluates `check` whenever something under one of `paths` changes (and once at the start) until it
+    /// returns a value. Cancellation ends the wait with `CancellationError`.
+    ///
+    /// OCaml: `Xs.wait` (which re-runs its closure on `Eagain`)
+    func wait<T: Sendable>(
+        watching paths: [String], until check: @escaping @Sendable () async throws -> T?
+    ) async throws -> T
+}
+
+extension XenbusStore {
+    /// Writes one key.
+    ///
+    /// OCaml: `Xs.write`
+    public func write(_ path: String, _ value: String) async throws { try await write([(path, value)]) }
+
+    /// Reads the keys `names` of directory `dir` into a dictionary (absent keys are left out).
+    ///
+    /// OCaml: `Blkproto.DiskInfo` readers do one `Xs.read` per key
+    public func readKeys(_ names: [String], in dir: String) async throws -> [String: String] {
+        var result: [String: String] = [:]
+        for name in names {
+            if let value = try await read(dir + "/" + name) { result[name] = value }
+        }
+        return result
+    }
+
+    /// The xenbus state at `dir/state`; nil when absent, `.unknown` when unparsable.
+    ///
+    /// OCaml: `Device_state.of_string` on `Xs.read (dir ^ "/state")`
+    public func state(of dir: String) async throws -> XenbusState? {
+        guard let text = try await read(dir + "/state") else { return nil }
+        return XenbusState(xenstoreValue: text) ?? .unknown
+    }
+
+    /// Waits until `dir/state` satisfies `accept` (or disappears, when `orGone`), returning it (nil: gone).
+    ///
+    /// OCaml: `Xs.wait` on a state key (as `Blkfront.plug` and `Blkback.run` do)
+    public func waitForState(
+        of dir: String, orGone: Bool = false, _ accept: @escaping @Sendable (XenbusState) -> Bool
+    ) async throws -> XenbusState? {
+        let result: XenbusState?? = try await wait(watching: [dir + "/state"]) {
+            let state = try await self.state(of: dir)
+            guard let state else { return orGone ? .some(nil) : nil }
+            return accept(state) ? .some(state) : nil
+        }
+        return result ?? nil
+    }
+}

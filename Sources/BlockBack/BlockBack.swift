@@ -1,0 +1,199 @@
+public import BlkifProtocol
+public import BlockDevice
+public import EventChannel
+public import GrantTable
+import SharedRing
+import Synchronization
+import XenCore
+
+/// A Xen block backend: serves any ``BlockDevice`` to one frontend over blkif rings.
+///
+/// It advertises every feature of blkif.h (flush, barrier, discard, persistent grants, indirect descriptors,
+/// multi-page rings, multi-queue), follows the whole xenbus handshake, and treats the frontend as hostile:
+/// each request is copied out of the ring once and validated, grant mapping failures and bad ranges get
+/// error responses, and mappings are released before the response is written.
+///
+/// OCaml: `Blkback.Make(...).run`
+public enum BlockBack {
+    /// Serves `device` at the backend directory `backendPath` until the frontend closes (or disappears), then
+    /// goes Closing → Closed and releases everything. Returns normally on a clean close.
+    ///
+    /// OCaml: `Blkback.run t name (domid, devid)`
+    public static func serve(
+        _ device: any BlockDevice, backendPath: String, store: any XenbusStore, grants: any GrantTableBackend,
+        events: any EventChannelBackend, options: BlockBackOptions
+    ) async throws(BlockBackError) {
+        func xs<T>(_ path: String, _ body: () async throws -> T) async throws(BlockBackError) -> T {
+            do { return try await body() } catch let error as BlockBackError { throw error } catch {
+                throw .xenstore(path: path, underlying: "\(error)")
+            }
+        }
+        guard let frontend = try await xs(backendPath, { try await store.read(backendPath + "/frontend") }) else {
+            throw .badKey(path: backendPath, underlying: "no frontend key")
+        }
+        let frontendIDText = try await xs(backendPath, { try await store.read(backendPath + "/frontend-id") }) ?? ""
+        guard let frontendID = UInt16(frontendIDText) else {
+            throw .badKey(path: backendPath, underlying: "frontend-id \"\(frontendIDText)\"")
+        }
+        var info = await device.info()
+        // The toolstack's `mode` key can make a writable device read-only for this guest.
+        if let mode = try await xs(backendPath, { try await store.read(backendPath + "/mode") }), mode == "r" {
+            info.readWrite = false
+        }
+        let discardSupported = await probeDiscard(device)
+        var advertised = BlkifBackendInfo()
+        advertised.sectors = info.sizeSectors * UInt64(info.sectorSize / Blkif.sectorUnit)
+        advertised.sectorSize = info.sectorSize
+        advertised.physicalSectorSize = info.sectorSize
+        advertised.info = info.readWrite ? 0 : Blkif.infoReadOnly
+        advertised.barrier = options.barrier
+        advertised.flushCache = options.flush
+        advertised.discard = options.discard && discardSupported && info.readWrite
+        advertised.discardGranularity = UInt64(info.sectorSize)
+        advertised.persistent = options.persistentGrants
+        advertised.maxIndirectSegments = min(options.maxIndirectSegments, Blkif.maxIndirectSegments)
+        advertised.maxRingPageOrder = options.maxRingPageOrder
+        advertised.maxQueues = max(1, options.maxQueues)
+
+        // 1 → 2: features, then InitWait.
+        var pairs = advertised.featureKeys.map { (path: backendPath + "/" + $0.0, value: $0.1) }
+        pairs += advertised.deviceKeys.map { (path: backendPath + "/" + $0.0, value: $0.1) }
+        pairs.append((backendPath + "/hotplug-status", "online"))
+        pairs.append((backendPath + "/state", XenbusState.initWait.xenstoreValue))
+        try await xs(backendPath) { try await store.write(pairs) }
+
+        // 2 → 3: wait for the frontend's rings.
+        let frontState = try await xs(frontend) {
+            try await store.waitForState(of: frontend, orGone: true) {
+                $0 == .initialised || $0 == .connected || $0 == .closing || $0 == .closed
+            }
+        }
+        guard frontState == .initialised || frontState == .connected else {
+            try? await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue)
+            return
+        }
+        let frontendInfo: BlkifFrontendInfo
+        do {
+            var keys = try await xs(frontend) {
+                try await store.readKeys(
+                    ["protocol", "feature-persistent", "ring-page-order", "multi-queue-num-queues"], in: frontend)
+            }
+            let queueCount = Int(keys["multi-queue-num-queues"] ?? "1") ?? 1
+            let order = Int(keys["ring-page-order"] ?? "0") ?? 0
+            guard queueCount >= 1, queueCount <= advertised.maxQueues, order >= 0, order <= options.maxRingPageOrder
+            else {
+                throw BlkifKeyError.malformed(
+                    key: "multi-queue-num-queues/ring-page-order", value: "\(queueCount)/\(order)")
+            }
+            for (key, value) in try await xs(
+                frontend,
+                {
+                    try await store.readKeys(
+                        BlkifFrontendInfo.keyNames(queues: queueCount, ringPageOrder: order), in: frontend)
+                })
+            { keys[key] = value }
+            frontendInfo = try BlkifFrontendInfo(
+                keys: keys, maxRingPageOrder: options.maxRingPageOrder, maxQueues: advertised.maxQueues)
+        } catch let error as BlockBackError {
+            throw error
+        } catch {
+            try? await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue)
+            throw .badKey(path: frontend, underlying: "\(error)")
+        }
+
+        // 3 → 4: map rings, bind event channels.
+        let frontendDomain = DomainID(frontendID)
+        let persistent = options.persistentGrants && frontendInfo.persistent
+        let broken = Mutex<String?>(nil)
+        let stop = AsyncStopSignal()
+        let context = BackContext(
+            device: device, info: info, options: options, grants: grants, events: events,
+            frontendDomain: frontendDomain, persistent: persistent, discardSupported: discardSupported
+        ) { why in
+            broken.withLock { $0 = $0 ?? why }
+            stop.fire()
+            // Wakes the wait below, which then shuts the connection down.
+            Task { try? await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue) }
+        }
+        var queues: [BackQueue] = []
+        do {
+            let geometry = try SharedRingGeometry(
+                entrySize: Blkif.ringEntrySize, pages: 1 << frontendInfo.ringPageOrder)
+            for queue in frontendInfo.queues {
+                let mapping = GrantMappingHandle(
+                    try grants.mapv(domain: frontendDomain, refs: queue.ringRefs, writable: true))
+                let ring: BackRing
+                do { ring = try BackRing(attaching: mapping.buffer, geometry: geometry) } catch {
+                    try? mapping.unmap()
+                    throw error
+                }
+                let port: EventChannelPort
+                do { port = try events.bindInterdomain(remote: frontendDomain, remotePort: queue.eventChannel) } catch {
+                    try? mapping.unmap()
+                    throw error
+                }
+                queues.append(BackQueue(ring: ring, ringMapping: mapping, port: port, context: context))
+            }
+        } catch {
+            for queue in queues {
+                try? events.unbind(queue.port)
+                queue.close()
+            }
+            try? await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue)
+            throw .resources("\(error)")
+        }
+        let tasks = queues.map { queue in Task { await queue.run() } }
+        do {
+            try await xs(backendPath) {
+                try await store.write(backendPath + "/state", XenbusState.connected.xenstoreValue)
+            }
+            // Connected: wait for the frontend to close or vanish, or for a queue to break.
+            _ = try await xs(frontend) {
+                try await store.wait(watching: [frontend + "/state", backendPath + "/state"]) { () -> Bool? in
+                    if stop.fired { return true }
+                    let state = try await store.state(of: frontend)
+                    return state == nil || state == .closing || state == .closed ? true : nil
+                }
+            }
+        } catch {
+            try? await shutDown(queues, tasks: tasks, backendPath: backendPath, store: store, events: events)
+            throw error
+        }
+        try await shutDown(queues, tasks: tasks, backendPath: backendPath, store: store, events: events)
+    }
+
+    private static func shutDown(
+        _ queues: [BackQueue], tasks: [Task<Void, Never>], backendPath: String, store: any XenbusStore,
+        events: any EventChannelBackend
+    ) async throws(BlockBackError) {
+        do { try await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue) } catch {
+            throw .xenstore(path: backendPath, underlying: "\(error)")
+        }
+        // Unbinding ends each queue's notifications; `run` then waits for its requests in flight.
+        for queue in queues { try? events.unbind(queue.port) }
+        for task in tasks { await task.value }
+        for queue in queues { queue.close() }
+        do { try await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue) } catch {
+            throw .xenstore(path: backendPath, underlying: "\(error)")
+        }
+    }
+
+    /// Whether `device` implements discard: a zero-length discard answers `.unimplemented` when it does not.
+    private static func probeDiscard(_ device: any BlockDevice) async -> Bool {
+        do {
+            try await device.discard(at: 0, count: 0)
+            return true
+        } catch .unimplemented {
+            return false
+        } catch {
+            return true
+        }
+    }
+}
+
+/// A one-shot flag that also pokes a xenstore wait: set when a queue breaks.
+final class AsyncStopSignal: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var fired: Bool { flag.load(ordering: .acquiring) }
+    func fire() { flag.store(true, ordering: .releasing) }
+}

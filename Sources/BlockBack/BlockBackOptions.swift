@@ -1,0 +1,48 @@
+public import XenCore
+
+/// What a backend advertises. Every feature is on by default; tests switch them off one by one.
+///
+/// OCaml: `Blkback.run ?max_indirect_segments` (mirage advertises only indirect segments)
+public struct BlockBackOptions: Sendable {
+    /// This (the backend's) domain.
+    public var domain: DomainID
+    /// `feature-flush-cache`.
+    public var flush = true
+    /// `feature-barrier`.
+    public var barrier = true
+    /// `feature-discard` (offered only when the device implements discard).
+    public var discard = true
+    /// `feature-persistent`.
+    public var persistentGrants = true
+    /// `feature-max-indirect-segments` (0: no indirect requests; at most 4096).
+    public var maxIndirectSegments = 256
+    /// `max-ring-page-order`.
+    public var maxRingPageOrder = 4
+    /// `multi-queue-max-queues`.
+    public var maxQueues = 4
+    /// Most persistent grants kept mapped per queue (Linux: 1056); beyond it grants are mapped per request.
+    public var maxPersistentGrantsPerQueue = 1056
+
+    /// All features on.
+    public init(domain: DomainID) { self.domain = domain }
+}
+
+/// Why serving a vbd stopped early.
+///
+/// OCaml: `Blkback.run` fails with `Failure` (no context)
+public enum BlockBackError: Error, Sendable, CustomStringConvertible {
+    /// A xenstore operation failed at `path`.
+    case xenstore(path: String, underlying: String)
+    /// The frontend wrote a missing or malformed key.
+    case badKey(path: String, underlying: String)
+    /// Mapping the rings or binding the event channels failed.
+    case resources(String)
+
+    public var description: String {
+        switch self {
+        case .xenstore(let path, let underlying): "xenstore \(path): \(underlying)"
+        case .badKey(let path, let underlying): "frontend \(path): \(underlying)"
+        case .resources(let why): "block backend resources: \(why)"
+        }
+    }
+}

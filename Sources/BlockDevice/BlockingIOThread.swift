@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A few OS threads that run blocking system calls (pread, pwrite, fsync) so they never sit on Swift's
+/// cooperative pool. Jobs run in FIFO order; the caller's continuation is resumed from the thread.
+///
+/// `@unchecked Sendable`: every access to `jobs`/`head` happens with `mutex` held.
+final class BlockingIOThreads: @unchecked Sendable {
+    private var jobs: [@Sendable () -> Void] = []
+    private var head = 0
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    /// Shared by every file-backed device in the process.
+    static let shared = BlockingIOThreads(count: 4)
+
+    init(count: Int) {
+        condition = .allocate(capacity: 1)
+        mutex = .allocate(capacity: 1)
+        pthread_cond_init(condition, nil)
+        pthread_mutex_init(mutex, nil)
+        for _ in 0..<count {
+            let box = Unmanaged.passRetained(self).toOpaque()
+            var thread = pthread_t()
+            let rc = pthread_create(
+                &thread, nil,
+                { raw in
+                    guard let raw else { return nil }
+                    let pool = Unmanaged<BlockingIOThreads>.fromOpaque(raw).takeRetainedValue()
+                    pool.loop()
+                    return nil
+                }, box)
+            precondition(rc == 0, "pthread_create failed: \(rc)")
+            pthread_detach(thread)
+        }
+    }
+
+    /// Runs `job` on a pool thread and returns its result.
+    func run<T: Sendable, E: Error>(_ job: @escaping @Sendable () throws(E) -> T) async throws(E) -> T {
+        let result: Result<T, E> = await withCheckedContinuation { continuation in
+            submit {
+                do throws(E) { continuation.resume(returning: .success(try job())) } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    private func submit(_ job: @escaping @Sendable () -> Void) {
+        pthread_mutex_lock(mutex)
+        jobs.append(job)
+        pthread_cond_signal(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    private func loop() {
+        while true {
+            pthread_mutex_lock(mutex)
+            while head == jobs.count { pthread_cond_wait(condition, mutex) }
+            let job = jobs[head]
+            head += 1
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
+            }
+            pthread_mutex_unlock(mutex)
+            job()
+        }
+    }
+}

@@ -1,0 +1,155 @@
+import Synchronization
+public import XenCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A block device backed by a regular file or a block special file, read and written with pread/pwrite on
+/// dedicated threads. The default device BlockBack serves.
+///
+/// OCaml: `Block` of mirage-block-unix (`Block.connect`)
+public final class FileBlockDevice: BlockDevice {
+    private struct State {
+        var fd: Int32
+    }
+
+    /// The file's path, for error context.
+    public let path: String
+    private let deviceInfo: BlockDeviceInfo
+    private let state: Mutex<State>
+    private let threads = BlockingIOThreads.shared
+
+    /// Opens `path`. Its size is rounded down to whole sectors; `readOnly` opens it O_RDONLY.
+    ///
+    /// OCaml: `Block.connect ?prefered_sector_size`
+    public init(path: String, sectorSize: Int = 512, readOnly: Bool = false) throws(BlockError) {
+        guard sectorSize >= 512, sectorSize.nonzeroBitCount == 1 else {
+            throw .invalidRequest("sector size \(sectorSize) is not a power of two >= 512")
+        }
+        let fd = open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
+        guard fd >= 0 else { throw .io(context: "open \(path): \(String(cString: strerror(errno)))") }
+        var size = lseek(fd, 0, SEEK_END)
+        if size < 0 {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw .io(context: "lseek \(path): \(reason)")
+        }
+        size -= size % off_t(sectorSize)
+        self.path = path
+        self.deviceInfo = BlockDeviceInfo(
+            readWrite: !readOnly, sectorSize: sectorSize, sizeSectors: UInt64(size) / UInt64(sectorSize))
+        self.state = Mutex(State(fd: fd))
+    }
+
+    deinit {
+        let fd = state.withLock { $0.fd }
+        if fd >= 0 { close(fd) }
+    }
+
+    /// OCaml: `Block.get_info`
+    public func info() async -> BlockDeviceInfo { deviceInfo }
+
+    /// OCaml: `Block.read`
+    public func read(at sector: UInt64, into buffers: [PageBuffer]) async throws(BlockError) {
+        let fd = try descriptor()
+        _ = try deviceInfo.validate(sector: sector, buffers: buffers)
+        let start = off_t(sector) * off_t(deviceInfo.sectorSize)
+        let path = path
+        try await threads.run { () throws(BlockError) in
+            var offset = start
+            for buffer in buffers {
+                try Self.transfer(fd: fd, buffer: buffer, offset: offset, write: false, path: path)
+                offset += off_t(buffer.count)
+            }
+        }
+    }
+
+    /// OCaml: `Block.write`
+    public func write(at sector: UInt64, from buffers: [PageBuffer]) async throws(BlockError) {
+        let fd = try descriptor()
+        guard deviceInfo.readWrite else { throw .isReadOnly }
+        _ = try deviceInfo.validate(sector: sector, buffers: buffers)
+        let start = off_t(sector) * off_t(deviceInfo.sectorSize)
+        let path = path
+        try await threads.run { () throws(BlockError) in
+            var offset = start
+            for buffer in buffers {
+                try Self.transfer(fd: fd, buffer: buffer, offset: offset, write: true, path: path)
+                offset += off_t(buffer.count)
+            }
+        }
+    }
+
+    /// fsync(2) on a pool thread.
+    ///
+    /// OCaml: `Block.flush`
+    public func flush() async throws(BlockError) {
+        let fd = try descriptor()
+        let path = path
+        try await threads.run { () throws(BlockError) in
+            guard fsync(fd) == 0 else { throw .io(context: "fsync \(path): \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    /// Writes zeros over the range, so discarded sectors read back as zeros (as the in-memory device does).
+    ///
+    /// OCaml: `Block.discard`
+    public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
+        let fd = try descriptor()
+        guard deviceInfo.readWrite else { throw .isReadOnly }
+        try deviceInfo.validate(sector: sector, count: count)
+        let start = off_t(sector) * off_t(deviceInfo.sectorSize)
+        let length = off_t(count) * off_t(deviceInfo.sectorSize)
+        let path = path
+        try await threads.run { () throws(BlockError) in
+            let zeros = PageBuffer(pages: 16)
+            var offset = start
+            while offset < start + length {
+                let chunk = min(off_t(zeros.count), start + length - offset)
+                try Self.transfer(
+                    fd: fd, buffer: zeros.slice(from: 0, count: Int(chunk)), offset: offset, write: true, path: path)
+                offset += chunk
+            }
+        }
+    }
+
+    /// Closes the file; later calls fail with ``BlockError/disconnected``.
+    ///
+    /// OCaml: `Block.disconnect`
+    public func disconnect() async {
+        let fd = state.withLock { state -> Int32 in
+            defer { state.fd = -1 }
+            return state.fd
+        }
+        if fd >= 0 { close(fd) }
+    }
+
+    private func descriptor() throws(BlockError) -> Int32 {
+        let fd = state.withLock { $0.fd }
+        guard fd >= 0 else { throw .disconnected }
+        return fd
+    }
+
+    /// One whole pread/pwrite, looping over short transfers and EINTR.
+    private static func transfer(
+        fd: Int32, buffer: PageBuffer, offset: off_t, write: Bool, path: String
+    ) throws(BlockError) {
+        var done = 0
+        while done < buffer.count {
+            let n =
+                write
+                ? pwrite(fd, buffer.pointer + done, buffer.count - done, offset + off_t(done))
+                : pread(fd, buffer.pointer + done, buffer.count - done, offset + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                let op = write ? "pwrite" : "pread"
+                throw .io(context: "\(op) \(path) at \(offset + off_t(done)): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { throw .io(context: "\(write ? "pwrite" : "pread") \(path): end of file at \(offset)") }
+            done += n
+        }
+    }
+}

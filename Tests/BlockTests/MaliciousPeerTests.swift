@@ -1,0 +1,172 @@
+import BlkifProtocol
+import BlockBack
+import BlockDevice
+import BlockFront
+import EventChannel
+import GrantTable
+import SharedRing
+import SimulatedHypervisor
+import Testing
+import XenCore
+
+/// Scripted peers that write raw ring entries and indices: neither end may crash, hang or lose a request.
+@Suite struct MaliciousPeerTests {
+    enum BackendMisbehaviour: String, CaseIterable, Sendable {
+        case unknownID, responseOverflow, badStatus
+    }
+
+    /// A backend that answers the first request with garbage: the request fails, the device disconnects.
+    @Test(arguments: BackendMisbehaviour.allCases)
+    func maliciousBackend(_ misbehaviour: BackendMisbehaviour) async throws {
+        let harness = try BlockHarness()
+        let store = harness.store
+        let nodes = harness.nodes
+        try await nodes.create(in: store)
+        let back = nodes.backendPath
+        try await store.write([
+            (back + "/sectors", "64"), (back + "/sector-size", "512"), (back + "/info", "0"),
+            (back + "/state", XenbusState.initWait.xenstoreValue),
+        ])
+        let connecting = Task { try await harness.connectFront() }
+        _ = try await store.waitForState(of: nodes.frontendPath) { $0 == .initialised }
+        let refText = try #require(try await store.read(nodes.frontendPath + "/ring-ref"))
+        let portText = try #require(try await store.read(nodes.frontendPath + "/event-channel"))
+        let grants = harness.backDomain.grantTable
+        let events = harness.backDomain.eventChannel
+        let mapping = try grants.map(domain: harness.frontDomain.id, ref: GrantRef(refText)!, writable: true)
+        let port = try events.bindInterdomain(remote: harness.frontDomain.id, remotePort: EventChannelPort(portText)!)
+        try await store.write(back + "/state", XenbusState.connected.xenstoreValue)
+        let front = try await connecting.value
+
+        let reading = Task { () -> BlockError? in
+            do throws(BlockError) {
+                try await front.read(at: 0, into: [PageBuffer(pages: 1)])
+                return nil
+            } catch { return error }
+        }
+        var ring = try BackRing(
+            attaching: mapping.buffer, geometry: try SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: 1))
+        for await _ in events.notifications(port) {
+            if try ring.unconsumedRequests() > 0 { break }
+        }
+        let request = try BlkifRequest.decode(copying: ring.nextRequestSlot())
+        switch misbehaviour {
+        case .unknownID:
+            BlkifResponse(id: request.id &+ 1000, operation: 0, status: .okay).encode(into: ring.nextResponseSlot()!)
+            _ = ring.pushResponses()
+        case .badStatus:
+            let slot = ring.nextResponseSlot()!
+            BlkifResponse(id: request.id, operation: 0, status: .okay).encode(into: slot)
+            slot.setUInt16(77, at: 10)
+            _ = ring.pushResponses()
+        case .responseOverflow:
+            mapping.buffer.setUInt32(40, at: 8)  // rsp_prod: 40 responses for 1 request
+        }
+        try events.notify(port)
+        let error = await reading.value
+        guard case .io = error else {
+            Issue.record("expected an I/O error, got \(String(describing: error))")
+            return
+        }
+        guard case .protocolViolation = front.failure else {
+            Issue.record("expected a protocol violation, got \(String(describing: front.failure))")
+            return
+        }
+        await #expect(throws: BlockError.self) { try await front.read(at: 0, into: [PageBuffer(pages: 1)]) }
+        _ = try await store.waitForState(of: nodes.frontendPath) { $0 == .closing }
+        try await store.write(back + "/state", XenbusState.closed.xenstoreValue)
+        await front.disconnect()
+        try events.unbind(port)
+        try mapping.unmap()
+    }
+
+    /// A frontend writing hostile requests gets an error response for each; the backend keeps serving, and
+    /// stops (Closed) when the frontend corrupts the request index.
+    @Test func maliciousFrontend() async throws {
+        let harness = try BlockHarness()
+        let store = harness.store
+        let nodes = harness.nodes
+        let device = MemoryBlockDevice(sizeSectors: 64)
+        let serving = try await harness.startBackend(device)
+        _ = try await store.waitForState(of: nodes.backendPath) { $0 == .initWait }
+        let grants = harness.frontDomain.grantTable
+        let events = harness.frontDomain.eventChannel
+        let memory = PageBuffer(pages: 1)
+        var ring = try FrontRing(
+            initialising: memory, geometry: try SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: 1))
+        let ringRef = try await grants.refs.get()
+        try grants.grantAccess(ringRef, to: harness.backDomain.id, writable: true, page: memory)
+        let port = try events.bindUnboundPort(remote: harness.backDomain.id)
+        let data = PageBuffer(pages: 2)
+        let writableRef = try await grants.refs.get()
+        let readOnlyRef = try await grants.refs.get()
+        try grants.grantAccess(writableRef, to: harness.backDomain.id, writable: true, page: data.pages[0])
+        try grants.grantAccess(readOnlyRef, to: harness.backDomain.id, writable: false, page: data.pages[1])
+        try await store.write([
+            (nodes.frontendPath + "/ring-ref", String(ringRef.rawValue)),
+            (nodes.frontendPath + "/event-channel", String(port.rawValue)),
+            (nodes.frontendPath + "/protocol", "x86_64-abi"),
+            (nodes.frontendPath + "/state", XenbusState.initialised.xenstoreValue),
+        ])
+        _ = try await store.waitForState(of: nodes.backendPath) { $0 == .connected }
+
+        let segment = BlkifSegment(grant: writableRef)
+        var expected: [UInt64: BlkifStatus] = [:]
+        func raw(_ id: UInt64, _ status: BlkifStatus, _ fill: (PageBuffer) -> Void) {
+            let slot = ring.nextRequestSlot()!
+            slot.fill(0)
+            slot.setUInt64(id, at: 8)
+            fill(slot)
+            expected[id] = status
+        }
+        func request(_ id: UInt64, _ status: BlkifStatus, _ request: BlkifRequest) {
+            raw(id, status) { request.encode(into: $0) }
+        }
+        raw(1, .error) { $0.setUInt8(9, at: 0) }  // unknown operation
+        raw(2, .error) {  // READ with last_sect 9
+            $0.setUInt8(0, at: 0)
+            $0.setUInt8(1, at: 1)
+            $0.setUInt32(writableRef.rawValue, at: 24)
+            $0.setUInt8(9, at: 29)
+        }
+        request(3, .error, .direct(.init(operation: .read, handle: 0, id: 3, sector: 60, segments: [segment])))
+        request(
+            4, .error, .direct(.init(operation: .read, handle: 0, id: 4, sector: 0, segments: [.init(grant: 1999)])))
+        request(
+            5, .error,
+            .direct(.init(operation: .read, handle: 0, id: 5, sector: 0, segments: [.init(grant: readOnlyRef)])))
+        request(
+            6, .error,
+            .indirect(
+                .init(operation: .read, segmentCount: 5000, handle: 0, id: 6, sector: 0, indirectGrants: [writableRef]))
+        )
+        request(
+            7, .error,
+            .indirect(.init(operation: .read, segmentCount: 8, handle: 0, id: 7, sector: 0, indirectGrants: [1999])))
+        request(
+            8, .error, .direct(.init(operation: .read, handle: 0, id: 8, sector: UInt64.max - 3, segments: [segment])))
+        request(
+            9, .okay,
+            .direct(.init(operation: .write, handle: 0, id: 9, sector: 8, segments: [.init(grant: readOnlyRef)])))
+        request(10, .okay, .direct(.init(operation: .read, handle: 0, id: 10, sector: 0, segments: [segment])))
+        request(11, .okay, .direct(.init(operation: .flushDiskCache, handle: 0, id: 11, sector: 0, segments: [])))
+        request(12, .error, .discard(.init(handle: 0, id: 12, sector: 60, sectorCount: 100)))
+        if ring.pushRequests() { try events.notify(port) }
+
+        var answered: [UInt64: BlkifStatus] = [:]
+        for await _ in events.notifications(port) {
+            _ = try ring.consumeResponses { slot in
+                if let response = try? BlkifResponse.decode(from: slot) { answered[response.id] = response.status }
+            }
+            if answered.count == expected.count { break }
+        }
+        #expect(answered == expected)
+
+        // Now corrupt req_prod: the backend stops serving and closes.
+        memory.setUInt32(memory.uint32(at: 0) &+ 1000, at: 0)
+        try events.notify(port)
+        _ = try await store.waitForState(of: nodes.backendPath) { $0 == .closed }
+        try await serving.value
+        try events.unbind(port)
+    }
+}
