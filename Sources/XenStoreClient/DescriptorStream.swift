@@ -33,7 +33,12 @@ final class DescriptorStream: Sendable {
         var failure: DescriptorError?
         var closed = false
         var threadRunning = false
+        /// Push mode: received bytes go straight to this receiver on the I/O thread (no reader task).
+        var pusher: Pusher?
     }
+
+    /// A push-mode receiver: `receive` gets bytes in order, `end` once at end of stream (nil) or failure.
+    typealias Pusher = (receive: @Sendable ([UInt8]) -> Void, end: @Sendable (DescriptorError?) -> Void)
 
     /// Stop reading from the descriptor while this much is queued and unread (back-pressure on the server).
     private static let queueLimit = 1 << 20
@@ -44,6 +49,9 @@ final class DescriptorStream: Sendable {
     private let wakeupWriter: Int32
     private let mode: WriteMode
     private let state = Mutex(State())
+    /// Held while handing bytes to the reader or receiver, so that deliveries from the I/O thread, from a
+    /// writer (synthesised device errors) and from `startPushing` (bytes queued before) never reorder.
+    private let delivery = Mutex(())
 
     init(descriptor: Int32, mode: WriteMode) throws(DescriptorError) {
         var ends: [Int32] = [-1, -1]
@@ -102,6 +110,7 @@ final class DescriptorStream: Sendable {
         guard !bytes.isEmpty else { return }
         let result = await withUnsafeContinuation {
             (continuation: UnsafeContinuation<Result<Void, DescriptorError>, Never>) in
+            var synthesized: [UInt8] = []
             let (now, wake) = state.withLock { state -> (Result<Void, DescriptorError>?, Bool) in
                 if state.closed || state.endOfStream {
                     return (.failure(state.failure ?? DescriptorError(operation: "write", errno: EPIPE)), false)
@@ -121,19 +130,12 @@ final class DescriptorStream: Sendable {
                         return (nil, true)
                     }
                 case .packetPerWrite:
-                    let synthesized = writePackets(bytes)
-                    if !synthesized.isEmpty {
-                        state.queue += synthesized
-                        if let reader = state.reader {
-                            state.reader = nil
-                            let chunk = state.queue
-                            state.queue = []
-                            reader.resume(returning: .success(chunk))
-                        }
-                    }
+                    synthesized = writePackets(bytes)
                     return (.success(()), false)
                 }
             }
+            // Refused device writes come back as error replies, in order with everything else received.
+            if !synthesized.isEmpty { received(synthesized) }
             if wake { signal() }
             if let now { continuation.resume(returning: now) }
         }
@@ -203,6 +205,7 @@ final class DescriptorStream: Sendable {
         _ = shutdown(descriptor, Int32(SHUT_RDWR))
         signal()
         reader?.resume(returning: .success(nil))
+        delivery.withLock { _ in endPushing(nil) }
         for write in writes {
             write.continuation.resume(returning: .failure(DescriptorError(operation: "write", errno: EPIPE)))
         }
@@ -262,16 +265,44 @@ final class DescriptorStream: Sendable {
         state.withLock { $0.threadRunning = false }
     }
 
+    /// Hands received bytes to the receiver (push mode) or the parked reader, or queues them.
     private func received(_ bytes: [UInt8]) {
-        let reader = state.withLock { state -> UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>? in
-            if let reader = state.reader {
-                state.reader = nil
-                return reader
+        delivery.withLock { _ in
+            let (pusher, reader) = state.withLock {
+                state -> (Pusher?, UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?) in
+                if let pusher = state.pusher { return (pusher, nil) }
+                if let reader = state.reader {
+                    state.reader = nil
+                    return (nil, reader)
+                }
+                state.queue += bytes
+                return (nil, nil)
             }
-            state.queue += bytes
-            return nil
+            if let pusher { pusher.receive(bytes) } else { reader?.resume(returning: .success(bytes)) }
         }
-        reader?.resume(returning: .success(bytes))
+    }
+
+    /// Switches to push mode: bytes already queued, then everything received, go to `receive` on the I/O
+    /// thread; `end` runs once when the stream ends.
+    func startPushing(_ pusher: Pusher) {
+        delivery.withLock { _ in
+            let (queued, ended, failure) = state.withLock { state -> ([UInt8], Bool, DescriptorError?) in
+                state.pusher = pusher
+                defer { state.queue = [] }
+                return (state.queue, state.endOfStream || state.closed, state.failure)
+            }
+            if !queued.isEmpty { pusher.receive(queued) }
+            if ended { endPushing(failure) }
+        }
+    }
+
+    /// Tells the receiver the stream ended, once, and lets go of it (it may hold the client's state).
+    private func endPushing(_ error: DescriptorError?) {
+        let pusher = state.withLock { state -> Pusher? in
+            defer { state.pusher = nil }
+            return state.pusher
+        }
+        pusher?.end(error)
     }
 
     private func finishWrites() {
@@ -318,54 +349,6 @@ final class DescriptorStream: Sendable {
         }
         let failure = error ?? DescriptorError(operation: "write", errno: EPIPE)
         for write in writes { write.continuation.resume(returning: .failure(failure)) }
-    }
-}
-
-/// A failed system call of a xenstore transport.
-///
-/// OCaml: `Unix.Unix_error`
-public struct DescriptorError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// The call that failed (`connect`, `send`, `read`, ...).
-    public var operation: String
-    /// Its errno.
-    public var errno: Int32
-
-    /// The error of `operation` with `errno`.
-    public init(operation: String, errno: Int32) {
-        self.operation = operation
-        self.errno = errno
-    }
-
-    /// `operation: strerror(errno)`.
-    public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
-}
-
-// MARK: - A plain pthread
-
-/// Starts detached POSIX threads for blocking work (the cooperative pool must never block).
-enum IOThread {
-    private final class Box {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-
-    /// Runs `body` on a new detached thread; returns the error if the thread could not be created.
-    static func spawn(_ body: @escaping @Sendable () -> Void) -> DescriptorError? {
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        var thread = pthread_t()
-        let status = pthread_create(
-            &thread, nil,
-            { context in
-                guard let context else { return nil }
-                let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
-                box.body()
-                return nil
-            }, box)
-        guard status == 0 else {
-            Unmanaged<Box>.fromOpaque(box).release()
-            return DescriptorError(operation: "pthread_create", errno: status)
-        }
-        pthread_detach(thread)
-        return nil
+        delivery.withLock { _ in endPushing(error) }
     }
 }

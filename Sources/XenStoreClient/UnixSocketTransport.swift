@@ -107,3 +107,26 @@ func connectionErrno(_ error: any Error) -> Int32 {
     default: return EIO
     }
 }
+
+// MARK: - Push delivery
+
+/// A transport that can hand received bytes to the client right on its own I/O thread, saving the hop
+/// through a reader task (one thread wake-up per reply batch).
+protocol PushingTransport: XenStoreTransport {
+    /// Starts delivering; false if this transport cannot (the client then reads with `read()`).
+    func startPushing(_ pusher: DescriptorStream.Pusher) -> Bool
+}
+
+extension UnixSocketTransport: PushingTransport {
+    func startPushing(_ pusher: DescriptorStream.Pusher) -> Bool {
+        stream.startPushing(pusher)
+        return true
+    }
+}
+
+extension XenbusDeviceTransport: PushingTransport {
+    func startPushing(_ pusher: DescriptorStream.Pusher) -> Bool {
+        stream.startPushing(pusher)
+        return true
+    }
+}

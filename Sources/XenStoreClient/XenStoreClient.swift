@@ -21,7 +21,7 @@ import Synchronization
 /// ```
 ///
 /// In tests, connect to an in-process `XenStoreServer` as any domain with
-/// `XenStoreClient(transport: server.connect(domid: 5))` (its in-process connection is a `XenStoreTransport`).
+/// `XenStoreClient(transport: server.connect(domain: 5))` (its in-process connection is a `XenStoreTransport`).
 ///
 /// OCaml: `Xs_client_lwt.S.client` (`Xs_client_lwt.Client(IO)`)
 public final class XenStoreClient: Sendable {
