@@ -28,7 +28,6 @@ final class DescriptorStream: Sendable {
     private struct State {
         var queue: [UInt8] = []
         var reader: UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?
-        var writes: [PendingWrite] = []
         var endOfStream = false
         var failure: DescriptorError?
         var closed = false
@@ -49,6 +48,15 @@ final class DescriptorStream: Sendable {
     private let wakeupWriter: Int32
     private let mode: WriteMode
     private let state = Mutex(State())
+    /// Writes not yet fully sent, oldest first. A lock of their own: a writer holds it across its
+    /// non-blocking `send`, and the I/O thread's reads must not wait for that.
+    private let writes = Mutex<[PendingWrite]>([])
+    /// Set once the stream is closed or ended, checked by writers without taking `state`.
+    private let ended = Atomic<Bool>(false)
+    /// Jobs of tasks that prefer this stream's I/O thread as their executor (see `DescriptorStream+Executor`).
+    let jobs = Mutex(JobQueue())
+    /// The I/O thread's `pthread_self()`, so that jobs it enqueues itself need no wake-up.
+    let ioThread = Atomic<UInt>(0)
     /// Held while handing bytes to the reader or receiver, so that deliveries from the I/O thread, from a
     /// writer (synthesised device errors) and from `startPushing` (bytes queued before) never reorder.
     private let delivery = Mutex(())
@@ -111,12 +119,12 @@ final class DescriptorStream: Sendable {
         let result = await withUnsafeContinuation {
             (continuation: UnsafeContinuation<Result<Void, DescriptorError>, Never>) in
             var synthesized: [UInt8] = []
-            let (now, wake) = state.withLock { state -> (Result<Void, DescriptorError>?, Bool) in
-                if state.closed || state.endOfStream {
-                    return (.failure(state.failure ?? DescriptorError(operation: "write", errno: EPIPE)), false)
+            let (now, wake) = writes.withLock { writes -> (Result<Void, DescriptorError>?, Bool) in
+                if ended.load(ordering: .acquiring) {
+                    return (.failure(DescriptorError(operation: "write", errno: EPIPE)), false)
                 }
-                if !state.writes.isEmpty {
-                    state.writes.append(PendingWrite(bytes: bytes, offset: 0, continuation: continuation))
+                if !writes.isEmpty {
+                    writes.append(PendingWrite(bytes: bytes, offset: 0, continuation: continuation))
                     return (nil, false)
                 }
                 switch mode {
@@ -126,7 +134,7 @@ final class DescriptorStream: Sendable {
                     case .failure(let error): return (.failure(error), false)
                     case .success(let offset) where offset == bytes.count: return (.success(()), false)
                     case .success(let offset):
-                        state.writes.append(PendingWrite(bytes: bytes, offset: offset, continuation: continuation))
+                        writes.append(PendingWrite(bytes: bytes, offset: offset, continuation: continuation))
                         return (nil, true)
                     }
                 case .packetPerWrite:
@@ -191,27 +199,28 @@ final class DescriptorStream: Sendable {
 
     /// Ends the stream: a parked read returns nil, later writes fail, the I/O thread exits.
     func close() {
-        let (reader, writes) = state.withLock {
-            state -> (UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?, [PendingWrite]) in
-            guard !state.closed else { return (nil, []) }
+        let reader = state.withLock { state -> UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>? in
+            guard !state.closed else { return nil }
             state.closed = true
-            defer {
-                state.reader = nil
-                state.writes = []
-            }
-            return (state.reader, state.writes)
+            defer { state.reader = nil }
+            return state.reader
+        }
+        ended.store(true, ordering: .releasing)
+        let pending = writes.withLock { writes in
+            defer { writes = [] }
+            return writes
         }
         // Sockets: wake anything blocked on the peer too (no-op on the device).
         _ = shutdown(descriptor, Int32(SHUT_RDWR))
         signal()
         reader?.resume(returning: .success(nil))
         delivery.withLock { _ in endPushing(nil) }
-        for write in writes {
+        for write in pending {
             write.continuation.resume(returning: .failure(DescriptorError(operation: "write", errno: EPIPE)))
         }
     }
 
-    private func signal() {
+    func signal() {
         var one: UInt8 = 1
         _ = Glibc.write(wakeupWriter, &one, 1)
     }
@@ -223,10 +232,14 @@ final class DescriptorStream: Sendable {
         var fds = [
             pollfd(fd: descriptor, events: 0, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
+        ioThread.store(UInt(pthread_self()), ordering: .releasing)
+        defer { retireExecutor() }
         while true {
-            let (closed, wantWrite, paused) = state.withLock { state in
-                (state.closed || state.endOfStream, !state.writes.isEmpty, state.queue.count >= Self.queueLimit)
+            let jobsWaiting = runJobs()
+            let (closed, paused) = state.withLock { state in
+                (state.closed || state.endOfStream, state.queue.count >= Self.queueLimit)
             }
+            let wantWrite = writes.withLock { !$0.isEmpty }
             if closed { break }
             fds[0].events = (paused ? 0 : Int16(POLLIN)) | (wantWrite ? Int16(POLLOUT) : 0)
             // A negative descriptor is skipped by poll: while paused with nothing to write, a hang-up (reported
@@ -234,7 +247,7 @@ final class DescriptorStream: Sendable {
             fds[0].fd = fds[0].events == 0 ? -1 : descriptor
             fds[0].revents = 0
             fds[1].revents = 0
-            let ready = poll(&fds, 2, -1)
+            let ready = poll(&fds, 2, jobsWaiting ? 0 : -1)
             if ready < 0 {
                 if errno == EINTR { continue }
                 finish(DescriptorError(operation: "poll", errno: errno))
@@ -308,19 +321,19 @@ final class DescriptorStream: Sendable {
     private func finishWrites() {
         var done: [UnsafeContinuation<Result<Void, DescriptorError>, Never>] = []
         var failed: (DescriptorError, [UnsafeContinuation<Result<Void, DescriptorError>, Never>])?
-        state.withLock { state in
-            while var write = state.writes.first {
+        writes.withLock { writes in
+            while var write = writes.first {
                 switch sendNow(write.bytes, from: write.offset) {
                 case .failure(let error):
-                    failed = (error, state.writes.map(\.continuation))
-                    state.writes = []
+                    failed = (error, writes.map(\.continuation))
+                    writes = []
                     return
                 case .success(let offset) where offset == write.bytes.count:
                     done.append(write.continuation)
-                    state.writes.removeFirst()
+                    writes.removeFirst()
                 case .success(let offset):
                     write.offset = offset
-                    state.writes[0] = write
+                    writes[0] = write
                     return
                 }
             }
@@ -333,22 +346,23 @@ final class DescriptorStream: Sendable {
 
     /// End of stream (`error` nil) or a read failure: the parked read and pending writes learn about it.
     private func finish(_ error: DescriptorError?) {
-        let (reader, writes) = state.withLock {
-            state -> (UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?, [PendingWrite]) in
+        let reader = state.withLock { state -> UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>? in
             state.endOfStream = true
             state.failure = error
-            defer {
-                state.reader = nil
-                state.writes = []
-            }
+            defer { state.reader = nil }
             // Bytes already queued are still delivered before the end: only a parked reader (empty queue) wakes.
-            return (state.queue.isEmpty ? state.reader : nil, state.writes)
+            return state.queue.isEmpty ? state.reader : nil
+        }
+        ended.store(true, ordering: .releasing)
+        let pending = writes.withLock { writes in
+            defer { writes = [] }
+            return writes
         }
         if let reader {
             if let error { reader.resume(returning: .failure(error)) } else { reader.resume(returning: .success(nil)) }
         }
         let failure = error ?? DescriptorError(operation: "write", errno: EPIPE)
-        for write in writes { write.continuation.resume(returning: .failure(failure)) }
+        for write in pending { write.continuation.resume(returning: .failure(failure)) }
         delivery.withLock { _ in endPushing(error) }
     }
 }

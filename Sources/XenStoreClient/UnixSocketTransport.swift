@@ -115,6 +115,8 @@ func connectionErrno(_ error: any Error) -> Int32 {
 protocol PushingTransport: XenStoreTransport {
     /// Starts delivering; false if this transport cannot (the client then reads with `read()`).
     func startPushing(_ pusher: DescriptorStream.Pusher) -> Bool
+    /// The I/O thread as a task executor, if the transport has one.
+    var ioExecutor: (any TaskExecutor)? { get }
 }
 
 extension UnixSocketTransport: PushingTransport {
@@ -122,6 +124,7 @@ extension UnixSocketTransport: PushingTransport {
         stream.startPushing(pusher)
         return true
     }
+    var ioExecutor: (any TaskExecutor)? { stream }
 }
 
 extension XenbusDeviceTransport: PushingTransport {
@@ -129,4 +132,5 @@ extension XenbusDeviceTransport: PushingTransport {
         stream.startPushing(pusher)
         return true
     }
+    var ioExecutor: (any TaskExecutor)? { stream }
 }

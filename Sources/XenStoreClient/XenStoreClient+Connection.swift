@@ -69,9 +69,10 @@ extension XenStoreClient {
     func flush(_ connection: UInt64) async {
         let current = transport.withLock { $0 }
         guard current.connection == connection else { return }
-        // Let the other tasks that are ready right now (typically the ones just woken by a batch of replies)
-        // add their requests first, so that they leave in one write instead of one write each.
-        await Task.yield()
+        // With other requests in flight, let the tasks that are ready right now (typically the ones just woken
+        // by a batch of replies) add their requests first, so that they leave in one write instead of one
+        // write each. A lone request goes out at once: yielding would only add latency.
+        if state.withLock({ $0.pending.count > 1 }) { await Task.yield() }
         for _ in 0..<8 {
             guard let batch = state.withLock({ $0.takeOutbox(for: connection) }) else { return }
             do {

@@ -102,6 +102,17 @@ public final class XenStoreClient: Sendable {
         }
     }
 
+    /// The I/O thread of a socket or xenbus-device connection as a task executor (nil in-process). Tasks that
+    /// prefer it (`withTaskExecutorPreference(client.executor)`, `group.addTask(executorPreference:)`) are
+    /// resumed on the very thread that read their reply, so a round trip costs one thread wake-up, as a
+    /// blocking `xs_read` does, instead of two. Keep such tasks' own work short: it runs between that
+    /// connection's reads. After `resume` over a new connection, ask again.
+    ///
+    /// OCaml: not in OCaml (Lwt runs everything on one thread anyway)
+    public var executor: (any TaskExecutor)? {
+        (transport.withLock { $0.transport } as? any PushingTransport)?.ioExecutor
+    }
+
     deinit {
         let transport = transport.withLock { $0.transport }
         Task { await transport.close() }

@@ -49,6 +49,8 @@ final class CountingTransport: PushingTransport {
         (inner as? any PushingTransport)?.startPushing(pusher) ?? false
     }
 
+    var ioExecutor: (any TaskExecutor)? { (inner as? any PushingTransport)?.ioExecutor }
+
     /// Watches the client currently holds.
     var watchCount: Int { state.withLock { $0.watches.count } }
     /// The most it ever held at once.
