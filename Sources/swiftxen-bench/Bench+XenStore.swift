@@ -42,14 +42,22 @@ enum XenStoreBench {
             try shared.read(key)
         }
 
-        var samples: [[Double]] = [[], [], [], [], [], []]
-        for _ in 0..<rounds {
-            samples[0].append(try await swiftRate(swiftClient, inFlight: 1, executor: nil))
-            samples[1].append(try await swiftRate(swiftClient, inFlight: 64, executor: nil))
-            samples[2].append(try await swiftRate(swiftClient, inFlight: 1, executor: swiftClient.executor))
-            samples[3].append(try await swiftRate(swiftClient, inFlight: 64, executor: swiftClient.executor))
-            samples[4].append(try libxenstoreRate(shared, threads: 1))
-            samples[5].append(try libxenstoreRate(shared, threads: 8))
+        // XENSTORE_BENCH_ONLY=1,3 runs only those configurations (0-based, for profiling one at a time).
+        let only = getenv("XENSTORE_BENCH_ONLY").map {
+            Set(String(cString: $0).split(separator: ",").compactMap { Int($0) })
+        }
+        func wanted(_ index: Int) -> Bool { only?.contains(index) ?? true }
+        var samples: [[Double]] = [[0], [0], [0], [0], [0], [0]]
+        for round in 0..<rounds {
+            func record(_ index: Int, _ rate: Double) {
+                if round == 0 { samples[index] = [rate] } else { samples[index].append(rate) }
+            }
+            if wanted(0) { record(0, try await swiftRate(swiftClient, inFlight: 1, executor: nil)) }
+            if wanted(1) { record(1, try await swiftRate(swiftClient, inFlight: 64, executor: nil)) }
+            if wanted(2) { record(2, try await swiftRate(swiftClient, inFlight: 1, executor: swiftClient.executor)) }
+            if wanted(3) { record(3, try await swiftRate(swiftClient, inFlight: 64, executor: swiftClient.executor)) }
+            if wanted(4) { record(4, try libxenstoreRate(shared, threads: 1)) }
+            if wanted(5) { record(5, try libxenstoreRate(shared, threads: 8)) }
         }
         await swiftClient.close()
         await listener.close()
@@ -67,7 +75,7 @@ enum XenStoreBench {
             let high = Int(samples[index].max() ?? 0)
             print("   \(name)\(pad) \(Int(medians[index]))  (\(low)-\(high))")
         }
-        let bestC = max(medians[4], medians[5])
+        let bestC = max(medians[4], medians[5], 1)
         print("   ratio 1 in flight / libxenstore 1 thread:    \(format(medians[0] / medians[4]))x (goal >= 0.9x)")
         print("   ratio 64 in flight / best libxenstore:       \(format(medians[1] / bestC))x (goal >= 10x)")
         print(
