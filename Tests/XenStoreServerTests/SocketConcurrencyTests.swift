@@ -125,3 +125,41 @@ final class Mutexed<Value: Sendable>: @unchecked Sendable {
         return body(&value)
     }
 }
+
+/// Pipelining: many requests in one write, replies in order with their request ids.
+@Suite struct SocketPipeliningTests {
+    @Test func sixtyFourPipelinedReadsComeBackInOrder() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let server = XenStoreServer()
+        let listener = try await server.listen(unixSocketPath: directory.socket)
+        let client = try SocketTestClient(path: directory.socket)
+        #expect(try client.call(.write(path: "/p/key", value: Array("value".utf8))) == .ok(.write))
+        var batch: [UInt8] = []
+        for requestID in 1000..<1064 {
+            let path = requestID % 2 == 0 ? "/p/key" : "/p/missing"
+            XenStoreRequest.read(path: path).packet(requestID: UInt32(requestID)).encode(into: &batch)
+        }
+        try client.send(batch)
+        for requestID in 1000..<1064 {
+            let packet = try #require(try client.receivePacket())
+            #expect(packet.requestID == UInt32(requestID))
+            let expected: XenStoreReply = requestID % 2 == 0 ? .read(Array("value".utf8)) : .error(.enoent)
+            #expect(try XenStoreReply(decoding: packet) == expected)
+        }
+        await listener.close()
+    }
+
+    @Test func oversizePacketOnTheSocketClosesItAndOthersCarryOn() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let server = XenStoreServer()
+        let listener = try await server.listen(unixSocketPath: directory.socket)
+        let bad = try SocketTestClient(path: directory.socket)
+        let good = try SocketTestClient(path: directory.socket)
+        try bad.send(XenStoreHeader(type: .write, requestID: 1, transactionID: 0, length: 5000).bytes)
+        #expect(try bad.receivePacket() == nil)
+        #expect(try good.call(.write(path: "/fine", value: [])) == .ok(.write))
+        await listener.close()
+    }
+}
