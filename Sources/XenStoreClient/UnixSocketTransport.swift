@@ -88,6 +88,8 @@ public final class UnixSocketTransport: XenStoreTransport {
 /// OCaml: not in OCaml
 public enum XenStoreEnvironment {
     /// The variables that choose a xenstore connection, from the process environment.
+    ///
+    /// OCaml: not in OCaml (libxenstore's `getenv` calls)
     public static func current() -> [String: String] {
         var result: [String: String] = [:]
         for name in ["XENSTORED_PATH", "XENSTORED_RUNDIR"] {
