@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "DomainUserdata", targets: ["DomainUserdata"]),
         .executable(name: "swiftxen", targets: ["swiftxen"]),
         .executable(name: "swiftxen-bench", targets: ["swiftxen-bench"]),
+        .executable(name: "xen-test-runner", targets: ["xen-test-runner"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -144,6 +145,16 @@ let package = Package(
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
                 "CXen",
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Real-Xen tier: runs inside dom0 under QEMU (scripts/xen/, `make xen-test`)
+        .executableTarget(
+            name: "xen-test-runner",
+            dependencies: [
+                "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
+                "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
             ],
             swiftSettings: strict
         ),

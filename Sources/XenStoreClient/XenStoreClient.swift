@@ -21,7 +21,7 @@ import Synchronization
 /// ```
 ///
 /// In tests, connect to an in-process `XenStoreServer` as any domain with
-/// `XenStoreClient(transport: server.connect(domid: 5))` (its in-process connection is a `XenStoreTransport`).
+/// `XenStoreClient(transport: server.connect(domain: 5))` (its in-process connection is a `XenStoreTransport`).
 ///
 /// OCaml: `Xs_client_lwt.S.client` (`Xs_client_lwt.Client(IO)`)
 public final class XenStoreClient: Sendable {
@@ -100,6 +100,17 @@ public final class XenStoreClient: Sendable {
                 throw XenStoreError.connectionFailed(path: socketPath, errno: connectionErrno(error))
             }
         }
+    }
+
+    /// The I/O thread of a socket or xenbus-device connection as a task executor (nil in-process). Tasks that
+    /// prefer it (`withTaskExecutorPreference(client.executor)`, `group.addTask(executorPreference:)`) are
+    /// resumed on the very thread that read their reply, so a round trip costs one thread wake-up, as a
+    /// blocking `xs_read` does, instead of two. Keep such tasks' own work short: it runs between that
+    /// connection's reads. After `resume` over a new connection, ask again.
+    ///
+    /// OCaml: not in OCaml (Lwt runs everything on one thread anyway)
+    public var executor: (any TaskExecutor)? {
+        (transport.withLock { $0.transport } as? any PushingTransport)?.ioExecutor
     }
 
     deinit {

@@ -1,0 +1,1 @@
+../../Tests/XenStoreServerTests/ConversationTable.swift

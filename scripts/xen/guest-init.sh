@@ -1,0 +1,56 @@
+#!/bin/sh
+# /init of the dom0 initramfs (PID 1): bring up the Xen dom0 userland, run the Swift test runner once,
+# power off. The host harness (boot.sh) reads the console for the XT-STAGE markers:
+#   XT-STAGE userland      PID 1 runs (the kernel booted)
+#   XT-STAGE runner-start  xenstored is up, the runner starts: from here on failures are test failures
+#   XT-STAGE runner-exit   the runner ended, with its exit status
+# Kernel command-line knobs: xt.xenstored=c|ocaml, xt.timeout=SECONDS (runner limit).
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin:/opt/bin
+export HOME=/root
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mkdir -p /run/xenstored /run/xen
+
+stage() { echo "XT-STAGE $* uptime=$(cut -d' ' -f1 /proc/uptime)"; }
+arg() { # arg NAME DEFAULT: the value of NAME= on the kernel command line
+    v=$(tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p" | tail -1)
+    echo "${v:-$2}"
+}
+halt() { sync; poweroff -f; sleep 5; reboot -f; }
+
+stage userland kernel=$(uname -r)
+for m in $(cat /etc/xt-modules); do
+    insmod /lib/modules/$m.ko || echo "XT-NOTE insmod $m failed"
+done
+mount -t xenfs xenfs /proc/xen || echo "XT-NOTE mount xenfs failed"
+stage modules-loaded
+
+case "$(arg xt.xenstored c)" in
+    ocaml) XS=oxenstored ;;
+    *) XS=xenstored ;;
+esac
+/usr/sbin/$XS --pid-file /run/xen/xenstored.pid
+i=0
+until xenstore-read / >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ $i -gt 300 ]; then stage xenstored-down variant=$XS; halt; fi
+    sleep 0.1
+done
+stage xenstored-up variant=$XS
+# What xencommons does at boot: name domain 0 and fill /local/domain/0.
+xen-init-dom0 >/dev/null 2>&1 || echo "XT-NOTE xen-init-dom0 failed"
+
+# A scratch disk on a loop device for the block checks (xen-blkback serves it).
+dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null && losetup /dev/loop0 /tmp/disk.img \
+    || echo "XT-NOTE loop device setup failed"
+
+stage runner-start variant=$XS
+XT_XENSTORED=$XS timeout -s KILL "$(arg xt.timeout 240)" /opt/bin/xen-test-runner
+stage runner-exit rc=$?
+halt

@@ -1,0 +1,86 @@
+#!/bin/bash
+# initramfs.sh RUNNER — pack the dom0 initramfs and lay out the boot images in $XT_OUT:
+#   xen.elf     the hypervisor, uncompressed (QEMU's multiboot loader wants a plain 32-bit ELF)
+#   vmlinuz     the dom0 kernel (Debian's linux-image, PV dom0 capable)
+#   initrd.img  busybox, both xenstoreds, xen-init-dom0, the Xen kernel modules, the runner, /init
+# Everything comes from $XT_SYSROOT (fetch.sh); shared libraries are resolved there first, then on the host.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+RUNNER=${1:?usage: initramfs.sh RUNNER-BINARY}
+HERE=$(cd "$(dirname "$0")" && pwd)
+SYS=$XT_SYSROOT
+XENBIN=$SYS/usr/lib/xen-$XT_XENVER/bin
+LIBPATH=$SYS/usr/lib/x86_64-linux-gnu:$SYS/lib/x86_64-linux-gnu
+# Loaded in this order by /init: xenfs needs xen-privcmd; the block modules serve the block checks.
+MODULES="xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc loop xen-blkback xen-blkfront"
+
+[ -f "$SYS/.stamp" ] || xt_die "guest packages missing: run scripts/xen/fetch.sh"
+mkdir -p "$XT_OUT"
+
+# --- hypervisor and kernel -------------------------------------------------------------------------------
+zcat "$SYS/boot/xen-$XT_XENVER-amd64.gz" > "$XT_OUT/xen.elf.tmp" && mv "$XT_OUT/xen.elf.tmp" "$XT_OUT/xen.elf"
+KVER=$(ls "$SYS/lib/modules" | sort -V | tail -1)
+[ -n "$KVER" ] && [ -f "$SYS/boot/vmlinuz-$KVER" ] || xt_die "no kernel in $SYS/boot"
+grep -q '^CONFIG_XEN_DOM0=y' "$SYS/boot/config-$KVER" || xt_die "kernel $KVER cannot be a Xen dom0"
+cp -f "$SYS/boot/vmlinuz-$KVER" "$XT_OUT/vmlinuz"
+
+# --- root filesystem ---------------------------------------------------------------------------------------
+ROOT=$XT_OUT/rootfs
+rm -rf "$ROOT"
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,lib/x86_64-linux-gnu,lib/modules,lib64,proc,sys,dev,run,tmp,root}
+mkdir -p "$ROOT"/{etc/xen,var/lib/xenstored,var/lib/xen,var/log/xen,opt/bin}
+ln -s ../run "$ROOT/var/run"
+
+install -m 0755 "$SYS/bin/busybox" "$ROOT/bin/busybox"
+for applet in $("$SYS/bin/busybox" --list); do
+    [ -e "$ROOT/bin/$applet" ] || ln -s busybox "$ROOT/bin/$applet"
+done
+
+# stage SRC DEST: an executable plus every shared library it loads, all libraries flat in
+# /lib/x86_64-linux-gnu (on the guest's default search path) and the loader in /lib64.
+stage() {
+    local src=$1 dst=$2 line name path
+    install -D -m 0755 "$src" "$ROOT$dst"
+    while read -r line; do
+        case "$line" in
+            *" => "/*)
+                name=${line%% =>*}; path=${line#*=> }; path=${path%% (*}
+                [ -e "$ROOT/lib/x86_64-linux-gnu/$name" ] || install -m 0755 "$(readlink -f "$path")" \
+                    "$ROOT/lib/x86_64-linux-gnu/$name" ;;
+            *"not found"*) xt_die "$src: $line" ;;
+            /*)
+                path=${line%% (*}
+                [ -e "$ROOT$path" ] || install -D -m 0755 "$(readlink -f "$path")" "$ROOT$path" ;;
+        esac
+    done < <(LD_LIBRARY_PATH=$LIBPATH ldd "$src" 2>/dev/null)
+}
+
+for b in xenstored oxenstored xen-init-dom0; do stage "$XENBIN/$b" "/usr/sbin/$b"; done
+stage "$SYS/usr/bin/xenstore" /usr/bin/xenstore
+for c in read write rm ls list exists watch chmod; do ln -s xenstore "$ROOT/usr/bin/xenstore-$c"; done
+cp "$SYS/etc/xen/oxenstored.conf" "$ROOT/etc/xen/"
+strip -o "$XT_OUT/xen-test-runner" "$RUNNER"
+stage "$XT_OUT/xen-test-runner" /opt/bin/xen-test-runner
+
+for m in $MODULES; do
+    f=$(find "$SYS/lib/modules/$KVER" -name "$m.ko*" | head -1)
+    case "$f" in
+        *.ko) cp "$f" "$ROOT/lib/modules/$m.ko" ;;
+        *.ko.xz) xz -dc "$f" > "$ROOT/lib/modules/$m.ko" ;;
+        *.ko.zst) zstd -qdc "$f" > "$ROOT/lib/modules/$m.ko" ;;
+        *) xt_die "kernel module $m not found under $SYS/lib/modules/$KVER" ;;
+    esac
+done
+echo "$MODULES" > "$ROOT/etc/xt-modules"
+
+install -m 0755 "$HERE/guest-init.sh" "$ROOT/init"
+echo "root:x:0:0:root:/root:/bin/sh" > "$ROOT/etc/passwd"
+echo "root:x:0:" > "$ROOT/etc/group"
+
+# --- pack ------------------------------------------------------------------------------------------------------
+# busybox's cpio writes the newc format the kernel unpacks; no host cpio needed.
+(cd "$ROOT" && find . | LC_ALL=C sort | "$SYS/bin/busybox" cpio -o -H newc 2>/dev/null) \
+    | gzip -1 > "$XT_OUT/initrd.img.tmp"
+mv "$XT_OUT/initrd.img.tmp" "$XT_OUT/initrd.img"
+xt_log "initramfs: kernel $KVER, $(du -sh "$ROOT" | cut -f1) staged, initrd $(du -h "$XT_OUT/initrd.img" | cut -f1)"
