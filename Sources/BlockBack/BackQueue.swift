@@ -86,7 +86,9 @@ final class BackQueue: Sendable {
             let op: UInt8 =
                 switch request {
                 case .direct(let direct): direct.operation.rawValue
-                case .indirect: BlkifOperation.indirect.rawValue
+                // Linux blkback answers an indirect request with its inner operation, and Linux
+                // blkfront refuses any other echo ("response has wrong operation (6 instead of 1)").
+                case .indirect(let indirect): indirect.operation.rawValue
                 case .discard: BlkifOperation.discard.rawValue
                 }
             respond(BlkifResponse(id: request.id, operation: op, status: status))

@@ -154,16 +154,34 @@ import XenCore
         request(10, .okay, .direct(.init(operation: .read, handle: 0, id: 10, sector: 0, segments: [segment])))
         request(11, .okay, .direct(.init(operation: .flushDiskCache, handle: 0, id: 11, sector: 0, segments: [])))
         request(12, .error, .discard(.init(handle: 0, id: 12, sector: 60, sectorCount: 100)))
+        // A valid indirect WRITE: one descriptor (whole 4 KiB page) in a read-only granted indirect page.
+        let indirectPage = PageBuffer(pages: 1)
+        indirectPage.setUInt32(writableRef.rawValue, at: 0)
+        indirectPage.setUInt8(0, at: 4)
+        indirectPage.setUInt8(7, at: 5)
+        let indirectRef = try await grants.refs.get()
+        try grants.grantAccess(indirectRef, to: harness.backDomain.id, writable: false, page: indirectPage)
+        request(
+            13, .okay,
+            .indirect(
+                .init(operation: .write, segmentCount: 1, handle: 0, id: 13, sector: 16, indirectGrants: [indirectRef])))
         if ring.pushRequests() { try events.notify(port) }
 
         var answered: [UInt64: BlkifStatus] = [:]
+        var echoed: [UInt64: UInt8] = [:]
         for await _ in events.notifications(port) {
             _ = try ring.consumeResponses { slot in
-                if let response = try? BlkifResponse.decode(from: slot) { answered[response.id] = response.status }
+                if let response = try? BlkifResponse.decode(from: slot) {
+                    answered[response.id] = response.status
+                    echoed[response.id] = response.operation
+                }
             }
             if answered.count == expected.count { break }
         }
         #expect(answered == expected)
+        // Like Linux blkback, an indirect request is answered with its inner operation (Linux blkfront
+        // rejects an echoed BLKIF_OP_INDIRECT).
+        #expect(echoed[13] == BlkifOperation.write.rawValue)
 
         // Now corrupt req_prod: the backend stops serving and closes.
         memory.setUInt32(memory.uint32(at: 0) &+ 1000, at: 0)
