@@ -1,0 +1,297 @@
+import Synchronization
+
+/// One connected end of a console ring (backend or guest), driven by event-channel kicks.
+///
+/// Reading returns bytes the peer produced, waiting for a kick when the ring is empty; writing copies into
+/// the ring, waiting for a kick while it is full. Nothing is buffered beyond the shared ring, so a slow
+/// reader stalls the peer instead of losing bytes (back-pressure). Concurrent writers are served in FIFO
+/// order, each one's bytes contiguous. A ring protocol violation disconnects this console only: every
+/// waiter and later call gets ``ConsoleError/protocolViolation(_:)``.
+///
+/// A `Mutex` around the pure ``ConsoleRing``; continuations are resumed outside the lock.
+///
+/// OCaml: the `service_thread` of `Conback.Make` and `Console_xen.read`/`write`
+public final class ConsoleConnection: Sendable {
+    private struct State: Sendable {
+        var ring: ConsoleRing
+        var failure: ConsoleError?
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+        var nextTicket: UInt64 = 0
+        var servingTicket: UInt64 = 0
+        var abandonedTickets: Set<UInt64> = []
+        var bytesRead: UInt64 = 0
+        var bytesWritten: UInt64 = 0
+    }
+
+    private let state: Mutex<State>
+    private let notifyPeer: @Sendable () -> Void
+    /// Which end this is.
+    public let side: ConsoleRingSide
+
+    /// Wraps an attached ring. `notifyPeer` sends an event to the other side (never called under a lock);
+    /// the owner calls ``kick()`` whenever an event arrives from it.
+    ///
+    /// OCaml: `Conback.Make.init` (after mapping and binding)
+    public init(ring: ConsoleRing, notifyPeer: @escaping @Sendable () -> Void) {
+        self.side = ring.side
+        self.state = Mutex(State(ring: ring))
+        self.notifyPeer = notifyPeer
+    }
+
+    // MARK: - Events
+
+    /// The peer signalled the event channel: wake every waiter to re-check the ring.
+    ///
+    /// OCaml: `Activations.after` returning
+    public func kick() {
+        let woken = state.withLock { state in
+            let all = Array(state.waiters.values)
+            state.waiters.removeAll()
+            return all
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// Ends the connection: pending and later reads and writes fail with `reason` (``ConsoleError/closed``
+    /// for an orderly close). The first reason sticks.
+    ///
+    /// OCaml: `Console_xen.disconnect` / cancelling the `Conback` service thread
+    public func close(reason: ConsoleError = .closed) {
+        let woken = state.withLock { state in
+            if state.failure == nil { state.failure = reason }
+            let all = Array(state.waiters.values)
+            state.waiters.removeAll()
+            return all
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// Why the connection ended, or nil while it is open.
+    public var failure: ConsoleError? { state.withLock { $0.failure } }
+
+    /// Waits until the connection ends and returns why (``ConsoleError/cancelled`` if the task is cancelled).
+    ///
+    /// OCaml: none (Lwt code joins the service thread instead)
+    public func closed() async -> ConsoleError {
+        while true {
+            if let failure = self.failure { return failure }
+            do {
+                try await waitForKick { $0.failure != nil }
+            } catch {
+                return error
+            }
+        }
+    }
+
+    /// Bytes read from and written to the ring so far.
+    ///
+    /// OCaml: `Conback.stats` (`total_read`, `total_write`)
+    public var statistics: (read: UInt64, written: UInt64) {
+        state.withLock { ($0.bytesRead, $0.bytesWritten) }
+    }
+
+    // MARK: - Reading
+
+    /// Waits for at least one byte from the peer and returns up to `maximum` bytes.
+    /// Throws ``ConsoleError/closed`` once closed, or the protocol violation that closed it.
+    ///
+    /// OCaml: `Console_xen.read` / `Console_ring.Ring.Back.Reader.read` in `read_the_ring`
+    public func read(maximum: Int = ConsoleRingLayout.outSize) async throws(ConsoleError) -> [UInt8] {
+        precondition(maximum > 0, "read needs room for at least one byte")
+        while true {
+            let outcome = state.withLock { state -> Result<[UInt8], ConsoleError>? in
+                if let failure = state.failure { return .failure(failure) }
+                do throws(ConsoleRingError) {
+                    let bytes = try state.ring.read(maximum: maximum)
+                    state.bytesRead &+= UInt64(bytes.count)
+                    return bytes.isEmpty ? nil : .success(bytes)
+                } catch {
+                    state.failure = .protocolViolation(error)
+                    return .failure(.protocolViolation(error))
+                }
+            }
+            switch outcome {
+            case .success(let bytes):
+                notifyPeer()  // slots freed: a guest blocked on a full ring may go on
+                return bytes
+            case .failure(let error):
+                wakeAll()
+                throw error
+            case nil:
+                try await waitForKick { state in
+                    state.failure != nil || ((try? state.ring.readableCount()) ?? 1) > 0
+                }
+            }
+        }
+    }
+
+    /// Copies whatever is waiting (possibly nothing) into `buffer` without suspending; for pollers.
+    ///
+    /// OCaml: `Console_ring.Ring.Back.Reader.read` + `advance`
+    public func readNow(into buffer: UnsafeMutableRawBufferPointer) throws(ConsoleError) -> Int {
+        let outcome = state.withLock { state -> Result<Int, ConsoleError> in
+            if let failure = state.failure { return .failure(failure) }
+            do throws(ConsoleRingError) {
+                let count = try state.ring.read(into: buffer)
+                state.bytesRead &+= UInt64(count)
+                return .success(count)
+            } catch {
+                state.failure = .protocolViolation(error)
+                return .failure(.protocolViolation(error))
+            }
+        }
+        switch outcome {
+        case .success(let count):
+            if count > 0 { notifyPeer() }
+            return count
+        case .failure(let error):
+            wakeAll()
+            throw error
+        }
+    }
+
+    // MARK: - Writing
+
+    /// Writes all of `bytes`, waiting for the peer to make room as often as needed (never drops).
+    ///
+    /// OCaml: `Console_xen.write` / the `read_the_console` loop of `Conback`
+    public func write(_ bytes: some Collection<UInt8>) async throws(ConsoleError) {
+        let data = Array(bytes)
+        let ticket = state.withLock { state in
+            defer { state.nextTicket &+= 1 }
+            return state.nextTicket
+        }
+        defer { finishTurn(ticket) }
+        // Wait for our turn so concurrent writers never interleave inside one write.
+        while true {
+            let ready = state.withLock { state -> Result<Bool, ConsoleError> in
+                if let failure = state.failure { return .failure(failure) }
+                return .success(state.servingTicket == ticket)
+            }
+            switch ready {
+            case .failure(let error): throw error
+            case .success(true): break
+            case .success(false):
+                try await waitForKick { $0.failure != nil || $0.servingTicket == ticket }
+                continue
+            }
+            break
+        }
+        var offset = 0
+        while offset < data.count {
+            let outcome = data.withUnsafeBytes { raw in
+                let rest = UnsafeRawBufferPointer(rebasing: raw[offset...])
+                return state.withLock { state -> Result<Int, ConsoleError> in
+                    if let failure = state.failure { return .failure(failure) }
+                    do throws(ConsoleRingError) {
+                        let count = try state.ring.write(rest)
+                        state.bytesWritten &+= UInt64(count)
+                        return .success(count)
+                    } catch {
+                        state.failure = .protocolViolation(error)
+                        return .failure(.protocolViolation(error))
+                    }
+                }
+            }
+            switch outcome {
+            case .success(let count) where count > 0:
+                offset += count
+                notifyPeer()
+            case .success:
+                try await waitForKick { state in
+                    state.failure != nil || ((try? state.ring.writableCount()) ?? 1) > 0
+                }
+            case .failure(let error):
+                wakeAll()
+                throw error
+            }
+        }
+    }
+
+    // MARK: - Waiting
+
+    /// Suspends until a kick (or close), unless `ready` already holds. Honours cancellation.
+    private func waitForKick(until ready: @escaping @Sendable (State) -> Bool) async throws(ConsoleError) {
+        let id = state.withLock { state in
+            defer { state.nextWaiter &+= 1 }
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state in
+                    if ready(state) || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume()
+        }
+        if Task.isCancelled { throw .cancelled }
+    }
+
+    /// Passes the write turn on; a writer that gave up before its turn is skipped when the turn reaches it.
+    private func finishTurn(_ ticket: UInt64) {
+        state.withLock { state in
+            guard state.servingTicket == ticket else {
+                state.abandonedTickets.insert(ticket)
+                return
+            }
+            state.servingTicket &+= 1
+            while state.abandonedTickets.remove(state.servingTicket) != nil { state.servingTicket &+= 1 }
+        }
+        wakeAll()
+    }
+
+    private func wakeAll() {
+        let woken = state.withLock { state in
+            let all = Array(state.waiters.values)
+            state.waiters.removeAll()
+            return all
+        }
+        for waiter in woken { waiter.resume() }
+    }
+}
+
+// MARK: - Byte stream
+
+extension ConsoleConnection {
+    /// The bytes the peer sends, as an async sequence of chunks. Ends normally when the console is closed,
+    /// throws ``ConsoleError/protocolViolation(_:)`` when the peer broke the ring. Pull-driven: bytes stay
+    /// in the ring until the consumer asks, so a slow consumer back-pressures the peer.
+    ///
+    /// OCaml: a loop over `Mirage_console.S.read`
+    public var bytes: ConsoleByteStream { ConsoleByteStream(connection: self) }
+}
+
+/// An async sequence of byte chunks read from a console. See ``ConsoleConnection/bytes``.
+///
+/// OCaml: a loop over `Mirage_console.S.read` until `` `Eof ``
+public struct ConsoleByteStream: AsyncSequence, Sendable {
+    /// Each element is a non-empty chunk of console bytes, in order.
+    public typealias Element = [UInt8]
+    let connection: ConsoleConnection
+
+    /// The iterator: one `read` per element.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let connection: ConsoleConnection
+
+        /// The next chunk, nil once the console is closed or the task cancelled.
+        public mutating func next() async throws(ConsoleError) -> [UInt8]? {
+            do {
+                return try await connection.read()
+            } catch {
+                switch error {
+                case .closed, .cancelled: return nil
+                default: throw error
+                }
+            }
+        }
+    }
+
+    /// OCaml: n/a (Swift iteration)
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(connection: connection) }
+}
