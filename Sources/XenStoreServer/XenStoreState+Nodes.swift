@@ -1,0 +1,241 @@
+import XenCore
+import XenStoreProtocol
+
+/// A change made inside a transaction, replayed on the real tree at commit.
+enum XenStoreTransactionOperation: Sendable {
+    case write(path: String, value: [UInt8], owner: DomainID?)
+    case mkdir(path: String, owner: DomainID?)
+    case rm(path: String)
+    case setPermissions(path: String, permissions: XenStorePermissions)
+}
+
+// MARK: - Node operations (C xenstored's do_read, do_write, do_mkdir, do_rm, do_get_perms, do_set_perms)
+
+extension XenStoreState {
+    func canonical(_ path: String, _ context: OperationContext) throws(StoreFailure) -> String {
+        do {
+            return try XenStorePath.canonicalize(path, for: context.domain)
+        } catch {
+            throw StoreFailure(.einval)
+        }
+    }
+
+    /// The tree the operation sees: the transaction's snapshot or the live tree.
+    func currentTree(_ context: OperationContext) -> XenStoreTree {
+        guard context.transaction != 0,
+            let transaction = connections[context.connection]?.transactions[context.transaction]
+        else { return tree }
+        return transaction.tree
+    }
+
+    mutating func mutateTree<R>(
+        _ context: OperationContext, _ body: (inout XenStoreTree, inout UInt64) -> R
+    ) -> R {
+        if context.transaction == 0 { return body(&tree, &generation) }
+        return body(&connections[context.connection]!.transactions[context.transaction]!.tree, &generation)
+    }
+
+    /// xenstored's `get_node`: the node if the caller has `need` on it; `EACCES` if not; for a missing node
+    /// `ENOENT`, or `EACCES` when the caller may not even read the nearest existing ancestor
+    /// (`errno_from_parents`), so existence does not leak.
+    func lookup(
+        _ path: String, in tree: XenStoreTree, need: XenStoreAccess, domain: DomainID
+    ) throws(StoreFailure) -> XenStoreNode {
+        if let node = tree[path] {
+            let have = access(domain, node.permissions)
+            if (need.canRead && !have.canRead) || (need.canWrite && !have.canWrite) {
+                throw StoreFailure(.eacces)
+            }
+            return node
+        }
+        let ancestor = tree.nearestExisting(path)
+        guard access(domain, ancestor.node.permissions).canRead else { throw StoreFailure(.eacces) }
+        throw StoreFailure(.enoent)
+    }
+
+    mutating func read(
+        _ path: String, _ context: OperationContext, children: Bool = false
+    ) throws(StoreFailure) -> XenStoreNode {
+        let absolute = try canonical(path, context)
+        noteRead(context, absolute, content: !children, children: children)
+        return try lookup(absolute, in: currentTree(context), need: .read, domain: context.domain)
+    }
+
+    mutating func directoryPart(
+        _ path: String, offset: UInt32, _ context: OperationContext
+    ) throws(StoreFailure) -> XenStoreReply {
+        let node = try read(path, context, children: true)
+        let generation = String(node.childrenGeneration)
+        var childBytes: [UInt8] = []
+        for child in node.children {
+            childBytes.append(contentsOf: child.utf8)
+            childBytes.append(0)
+        }
+        let start = Int(offset)
+        guard start < childBytes.count else {
+            return .directoryPart(generation: generation, children: [], complete: true)
+        }
+        // C xenstored's send_directory_part: as many whole names as fit after the generation and the
+        // final NUL.
+        let maximum = XenStoreLimits.payloadMax - (generation.utf8.count + 1) - 1
+        var length = 0
+        var position = start
+        while position < childBytes.count {
+            let end = childBytes[position...].firstIndex(of: 0) ?? childBytes.count
+            let nameLength = end - position
+            guard length + nameLength < maximum else { break }
+            length += nameLength + 1
+            position += nameLength + 1
+        }
+        let chunk = childBytes[start..<(start + length)]
+        let names = chunk.split(separator: 0, omittingEmptySubsequences: false).dropLast().map {
+            String(decoding: $0, as: UTF8.self)
+        }
+        return .directoryPart(
+            generation: generation, children: names, complete: start + length == childBytes.count)
+    }
+
+    mutating func getPermissions(_ path: String, _ context: OperationContext) throws(StoreFailure)
+        -> XenStorePermissions
+    {
+        if XenStorePath.isSpecial(path) {
+            guard let permissions = specialPermissions[path] else { throw StoreFailure(.einval) }
+            return permissions
+        }
+        return try read(path, context).permissions
+    }
+
+    mutating func write(_ path: String, value: [UInt8], _ context: OperationContext) throws(StoreFailure) {
+        let absolute = try canonical(path, context)
+        let privileged = isPrivileged(context.domain)
+        let current = currentTree(context)
+        noteRead(context, absolute, content: false, children: false)
+        if let node = current[absolute] {
+            _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
+            if !privileged && node.size - node.value.count + value.count > quotas.nodeSize {
+                throw StoreFailure(.enospc)
+            }
+        } else {
+            try checkCreate(absolute, in: current, context)
+            if !privileged && value.count + 8 > quotas.nodeSize { throw StoreFailure(.enospc) }
+        }
+        let owner = privileged ? nil : context.domain
+        let created = mutateTree(context) { tree, generation in
+            tree.write(absolute, value: value, owner: owner, generation: &generation)
+        }
+        changed(context, .write(path: absolute, value: value, owner: owner), paths: created + [absolute])
+    }
+
+    mutating func mkdir(_ path: String, _ context: OperationContext) throws(StoreFailure) {
+        let absolute = try canonical(path, context)
+        let current = currentTree(context)
+        noteRead(context, absolute, content: false, children: false)
+        if current[absolute] != nil {
+            // An existing node is left alone, but only for callers who could have written it.
+            _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
+            return
+        }
+        try checkCreate(absolute, in: current, context)
+        let owner = isPrivileged(context.domain) ? nil : context.domain
+        let created = mutateTree(context) { tree, generation in
+            tree.create(absolute, owner: owner, generation: &generation)
+        }
+        changed(context, .mkdir(path: absolute, owner: owner), paths: created)
+    }
+
+    /// Creating a node needs write access to its nearest existing ancestor, and node quota for unprivileged
+    /// domains.
+    mutating func checkCreate(_ absolute: String, in current: XenStoreTree, _ context: OperationContext)
+        throws(StoreFailure)
+    {
+        let ancestor = current.nearestExisting(absolute)
+        noteRead(context, ancestor.path, content: false, children: false)
+        guard access(context.domain, ancestor.node.permissions).canWrite else { throw StoreFailure(.eacces) }
+        guard !isPrivileged(context.domain) else { return }
+        let depth = { (path: String) in path.utf8.count(where: { $0 == UInt8(ascii: "/") }) }
+        let newNodes = depth(absolute) - (ancestor.path == "/" ? 0 : depth(ancestor.path))
+        if current.ownedNodes[context.domain, default: 0] + newNodes > quotas.nodesPerDomain {
+            throw StoreFailure(.enospc)
+        }
+    }
+
+    mutating func rm(_ path: String, _ context: OperationContext) throws(StoreFailure) {
+        let absolute = try canonical(path, context)
+        guard absolute != "/" else { throw StoreFailure(.einval) }
+        let current = currentTree(context)
+        noteRead(context, absolute, content: false, children: false)
+        do {
+            _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
+        } catch let failure where failure.name == .enoent {
+            // Removing a missing node is fine if its parent exists (xenstored's do_rm).
+            let parent = XenStorePath.parent(of: absolute) ?? "/"
+            noteRead(context, parent, content: false, children: false)
+            if current[parent] != nil { return }
+            throw failure
+        }
+        let removed = mutateTree(context) { tree, generation in tree.remove(absolute, generation: &generation) }
+        changed(context, .rm(path: absolute), removed: removed)
+    }
+
+    mutating func setPermissions(
+        _ path: String, _ permissions: XenStorePermissions, _ context: OperationContext
+    ) throws(StoreFailure) {
+        let privileged = isPrivileged(context.domain)
+        if XenStorePath.isSpecial(path) {
+            guard let old = specialPermissions[path] else { throw StoreFailure(.einval) }
+            guard access(context.domain, old).canWrite else { throw StoreFailure(.eacces) }
+            specialPermissions[path] = permissions
+            return
+        }
+        let absolute = try canonical(path, context)
+        let current = currentTree(context)
+        noteRead(context, absolute, content: false, children: false)
+        let node = try lookup(absolute, in: current, need: .write, domain: context.domain)
+        if !privileged {
+            // Only the owner (or a domain targeting it) may change permissions; only dom0 may give a node away.
+            let target = domains[context.domain]?.target
+            guard node.permissions.owner == context.domain || node.permissions.owner == target else {
+                throw StoreFailure(.eacces)
+            }
+            guard permissions.owner == node.permissions.owner else { throw StoreFailure(.eperm) }
+            guard permissions.acl.count <= quotas.permissionsPerNode else { throw StoreFailure(.enospc) }
+        }
+        mutateTree(context) { tree, generation in
+            tree.setPermissions(absolute, permissions, generation: &generation)
+        }
+        changed(context, .setPermissions(path: absolute, permissions: permissions), paths: [absolute])
+    }
+
+    // MARK: - After a change
+
+    /// Records a change: in a transaction it goes to the log (watches fire at commit); otherwise watches
+    /// fire now.
+    mutating func changed(
+        _ context: OperationContext, _ operation: XenStoreTransactionOperation, paths: [String] = [],
+        removed: [(String, XenStorePermissions)] = []
+    ) {
+        if context.transaction != 0 {
+            connections[context.connection]!.transactions[context.transaction]!.record(
+                operation, paths: paths + removed.map(\.0))
+            return
+        }
+        fireWatches(for: operation, removed: removed)
+    }
+
+    /// Fires the watches a change on the live tree triggers (C xenstored: the changed node non-exactly, every
+    /// removed node below it exactly).
+    mutating func fireWatches(for operation: XenStoreTransactionOperation, removed: [(String, XenStorePermissions)]) {
+        switch operation {
+        case .write(let path, _, _), .setPermissions(let path, _):
+            fireWatches(path, exact: false, permissions: nil)
+        case .mkdir(let path, _):
+            fireWatches(path, exact: false, permissions: nil)
+        case .rm(let path):
+            guard let top = removed.first else { return }
+            fireWatches(path, exact: false, permissions: top.1)
+            for (below, permissions) in removed.dropFirst() {
+                fireWatches(below, exact: true, permissions: permissions)
+            }
+        }
+    }
+}

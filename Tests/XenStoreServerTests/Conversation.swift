@@ -1,0 +1,90 @@
+import Testing
+import XenCore
+import XenStoreProtocol
+import XenStoreServer
+
+/// One scripted exchange with xenstored: `(connection (a domain), transaction, request) → expected reply`,
+/// or a check of the watch events a connection received. Kept as plain data so the same table can be
+/// replayed against another xenstored (a real one, through a wire client).
+struct ConversationStep: Sendable, CustomStringConvertible {
+    enum Action: Sendable {
+        /// Send `request` (in the named transaction, if any) and expect `reply`.
+        case request(XenStoreRequest, transaction: String?, reply: XenStoreReply)
+        /// Start a transaction and bind its id to the label.
+        case begin(label: String)
+        /// The watch events received since the last check, in order.
+        case events([XenStoreReply])
+    }
+    var connection: String
+    var action: Action
+
+    var description: String { "\(connection): \(action)" }
+
+    static func req(
+        _ connection: String, _ request: XenStoreRequest, tx: String? = nil, _ reply: XenStoreReply
+    ) -> ConversationStep {
+        ConversationStep(connection: connection, action: .request(request, transaction: tx, reply: reply))
+    }
+    static func write(_ connection: String, _ path: String, _ value: String, tx: String? = nil) -> ConversationStep {
+        req(connection, .write(path: path, value: Array(value.utf8)), tx: tx, .ok(.write))
+    }
+    static func read(_ connection: String, _ path: String, tx: String? = nil, _ value: String) -> ConversationStep {
+        req(connection, .read(path: path), tx: tx, .value(value))
+    }
+    static func fails(
+        _ connection: String, _ request: XenStoreRequest, tx: String? = nil, _ error: XenStoreErrorName
+    ) -> ConversationStep {
+        req(connection, request, tx: tx, .error(error))
+    }
+    static func begin(_ connection: String, _ label: String) -> ConversationStep {
+        ConversationStep(connection: connection, action: .begin(label: label))
+    }
+    static func commit(_ connection: String, _ label: String, _ reply: XenStoreReply = .ok(.transactionEnd))
+        -> ConversationStep
+    {
+        req(connection, .transactionEnd(commit: true), tx: label, reply)
+    }
+    static func events(_ connection: String, _ events: [XenStoreReply]) -> ConversationStep {
+        ConversationStep(connection: connection, action: .events(events))
+    }
+}
+
+/// A named script: which connections (label → domain) exist, the server's quotas, the steps.
+struct Conversation: Sendable, CustomStringConvertible {
+    var name: String
+    var connections: [String: DomainID]
+    var quotas = XenStoreQuotas()
+    var steps: [ConversationStep]
+    var description: String { name }
+}
+
+/// Plays a conversation against a fresh `XenStoreServer` over in-process connections.
+func play(_ conversation: Conversation) async throws {
+    let server = XenStoreServer(quotas: conversation.quotas)
+    var clients: [String: TestClient] = [:]
+    for (label, domain) in conversation.connections {
+        clients[label] = TestClient(server.connect(domain: domain))
+    }
+    var transactions: [String: UInt32] = [:]
+    for (index, step) in conversation.steps.enumerated() {
+        let client = try #require(clients[step.connection], "step \(index): no connection \(step.connection)")
+        switch step.action {
+        case .request(let request, let label, let expected):
+            // An unbound label stands for a transaction id the server never handed out.
+            let tid = label.map { transactions[$0] ?? 0xDEAD } ?? 0
+            let reply = try await client.call(request, transaction: tid)
+            #expect(reply == expected, "step \(index): \(step)")
+        case .begin(let label):
+            let reply = try await client.call(.transactionStart)
+            guard case .transactionStarted(let tid) = reply else {
+                Issue.record("step \(index): TRANSACTION_START answered \(reply)")
+                return
+            }
+            transactions[label] = tid
+        case .events(let expected):
+            let received = try await client.drainEvents()
+            #expect(received == expected, "step \(index): \(step)")
+        }
+    }
+    #expect(server.check().isEmpty)
+}
