@@ -15,6 +15,9 @@ public final class ConsoleConnection: Sendable {
     private struct State: Sendable {
         var ring: ConsoleRing
         var failure: ConsoleError?
+        /// The peer has gone (closed its end, or its domain died): what is left in the ring is still
+        /// delivered, then reads end with `.closed`; writes fail at once.
+        var peerGone = false
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
         var nextTicket: UInt64 = 0
@@ -67,17 +70,37 @@ public final class ConsoleConnection: Sendable {
         for waiter in woken { waiter.resume() }
     }
 
+    /// The peer has gone (frontend `Closed`, device removed, domain destroyed): bytes still in the ring are
+    /// delivered to readers, then reads end with ``ConsoleError/closed``; writes fail with it at once.
+    ///
+    /// OCaml: none (Conback cancels its service thread and loses what is left in the ring)
+    public func peerClosed() {
+        let woken = state.withLock { state in
+            state.peerGone = true
+            let all = Array(state.waiters.values)
+            state.waiters.removeAll()
+            return all
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// Whether the peer has gone (see ``peerClosed()``) or the connection ended.
+    public var isPeerGone: Bool { state.withLock { $0.peerGone || $0.failure != nil } }
+
     /// Why the connection ended, or nil while it is open.
     public var failure: ConsoleError? { state.withLock { $0.failure } }
 
-    /// Waits until the connection ends and returns why (``ConsoleError/cancelled`` if the task is cancelled).
+    /// Waits until the connection ends or the peer goes (``peerClosed()``) and returns why
+    /// (``ConsoleError/closed`` for a departed peer, ``ConsoleError/cancelled`` if the task is cancelled).
     ///
     /// OCaml: none (Lwt code joins the service thread instead)
     public func closed() async -> ConsoleError {
         while true {
-            if let failure = self.failure { return failure }
+            let (failure, gone) = state.withLock { ($0.failure, $0.peerGone) }
+            if let failure { return failure }
+            if gone { return .closed }
             do {
-                try await waitForKick { $0.failure != nil }
+                try await waitForKick { $0.failure != nil || $0.peerGone }
             } catch {
                 return error
             }
@@ -105,6 +128,10 @@ public final class ConsoleConnection: Sendable {
                 do throws(ConsoleRingError) {
                     let bytes = try state.ring.read(maximum: maximum)
                     state.bytesRead &+= UInt64(bytes.count)
+                    if bytes.isEmpty && state.peerGone {
+                        state.failure = .closed
+                        return .failure(.closed)
+                    }
                     return bytes.isEmpty ? nil : .success(bytes)
                 } catch {
                     state.failure = .protocolViolation(error)
@@ -120,7 +147,7 @@ public final class ConsoleConnection: Sendable {
                 throw error
             case nil:
                 try await waitForKick { state in
-                    state.failure != nil || ((try? state.ring.readableCount()) ?? 1) > 0
+                    state.failure != nil || state.peerGone || ((try? state.ring.readableCount()) ?? 1) > 0
                 }
             }
         }
@@ -135,6 +162,10 @@ public final class ConsoleConnection: Sendable {
             do throws(ConsoleRingError) {
                 let count = try state.ring.read(into: buffer)
                 state.bytesRead &+= UInt64(count)
+                if count == 0 && state.peerGone && buffer.count > 0 {
+                    state.failure = .closed
+                    return .failure(.closed)
+                }
                 return .success(count)
             } catch {
                 state.failure = .protocolViolation(error)
@@ -167,13 +198,14 @@ public final class ConsoleConnection: Sendable {
         while true {
             let ready = state.withLock { state -> Result<Bool, ConsoleError> in
                 if let failure = state.failure { return .failure(failure) }
+                if state.peerGone { return .failure(.closed) }
                 return .success(state.servingTicket == ticket)
             }
             switch ready {
             case .failure(let error): throw error
             case .success(true): break
             case .success(false):
-                try await waitForKick { $0.failure != nil || $0.servingTicket == ticket }
+                try await waitForKick { $0.failure != nil || $0.peerGone || $0.servingTicket == ticket }
                 continue
             }
             break
@@ -184,6 +216,7 @@ public final class ConsoleConnection: Sendable {
                 let rest = UnsafeRawBufferPointer(rebasing: raw[offset...])
                 return state.withLock { state -> Result<Int, ConsoleError> in
                     if let failure = state.failure { return .failure(failure) }
+                    if state.peerGone { return .failure(.closed) }
                     do throws(ConsoleRingError) {
                         let count = try state.ring.write(rest)
                         state.bytesWritten &+= UInt64(count)
@@ -200,7 +233,7 @@ public final class ConsoleConnection: Sendable {
                 notifyPeer()
             case .success:
                 try await waitForKick { state in
-                    state.failure != nil || ((try? state.ring.writableCount()) ?? 1) > 0
+                    state.failure != nil || state.peerGone || ((try? state.ring.writableCount()) ?? 1) > 0
                 }
             case .failure(let error):
                 wakeAll()
