@@ -87,6 +87,11 @@ public final class ConsoleConnection: Sendable {
     /// Whether the peer has gone (see ``peerClosed()``) or the connection ended.
     public var isPeerGone: Bool { state.withLock { $0.peerGone || $0.failure != nil } }
 
+    /// The ring's `connection` byte (``ConsoleRingLayout/connected`` once a backend services it).
+    ///
+    /// OCaml: none (Xen 4.21 `xencons_interface.connection`)
+    public var ringConnectionFlag: UInt8 { state.withLock { $0.ring.connection } }
+
     /// Why the connection ended, or nil while it is open.
     public var failure: ConsoleError? { state.withLock { $0.failure } }
 
