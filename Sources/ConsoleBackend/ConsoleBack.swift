@@ -11,6 +11,12 @@ public struct ConsoleStatistics: Hashable, Sendable {
     public var totalRead: UInt64
     /// Bytes the backend put into the guest's input ring.
     public var totalWrite: UInt64
+
+    /// Statistics from their parts.
+    public init(totalRead: UInt64, totalWrite: UInt64) {
+        self.totalRead = totalRead
+        self.totalWrite = totalWrite
+    }
 }
 
 /// Serves one console of one guest from the backend side, as mirage's Conback does: find the frontend's

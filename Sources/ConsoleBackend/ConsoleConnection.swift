@@ -1,4 +1,5 @@
 import Synchronization
+public import XenCore
 
 /// One connected end of a console ring (backend or guest), driven by event-channel kicks.
 ///
@@ -31,6 +32,8 @@ public final class ConsoleConnection: Sendable {
     private let notifyPeer: @Sendable () -> Void
     /// Which end this is.
     public let side: ConsoleRingSide
+    /// The shared ring page (for inspection; the engine alone moves the indices).
+    public let page: PageBuffer
 
     /// Wraps an attached ring. `notifyPeer` sends an event to the other side (never called under a lock);
     /// the owner calls ``kick()`` whenever an event arrives from it.
@@ -38,6 +41,7 @@ public final class ConsoleConnection: Sendable {
     /// OCaml: `Conback.Make.init` (after mapping and binding)
     public init(ring: ConsoleRing, notifyPeer: @escaping @Sendable () -> Void) {
         self.side = ring.side
+        self.page = ring.page
         self.state = Mutex(State(ring: ring))
         self.notifyPeer = notifyPeer
     }

@@ -37,22 +37,49 @@ struct ConnectedPair {
 struct Pattern {
     static func bytes(count: Int, seed: UInt64) -> [UInt8] {
         var state = seed
-        return (0..<count).map { _ in
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return UInt8(truncatingIfNeeded: state >> 33)
+        var result = [UInt8](repeating: 0, count: count)
+        result.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                var word = state >> 16
+                for index in offset..<min(offset + 6, raw.count) {
+                    raw[index] = UInt8(truncatingIfNeeded: word)
+                    word >>= 8
+                }
+                offset += 6
+            }
         }
+        return result
     }
 
     var sumA: UInt64 = 0
     var sumB: UInt64 = 0
     var count = 0
 
-    mutating func add(_ bytes: some Sequence<UInt8>) {
-        for byte in bytes {
-            sumA = (sumA &+ UInt64(byte)) % 0xFFFF_FFFB
-            sumB = (sumB &+ sumA) % 0xFFFF_FFFB
-            count += 1
+    mutating func add(_ bytes: some Collection<UInt8>) {
+        let done: Void? = bytes.withContiguousStorageIfAvailable { buffer in add(buffer) }
+        if done == nil { Array(bytes).withUnsafeBufferPointer { add($0) } }
+    }
+
+    private mutating func add(_ buffer: UnsafeBufferPointer<UInt8>) {
+        var a = sumA
+        var b = sumB
+        // The modulo is deferred: 4096 additions cannot overflow 64 bits from values below the modulus.
+        var index = 0
+        while index < buffer.count {
+            let end = min(index + 4096, buffer.count)
+            while index < end {
+                a &+= UInt64(buffer[index])
+                b &+= a
+                index += 1
+            }
+            a %= 0xFFFF_FFFB
+            b %= 0xFFFF_FFFB
         }
+        sumA = a
+        sumB = b
+        count += buffer.count
     }
 }
 
