@@ -198,6 +198,8 @@ public actor ConsoleDaemon {
     // MARK: - One console
 
     private func serve(_ id: ConsoleID) {
+        // Re-checked here: scans interleave at their xenstore reads (actor reentrancy).
+        guard consoles[id] == nil, !failed.contains(id), domainWatchers[id.domain] != nil else { return }
         let back = ConsoleBack(
             id: id, xenstore: xenstore, grantTable: grantTable, eventChannel: eventChannel,
             backendDomain: backendDomain)
