@@ -190,6 +190,8 @@ public actor ConsoleDaemon {
     }
 
     private func stopAll() async {
+        for watcher in domainWatchers.values { watcher.cancel() }
+        domainWatchers.removeAll()
         let all = consoles
         for (id, served) in all { stop(id, served) }
         for served in all.values { await served.task.value }
