@@ -19,7 +19,8 @@ struct DemoCommand: AsyncParsableCommand {
 
     /// The demo's parts, in order. Append a section per component.
     static let sections: [Section] = [
-        Section(title: "xenstore: the in-memory xenstored driven by the stock xenstore-* tools", run: xenstoreSection)
+        Section(title: "xenstore: the in-memory xenstored driven by the stock xenstore-* tools", run: xenstoreSection),
+        Section(title: "console: a simulated guest prints through its PV console, served on a pty", run: consoleSection),
     ]
 
     func run() async throws {
