@@ -20,7 +20,7 @@ struct DemoCommand: AsyncParsableCommand {
     /// The demo's parts, in order. Append a section per component.
     static let sections: [Section] = [
         Section(title: "xenstore: the in-memory xenstored driven by the stock xenstore-* tools", run: xenstoreSection),
-        Section(title: "console: a simulated guest prints through its PV console, served on a pty", run: consoleSection),
+        Section(title: "console: a simulated guest prints through its PV console onto a pty", run: consoleSection),
     ]
 
     func run() async throws {
