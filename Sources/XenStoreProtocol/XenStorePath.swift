@@ -55,12 +55,14 @@ public enum XenStorePath {
     ///
     /// OCaml: not in OCaml (C xenstored `is_valid_nodename`)
     public static func validateAbsolute(_ path: String) throws(XenStoreProtocolError) {
-        let bytes = Array(path.utf8)
+        // Walks the UTF-8 view once, without allocating: this runs for every request.
+        let bytes = path.utf8
         guard bytes.first == UInt8(ascii: "/") else { throw .invalidPath(path: path, reason: "not absolute") }
-        if bytes.count > 1 && bytes.last == UInt8(ascii: "/") {
+        let count = bytes.count
+        if count > 1 && bytes.last == UInt8(ascii: "/") {
             throw .invalidPath(path: path, reason: "trailing /")
         }
-        guard bytes.count <= XenStoreLimits.absolutePathMax else {
+        guard count <= XenStoreLimits.absolutePathMax else {
             throw .invalidPath(path: path, reason: "longer than \(XenStoreLimits.absolutePathMax)")
         }
         var previousSlash = false
@@ -70,7 +72,9 @@ public enum XenStorePath {
             previousSlash = slash
             guard isAllowed(byte) else { throw .invalidPath(path: path, reason: "forbidden character") }
         }
-        if let below = pathBelowDomainHome(bytes), below > XenStoreLimits.relativePathMax {
+        if count > XenStoreLimits.relativePathMax, let below = pathBelowDomainHome(path),
+            below > XenStoreLimits.relativePathMax
+        {
             throw .invalidPath(
                 path: path, reason: "longer than \(XenStoreLimits.relativePathMax) below the domain home")
         }
@@ -118,16 +122,13 @@ public enum XenStorePath {
     private static func hasValidCharacters(_ path: String) -> Bool { path.utf8.allSatisfy(isAllowed) }
 
     /// Bytes after `/local/domain/<up to 5 digits>/`, as C xenstored's `sscanf("/local/domain/%5u/%n")`.
-    private static func pathBelowDomainHome(_ bytes: [UInt8]) -> Int? {
-        let prefix = Array("/local/domain/".utf8)
-        guard bytes.count > prefix.count, Array(bytes[0..<prefix.count]) == prefix else { return nil }
-        var index = prefix.count
-        var digits = 0
-        while index < bytes.count, digits < 5, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) {
-            index += 1
-            digits += 1
-        }
-        guard digits > 0, index < bytes.count, bytes[index] == UInt8(ascii: "/") else { return nil }
-        return bytes.count - index - 1
+    private static func pathBelowDomainHome(_ path: String) -> Int? {
+        let prefix = "/local/domain/"
+        guard path.hasPrefix(prefix) else { return nil }
+        let rest = path.utf8.dropFirst(prefix.utf8.count)
+        let digits = rest.prefix(5).prefix { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }.count
+        let afterDigits = rest.dropFirst(digits)
+        guard digits > 0, afterDigits.first == UInt8(ascii: "/") else { return nil }
+        return afterDigits.count - 1
     }
 }

@@ -1,5 +1,5 @@
-/// Limits the server enforces, with C xenstored 4.17's defaults. Privileged connections (dom0) are exempt from
-/// all but the transaction quota, as in xenstored.
+/// Limits the server enforces, with C xenstored 4.17's defaults. Privileged connections (dom0) are exempt,
+/// as in xenstored.
 ///
 /// OCaml: oxenstored `Quota.t` / C xenstored's `-E -S -W -t -A` options
 public struct XenStoreQuotas: Sendable, Hashable {

@@ -108,16 +108,19 @@ extension XenStoreState {
     mutating func write(_ path: String, value: [UInt8], _ context: OperationContext) throws(StoreFailure) {
         let absolute = try canonical(path, context)
         let privileged = isPrivileged(context.domain)
-        let current = currentTree(context)
         noteRead(context, absolute, content: false, children: false)
-        if let node = current[absolute] {
-            _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
-            if !privileged && node.size - node.value.count + value.count > quotas.nodeSize {
-                throw StoreFailure(.enospc)
+        do {
+            // The snapshot copy must be gone before the tree is mutated, or the mutation copies the tree.
+            let current = currentTree(context)
+            if let node = current[absolute] {
+                _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
+                if !privileged && node.size - node.value.count + value.count > quotas.nodeSize {
+                    throw StoreFailure(.enospc)
+                }
+            } else {
+                try checkCreate(absolute, in: current, context)
+                if !privileged && value.count + 8 > quotas.nodeSize { throw StoreFailure(.enospc) }
             }
-        } else {
-            try checkCreate(absolute, in: current, context)
-            if !privileged && value.count + 8 > quotas.nodeSize { throw StoreFailure(.enospc) }
         }
         let owner = privileged ? nil : context.domain
         let created = mutateTree(context) { tree, generation in
@@ -128,14 +131,16 @@ extension XenStoreState {
 
     mutating func mkdir(_ path: String, _ context: OperationContext) throws(StoreFailure) {
         let absolute = try canonical(path, context)
-        let current = currentTree(context)
         noteRead(context, absolute, content: false, children: false)
-        if current[absolute] != nil {
-            // An existing node is left alone, but only for callers who could have written it.
-            _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
-            return
+        do {
+            let current = currentTree(context)
+            if current[absolute] != nil {
+                // An existing node is left alone, but only for callers who could have written it.
+                _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
+                return
+            }
+            try checkCreate(absolute, in: current, context)
         }
-        try checkCreate(absolute, in: current, context)
         let owner = isPrivileged(context.domain) ? nil : context.domain
         let created = mutateTree(context) { tree, generation in
             tree.create(absolute, owner: owner, generation: &generation)
@@ -162,16 +167,18 @@ extension XenStoreState {
     mutating func rm(_ path: String, _ context: OperationContext) throws(StoreFailure) {
         let absolute = try canonical(path, context)
         guard absolute != "/" else { throw StoreFailure(.einval) }
-        let current = currentTree(context)
         noteRead(context, absolute, content: false, children: false)
         do {
-            _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
-        } catch let failure where failure.name == .enoent {
-            // Removing a missing node is fine if its parent exists (xenstored's do_rm).
-            let parent = XenStorePath.parent(of: absolute) ?? "/"
-            noteRead(context, parent, content: false, children: false)
-            if current[parent] != nil { return }
-            throw failure
+            let current = currentTree(context)
+            do {
+                _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
+            } catch let failure where failure.name == .enoent {
+                // Removing a missing node is fine if its parent exists (xenstored's do_rm).
+                let parent = XenStorePath.parent(of: absolute) ?? "/"
+                noteRead(context, parent, content: false, children: false)
+                if current[parent] != nil { return }
+                throw failure
+            }
         }
         let removed = mutateTree(context) { tree, generation in tree.remove(absolute, generation: &generation) }
         changed(context, .rm(path: absolute), removed: removed)
@@ -188,9 +195,8 @@ extension XenStoreState {
             return
         }
         let absolute = try canonical(path, context)
-        let current = currentTree(context)
         noteRead(context, absolute, content: false, children: false)
-        let node = try lookup(absolute, in: current, need: .write, domain: context.domain)
+        let node = try lookup(absolute, in: currentTree(context), need: .write, domain: context.domain)
         if !privileged {
             // Only the owner (or a domain targeting it) may change permissions; only dom0 may give a node away.
             let target = domains[context.domain]?.target

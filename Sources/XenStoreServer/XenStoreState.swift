@@ -108,6 +108,7 @@ struct XenStoreState: Sendable {
     /// Handles one request packet and queues the reply (plus any watch events it caused).
     mutating func process(_ packet: XenStorePacket, from id: XenStoreConnectionID) {
         let reply: XenStoreReply
+        var newWatch: (path: String, token: String)?
         do throws(StoreFailure) {
             let request: XenStoreRequest
             do {
@@ -118,6 +119,7 @@ struct XenStoreState: Sendable {
                 throw StoreFailure(.einval)
             }
             reply = try handle(request, transactionID: packet.transactionID, from: id)
+            if case .watch(let path, let token) = request { newWatch = (path, token) }
         } catch {
             reply = .error(error.name)
         }
@@ -127,7 +129,7 @@ struct XenStoreState: Sendable {
             out = XenStoreReply.error(.e2big).packet(requestID: packet.requestID, transactionID: packet.transactionID)
         }
         send(out, to: id)
-        if case .watch(let path, let token) = (try? XenStoreRequest(decoding: packet)), case .ok = reply {
+        if let (path, token) = newWatch {
             // A new watch fires once, after its OK, with the path as given.
             send(XenStoreReply.watchEvent(path: path, token: token).packet(requestID: 0, transactionID: 0), to: id)
         }
@@ -146,10 +148,10 @@ struct XenStoreState: Sendable {
     mutating func handle(
         _ request: XenStoreRequest, transactionID tid: UInt32, from id: XenStoreConnectionID
     ) throws(StoreFailure) -> XenStoreReply {
-        guard let connection = connections[id] else { throw StoreFailure(.einval) }
-        let domain = connection.domain
+        // No copy of the connection state may stay alive here: it would make every mutation below copy.
+        guard let domain = connections[id]?.domain else { throw StoreFailure(.einval) }
         let context = OperationContext(connection: id, domain: domain, transaction: request.isTransactional ? tid : 0)
-        if context.transaction != 0 && connection.transactions[context.transaction] == nil {
+        if context.transaction != 0 && connections[id]?.transactions[context.transaction] == nil {
             throw StoreFailure(.enoent)
         }
         switch request {

@@ -63,10 +63,14 @@ extension XenStoreState {
     }
 
     mutating func startTransaction(_ context: OperationContext) throws(StoreFailure) -> UInt32 {
-        guard let connection = connections[context.connection] else { throw StoreFailure(.einval) }
-        guard connection.transactions.count < quotas.transactionsPerConnection else { throw StoreFailure(.enospc) }
-        var tid = connection.nextTransactionID
-        while tid == 0 || connection.transactions[tid] != nil { tid &+= 1 }
+        guard let open = connections[context.connection]?.transactions.count,
+            var tid = connections[context.connection]?.nextTransactionID
+        else { throw StoreFailure(.einval) }
+        // As C xenstored's do_transaction_start: only unprivileged connections are limited.
+        guard isPrivileged(context.domain) || open < quotas.transactionsPerConnection else {
+            throw StoreFailure(.enospc)
+        }
+        while tid == 0 || connections[context.connection]?.transactions[tid] != nil { tid &+= 1 }
         connections[context.connection]!.nextTransactionID = tid &+ 1
         connections[context.connection]!.transactions[tid] = XenStoreTransaction(snapshot: tree)
         return tid
@@ -107,11 +111,13 @@ extension XenStoreState {
         } catch {
             throw StoreFailure(.einval)
         }
-        guard let connection = connections[context.connection] else { throw StoreFailure(.einval) }
-        if connection.watches.contains(where: { $0.absolute == absolute && $0.token == token }) {
-            throw StoreFailure(.eexist)
-        }
-        if !isPrivileged(context.domain) && connection.watches.count >= quotas.watchesPerConnection {
+        guard
+            let (duplicate, count) = connections[context.connection].map({ connection in
+                (connection.watches.contains { $0.absolute == absolute && $0.token == token }, connection.watches.count)
+            })
+        else { throw StoreFailure(.einval) }
+        if duplicate { throw StoreFailure(.eexist) }
+        if !isPrivileged(context.domain) && count >= quotas.watchesPerConnection {
             throw StoreFailure(.e2big)
         }
         let prefix = XenStorePath.isRelative(path) ? XenStorePath.domainPath(of: context.domain) + "/" : nil

@@ -47,12 +47,22 @@ extension DemoCommand {
         let listener = try await server.listen(unixSocketPath: socket)
         print("server: listening on \(socket)")
         print("        (every command below runs with XENSTORED_PATH=\(socket))")
-        defer { Task { await listener.close() } }
+        do {
+            try await driveWithStockTools(server, socket: socket)
+        } catch {
+            await listener.close()
+            throw error
+        }
+        await listener.close()
+    }
 
+    /// The tool interaction proper.
+    static func driveWithStockTools(_ server: XenStoreServer, socket: String) async throws {
         let tools = StockTools(socket: socket)
         try tools.show("xenstore-write", "/local/domain/1/name", "guest1", "/local/domain/1/memory/target", "524288")
         try tools.show("xenstore-read", "/local/domain/1/name")
         try tools.show("xenstore-ls", "/local/domain/1")
+        print("# permissions: owner first; n1 = owned by domain 1, no access for others; r0 = dom0 may read")
         try tools.show("xenstore-chmod", "/local/domain/1", "n1", "r0")
         try tools.show("xenstore-ls", "-p", "/local/domain")
 

@@ -335,6 +335,7 @@ let quotaConversations: [Conversation] = [
             .fails("d5", .transactionStart, .enospc),
             .req("d5", .transactionEnd(commit: false), tx: "A", .ok(.transactionEnd)),
             .begin("d5", "C"),
+            .begin("d0", "X"), .begin("d0", "Y"), .begin("d0", "Z"),
         ]),
 ]
 
