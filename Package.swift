@@ -157,7 +157,7 @@ let package = Package(
         .testTarget(name: "XenStoreClientTests", dependencies: ["XenStoreClient", "XenStoreServer"]),
         .testTarget(
             name: "GrantTableTests",
-            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore"]
+            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore", "XenStoreProtocol"]
         ),
         .testTarget(name: "BlockDeviceTests", dependencies: ["BlockDevice", "XenCore"]),
         .testTarget(

@@ -23,9 +23,13 @@ public final class EventPortSignals: Sendable {
     private let state = Mutex(State())
 
     /// Creates an empty table (no port open).
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public init() {}
 
     /// Starts tracking `port` (not pending).
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public func open(_ port: EventChannelPort) {
         state.withLock { state in
             guard !state.closed else { return }
@@ -34,9 +38,27 @@ public final class EventPortSignals: Sendable {
     }
 
     /// Whether `port` is open.
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public func isOpen(_ port: EventChannelPort) -> Bool { state.withLock { $0.slots[port.rawValue] != nil } }
 
+    /// Whether an event on `port` is pending (arrived with nobody waiting, not yet consumed).
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
+    public func isPending(_ port: EventChannelPort) -> Bool {
+        state.withLock { $0.slots[port.rawValue]?.pending ?? false }
+    }
+
+    /// The number of tasks waiting on `port`.
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
+    public func waitingCount(_ port: EventChannelPort) -> Int {
+        state.withLock { $0.slots[port.rawValue]?.waiters.count ?? 0 }
+    }
+
     /// An event arrived on `port`: wake one waiter, or set the pending bit. Ignored for ports not open.
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public func signal(_ port: EventChannelPort) {
         let waiter: UnsafeContinuation<Bool, Never>? = state.withLock { state in
             guard var slot = state.slots[port.rawValue] else { return nil }
@@ -53,12 +75,16 @@ public final class EventPortSignals: Sendable {
     }
 
     /// Stops tracking `port`; its waiters finish (their `wait` returns false).
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public func close(_ port: EventChannelPort) {
         let waiters = state.withLock { state in state.slots.removeValue(forKey: port.rawValue)?.waiters ?? [] }
         for waiter in waiters { waiter.continuation.resume(returning: false) }
     }
 
     /// Closes every port and refuses new ones (the interface was closed or the domain destroyed).
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public func closeAll() {
         let waiters = state.withLock { state in
             state.closed = true
@@ -70,6 +96,8 @@ public final class EventPortSignals: Sendable {
 
     /// Waits for the next event on `port`: true for an event, false when the port closed or the task was
     /// cancelled. Consumes the pending bit.
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public func wait(_ port: EventChannelPort) async -> Bool {
         let id = state.withLock { state in
             state.nextWaiterID += 1
@@ -105,6 +133,8 @@ public final class EventPortSignals: Sendable {
     }
 
     /// The async sequence of events on `port`.
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public func notifications(_ port: EventChannelPort) -> EventNotifications {
         EventNotifications(port: port, signals: self)
     }
@@ -120,12 +150,16 @@ public struct EventNotifications: AsyncSequence, Sendable {
     let signals: EventPortSignals
 
     /// Iterates notifications.
+    ///
+    /// OCaml: `Xen_os.Activations.after`
     public struct AsyncIterator: AsyncIteratorProtocol {
         let port: EventChannelPort
         let signals: EventPortSignals
         var finished = false
 
         /// Waits for the next burst; nil once the port is unbound or the task is cancelled.
+        ///
+        /// OCaml: `Xen_os.Activations.after`
         public mutating func next(
             isolation actor: isolated (any Actor)? = #isolation
         ) async throws(Never) -> EventChannelPort? {
@@ -136,11 +170,15 @@ public struct EventNotifications: AsyncSequence, Sendable {
         }
 
         /// Waits for the next burst; nil once the port is unbound or the task is cancelled.
+        ///
+        /// OCaml: `Xen_os.Activations.after`
         public mutating func next() async -> EventChannelPort? {
             await next(isolation: nil)
         }
     }
 
     /// Creates an iterator.
+    ///
+    /// Not in OCaml (part of the `Activations` machinery there).
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(port: port, signals: signals) }
 }

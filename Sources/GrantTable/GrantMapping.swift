@@ -79,6 +79,8 @@ public final class GrantMappingHandle: Sendable {
     private let release: ReleaseOnce
 
     /// Takes ownership of `mapping`.
+    ///
+    /// Not in OCaml (no ownership to transfer there).
     public init(_ mapping: consuming GrantMapping) {
         buffer = mapping.buffer
         domain = mapping.domain
@@ -148,6 +150,8 @@ public final class SharedPagesHandle: Sendable {
     private let release: ReleaseOnce
 
     /// Takes ownership of `pages`.
+    ///
+    /// Not in OCaml (no ownership to transfer there).
     public init(_ pages: consuming SharedPages) {
         refs = pages.refs
         buffer = pages.buffer

@@ -68,6 +68,8 @@ public final class GrantRefPool: Sendable {
     public let capacity: Int
 
     /// A pool of the references in `refs` (mirage-xen: `nr_reserved ..< nr_entries`, i.e. `8..<2048`).
+    ///
+    /// OCaml: the free-list initialisation in `Xen_os.Xen.Export` (`Gnttab.init`)
     public init(refs: Range<UInt32> = 8..<2048) {
         precondition(!refs.isEmpty, "a grant reference pool needs at least one reference")
         lower = refs.lowerBound
@@ -84,6 +86,11 @@ public final class GrantRefPool: Sendable {
     ///
     /// OCaml: `Xen_os.Xen.Export.num_free_grants`
     public var freeCount: Int { state.withLock { $0.freeCount } }
+
+    /// The number of tasks waiting in ``get()`` / ``get(count:)`` (for diagnostics and tests).
+    ///
+    /// Not in OCaml (the `Lwt_dllist` of waiters is private there).
+    public var waitingCount: Int { state.withLock { $0.waiters.count } }
 
     /// One free reference, or nil when the table is full.
     ///

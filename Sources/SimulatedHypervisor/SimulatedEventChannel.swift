@@ -105,6 +105,16 @@ public struct SimulatedEventChannel: EventChannelBackend {
         }
     }
 
+    /// Whether a notification on `port` is pending, not yet consumed by an iterator. For tests.
+    ///
+    /// Not in OCaml (the shared-info pending bit).
+    public func isPending(_ port: EventChannelPort) -> Bool { signals.isPending(port) }
+
+    /// The number of tasks waiting for a notification on `port`. For tests.
+    ///
+    /// Not in OCaml.
+    public func waitingCount(_ port: EventChannelPort) -> Int { signals.waitingCount(port) }
+
     private static func lowestFree(_ ports: [UInt32: SimulatedHypervisor.PortState], _ max: UInt32) -> UInt32? {
         var candidate: UInt32 = 1
         while candidate < max {

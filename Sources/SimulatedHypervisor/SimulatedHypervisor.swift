@@ -37,6 +37,8 @@ public final class SimulatedHypervisor: Sendable {
     ///   - grantTableSize: entries per domain (mirage-xen: 4 pages of v1 entries = 2048).
     ///   - reservedGrants: refs kept out of the free pool (mirage-xen: 8).
     ///   - maxPorts: event-channel ports per domain.
+    ///
+    /// Not in OCaml.
     public init(grantTableSize: Int = 2048, reservedGrants: Int = 8, maxPorts: UInt32 = 4096) {
         precondition(reservedGrants >= 0 && reservedGrants < grantTableSize && grantTableSize <= 1 << 20)
         self.grantTableSize = grantTableSize
@@ -249,12 +251,21 @@ public struct SimulatedDomain: Sendable, Hashable {
     }
 
     /// Whether the domain still exists.
-    public var isAlive: Bool { hypervisor.domain(id) != nil }
+    public var isAlive: Bool {
+        // Identity, not id: a later domain may reuse the id after this one was destroyed.
+        hypervisor.domain(id).map { $0.pool === pool } ?? false
+    }
 
+    /// Same hypervisor, id and UUID.
+    ///
+    /// Not in OCaml.
     public static func == (lhs: SimulatedDomain, rhs: SimulatedDomain) -> Bool {
         lhs.hypervisor === rhs.hypervisor && lhs.id == rhs.id && lhs.uuid == rhs.uuid
     }
 
+    /// Hashes the hypervisor identity, id and UUID.
+    ///
+    /// Not in OCaml.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(ObjectIdentifier(hypervisor))
         hasher.combine(id)

@@ -1,7 +1,8 @@
 // swiftxen-bench: `make bench`. Each component contributes one benchmark group (Bench+<Component>.swift);
 // all groups run in one process, side by side with the peer named in their issue, and print ratios.
 let groups: [(name: String, run: () async throws -> Void)] = [
-    ("console", benchConsole)
+    ("grants", benchGrants),
+    ("console", benchConsole),
 ]
 
 let only = CommandLine.arguments.dropFirst().first
