@@ -28,12 +28,16 @@ final class DescriptorStream: Sendable {
     private struct State {
         var queue: [UInt8] = []
         var reader: UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?
-        var writes: [PendingWrite] = []
         var endOfStream = false
         var failure: DescriptorError?
         var closed = false
         var threadRunning = false
+        /// Push mode: received bytes go straight to this receiver on the I/O thread (no reader task).
+        var pusher: Pusher?
     }
+
+    /// A push-mode receiver: `receive` gets bytes in order, `end` once at end of stream (nil) or failure.
+    typealias Pusher = (receive: @Sendable ([UInt8]) -> Void, end: @Sendable (DescriptorError?) -> Void)
 
     /// Stop reading from the descriptor while this much is queued and unread (back-pressure on the server).
     private static let queueLimit = 1 << 20
@@ -44,6 +48,18 @@ final class DescriptorStream: Sendable {
     private let wakeupWriter: Int32
     private let mode: WriteMode
     private let state = Mutex(State())
+    /// Writes not yet fully sent, oldest first. A lock of their own: a writer holds it across its
+    /// non-blocking `send`, and the I/O thread's reads must not wait for that.
+    private let writes = Mutex<[PendingWrite]>([])
+    /// Set once the stream is closed or ended, checked by writers without taking `state`.
+    private let ended = Atomic<Bool>(false)
+    /// Jobs of tasks that prefer this stream's I/O thread as their executor (see `DescriptorStream+Executor`).
+    let jobs = Mutex(JobQueue())
+    /// The I/O thread's `pthread_self()`, so that jobs it enqueues itself need no wake-up.
+    let ioThread = Atomic<UInt>(0)
+    /// Held while handing bytes to the reader or receiver, so that deliveries from the I/O thread, from a
+    /// writer (synthesised device errors) and from `startPushing` (bytes queued before) never reorder.
+    private let delivery = Mutex(())
 
     init(descriptor: Int32, mode: WriteMode) throws(DescriptorError) {
         var ends: [Int32] = [-1, -1]
@@ -102,12 +118,13 @@ final class DescriptorStream: Sendable {
         guard !bytes.isEmpty else { return }
         let result = await withUnsafeContinuation {
             (continuation: UnsafeContinuation<Result<Void, DescriptorError>, Never>) in
-            let (now, wake) = state.withLock { state -> (Result<Void, DescriptorError>?, Bool) in
-                if state.closed || state.endOfStream {
-                    return (.failure(state.failure ?? DescriptorError(operation: "write", errno: EPIPE)), false)
+            var synthesized: [UInt8] = []
+            let (now, wake) = writes.withLock { writes -> (Result<Void, DescriptorError>?, Bool) in
+                if ended.load(ordering: .acquiring) {
+                    return (.failure(DescriptorError(operation: "write", errno: EPIPE)), false)
                 }
-                if !state.writes.isEmpty {
-                    state.writes.append(PendingWrite(bytes: bytes, offset: 0, continuation: continuation))
+                if !writes.isEmpty {
+                    writes.append(PendingWrite(bytes: bytes, offset: 0, continuation: continuation))
                     return (nil, false)
                 }
                 switch mode {
@@ -117,23 +134,16 @@ final class DescriptorStream: Sendable {
                     case .failure(let error): return (.failure(error), false)
                     case .success(let offset) where offset == bytes.count: return (.success(()), false)
                     case .success(let offset):
-                        state.writes.append(PendingWrite(bytes: bytes, offset: offset, continuation: continuation))
+                        writes.append(PendingWrite(bytes: bytes, offset: offset, continuation: continuation))
                         return (nil, true)
                     }
                 case .packetPerWrite:
-                    let synthesized = writePackets(bytes)
-                    if !synthesized.isEmpty {
-                        state.queue += synthesized
-                        if let reader = state.reader {
-                            state.reader = nil
-                            let chunk = state.queue
-                            state.queue = []
-                            reader.resume(returning: .success(chunk))
-                        }
-                    }
+                    synthesized = writePackets(bytes)
                     return (.success(()), false)
                 }
             }
+            // Refused device writes come back as error replies, in order with everything else received.
+            if !synthesized.isEmpty { received(synthesized) }
             if wake { signal() }
             if let now { continuation.resume(returning: now) }
         }
@@ -189,26 +199,28 @@ final class DescriptorStream: Sendable {
 
     /// Ends the stream: a parked read returns nil, later writes fail, the I/O thread exits.
     func close() {
-        let (reader, writes) = state.withLock {
-            state -> (UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?, [PendingWrite]) in
-            guard !state.closed else { return (nil, []) }
+        let reader = state.withLock { state -> UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>? in
+            guard !state.closed else { return nil }
             state.closed = true
-            defer {
-                state.reader = nil
-                state.writes = []
-            }
-            return (state.reader, state.writes)
+            defer { state.reader = nil }
+            return state.reader
+        }
+        ended.store(true, ordering: .releasing)
+        let pending = writes.withLock { writes in
+            defer { writes = [] }
+            return writes
         }
         // Sockets: wake anything blocked on the peer too (no-op on the device).
         _ = shutdown(descriptor, Int32(SHUT_RDWR))
         signal()
         reader?.resume(returning: .success(nil))
-        for write in writes {
+        delivery.withLock { _ in endPushing(nil) }
+        for write in pending {
             write.continuation.resume(returning: .failure(DescriptorError(operation: "write", errno: EPIPE)))
         }
     }
 
-    private func signal() {
+    func signal() {
         var one: UInt8 = 1
         _ = Glibc.write(wakeupWriter, &one, 1)
     }
@@ -220,10 +232,14 @@ final class DescriptorStream: Sendable {
         var fds = [
             pollfd(fd: descriptor, events: 0, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
+        ioThread.store(UInt(pthread_self()), ordering: .releasing)
+        defer { retireExecutor() }
         while true {
-            let (closed, wantWrite, paused) = state.withLock { state in
-                (state.closed || state.endOfStream, !state.writes.isEmpty, state.queue.count >= Self.queueLimit)
+            let jobsWaiting = runJobs()
+            let (closed, paused) = state.withLock { state in
+                (state.closed || state.endOfStream, state.queue.count >= Self.queueLimit)
             }
+            let wantWrite = writes.withLock { !$0.isEmpty }
             if closed { break }
             fds[0].events = (paused ? 0 : Int16(POLLIN)) | (wantWrite ? Int16(POLLOUT) : 0)
             // A negative descriptor is skipped by poll: while paused with nothing to write, a hang-up (reported
@@ -231,7 +247,7 @@ final class DescriptorStream: Sendable {
             fds[0].fd = fds[0].events == 0 ? -1 : descriptor
             fds[0].revents = 0
             fds[1].revents = 0
-            let ready = poll(&fds, 2, -1)
+            let ready = poll(&fds, 2, jobsWaiting ? 0 : -1)
             if ready < 0 {
                 if errno == EINTR { continue }
                 finish(DescriptorError(operation: "poll", errno: errno))
@@ -262,34 +278,62 @@ final class DescriptorStream: Sendable {
         state.withLock { $0.threadRunning = false }
     }
 
+    /// Hands received bytes to the receiver (push mode) or the parked reader, or queues them.
     private func received(_ bytes: [UInt8]) {
-        let reader = state.withLock { state -> UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>? in
-            if let reader = state.reader {
-                state.reader = nil
-                return reader
+        delivery.withLock { _ in
+            let (pusher, reader) = state.withLock {
+                state -> (Pusher?, UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?) in
+                if let pusher = state.pusher { return (pusher, nil) }
+                if let reader = state.reader {
+                    state.reader = nil
+                    return (nil, reader)
+                }
+                state.queue += bytes
+                return (nil, nil)
             }
-            state.queue += bytes
-            return nil
+            if let pusher { pusher.receive(bytes) } else { reader?.resume(returning: .success(bytes)) }
         }
-        reader?.resume(returning: .success(bytes))
+    }
+
+    /// Switches to push mode: bytes already queued, then everything received, go to `receive` on the I/O
+    /// thread; `end` runs once when the stream ends.
+    func startPushing(_ pusher: Pusher) {
+        delivery.withLock { _ in
+            let (queued, ended, failure) = state.withLock { state -> ([UInt8], Bool, DescriptorError?) in
+                state.pusher = pusher
+                defer { state.queue = [] }
+                return (state.queue, state.endOfStream || state.closed, state.failure)
+            }
+            if !queued.isEmpty { pusher.receive(queued) }
+            if ended { endPushing(failure) }
+        }
+    }
+
+    /// Tells the receiver the stream ended, once, and lets go of it (it may hold the client's state).
+    private func endPushing(_ error: DescriptorError?) {
+        let pusher = state.withLock { state -> Pusher? in
+            defer { state.pusher = nil }
+            return state.pusher
+        }
+        pusher?.end(error)
     }
 
     private func finishWrites() {
         var done: [UnsafeContinuation<Result<Void, DescriptorError>, Never>] = []
         var failed: (DescriptorError, [UnsafeContinuation<Result<Void, DescriptorError>, Never>])?
-        state.withLock { state in
-            while var write = state.writes.first {
+        writes.withLock { writes in
+            while var write = writes.first {
                 switch sendNow(write.bytes, from: write.offset) {
                 case .failure(let error):
-                    failed = (error, state.writes.map(\.continuation))
-                    state.writes = []
+                    failed = (error, writes.map(\.continuation))
+                    writes = []
                     return
                 case .success(let offset) where offset == write.bytes.count:
                     done.append(write.continuation)
-                    state.writes.removeFirst()
+                    writes.removeFirst()
                 case .success(let offset):
                     write.offset = offset
-                    state.writes[0] = write
+                    writes[0] = write
                     return
                 }
             }
@@ -302,70 +346,23 @@ final class DescriptorStream: Sendable {
 
     /// End of stream (`error` nil) or a read failure: the parked read and pending writes learn about it.
     private func finish(_ error: DescriptorError?) {
-        let (reader, writes) = state.withLock {
-            state -> (UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?, [PendingWrite]) in
+        let reader = state.withLock { state -> UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>? in
             state.endOfStream = true
             state.failure = error
-            defer {
-                state.reader = nil
-                state.writes = []
-            }
+            defer { state.reader = nil }
             // Bytes already queued are still delivered before the end: only a parked reader (empty queue) wakes.
-            return (state.queue.isEmpty ? state.reader : nil, state.writes)
+            return state.queue.isEmpty ? state.reader : nil
+        }
+        ended.store(true, ordering: .releasing)
+        let pending = writes.withLock { writes in
+            defer { writes = [] }
+            return writes
         }
         if let reader {
             if let error { reader.resume(returning: .failure(error)) } else { reader.resume(returning: .success(nil)) }
         }
         let failure = error ?? DescriptorError(operation: "write", errno: EPIPE)
-        for write in writes { write.continuation.resume(returning: .failure(failure)) }
-    }
-}
-
-/// A failed system call of a xenstore transport.
-///
-/// OCaml: `Unix.Unix_error`
-public struct DescriptorError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// The call that failed (`connect`, `send`, `read`, ...).
-    public var operation: String
-    /// Its errno.
-    public var errno: Int32
-
-    /// The error of `operation` with `errno`.
-    public init(operation: String, errno: Int32) {
-        self.operation = operation
-        self.errno = errno
-    }
-
-    /// `operation: strerror(errno)`.
-    public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
-}
-
-// MARK: - A plain pthread
-
-/// Starts detached POSIX threads for blocking work (the cooperative pool must never block).
-enum IOThread {
-    private final class Box {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-
-    /// Runs `body` on a new detached thread; returns the error if the thread could not be created.
-    static func spawn(_ body: @escaping @Sendable () -> Void) -> DescriptorError? {
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        var thread = pthread_t()
-        let status = pthread_create(
-            &thread, nil,
-            { context in
-                guard let context else { return nil }
-                let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
-                box.body()
-                return nil
-            }, box)
-        guard status == 0 else {
-            Unmanaged<Box>.fromOpaque(box).release()
-            return DescriptorError(operation: "pthread_create", errno: status)
-        }
-        pthread_detach(thread)
-        return nil
+        for write in pending { write.continuation.resume(returning: .failure(failure)) }
+        delivery.withLock { _ in endPushing(error) }
     }
 }

@@ -88,6 +88,8 @@ public final class UnixSocketTransport: XenStoreTransport {
 /// OCaml: not in OCaml
 public enum XenStoreEnvironment {
     /// The variables that choose a xenstore connection, from the process environment.
+    ///
+    /// OCaml: not in OCaml (libxenstore's `getenv` calls)
     public static func current() -> [String: String] {
         var result: [String: String] = [:]
         for name in ["XENSTORED_PATH", "XENSTORED_RUNDIR"] {
@@ -106,4 +108,31 @@ func connectionErrno(_ error: any Error) -> Int32 {
     case let error as DescriptorError: return error.errno
     default: return EIO
     }
+}
+
+// MARK: - Push delivery
+
+/// A transport that can hand received bytes to the client right on its own I/O thread, saving the hop
+/// through a reader task (one thread wake-up per reply batch).
+protocol PushingTransport: XenStoreTransport {
+    /// Starts delivering; false if this transport cannot (the client then reads with `read()`).
+    func startPushing(_ pusher: DescriptorStream.Pusher) -> Bool
+    /// The I/O thread as a task executor, if the transport has one.
+    var ioExecutor: (any TaskExecutor)? { get }
+}
+
+extension UnixSocketTransport: PushingTransport {
+    func startPushing(_ pusher: DescriptorStream.Pusher) -> Bool {
+        stream.startPushing(pusher)
+        return true
+    }
+    var ioExecutor: (any TaskExecutor)? { stream }
+}
+
+extension XenbusDeviceTransport: PushingTransport {
+    func startPushing(_ pusher: DescriptorStream.Pusher) -> Bool {
+        stream.startPushing(pusher)
+        return true
+    }
+    var ioExecutor: (any TaskExecutor)? { stream }
 }

@@ -69,6 +69,10 @@ extension XenStoreClient {
     func flush(_ connection: UInt64) async {
         let current = transport.withLock { $0 }
         guard current.connection == connection else { return }
+        // With other requests in flight, let the tasks that are ready right now (typically the ones just woken
+        // by a batch of replies) add their requests first, so that they leave in one write instead of one
+        // write each. A lone request goes out at once: yielding would only add latency.
+        if state.withLock({ $0.pending.count > 1 }) { await Task.yield() }
         for _ in 0..<8 {
             guard let batch = state.withLock({ $0.takeOutbox(for: connection) }) else { return }
             do {
@@ -83,9 +87,14 @@ extension XenStoreClient {
 
     // MARK: - Reading
 
-    /// Starts the one reader task of `transport`. It holds the client weakly: a client nobody references
-    /// is released (its deinit closes the transport, which ends this task).
+    /// Starts reading `transport`: transports with an I/O thread of their own (sockets, the xenbus device)
+    /// hand bytes straight to a `PushReceiver` there; others get the one reader task. Both hold the client
+    /// weakly: a client nobody references is released (its deinit closes the transport, which ends them).
     func startReader(_ transport: any XenStoreTransport, connection: UInt64) {
+        if let pushing = transport as? any PushingTransport {
+            let receiver = PushReceiver(client: self, connection: connection)
+            if pushing.startPushing((receive: receiver.receive, end: receiver.end)) { return }
+        }
         Task.detached { [weak self] in
             var parser = XenStorePacketParser()
             var packets: [XenStorePacket] = []
@@ -117,6 +126,13 @@ extension XenStoreClient {
                 }
             }
         }
+    }
+
+    /// Closes the transport of `connection` if it is still the current one (after framing was lost).
+    func closeTransport(of connection: UInt64) {
+        let current = transport.withLock { $0 }
+        guard current.connection == connection else { return }
+        Task { await current.transport.close() }
     }
 
     func deliver(_ packets: [XenStorePacket], connection: UInt64) {
@@ -303,6 +319,42 @@ extension XenStoreClient {
         for sink in sinks { sink.finish(.disconnected) }
         for continuation in gate { continuation.resume(returning: false) }
         await transport.withLock { $0.transport }.close()
+    }
+}
+
+/// Parses bytes pushed by a transport's I/O thread and dispatches them there, without a reader task.
+final class PushReceiver: Sendable {
+    private weak let client: XenStoreClient?
+    private let connection: UInt64
+    private let parser = Mutex(XenStorePacketParser())
+
+    init(client: XenStoreClient, connection: UInt64) {
+        self.client = client
+        self.connection = connection
+    }
+
+    @Sendable func receive(_ bytes: [UInt8]) {
+        guard let client else { return }
+        let (packets, failure) = parser.withLock { parser -> ([XenStorePacket], XenStoreProtocolError?) in
+            parser.append(bytes)
+            var packets: [XenStorePacket] = []
+            do throws(XenStoreProtocolError) {
+                while let packet = try parser.next() { packets.append(packet) }
+            } catch {
+                return (packets, error)
+            }
+            return (packets, nil)
+        }
+        if !packets.isEmpty { client.deliver(packets, connection: connection) }
+        if let failure {
+            client.logger.error("xenstore stream broken, dropping the connection: \(failure)")
+            client.connectionLost(connection, error: .protocolViolation(failure))
+            client.closeTransport(of: connection)
+        }
+    }
+
+    @Sendable func end(_ error: DescriptorError?) {
+        client?.connectionLost(connection, error: .disconnected)
     }
 }
 

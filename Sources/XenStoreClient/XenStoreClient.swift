@@ -21,7 +21,7 @@ import Synchronization
 /// ```
 ///
 /// In tests, connect to an in-process `XenStoreServer` as any domain with
-/// `XenStoreClient(transport: server.connect(domid: 5))` (its in-process connection is a `XenStoreTransport`).
+/// `XenStoreClient(transport: server.connect(domain: 5))` (its in-process connection is a `XenStoreTransport`).
 ///
 /// OCaml: `Xs_client_lwt.S.client` (`Xs_client_lwt.Client(IO)`)
 public final class XenStoreClient: Sendable {
@@ -102,6 +102,17 @@ public final class XenStoreClient: Sendable {
         }
     }
 
+    /// The I/O thread of a socket or xenbus-device connection as a task executor (nil in-process). Tasks that
+    /// prefer it (`withTaskExecutorPreference(client.executor)`, `group.addTask(executorPreference:)`) are
+    /// resumed on the very thread that read their reply, so a round trip costs one thread wake-up, as a
+    /// blocking `xs_read` does, instead of two. Keep such tasks' own work short: it runs between that
+    /// connection's reads. After `resume` over a new connection, ask again.
+    ///
+    /// OCaml: not in OCaml (Lwt runs everything on one thread anyway)
+    public var executor: (any TaskExecutor)? {
+        (transport.withLock { $0.transport } as? any PushingTransport)?.ioExecutor
+    }
+
     deinit {
         let transport = transport.withLock { $0.transport }
         Task { await transport.close() }
@@ -122,8 +133,9 @@ public final class XenStoreClient: Sendable {
     /// Runs `body` inside a transaction: `TRANSACTION_START`, the body, `TRANSACTION_END T`. On a conflict
     /// (`EAGAIN` at commit, or thrown out of the body by an operation) the transaction is aborted and the body
     /// run again after a jittered backoff, up to `retryPolicy.maxAttempts` runs, then
-    /// `XenStoreError.transactionConflict` is thrown. If the body throws anything else, `TRANSACTION_END F`
-    /// is sent (ocaml-xenstore leaks the transaction) and the error is rethrown.
+    /// `XenStoreError.transactionConflict` is thrown. A `TRANSACTION_START` refused for quota (too many open
+    /// transactions on the connection) is retried the same way. If the body throws anything else,
+    /// `TRANSACTION_END F` is sent (ocaml-xenstore leaks the transaction) and the error is rethrown.
     ///
     /// OCaml: `Xs_client_lwt.S.transaction`
     public func transaction<T>(
@@ -136,7 +148,17 @@ public final class XenStoreClient: Sendable {
         var attempt = 0
         while true {
             attempt += 1
-            let id = try await startTransaction()
+            let id: UInt32
+            do throws(XenStoreError) {
+                id = try await startTransaction()
+            } catch {
+                // Many tasks sharing one connection can exceed the server's per-connection transaction quota
+                // (C xenstored: 10); that clears as the others commit, so it is retried like a conflict.
+                guard case .quota = error else { throw error }
+                guard attempt < policy.maxAttempts else { throw error }
+                try await Task.sleep(for: policy.backoff(afterAttempt: attempt, using: &generator))
+                continue
+            }
             let handle = XenStoreHandle(client: self, transactionID: id, recorder: nil)
             let value: T
             do {

@@ -91,7 +91,9 @@ public enum XenStoreError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// True for `.again` and `.eagain`: the conditions `wait` and `transaction` retry on.
+    /// True for `.again` and `.eagain`: the conditions `wait` retries on.
+    ///
+    /// OCaml: not in OCaml (`with Eagain ->` in `Xs_client_lwt.S.wait`)
     public var isAgain: Bool {
         switch self {
         case .again, .eagain: true
@@ -100,6 +102,8 @@ public enum XenStoreError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     /// True for the server's `EAGAIN`: the transaction conflicted and should be run again.
+    ///
+    /// OCaml: not in OCaml (`with Eagain ->` in `Xs_client_lwt.S.transaction`)
     public var isConflict: Bool {
         if case .eagain = self { return true }
         return false

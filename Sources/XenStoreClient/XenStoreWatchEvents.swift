@@ -48,14 +48,20 @@ public struct XenStoreWatchEvents: AsyncSequence, Sendable {
     public func cancel() { owner.subscription.cancel() }
 
     /// An iterator. Several iterators of one sequence share (split) its events.
+    ///
+    /// OCaml: not in OCaml
     public func makeAsyncIterator() -> Iterator { Iterator(owner: owner) }
 
     /// Pulls events one by one.
+    ///
+    /// OCaml: not in OCaml
     public struct Iterator: AsyncIteratorProtocol {
         let owner: WatchSubscriptionOwner
         var subscription: WatchSubscription { owner.subscription }
 
         /// The next event; nil once the sequence ended; throws when the connection was lost or suspended.
+        ///
+        /// OCaml: not in OCaml (`Xs_client_lwt`'s `Watcher.get`)
         public mutating func next(
             isolation actor: isolated (any Actor)? = #isolation
         ) async throws(XenStoreError) -> XenStoreWatchEvent? {

@@ -8,7 +8,7 @@ import XenStoreServer
 /// `StoreCommand.subcommands` (one line each).
 struct StoreCommand: AsyncParsableCommand {
     /// The `store` subcommands. Extend this list to add `read`, `write`, `ls`, ...
-    static let subcommands: [any ParsableCommand.Type] = [StoreServe.self]
+    static let subcommands: [any ParsableCommand.Type] = [StoreServe.self] + storeClientSubcommands
 
     static let configuration = CommandConfiguration(
         commandName: "store",

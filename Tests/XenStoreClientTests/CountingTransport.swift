@@ -1,11 +1,12 @@
 import Synchronization
-import XenStoreClient
 import XenStoreProtocol
+
+@testable import XenStoreClient
 
 /// Wraps a transport and watches the client's side of the conversation: which packets it sent (by type) and
 /// how many watches it holds on the server at any moment (WATCH minus UNWATCH, by path and token), so that
 /// tests can check watch hygiene and `TRANSACTION_END F` whatever server sits behind.
-final class CountingTransport: XenStoreTransport {
+final class CountingTransport: PushingTransport {
     private struct State {
         var parser = XenStorePacketParser()
         var sent: [XenStorePacket] = []
@@ -42,6 +43,13 @@ final class CountingTransport: XenStoreTransport {
     func read() async throws -> [UInt8]? { try await inner.read() }
 
     func close() async { await inner.close() }
+
+    /// Socket transports deliver on their I/O thread; the wrapper keeps that (it only watches writes).
+    func startPushing(_ pusher: DescriptorStream.Pusher) -> Bool {
+        (inner as? any PushingTransport)?.startPushing(pusher) ?? false
+    }
+
+    var ioExecutor: (any TaskExecutor)? { (inner as? any PushingTransport)?.ioExecutor }
 
     /// Watches the client currently holds.
     var watchCount: Int { state.withLock { $0.watches.count } }

@@ -281,6 +281,21 @@ import XenStoreProtocol
         #expect(runs.value == 2)
     }
 
+    @Test func transactionStartRefusedForQuotaIsRetried() async throws {
+        let transaction = Task { try await client.transaction { h in try await h.write("/q", "1") } }
+        let refused = try #require(await server.nextRequest())
+        #expect(refused.type == .transactionStart)
+        server.error(refused, "EQUOTA")
+        let start = try #require(await server.nextRequest())
+        #expect(start.type == .transactionStart)
+        server.reply(to: start, nulStrings("3"))
+        server.ok(try #require(await server.nextRequest()))
+        let end = try #require(await server.nextRequest())
+        #expect(end.type == .transactionEnd && payloadStrings(end.payload) == ["T"])
+        server.ok(end)
+        try await transaction.value
+    }
+
     // MARK: - Suspend and resume
 
     @Test func suspendDrainsParksAndResumeReregistersManualWatches() async throws {

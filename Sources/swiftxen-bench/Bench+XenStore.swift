@@ -1,0 +1,195 @@
+import CXen
+import Glibc
+import Synchronization
+import XenStoreClient
+import XenStoreServer
+
+// Reads per second on one connection to one XenStoreServer unix socket, in one process run: SwiftXen's
+// multiplexing client with 1 and 64 requests in flight against libxenstore (`xs_read` in a loop through
+// CXen, the way every C toolstack reads) from 1 and 8 threads. libxenstore serialises its requests behind
+// a mutex and makes blocking calls, so its loops run on plain threads, never on the cooperative pool.
+//
+// The machine may be shared and busy, so the four measurements are interleaved in rounds (each round runs
+// every configuration for a short slice) and the median per configuration is reported: load that comes and
+// goes hits all four alike instead of skewing one ratio.
+enum XenStoreBench {
+    static let rounds = 7
+    static let seconds = 0.4
+    static let key = "/bench/key"
+
+    static func run() async throws {
+        let directory = "/tmp/swiftxen-bench-\(getpid())"
+        mkdir(directory, 0o700)
+        let socketPath = directory + "/socket"
+        let server = XenStoreServer()
+        let listener = try await server.listen(unixSocketPath: socketPath)
+        defer {
+            unlink(socketPath)
+            rmdir(directory)
+        }
+        let seeding = try await XenStoreClient.connect(socketPath: socketPath)
+        try await seeding.immediate { h throws(XenStoreError) in try await h.write(key, "bench-value") }
+        await seeding.close()
+
+        // One connection per configuration, opened once (as an application would).
+        let swiftClient = try await XenStoreClient.connect(socketPath: socketPath)
+        setenv("XENSTORED_PATH", socketPath, 1)
+        guard let handle = xs_open(0) else { throw BenchError(description: "xs_open failed: errno \(errno)") }
+        let shared = SharedHandle(handle)
+        defer { xs_close(handle) }
+        for _ in 0..<500 {
+            _ = try await swiftClient.immediate { h throws(XenStoreError) in try await h.readBytes(key) }
+            try shared.read(key)
+        }
+
+        // XENSTORE_BENCH_ONLY=1,3 runs only those configurations (0-based, for profiling one at a time).
+        let only = getenv("XENSTORE_BENCH_ONLY").map {
+            Set(String(cString: $0).split(separator: ",").compactMap { Int($0) })
+        }
+        func wanted(_ index: Int) -> Bool { only?.contains(index) ?? true }
+        var samples: [[Double]] = [[0], [0], [0], [0], [0], [0]]
+        for round in 0..<rounds {
+            func record(_ index: Int, _ rate: Double) {
+                if round == 0 { samples[index] = [rate] } else { samples[index].append(rate) }
+            }
+            if wanted(0) { record(0, try await swiftRate(swiftClient, inFlight: 1, executor: nil)) }
+            if wanted(1) { record(1, try await swiftRate(swiftClient, inFlight: 64, executor: nil)) }
+            if wanted(2) { record(2, try await swiftRate(swiftClient, inFlight: 1, executor: swiftClient.executor)) }
+            if wanted(3) { record(3, try await swiftRate(swiftClient, inFlight: 64, executor: swiftClient.executor)) }
+            if wanted(4) { record(4, try libxenstoreRate(shared, threads: 1)) }
+            if wanted(5) { record(5, try libxenstoreRate(shared, threads: 8)) }
+        }
+        await swiftClient.close()
+        await listener.close()
+
+        let medians = samples.map { $0.sorted()[$0.count / 2] }
+        let names = [
+            "SwiftXen, 1 in flight", "SwiftXen, 64 in flight", "SwiftXen, 1 in flight, client executor",
+            "SwiftXen, 64 in flight, client executor", "libxenstore xs_read, 1 thread",
+            "libxenstore xs_read, 8 threads",
+        ]
+        print("   reads/s on one connection, median of \(rounds) interleaved rounds of \(seconds) s (min-max):")
+        for (index, name) in names.enumerated() {
+            let pad = String(repeating: " ", count: max(0, 42 - name.count))
+            let low = Int(samples[index].min() ?? 0)
+            let high = Int(samples[index].max() ?? 0)
+            print("   \(name)\(pad) \(Int(medians[index]))  (\(low)-\(high))")
+        }
+        let bestC = max(medians[4], medians[5], 1)
+        print("   ratio 1 in flight / libxenstore 1 thread:    \(format(medians[0] / medians[4]))x (goal >= 0.9x)")
+        print("   ratio 64 in flight / best libxenstore:       \(format(medians[1] / bestC))x (goal >= 10x)")
+        print(
+            "   with the client executor:                    \(format(medians[2] / medians[4]))x / \(format(medians[3] / bestC))x"
+        )
+    }
+
+    static func format(_ value: Double) -> String {
+        let scaled = (value * 100).rounded() / 100
+        return String(scaled)
+    }
+
+    // MARK: - SwiftXen
+
+    /// Reads per second from `inFlight` tasks sharing `client`, optionally preferring `executor`.
+    static func swiftRate(
+        _ client: XenStoreClient, inFlight: Int, executor: (any TaskExecutor)?
+    ) async throws -> Double {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start + .seconds(seconds)
+        let total = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<inFlight {
+                group.addTask(executorPreference: executor) {
+                    var count = 0
+                    while clock.now < deadline {
+                        for _ in 0..<16 {
+                            _ = try await client.immediate { h throws(XenStoreError) in try await h.readBytes(key) }
+                        }
+                        count += 16
+                    }
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let elapsed = start.duration(to: clock.now)
+        return Double(total) / seconds(elapsed)
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        let (whole, atto) = duration.components
+        return Double(whole) + Double(atto) / 1e18
+    }
+
+    // MARK: - libxenstore
+
+    struct BenchError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// `threads` plain threads sharing one `xs_open` handle (opened on the socket through `XENSTORED_PATH`,
+    /// as libxenstore reads it) call `xs_read` until the deadline.
+    static func libxenstoreRate(_ shared: SharedHandle, threads: Int) throws -> Double {
+        let counts = Mutex<(done: Int, total: Int, failed: Bool)>((0, 0, false))
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start + .seconds(seconds)
+        for _ in 0..<threads {
+            spawnThread {
+                var count = 0
+                var failed = false
+                while clock.now < deadline {
+                    do {
+                        for _ in 0..<16 { try shared.read(key) }
+                        count += 16
+                    } catch {
+                        failed = true
+                        break
+                    }
+                }
+                counts.withLock {
+                    $0.done += 1
+                    $0.total += count
+                    $0.failed = $0.failed || failed
+                }
+            }
+        }
+        while counts.withLock({ $0.done }) < threads { usleep(10_000) }
+        let elapsed = start.duration(to: clock.now)
+        let (_, total, failed) = counts.withLock { $0 }
+        if failed { throw BenchError(description: "xs_read failed") }
+        return Double(total) / seconds(elapsed)
+    }
+
+    /// libxenstore's handle is thread-safe (a mutex inside); this only carries it across threads.
+    final class SharedHandle: @unchecked Sendable {
+        let handle: OpaquePointer
+        init(_ handle: OpaquePointer) { self.handle = handle }
+
+        func read(_ path: String) throws {
+            var length: UInt32 = 0
+            guard let value = xs_read(handle, 0, path, &length) else {
+                throw BenchError(description: "xs_read \(path): errno \(errno)")
+            }
+            free(value)
+        }
+    }
+
+    private final class ThreadBody {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    static func spawnThread(_ body: @escaping @Sendable () -> Void) {
+        let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+        var thread = pthread_t()
+        pthread_create(
+            &thread, nil,
+            { context in
+                guard let context else { return nil }
+                Unmanaged<ThreadBody>.fromOpaque(context).takeRetainedValue().body()
+                return nil
+            }, context)
+        pthread_detach(thread)
+    }
+}
