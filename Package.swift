@@ -104,7 +104,11 @@ let package = Package(
         // MARK: - Consoles
         .target(
             name: "ConsoleBackend",
-            dependencies: ["XenCore", "XenStoreClient", "GrantTable", "EventChannel"],
+            dependencies: [
+                "XenCore", "XenStoreClient", "GrantTable", "EventChannel", "CXen",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
 
@@ -179,7 +183,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ConsoleTests",
-            dependencies: ["ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient"]
+            dependencies: [
+                "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
+            ]
         ),
         .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice"]),
         .testTarget(

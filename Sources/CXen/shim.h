@@ -55,6 +55,26 @@ static inline size_t cxen_xencons_in_prod_offset(void) { return offsetof(struct 
 static inline size_t cxen_xencons_out_cons_offset(void) { return offsetof(struct xencons_interface, out_cons); }
 static inline size_t cxen_xencons_out_prod_offset(void) { return offsetof(struct xencons_interface, out_prod); }
 static inline size_t cxen_xencons_out_offset(void) { return offsetof(struct xencons_interface, out); }
+static inline size_t cxen_xencons_in_offset(void) { return offsetof(struct xencons_interface, in); }
+static inline size_t cxen_xencons_in_size(void) { return sizeof(((struct xencons_interface *)0)->in); }
+static inline size_t cxen_xencons_out_size(void) { return sizeof(((struct xencons_interface *)0)->out); }
+static inline size_t cxen_xencons_size(void) { return sizeof(struct xencons_interface); }
+/// Offset of `connection` (Xen 4.21+), or -1 when the installed console.h predates it (4.17 has none).
+static inline long cxen_xencons_connection_offset(void) {
+#ifdef XENCONSOLE_CONNECTED
+    return (long)offsetof(struct xencons_interface, connection);
+#else
+    return -1;
+#endif
+}
+/// `XENCONSOLE_DISCONNECTED` when console.h has it, else the value Xen 4.21 gave it (1).
+static inline uint8_t cxen_xencons_disconnected(void) {
+#ifdef XENCONSOLE_DISCONNECTED
+    return XENCONSOLE_DISCONNECTED;
+#else
+    return 1;
+#endif
+}
 
 static inline size_t cxen_xenstore_req_cons_offset(void) {
     return offsetof(struct xenstore_domain_interface, req_cons);
@@ -65,5 +85,13 @@ static inline size_t cxen_xenstore_rsp_prod_offset(void) {
 static inline size_t cxen_xenstore_connection_offset(void) {
     return offsetof(struct xenstore_domain_interface, connection);
 }
+
+// MARK: - Pseudo-terminals
+// The console pty sink needs the XSI pty calls, which glibc declares only under _XOPEN_SOURCE (not set for
+// Swift's Glibc module). Compatible redeclarations of the libc prototypes make them visible.
+int posix_openpt(int flags);
+int grantpt(int fd);
+int unlockpt(int fd);
+int ptsname_r(int fd, char *buf, size_t buflen);
 
 #endif

@@ -6,6 +6,8 @@ struct SwiftXen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftxen",
         abstract: "The Xen device stack in Swift: xenstore, grants, block, console, NBD, userdata.",
-        subcommands: [StoreCommand.self, BlockCommand.self, DemoCommand.self, UserdataCommand.self]
+        subcommands: [
+            StoreCommand.self, BlockCommand.self, ConsoleCommand.self, UserdataCommand.self, DemoCommand.self,
+        ]
     )
 }

@@ -1,0 +1,234 @@
+public import EventChannel
+public import GrantTable
+public import XenCore
+public import XenStoreClient
+
+/// Bytes moved through one console, both ways.
+///
+/// OCaml: `Conback.stats`
+public struct ConsoleStatistics: Hashable, Sendable {
+    /// Bytes the guest printed that the backend took from the ring.
+    public var totalRead: UInt64
+    /// Bytes the backend put into the guest's input ring.
+    public var totalWrite: UInt64
+
+    /// Statistics from their parts.
+    public init(totalRead: UInt64, totalWrite: UInt64) {
+        self.totalRead = totalRead
+        self.totalWrite = totalWrite
+    }
+}
+
+/// Serves one console of one guest from the backend side, as mirage's Conback does: find the frontend's
+/// ring, map it, bind its event channel, announce `Connected`, pump bytes both ways, notice the frontend
+/// closing (or the device, or the domain, disappearing) and unmap.
+///
+/// Extra consoles (`device/console/<devid>`) use the xenbus handshake (backend dir
+/// `/local/domain/<be>/backend/console/<fe>/<devid>`). The primary console has no handshake: as xenconsoled
+/// does, the backend reads `ring-ref`/`port` from `/local/domain/<id>/console` and maps the reserved console
+/// grant (ref 0), falling back to `ring-ref` itself as a grant reference.
+///
+/// OCaml: `Conback.Make(A)(X)(C)` (`run`, `init`, `service_thread`)
+public final class ConsoleBack: Sendable {
+    /// The console served.
+    public let id: ConsoleID
+    /// The domain this backend runs in (the owner of the backend directory).
+    public let backendDomain: DomainID
+    let xenstore: XenStoreClient
+    let grantTable: any GrantTableBackend
+    let eventChannel: any EventChannelBackend
+
+    /// A backend for `id`, using `xenstore` (a privileged connection), and this domain's grant table and
+    /// event channels.
+    ///
+    /// OCaml: `Conback.Make` applied, plus `get_my_domid` (here a parameter: 0 unless given)
+    public init(
+        id: ConsoleID, xenstore: XenStoreClient, grantTable: any GrantTableBackend,
+        eventChannel: any EventChannelBackend, backendDomain: DomainID = .dom0
+    ) {
+        self.id = id
+        self.xenstore = xenstore
+        self.grantTable = grantTable
+        self.eventChannel = eventChannel
+        self.backendDomain = backendDomain
+    }
+
+    // MARK: - Running
+
+    /// Connects, serves the console through `sink` until the frontend goes away, then disconnects and
+    /// returns what was moved. Throws the typed reason when the console could not be set up, the guest
+    /// broke the ring protocol, or the sink failed; the device is disconnected in every case.
+    ///
+    /// OCaml: `Conback.Make.run`
+    public func run(sink: any ConsoleSink) async throws(ConsoleError) -> ConsoleStatistics {
+        let session = try await connect()
+        if let tty = sink.ttyPath { try? await session.publishTTY(tty) }
+        let outcome: Result<Void, ConsoleError>
+        do throws(ConsoleError) {
+            try await sink.serve(session.connection)
+            outcome = .success(())
+        } catch {
+            outcome = .failure(error)
+        }
+        await session.close()
+        try outcome.get()
+        return session.statistics
+    }
+
+    /// Waits for the frontend, maps its ring, binds its port and announces `Connected`. The caller drives
+    /// the returned session (its ``ConsoleBackSession/connection``) and closes it.
+    ///
+    /// OCaml: the first half of `Conback.Make.run` (up to writing state `Connected`) and `init`
+    public func connect() async throws(ConsoleError) -> ConsoleBackSession {
+        switch id.device {
+        case .primary: try await connectPrimary()
+        case .extra: try await connectExtra()
+        }
+    }
+
+    // MARK: - Extra consoles (xenbus handshake)
+
+    private func connectExtra() async throws(ConsoleError) -> ConsoleBackSession {
+        guard let backendPath = id.backendPath(backend: backendDomain) else { throw .closed }
+        let frontendKey = "\(backendPath)/\(ConsoleKeys.frontend)"
+        guard let frontendPath = try await readOptional(frontendKey) else { throw .missingKey(path: frontendKey) }
+        let statePath = "\(frontendPath)/\(ConsoleKeys.state)"
+        // Wait for the frontend to publish its ring (Initialised, or Connected as mirage's frontend writes).
+        try await waitUntil(path: statePath) { handle throws(XenStoreError) in
+            let text: String
+            do throws(XenStoreError) { text = try await handle.read(statePath) } catch .noEntry {
+                throw XenStoreError.again
+            }
+            let state = XenbusState(xenstoreValue: text)
+            guard state == .initialised || state == .connected else { throw XenStoreError.again }
+        }
+        let info = try ConsoleRingInfo(
+            directory: frontendPath,
+            ringRef: try await readOptional("\(frontendPath)/\(ConsoleKeys.ringRef)"),
+            port: try await readOptional("\(frontendPath)/\(ConsoleKeys.port)"))
+        let session = try attach(refs: [info.ringRef], port: info.port, frontendPath: frontendPath) {
+            client, frontendPath in
+            // The frontend is gone when its state says Closed or its directory vanished.
+            try await client.wait { handle in
+                let text: String
+                do throws(XenStoreError) {
+                    text = try await handle.read("\(frontendPath)/\(ConsoleKeys.state)")
+                } catch .noEntry {
+                    return
+                }
+                guard XenbusState(xenstoreValue: text) == .closed else { throw XenStoreError.again }
+            }
+        }
+        session.backendStatePath = "\(backendPath)/\(ConsoleKeys.state)"
+        do {
+            try await xenstore.immediate { handle throws(XenStoreError) in
+                try await handle.write("\(backendPath)/\(ConsoleKeys.state)", XenbusState.connected.xenstoreValue)
+            }
+        } catch {
+            await session.close()
+            throw .xenstore(op: "write", path: "\(backendPath)/\(ConsoleKeys.state)", underlying: error)
+        }
+        return session
+    }
+
+    // MARK: - Primary console (xenconsoled)
+
+    private func connectPrimary() async throws(ConsoleError) -> ConsoleBackSession {
+        let directory = id.frontendPath
+        let refPath = "\(directory)/\(ConsoleKeys.ringRef)"
+        let portPath = "\(directory)/\(ConsoleKeys.port)"
+        // The domain builder writes both before the guest runs; wait in case we are early.
+        try await waitUntil(path: directory) { handle throws(XenStoreError) in
+            do throws(XenStoreError) {
+                _ = try await handle.read(refPath)
+                _ = try await handle.read(portPath)
+            } catch .noEntry {
+                throw XenStoreError.again
+            }
+        }
+        let info = try ConsoleRingInfo(
+            directory: directory, ringRef: try await readOptional(refPath), port: try await readOptional(portPath))
+        // xenconsoled maps GNTTAB_RESERVED_CONSOLE first; ring-ref (a frame number there) is the fallback.
+        var refs = [GrantRef.reservedConsole]
+        if info.ringRef != .reservedConsole { refs.append(info.ringRef) }
+        return try attach(refs: refs, port: info.port, frontendPath: directory) { client, directory in
+            try await client.wait { handle in
+                do throws(XenStoreError) {
+                    _ = try await handle.read("\(directory)/\(ConsoleKeys.ringRef)")
+                } catch .noEntry {
+                    return
+                }
+                throw XenStoreError.again
+            }
+        }
+    }
+
+    // MARK: - Mapping and binding
+
+    /// Maps the first of `refs` that maps, binds `port`, adopts the ring and starts the session's tasks.
+    private func attach(
+        refs: [GrantRef], port: EventChannelPort, frontendPath: String,
+        frontendGone: @escaping @Sendable (XenStoreClient, String) async throws -> Void
+    ) throws(ConsoleError) -> ConsoleBackSession {
+        var mapped: GrantMappingHandle?
+        var lastError: GrantTableError?
+        for ref in refs where mapped == nil {
+            do throws(GrantTableError) {
+                mapped = GrantMappingHandle(try grantTable.map(domain: id.domain, ref: ref, writable: true))
+            } catch {
+                lastError = error
+            }
+        }
+        guard let mapping = mapped else {
+            throw .grant(op: "map \(refs) of dom\(id.domain)", underlying: lastError ?? .closed)
+        }
+        let ring: ConsoleRing
+        do throws(ConsoleRingError) {
+            ring = try ConsoleRing(page: mapping.buffer, side: .backend)
+        } catch {
+            try? mapping.unmap()
+            throw .protocolViolation(error)
+        }
+        let localPort: EventChannelPort
+        do throws(EventChannelError) {
+            localPort = try eventChannel.bindInterdomain(remote: id.domain, remotePort: port)
+        } catch {
+            try? mapping.unmap()
+            throw .eventChannel(op: "bind_interdomain dom\(id.domain):\(port)", underlying: error)
+        }
+        ring.connection = ConsoleRingLayout.connected
+        let channel = eventChannel
+        let connection = ConsoleConnection(ring: ring) { try? channel.notify(localPort) }
+        let session = ConsoleBackSession(
+            id: id, connection: connection, mapping: mapping, localPort: localPort, eventChannel: eventChannel,
+            xenstore: xenstore, frontendPath: frontendPath)
+        session.start(frontendGone: frontendGone)
+        // The guest may be blocked on a full ring or waiting for the connection flag.
+        try? channel.notify(localPort)
+        return session
+    }
+
+    // MARK: - Xenstore helpers
+
+    private func readOptional(_ path: String) async throws(ConsoleError) -> String? {
+        do throws(XenStoreError) {
+            return try await xenstore.immediate { handle throws(XenStoreError) in try await handle.read(path) }
+        } catch .noEntry {
+            return nil
+        } catch {
+            throw .xenstore(op: "read", path: path, underlying: error)
+        }
+    }
+
+    private func waitUntil(
+        path: String, _ condition: @escaping @Sendable (XenStoreHandle) async throws(XenStoreError) -> Void
+    ) async throws(ConsoleError) {
+        do {
+            try await xenstore.wait { handle in try await condition(handle) }
+        } catch is CancellationError {
+            throw .cancelled
+        } catch {
+            throw .xenstore(op: "wait", path: path, underlying: error)
+        }
+    }
+}

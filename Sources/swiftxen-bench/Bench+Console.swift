@@ -1,0 +1,73 @@
+import ConsoleBackend
+import SimulatedHypervisor
+import XenCore
+import XenStoreClient
+import XenStoreServer
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Console throughput: one extra console connected through the xenbus handshake on the simulated
+/// hypervisor; the guest prints N MiB and dom0's backend reads them (and the other way, through the smaller
+/// `in` ring). The peer, mirage's Conback, moves one ring-full per event the same way; there is no runnable
+/// OCaml peer here, so the numbers stand alone.
+func benchConsole() async throws {
+    let hypervisor = SimulatedHypervisor()
+    let server = XenStoreServer()
+    let dom0 = XenStoreClient(transport: server.connect(domain: .dom0))
+    let guest = try hypervisor.createDomain()
+    let guestStore = XenStoreClient(transport: server.connect(domain: guest.id))
+    let id = ConsoleID(domain: guest.id, device: .extra(1))
+    try await dom0.immediate { handle in
+        try await handle.write("/local/domain/\(guest.id.rawValue)/device", "")
+        try await handle.setperms(
+            "/local/domain/\(guest.id.rawValue)/device",
+            XenStorePermissions(owner: guest.id, acl: [.init(.read, .dom0)]))
+    }
+    try await ConsoleToolstack.createDevice(id, xenstore: dom0)
+    let back = ConsoleBack(
+        id: id, xenstore: dom0, grantTable: hypervisor.dom0.grantTable, eventChannel: hypervisor.dom0.eventChannel)
+    async let connected = back.connect()
+    let frontend = try await ConsoleFrontend.connect(
+        domain: guest.id, devid: 1, xenstore: guestStore, gntshr: guest.openGntshr(), eventChannel: guest.eventChannel)
+    let session = try await connected
+
+    let chunk = [UInt8](repeating: 0x41, count: 4096)
+    for (label, mebibytes, writer, reader) in [
+        ("guest -> backend (out, 2 KiB ring)", 64, frontend.connection, session.connection),
+        ("backend -> guest (in, 1 KiB ring)", 16, session.connection, frontend.connection),
+    ] {
+        let total = mebibytes << 20
+        let clock = ContinuousClock()
+        let start = clock.now
+        async let produced: Void = {
+            var sent = 0
+            while sent < total {
+                try await writer.write(chunk)
+                sent += chunk.count
+            }
+        }()
+        var received = 0
+        while received < total { received += try await reader.read(maximum: 4096).count }
+        try await produced
+        let elapsed = clock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let rate = Double(total) / seconds / 1_000_000
+        print("   console \(label): \(mebibytes) MiB in \(fixed(seconds, 2)) s = \(fixed(rate, 1)) MB/s")
+    }
+    await frontend.close()
+    await session.close()
+    await dom0.close()
+    await guestStore.close()
+}
+
+/// `value` with `digits` decimals (no Foundation in the bench).
+private func fixed(_ value: Double, _ digits: Int) -> String {
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let scaled = Int((value * scale).rounded())
+    let whole = scaled / Int(scale)
+    let fraction = String(scaled % Int(scale))
+    return "\(whole).\(String(repeating: "0", count: digits - fraction.count))\(fraction)"
+}
