@@ -167,7 +167,7 @@ let package = Package(
             name: "ConsoleTests",
             dependencies: ["ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient"]
         ),
-        .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice", "XenCore"]),
         .testTarget(
             name: "DomainUserdataTests",
             dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor"]
