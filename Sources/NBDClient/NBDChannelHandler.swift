@@ -1,5 +1,6 @@
 import NBDProtocol
 import NIOCore
+import NIOTLS
 import XenCore
 
 #if canImport(Glibc)
@@ -36,6 +37,9 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     private var failure: NBDError?
 
+    /// Completed when the TLS handshake under us finishes.
+    var tlsHandshake: EventLoopPromise<Void>?
+
     // Handshake mode.
     private var handshakeBytes: ByteBuffer?
     private var waiter: (count: Int, promise: EventLoopPromise<[UInt8]>)?
@@ -64,12 +68,25 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
         decodeAll(bytes)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted? = event as? TLSUserEvent {
+            tlsHandshake?.succeed()
+            tlsHandshake = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         fail(.disconnected)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let io = error as? IOError, io.errnoCode == ECONNRESET || io.errnoCode == EPIPE {
+            // The server went away: the same as an orderly close for everyone waiting.
+            fail(.disconnected)
+            return
+        }
         let text = String(describing: error)
         fail(String(reflecting: type(of: error)).contains("NIOSSL") ? .tlsFailed(text) : .io(text))
     }
@@ -83,6 +100,8 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
             self.waiter = nil
             waiter.promise.fail(error)
         }
+        tlsHandshake?.fail(error)
+        tlsHandshake = nil
         let pending = inFlight
         inFlight.removeAll()
         for (_, request) in pending {

@@ -132,7 +132,7 @@ public struct NBDReplyDecoder: Sendable {
                 guard fill(&input, to: need) else { return nil }
                 let payload = buffer
                 buffer.removeAll(keepingCapacity: true)
-                return try finishChunk(chunk, payload)
+                if let event = try finishChunk(chunk, payload) { return event }
             }
         }
     }

@@ -1,4 +1,5 @@
 import BlockDevice
+import Foundation
 import NBDClient
 import NBDProtocol
 import Testing
@@ -34,7 +35,7 @@ struct HostileServerTests {
                     do {
                         try await client.pread(into: [PageBuffer(pages: 1)], at: UInt64(index) * 4096)
                         return nil
-                    } catch { return error }
+                    } catch let error as NBDError { return error } catch { return .io("\(error)") }
                 }
             }
             var all: [NBDError?] = []
@@ -106,7 +107,7 @@ struct HostileServerTests {
             connection.write(writer.bytes + [UInt8](repeating: 7, count: 100))
         }
         let results = try await readsAgainst(server)
-        #expect(results.allSatisfy { $0 == .disconnected })
+        #expect(results.allSatisfy { $0 == .disconnected }, "\(results)")
     }
 
     @Test func unknownNonErrorChunkType() async throws {

@@ -21,6 +21,7 @@ final class NBDKit: @unchecked Sendable {
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nbdkit")
         var args = ["--foreground", "--exit-with-parent"] + extra
+        if ProcessInfo.processInfo.environment["NBDKIT_VERBOSE"] != nil { args.append("-v") }
         switch listen {
         case .unix:
             let path = directory.appendingPathComponent("nbd.sock").path
@@ -48,7 +49,8 @@ final class NBDKit: @unchecked Sendable {
 
     func stop() {
         if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
+            // SIGKILL: a child of the test runner may inherit a mask that blocks SIGTERM.
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(at: directory)

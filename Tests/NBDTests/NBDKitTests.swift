@@ -93,10 +93,10 @@ struct NBDKitTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let image = directory.appendingPathComponent("disk.img")
         try Data(pattern(1 << 20, seed: 5).bytes).write(to: image)
-        let server = try NBDKit(["file", image.path], extra: ["--filter=exportname", "exportname=alpha", "exportname=beta"])
+        let server = try NBDKit(["file", image.path, "exportname=alpha", "exportname=beta", "exportname-list=explicit"], extra: ["--filter=exportname"])
         defer { server.stop() }
         let channel = try await NBDChannel.connect(to: .unix(path: server.socketPath!))
-        let names = try NBDClient.list(channel).get()
+        let names = try await NBDClient.list(channel).get()
         #expect(names == ["alpha", "beta"])
         let client = try await NBDClient.connect(uri: server.uri())
         let size = try runTool("/usr/bin/nbdinfo", ["--size", server.uri()])
@@ -119,8 +119,7 @@ struct NBDKitTests {
 
     @Test func blockSizeIsObeyed() async throws {
         let server = try NBDKit(
-            ["memory", "size=1M"], extra: ["--filter=blocksize-policy", "blocksize-minimum=4096", "blocksize-maximum=65536",
-                "blocksize-preferred=4096"])
+            ["memory", "size=1M", "blocksize-minimum=4096", "blocksize-maximum=65536", "blocksize-preferred=4096"], extra: ["--filter=blocksize-policy"])
         defer { server.stop() }
         let client = try await NBDClient.connect(uri: server.uri())
         #expect(client.session.blockSize.minimum == 4096)

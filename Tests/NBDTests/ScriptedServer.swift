@@ -121,7 +121,8 @@ final class ScriptedServer: @unchecked Sendable {
         directory = NSTemporaryDirectory() + "nbdscript-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         path = directory + "/s.sock"
-        listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        self.listener = listener
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -133,7 +134,6 @@ final class ScriptedServer: @unchecked Sendable {
             }
         }
         guard rc == 0, listen(listener, 4) == 0 else { throw NBDKitError.notListening }
-        let listener = self.listener
         let thread = Thread {
             let fd = accept(listener, nil, nil)
             guard fd >= 0 else { return }
