@@ -23,7 +23,8 @@ enum CertificateName: Sendable, Equatable {
     /// True when `hostname` (a DNS name or an IP literal) is one of `names`. Wildcards match one whole
     /// left-most label only.
     static func matches(_ names: [CertificateName], hostname: String) -> Bool {
-        let host = hostname.lowercased().hasSuffix(".") ? String(hostname.lowercased().dropLast()) : hostname.lowercased()
+        let host =
+            hostname.lowercased().hasSuffix(".") ? String(hostname.lowercased().dropLast()) : hostname.lowercased()
         if let address = ipBytes(host) {
             return names.contains { $0 == .ip(address) }
         }

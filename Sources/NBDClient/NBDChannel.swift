@@ -67,11 +67,14 @@ public final class NBDChannel: Sendable {
         var bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(
                 ChannelOptions.recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 1 << 18, maximum: 1 << 20))
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 1 << 18, maximum: 1 << 20)
+            )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
             }
-        if case .tcp = endpoint { bootstrap = bootstrap.channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1) }
+        if case .tcp = endpoint {
+            bootstrap = bootstrap.channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+        }
         if let timeout { bootstrap = bootstrap.connectTimeout(TimeAmount.nanoseconds(timeout.nanoseconds)) }
         do {
             let channel: any Channel

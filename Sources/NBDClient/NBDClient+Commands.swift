@@ -14,7 +14,8 @@ extension NBDClient {
         let length = UInt64(buffers.reduce(0) { $0 + $1.count })
         try check(offset: offset, length: length, write: false)
         let futures = pieces(offset: offset, length: length).map { piece in
-            send(.read, offset: piece.offset, length: piece.length,
+            send(
+                .read, offset: piece.offset, length: piece.length,
                 buffers: Self.slices(buffers, from: Int(piece.offset - offset), count: Int(piece.length)))
         }
         _ = try await awaitAll(futures)
@@ -28,7 +29,8 @@ extension NBDClient {
         try check(offset: offset, length: length, write: true)
         let flags = try fuaFlag(fua)
         let futures = pieces(offset: offset, length: length).map { piece in
-            send(.write, flags: flags, offset: piece.offset, length: piece.length,
+            send(
+                .write, flags: flags, offset: piece.offset, length: piece.length,
                 payload: Self.slices(buffers, from: Int(piece.offset - offset), count: Int(piece.length)))
         }
         _ = try await awaitAll(futures)

@@ -82,7 +82,9 @@ public final class NBDClient: BlockDevice {
         }
         defer { timer?.cancel() }
         do {
-            return (channel, try await NBDNegotiator.negotiate(channel, export: uri.export, options: options.negotiation))
+            return (
+                channel, try await NBDNegotiator.negotiate(channel, export: uri.export, options: options.negotiation)
+            )
         } catch {
             await channel.close()
             throw error
@@ -119,7 +121,8 @@ public final class NBDClient: BlockDevice {
         _ channel: NBDChannel, export: String, options: NBDClientOptions = NBDClientOptions()
     ) async throws(NBDError) -> (client: NBDClient, size: UInt64, flags: NBDTransmissionFlags) {
         let session: NBDSession
-        do { session = try await NBDNegotiator.negotiate(channel, export: export, options: options.negotiation) } catch {
+        do { session = try await NBDNegotiator.negotiate(channel, export: export, options: options.negotiation) } catch
+        {
             await channel.close()
             throw error
         }

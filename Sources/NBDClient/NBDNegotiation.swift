@@ -64,7 +64,10 @@ enum NBDNegotiator {
             do {
                 let size = try reader.uint64()
                 let flags = try reader.uint32()
-                return ([], NBDExportInfo(size: size, flags: NBDTransmissionFlags(rawValue: UInt16(truncatingIfNeeded: flags))))
+                return (
+                    [],
+                    NBDExportInfo(size: size, flags: NBDTransmissionFlags(rawValue: UInt16(truncatingIfNeeded: flags)))
+                )
             } catch { throw .protocolError(error) }
         }
         var reader = NBDReader(try await channel.receive(2), what: "handshake flags")
@@ -185,7 +188,8 @@ enum NBDNegotiator {
                     sawExport = true
                 case .blockSize(let value):
                     guard value.isValid else {
-                        throw .protocolError(.unexpected("block size \(value.minimum)/\(value.preferred)/\(value.maximum)"))
+                        throw .protocolError(
+                            .unexpected("block size \(value.minimum)/\(value.preferred)/\(value.maximum)"))
                     }
                     session.blockSize = value
                 case .description(let text): session.description = text

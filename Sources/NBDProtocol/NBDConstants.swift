@@ -113,7 +113,9 @@ public enum NBDOptionReplyType: Sendable, Equatable {
         case 3: self = .info
         case 4: self = .metaContext
         default:
-            if rawValue & 0x8000_0000 != 0 { self = .error(NBDOptionError(rawValue: rawValue)) } else {
+            if rawValue & 0x8000_0000 != 0 {
+                self = .error(NBDOptionError(rawValue: rawValue))
+            } else {
                 self = .unknown(rawValue)
             }
         }

@@ -176,7 +176,8 @@ public enum NBDInfo: Sendable, Equatable {
         case .blockSize?:
             guard reader.remaining == 12 else { throw .truncated(what: "NBD_INFO_BLOCK_SIZE") }
             return .blockSize(
-                NBDBlockSize(minimum: try reader.uint32(), preferred: try reader.uint32(), maximum: try reader.uint32()))
+                NBDBlockSize(minimum: try reader.uint32(), preferred: try reader.uint32(), maximum: try reader.uint32())
+            )
         case nil: return .unknown(type)
         }
     }

@@ -112,11 +112,13 @@ public struct NBDReplyDecoder: Sendable {
                 let take = Int(min(remaining, UInt64(input.count)))
                 let slice = UnsafeRawBufferPointer(rebasing: input[0..<take])
                 input = UnsafeRawBufferPointer(rebasing: input[take...])
-                state = .data(cookie: cookie, offset: offset + UInt64(take), remaining: remaining - UInt64(take), done: done)
+                state = .data(
+                    cookie: cookie, offset: offset + UInt64(take), remaining: remaining - UInt64(take), done: done)
                 return .data(cookie: cookie, offset: offset, bytes: slice)
             case .header:
                 guard fill(&input, to: 4) else { return nil }
-                let magic = UInt32(buffer[0]) << 24 | UInt32(buffer[1]) << 16 | UInt32(buffer[2]) << 8 | UInt32(buffer[3])
+                let magic =
+                    UInt32(buffer[0]) << 24 | UInt32(buffer[1]) << 16 | UInt32(buffer[2]) << 8 | UInt32(buffer[3])
                 let size: Int
                 switch magic {
                 case NBDMagic.simpleReply where !extendedHeaders: size = 16
@@ -243,9 +245,13 @@ public struct NBDReplyDecoder: Sendable {
                 guard UInt64(count) * 16 == UInt64(reader.remaining), count > 0 else {
                     throw .truncated(what: "BLOCK_STATUS_EXT chunk")
                 }
-                for _ in 0..<count { extents.append(NBDExtent(length: try reader.uint64(), flags: try reader.uint64())) }
+                for _ in 0..<count {
+                    extents.append(NBDExtent(length: try reader.uint64(), flags: try reader.uint64()))
+                }
             } else {
-                guard reader.remaining % 8 == 0, reader.remaining > 0 else { throw .truncated(what: "BLOCK_STATUS chunk") }
+                guard reader.remaining % 8 == 0, reader.remaining > 0 else {
+                    throw .truncated(what: "BLOCK_STATUS chunk")
+                }
                 while reader.remaining > 0 {
                     extents.append(NBDExtent(length: UInt64(try reader.uint32()), flags: UInt64(try reader.uint32())))
                 }

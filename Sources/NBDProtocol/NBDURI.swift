@@ -117,7 +117,9 @@ public struct NBDURI: Sendable, Equatable, CustomStringConvertible {
             guard let close = hostPort.firstIndex(of: "]") else { throw .malformed("unterminated IPv6 literal") }
             host = String(hostPort[hostPort.index(after: hostPort.startIndex)..<close])
             let after = hostPort[hostPort.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+            if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else if !after.isEmpty {
                 throw .malformed("junk after IPv6 literal")
             }
         } else if let colon = hostPort.lastIndex(of: ":") {
@@ -129,10 +131,13 @@ public struct NBDURI: Sendable, Equatable, CustomStringConvertible {
         if host.isEmpty { host = "localhost" }
         var port = 10809
         if let portText, !portText.isEmpty {
-            guard let value = Int(portText), (1...65535).contains(value) else { throw .malformed("bad port \(portText)") }
+            guard let value = Int(portText), (1...65535).contains(value) else {
+                throw .malformed("bad port \(portText)")
+            }
             port = value
         }
-        self.init(endpoint: .tcp(host: try Self.decode(Substring(host)), port: port), export: export, tls: tls, query: query)
+        self.init(
+            endpoint: .tcp(host: try Self.decode(Substring(host)), port: port), export: export, tls: tls, query: query)
     }
 
     /// Percent-decodes a URI component.
@@ -164,7 +169,9 @@ public struct NBDURI: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         let scheme = (tls ? "nbds" : "nbd") + (endpoint.isUnix ? "+unix" : "")
         var text = "\(scheme)://"
-        if case .tcp(let host, let port) = endpoint { text += host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        if case .tcp(let host, let port) = endpoint {
+            text += host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        }
         text += "/\(export)"
         let pairs = query.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         if !pairs.isEmpty { text += "?" + pairs.joined(separator: "&") }

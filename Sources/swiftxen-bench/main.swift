@@ -1,6 +1,7 @@
 // swiftxen-bench: `make bench`. Each component contributes one benchmark group (Bench+<Component>.swift);
 // all groups run in one process, side by side with the peer named in their issue, and print ratios.
 let groups: [(name: String, run: () async throws -> Void)] = [
+    ("nbd", NBDBench.run),
 ]
 
 let only = CommandLine.arguments.dropFirst().first

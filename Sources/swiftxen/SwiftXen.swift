@@ -6,6 +6,6 @@ struct SwiftXen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftxen",
         abstract: "The Xen device stack in Swift: xenstore, grants, block, console, NBD, userdata.",
-        subcommands: []
+        subcommands: [NBDCommandGroup.self]
     )
 }

@@ -90,7 +90,8 @@ struct HostileServerTests {
         let server = try ScriptedServer { connection in
             guard connection.handshake() else { return }
             guard let request = connection.request() else { return }
-            connection.write(chunk(1, flags: 1, cookie: request.cookie, payload: be64(request.offset + 8192) + [1, 2, 3, 4]))
+            connection.write(
+                chunk(1, flags: 1, cookie: request.cookie, payload: be64(request.offset + 8192) + [1, 2, 3, 4]))
         }
         #expect(allFailedWithProtocolError(try await readsAgainst(server)))
     }
@@ -135,7 +136,10 @@ struct HostileServerTests {
             guard let first = connection.request() else { return }
             connection.write(chunk(0x8042, flags: 1, cookie: first.cookie, payload: [0, 0, 0, 5, 0, 0]))
             guard let second = connection.request() else { return }
-            connection.write(chunk(1, flags: 1, cookie: second.cookie, payload: be64(second.offset) + [UInt8](repeating: 9, count: 4096)))
+            connection.write(
+                chunk(
+                    1, flags: 1, cookie: second.cookie,
+                    payload: be64(second.offset) + [UInt8](repeating: 9, count: 4096)))
             _ = connection.request()
         }
         defer { server.stop() }
@@ -211,7 +215,8 @@ struct HostileServerTests {
     @Test func connectTimeoutOnSilentServer() async throws {
         let server = try ScriptedServer { _ in usleep(400_000) }
         defer { server.stop() }
-        await #expect(throws: NBDError.timedOut(operation: "NBD handshake with \(NBDEndpoint.unix(path: server.path))")) {
+        await #expect(throws: NBDError.timedOut(operation: "NBD handshake with \(NBDEndpoint.unix(path: server.path))"))
+        {
             try await NBDClient.connect(uri: server.uri, options: NBDClientOptions(connectTimeout: .milliseconds(50)))
         }
     }

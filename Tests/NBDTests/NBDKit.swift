@@ -104,7 +104,9 @@ final class NBDKit: @unchecked Sendable {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
@@ -142,22 +144,32 @@ func makeCertificates(in directory: URL) throws {
     let openssl = "/usr/bin/openssl"
     try runTool(
         openssl,
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/ca-key.pem", "-out", "\(dir)/ca-cert.pem",
-         "-days", "2", "-subj", "/CN=SwiftXen test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/ca-key.pem", "-out",
+            "\(dir)/ca-cert.pem",
+            "-days", "2", "-subj", "/CN=SwiftXen test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ])
     try runTool(
         openssl,
-        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/server-key.pem", "-out", "\(dir)/server.csr",
-         "-subj", "/CN=localhost"])
+        [
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/server-key.pem", "-out", "\(dir)/server.csr",
+            "-subj", "/CN=localhost",
+        ])
     let ext = "\(dir)/ext.cnf"
     try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n".write(
         toFile: ext, atomically: true, encoding: .utf8)
     try runTool(
         openssl,
-        ["x509", "-req", "-in", "\(dir)/server.csr", "-CA", "\(dir)/ca-cert.pem", "-CAkey", "\(dir)/ca-key.pem",
-         "-CAcreateserial", "-out", "\(dir)/server-cert.pem", "-days", "2", "-extfile", ext])
+        [
+            "x509", "-req", "-in", "\(dir)/server.csr", "-CA", "\(dir)/ca-cert.pem", "-CAkey", "\(dir)/ca-key.pem",
+            "-CAcreateserial", "-out", "\(dir)/server-cert.pem", "-days", "2", "-extfile", ext,
+        ])
     try runTool(
         openssl,
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/other-key.pem", "-out", "\(dir)/other-ca.pem",
-         "-days", "2", "-subj", "/CN=Unrelated CA"])
+        [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/other-key.pem", "-out",
+            "\(dir)/other-ca.pem",
+            "-days", "2", "-subj", "/CN=Unrelated CA",
+        ])
 }

@@ -93,14 +93,17 @@ struct NBDKitTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let image = directory.appendingPathComponent("disk.img")
         try Data(pattern(1 << 20, seed: 5).bytes).write(to: image)
-        let server = try NBDKit(["file", image.path, "exportname=alpha", "exportname=beta", "exportname-list=explicit"], extra: ["--filter=exportname"])
+        let server = try NBDKit(
+            ["file", image.path, "exportname=alpha", "exportname=beta", "exportname-list=explicit"],
+            extra: ["--filter=exportname"])
         defer { server.stop() }
         let channel = try await NBDChannel.connect(to: .unix(path: server.socketPath!))
         let names = try await NBDClient.list(channel).get()
         #expect(names == ["alpha", "beta"])
         let client = try await NBDClient.connect(uri: server.uri())
         let size = try runTool("/usr/bin/nbdinfo", ["--size", server.uri()])
-        #expect(String(decoding: size, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "\(client.size)")
+        #expect(
+            String(decoding: size, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "\(client.size)")
         let buffer = PageBuffer(pages: 256)
         try await client.pread(into: [buffer], at: 0)
         #expect(buffer.contentsEqual(pattern(1 << 20, seed: 5)))
@@ -119,7 +122,8 @@ struct NBDKitTests {
 
     @Test func blockSizeIsObeyed() async throws {
         let server = try NBDKit(
-            ["memory", "size=1M", "blocksize-minimum=4096", "blocksize-maximum=65536", "blocksize-preferred=4096"], extra: ["--filter=blocksize-policy"])
+            ["memory", "size=1M", "blocksize-minimum=4096", "blocksize-maximum=65536", "blocksize-preferred=4096"],
+            extra: ["--filter=blocksize-policy"])
         defer { server.stop() }
         let client = try await NBDClient.connect(uri: server.uri())
         #expect(client.session.blockSize.minimum == 4096)
@@ -130,7 +134,9 @@ struct NBDKitTests {
         let back = PageBuffer(pages: 256)
         try await client.pread(into: [back], at: 0)
         #expect(back.contentsEqual(data))
-        await #expect(throws: NBDError.self) { try await client.pread(into: [PageBuffer(pages: 1).slice(from: 0, count: 512)], at: 0) }
+        await #expect(throws: NBDError.self) {
+            try await client.pread(into: [PageBuffer(pages: 1).slice(from: 0, count: 512)], at: 0)
+        }
         await client.disconnect()
     }
 
@@ -158,7 +164,8 @@ struct NBDKitTests {
             }
             // Wrong CA: the certificate check fails.
             await #expect(throws: NBDError.self) {
-                try await NBDClient.connect(uri: server.uri(tls: true, query: "tls-ca-file=\(certs.path)/other-ca.pem&tls-hostname=localhost"))
+                try await NBDClient.connect(
+                    uri: server.uri(tls: true, query: "tls-ca-file=\(certs.path)/other-ca.pem&tls-hostname=localhost"))
             }
             // Wrong hostname: the hostname check fails.
             await #expect(throws: NBDError.self) {
@@ -170,7 +177,8 @@ struct NBDKitTests {
         let plain = try NBDKit(["memory", "size=1M"], extra: ["--tls=off"])
         defer { plain.stop() }
         await #expect(throws: NBDError.self) {
-            try await NBDClient.connect(uri: plain.uri(tls: true, query: "tls-certificates=\(certs.path)&tls-hostname=localhost"))
+            try await NBDClient.connect(
+                uri: plain.uri(tls: true, query: "tls-certificates=\(certs.path)&tls-hostname=localhost"))
         }
     }
 }

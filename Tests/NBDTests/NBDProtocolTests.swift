@@ -4,29 +4,38 @@ import Testing
 @Suite("NBDProtocol golden bytes")
 struct NBDProtocolTests {
     @Test func requestHeaderCompactAndExtended() {
-        let request = NBDRequest(flags: .fua, command: .write, cookie: 0x0102_0304_0506_0708, offset: 0x1000, length: 512)
+        let request = NBDRequest(
+            flags: .fua, command: .write, cookie: 0x0102_0304_0506_0708, offset: 0x1000, length: 512)
         #expect(
             request.encode()
-                == [0x25, 0x60, 0x95, 0x13, 0x00, 0x01, 0x00, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0x10, 0,
-                    0, 0, 2, 0])
+                == [
+                    0x25, 0x60, 0x95, 0x13, 0x00, 0x01, 0x00, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0x10, 0,
+                    0, 0, 2, 0,
+                ])
         #expect(
             request.encode(extended: true)
-                == [0x21, 0xe4, 0x1c, 0x71, 0x00, 0x01, 0x00, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0x10, 0,
-                    0, 0, 0, 0, 0, 0, 2, 0])
+                == [
+                    0x21, 0xe4, 0x1c, 0x71, 0x00, 0x01, 0x00, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0x10, 0,
+                    0, 0, 0, 0, 0, 0, 2, 0,
+                ])
     }
 
     @Test func optionGoEncoding() {
         let bytes = NBDOptionRequest.encode(.go, data: NBDOptionRequest.goData(export: "ab", requests: [.blockSize]))
         #expect(
             bytes
-                == [0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54, 0, 0, 0, 7, 0, 0, 0, 10, 0, 0, 0, 2, 0x61, 0x62, 0,
-                    1, 0, 3])
+                == [
+                    0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54, 0, 0, 0, 7, 0, 0, 0, 10, 0, 0, 0, 2, 0x61, 0x62, 0,
+                    1, 0, 3,
+                ])
     }
 
     @Test func greetingAndOptionReply() throws {
         let newstyle: [UInt8] = Array("NBDMAGIC".utf8) + Array("IHAVEOPT".utf8)
         #expect(try NBDGreeting.decode(newstyle) == .newstyle)
-        #expect(throws: NBDProtocolError.self) { try NBDGreeting.decode(Array("NBDMAGIX".utf8) + Array("IHAVEOPT".utf8)) }
+        #expect(throws: NBDProtocolError.self) {
+            try NBDGreeting.decode(Array("NBDMAGIX".utf8) + Array("IHAVEOPT".utf8))
+        }
         let reply: [UInt8] = [0, 3, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9, 0, 0, 0, 7, 0x80, 0, 0, 2, 0, 0, 0, 0]
         let header = try NBDOptionReplyHeader.decode(reply)
         #expect(header == NBDOptionReplyHeader(option: 7, type: .error(.policy), length: 0))
@@ -42,7 +51,8 @@ struct NBDProtocolTests {
             try NBDInfo.decode([0, 3, 0, 0, 0, 1, 0, 0, 0x10, 0, 0, 0x20, 0, 0])
                 == .blockSize(NBDBlockSize(minimum: 1, preferred: 4096, maximum: 0x200000)))
         #expect(throws: NBDProtocolError.self) { try NBDInfo.decode([0, 3, 0, 0]) }
-        #expect(try NBDOptionReplyData.metaContext([0, 0, 0, 9] + Array("base:allocation".utf8)) == (9, "base:allocation"))
+        #expect(
+            try NBDOptionReplyData.metaContext([0, 0, 0, 9] + Array("base:allocation".utf8)) == (9, "base:allocation"))
     }
 
     /// Feeds `bytes` whole and byte by byte; both must give the same events.
@@ -60,7 +70,8 @@ struct NBDProtocolTests {
                     var input = raw
                     while let event = try decoder.next(&input, lookup: { requests[$0] }) {
                         switch event {
-                        case .data(let cookie, let offset, let data): events.append("data \(cookie) \(offset) \(Array(data))")
+                        case .data(let cookie, let offset, let data):
+                            events.append("data \(cookie) \(offset) \(Array(data))")
                         default: events.append("\(event)")
                         }
                     }
@@ -94,7 +105,8 @@ struct NBDProtocolTests {
 
     @Test func simpleReadReply() throws {
         let reply: [UInt8] = [0x67, 0x44, 0x66, 0x98, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0xaa, 0xbb]
-        let events = try decode(reply, structured: false, requests: [5: NBDRequestInfo(command: .read, offset: 0, length: 2)])
+        let events = try decode(
+            reply, structured: false, requests: [5: NBDRequestInfo(command: .read, offset: 0, length: 2)])
         #expect(events == ["data 5 0 [170, 187]", "done(cookie: 5)"])
     }
 
@@ -136,7 +148,9 @@ struct NBDProtocolTests {
     @Test func hostileReplies() {
         let read = [UInt64(1): NBDRequestInfo(command: .read, offset: 0, length: 512)]
         // Wrong magic.
-        #expect(throws: NBDProtocolError.self) { try decode([1, 2, 3, 4] + [UInt8](repeating: 0, count: 12), requests: read) }
+        #expect(throws: NBDProtocolError.self) {
+            try decode([1, 2, 3, 4] + [UInt8](repeating: 0, count: 12), requests: read)
+        }
         // Unknown cookie.
         #expect(throws: NBDProtocolError.unknownCookie(2)) {
             try decode([0x67, 0x44, 0x66, 0x98, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], requests: read)

@@ -30,7 +30,9 @@ final class ScriptedServer: @unchecked Sendable {
         func write(_ bytes: [UInt8]) {
             var done = 0
             while done < bytes.count {
-                let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL)) }
+                let sent = bytes.withUnsafeBytes {
+                    Glibc.send(fd, $0.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
+                }
                 if sent <= 0 { return }
                 done += sent
             }
