@@ -150,16 +150,17 @@ public final class NBDChannel: Sendable {
     }
 }
 
-/// Awaits a future, keeping NBD errors typed.
-func wait<T: Sendable>(_ future: EventLoopFuture<T>) async throws(NBDError) -> T {
-    do {
-        return try await future.get()
-    } catch let error as NBDError {
-        throw error
-    } catch let error as NIOSSLError {
-        throw .tlsFailed(String(describing: error))
-    } catch {
-        throw .io(String(describing: error))
+/// Awaits a future, keeping NBD errors typed. Runs on the caller's executor (nonisolated(nonsending)), so a
+/// caller isolated to the connection's event loop (see ``NBDClient/executor``) resumes without a thread hop.
+nonisolated(nonsending) func wait<T: Sendable>(_ future: EventLoopFuture<T>) async throws(NBDError) -> T {
+    let result: Result<T, any Error> = await withUnsafeContinuation { continuation in
+        future.whenComplete { continuation.resume(returning: $0) }
+    }
+    switch result {
+    case .success(let value): return value
+    case .failure(let error as NBDError): throw error
+    case .failure(let error as NIOSSLError): throw .tlsFailed(String(describing: error))
+    case .failure(let error): throw .io(String(describing: error))
     }
 }
 

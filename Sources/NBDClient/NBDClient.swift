@@ -152,6 +152,13 @@ public final class NBDClient: BlockDevice {
     /// OCaml: not in OCaml (libnbd: `nbd_get_block_size(LIBNBD_SIZE_MAXIMUM)`)
     public var maxRequestBytes: Int { Int(maxRequest) }
 
+    /// The serial executor of the first connection's event loop. An actor that uses it as its executor
+    /// submits and completes `pread`/`pwrite` without any thread hop (requests are written inline and
+    /// replies resume it on the same thread), as libnbd's single-threaded aio loop does.
+    ///
+    /// OCaml: not in OCaml (Lwt runs everything on one thread)
+    public var executor: any SerialExecutor { channels[0].channel.eventLoop.executor }
+
     /// Bytes per sector of the ``BlockDevice`` view: 512, or the server's minimum block size if larger.
     public var sectorSize: Int { max(512, Int(session.blockSize.minimum)) }
 
@@ -190,7 +197,9 @@ public final class NBDClient: BlockDevice {
     }
 
     /// Awaits every future (never abandoning a submitted request), then throws the first failure.
-    func awaitAll(_ futures: [EventLoopFuture<NBDCompletion>]) async throws(NBDError) -> [NBDCompletion] {
+    nonisolated(nonsending) func awaitAll(_ futures: [EventLoopFuture<NBDCompletion>]) async throws(NBDError)
+        -> [NBDCompletion]
+    {
         var first: NBDError?
         var results: [NBDCompletion] = []
         results.reserveCapacity(futures.count)

@@ -91,29 +91,7 @@ enum NBDBench {
     }
 
     static func randomReads(_ client: NBDClient, depth: Int, seconds: Double) async throws -> Double {
-        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        let start = ContinuousClock.now
-        let total = try await withThrowingTaskGroup(of: Int.self) { group in
-            for worker in 0..<depth {
-                group.addTask {
-                    var generator = SystemRandomNumberGenerator()
-                    let buffer = PageBuffer(pages: 1)
-                    var count = 0
-                    _ = worker
-                    while ContinuousClock.now < deadline {
-                        for _ in 0..<64 {
-                            let block = UInt64.random(in: 0..<(size / 4096), using: &generator)
-                            try await client.pread(into: [buffer], at: block * 4096)
-                        }
-                        count += 64
-                    }
-                    return count
-                }
-            }
-            return try await group.reduce(0, +)
-        }
-        let elapsed = ContinuousClock.now - start
-        return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        try await RandomReader(client).run(depth: depth, seconds: seconds)
     }
 
     static func fio(uri: String, depth: Int, seconds: Int) throws -> Double {
@@ -160,5 +138,47 @@ enum NBDBench {
         try body()
         let elapsed = ContinuousClock.now - start
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+}
+
+/// Runs the random-read workers on the connection's event loop (like fio's single thread driving libnbd),
+/// so submitting and completing a request never crosses threads.
+actor RandomReader {
+    let client: NBDClient
+    nonisolated let unownedExecutor: UnownedSerialExecutor
+
+    init(_ client: NBDClient) {
+        self.client = client
+        self.unownedExecutor = client.executor.asUnownedSerialExecutor()
+    }
+
+    func run(depth: Int, seconds: Double) async throws -> Double {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        let start = ContinuousClock.now
+        let blocks = NBDBench.size / 4096
+        var total = 0
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<depth {
+                group.addTask { try await self.worker(until: deadline, blocks: blocks) }
+            }
+            while let count = try await group.next() { total += count }
+        }
+        let elapsed = ContinuousClock.now - start
+        return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+
+    /// One queue slot: synchronous-looking reads, isolated to the event loop.
+    private func worker(until deadline: ContinuousClock.Instant, blocks: UInt64) async throws -> Int {
+        var generator = SystemRandomNumberGenerator()
+        let buffer = PageBuffer(pages: 1)
+        var count = 0
+        while ContinuousClock.now < deadline {
+            for _ in 0..<64 {
+                let block = UInt64.random(in: 0..<blocks, using: &generator)
+                try await client.pread(into: [buffer], at: block * 4096)
+            }
+            count += 64
+        }
+        return count
     }
 }
