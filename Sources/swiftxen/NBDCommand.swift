@@ -38,10 +38,10 @@ struct NBDCommandGroup: AsyncParsableCommand {
 
         func run() async throws {
             let client = try await NBDClient.connect(uri: uri)
-            defer { Task { await client.disconnect() } }
             let session = client.session
             if size {
                 print(client.size)
+                await client.disconnect()
                 return
             }
             print("export=\"\(session.export)\":")
