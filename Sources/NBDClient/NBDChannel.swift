@@ -11,12 +11,14 @@ public struct NBDTLSOptions: Sendable, Equatable {
     public var caFile: String?
     /// PEM client certificate and key, when the server verifies clients.
     public var certificateFile: String?
+    /// The `keyFile` field.
     public var keyFile: String?
     /// The name the server certificate must carry (nil: the TCP host).
     public var hostname: String?
     /// False to skip certificate checks (the URI's `tls-verify-peer=false`).
     public var verifyPeer: Bool
 
+    /// Memberwise initializer.
     public init(
         caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, hostname: String? = nil,
         verifyPeer: Bool = true

@@ -14,6 +14,7 @@ public struct NBDClientOptions: Sendable, Equatable {
     /// Largest single request sent; larger reads and writes are split (capped by the server's maximum).
     public var maxRequestBytes: Int
 
+    /// Memberwise initializer.
     public init(
         negotiation: NBDNegotiationOptions = NBDNegotiationOptions(), connections: Int = 1,
         connectTimeout: Duration? = nil, requestTimeout: Duration? = nil, maxRequestBytes: Int = 32 << 20

@@ -40,6 +40,7 @@ public enum NBDError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Some other I/O failure of the transport.
     case io(String)
 
+    /// A readable rendering.
     public var description: String {
         switch self {
         case .connectFailed(let endpoint, let reason): "cannot connect to \(endpoint): \(reason)"

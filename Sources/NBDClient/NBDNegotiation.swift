@@ -13,6 +13,7 @@ public struct NBDNegotiationOptions: Sendable, Equatable {
     /// Metadata contexts to select (`base:allocation` by default).
     public var metaContexts: [String]
 
+    /// Memberwise initializer.
     public init(
         tls: NBDTLSOptions? = nil, structuredReplies: Bool = true, extendedHeaders: Bool = true,
         metaContexts: [String] = ["base:allocation"]

@@ -28,7 +28,9 @@ public enum NBDMagic {
 ///
 /// OCaml: `Nbd.Protocol.GlobalFlag`
 public struct NBDHandshakeFlags: OptionSet, Sendable, Hashable {
+    /// The wire value.
     public let rawValue: UInt16
+    /// Memberwise initializer.
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// `NBD_FLAG_FIXED_NEWSTYLE`.
     public static let fixedNewstyle = NBDHandshakeFlags(rawValue: 1 << 0)
@@ -40,7 +42,9 @@ public struct NBDHandshakeFlags: OptionSet, Sendable, Hashable {
 ///
 /// OCaml: `Nbd.Protocol.ClientFlag`
 public struct NBDClientFlags: OptionSet, Sendable, Hashable {
+    /// The wire value.
     public let rawValue: UInt32
+    /// Memberwise initializer.
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// `NBD_FLAG_C_FIXED_NEWSTYLE`.
     public static let fixedNewstyle = NBDClientFlags(rawValue: 1 << 0)
@@ -52,20 +56,35 @@ public struct NBDClientFlags: OptionSet, Sendable, Hashable {
 ///
 /// OCaml: `Nbd.Protocol.PerExportFlag`
 public struct NBDTransmissionFlags: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    /// The wire value.
     public let rawValue: UInt16
+    /// Memberwise initializer.
     public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// `hasFlags`.
     public static let hasFlags = NBDTransmissionFlags(rawValue: 1 << 0)
+    /// `readOnly`.
     public static let readOnly = NBDTransmissionFlags(rawValue: 1 << 1)
+    /// `sendFlush`.
     public static let sendFlush = NBDTransmissionFlags(rawValue: 1 << 2)
+    /// `sendFUA`.
     public static let sendFUA = NBDTransmissionFlags(rawValue: 1 << 3)
+    /// `rotational`.
     public static let rotational = NBDTransmissionFlags(rawValue: 1 << 4)
+    /// `sendTrim`.
     public static let sendTrim = NBDTransmissionFlags(rawValue: 1 << 5)
+    /// `sendWriteZeroes`.
     public static let sendWriteZeroes = NBDTransmissionFlags(rawValue: 1 << 6)
+    /// `sendDF`.
     public static let sendDF = NBDTransmissionFlags(rawValue: 1 << 7)
+    /// `canMultiConn`.
     public static let canMultiConn = NBDTransmissionFlags(rawValue: 1 << 8)
+    /// `sendResize`.
     public static let sendResize = NBDTransmissionFlags(rawValue: 1 << 9)
+    /// `sendCache`.
     public static let sendCache = NBDTransmissionFlags(rawValue: 1 << 10)
+    /// `sendFastZero`.
     public static let sendFastZero = NBDTransmissionFlags(rawValue: 1 << 11)
+    /// `blockStatusPayload`.
     public static let blockStatusPayload = NBDTransmissionFlags(rawValue: 1 << 12)
 
     private static let names: [(NBDTransmissionFlags, String)] = [
@@ -75,6 +94,7 @@ public struct NBDTransmissionFlags: OptionSet, Sendable, Hashable, CustomStringC
         (.blockStatusPayload, "block_status_payload"),
     ]
 
+    /// A readable rendering.
     public var description: String {
         Self.names.filter { contains($0.0) }.map(\.1).joined(separator: " ")
     }
@@ -147,6 +167,7 @@ public enum NBDOptionError: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A readable rendering.
     public var description: String {
         switch self {
         case .unsupported: "unsupported"
@@ -187,6 +208,7 @@ public enum NBDCommand: UInt16, Sendable, CustomStringConvertible {
     case writeZeroes = 6
     case blockStatus = 7
 
+    /// A readable rendering.
     public var description: String {
         switch self {
         case .read: "read"
@@ -205,13 +227,21 @@ public enum NBDCommand: UInt16, Sendable, CustomStringConvertible {
 ///
 /// OCaml: not in OCaml (ocaml-nbd sends no command flags)
 public struct NBDCommandFlags: OptionSet, Sendable, Hashable {
+    /// The wire value.
     public let rawValue: UInt16
+    /// Memberwise initializer.
     public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// `fua`.
     public static let fua = NBDCommandFlags(rawValue: 1 << 0)
+    /// `noHole`.
     public static let noHole = NBDCommandFlags(rawValue: 1 << 1)
+    /// `dontFragment`.
     public static let dontFragment = NBDCommandFlags(rawValue: 1 << 2)
+    /// `reqOne`.
     public static let reqOne = NBDCommandFlags(rawValue: 1 << 3)
+    /// `fastZero`.
     public static let fastZero = NBDCommandFlags(rawValue: 1 << 4)
+    /// `payloadLength`.
     public static let payloadLength = NBDCommandFlags(rawValue: 1 << 5)
 }
 
@@ -219,12 +249,19 @@ public struct NBDCommandFlags: OptionSet, Sendable, Hashable {
 ///
 /// OCaml: not in OCaml (ocaml-nbd has no structured replies)
 public enum NBDChunkType {
+    /// `none`.
     public static let none: UInt16 = 0
+    /// `offsetData`.
     public static let offsetData: UInt16 = 1
+    /// `offsetHole`.
     public static let offsetHole: UInt16 = 2
+    /// `blockStatus`.
     public static let blockStatus: UInt16 = 5
+    /// `blockStatusExtended`.
     public static let blockStatusExtended: UInt16 = 6
+    /// `error`.
     public static let error: UInt16 = 0x8001
+    /// `errorOffset`.
     public static let errorOffset: UInt16 = 0x8002
     /// `NBD_REPLY_FLAG_DONE`.
     public static let flagDone: UInt16 = 1
@@ -234,7 +271,9 @@ public enum NBDChunkType {
 ///
 /// OCaml: not in OCaml
 public struct NBDAllocationFlags: OptionSet, Sendable, Hashable {
+    /// The wire value.
     public let rawValue: UInt64
+    /// Memberwise initializer.
     public init(rawValue: UInt64) { self.rawValue = rawValue }
     /// `NBD_STATE_HOLE`: not allocated.
     public static let hole = NBDAllocationFlags(rawValue: 1 << 0)
@@ -264,6 +303,7 @@ public enum NBDErrno: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A readable rendering.
     public var description: String {
         switch self {
         case .eperm: "EPERM"

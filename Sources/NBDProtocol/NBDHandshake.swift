@@ -34,6 +34,7 @@ public struct NBDExportInfo: Sendable, Equatable {
     /// Transmission flags.
     public var flags: NBDTransmissionFlags
 
+    /// Memberwise initializer.
     public init(size: UInt64, flags: NBDTransmissionFlags) {
         self.size = size
         self.flags = flags
@@ -60,6 +61,7 @@ public struct NBDBlockSize: Sendable, Equatable {
     /// Maximum payload of one request.
     public var maximum: UInt32
 
+    /// Memberwise initializer.
     public init(minimum: UInt32, preferred: UInt32, maximum: UInt32) {
         self.minimum = minimum
         self.preferred = preferred
@@ -127,6 +129,7 @@ public struct NBDOptionReplyHeader: Sendable, Equatable {
     /// Size of the header on the wire.
     public static let size = 20
 
+    /// Memberwise initializer.
     public init(option: UInt32, type: NBDOptionReplyType, length: UInt32) {
         self.option = option
         self.type = type

@@ -5,10 +5,14 @@
 ///
 /// OCaml: not in OCaml (ocaml-nbd's `Mux` keeps only the handle)
 public struct NBDRequestInfo: Sendable, Equatable {
+    /// The `command` field.
     public var command: NBDCommand
+    /// The `offset` field.
     public var offset: UInt64
+    /// The `length` field.
     public var length: UInt64
 
+    /// Memberwise initializer.
     public init(command: NBDCommand, offset: UInt64, length: UInt64) {
         self.command = command
         self.offset = offset
@@ -31,6 +35,7 @@ public enum NBDReplyEvent: Equatable {
     /// The last reply for `cookie`.
     case done(cookie: UInt64)
 
+    /// Equality by content.
     public static func == (lhs: NBDReplyEvent, rhs: NBDReplyEvent) -> Bool {
         switch (lhs, rhs) {
         case (.data(let c1, let o1, let b1), .data(let c2, let o2, let b2)):
@@ -77,6 +82,7 @@ public struct NBDReplyDecoder: Sendable {
     private var state: State = .header
     private var buffer: [UInt8] = []
 
+    /// Memberwise initializer.
     public init(structuredReplies: Bool = false, extendedHeaders: Bool = false, maxBufferedChunk: Int = 1 << 24) {
         self.structuredReplies = structuredReplies
         self.extendedHeaders = extendedHeaders

@@ -15,6 +15,7 @@ public struct NBDRequest: Sendable, Equatable {
     /// Byte length (payload length for WRITE).
     public var length: UInt64
 
+    /// Memberwise initializer.
     public init(flags: NBDCommandFlags = [], command: NBDCommand, cookie: UInt64, offset: UInt64, length: UInt64) {
         self.flags = flags
         self.command = command
@@ -53,6 +54,7 @@ public struct NBDExtent: Sendable, Equatable {
     /// Context-specific flags (``NBDAllocationFlags`` for `base:allocation`).
     public var flags: UInt64
 
+    /// Memberwise initializer.
     public init(length: UInt64, flags: UInt64) {
         self.length = length
         self.flags = flags

@@ -9,6 +9,7 @@ public enum NBDEndpoint: Sendable, Equatable, CustomStringConvertible {
     /// A unix domain socket path.
     case unix(path: String)
 
+    /// A readable rendering.
     public var description: String {
         switch self {
         case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
@@ -24,6 +25,7 @@ public enum NBDURIError: Error, Sendable, Equatable, CustomStringConvertible {
     case unsupportedScheme(String)
     case malformed(String)
 
+    /// A readable rendering.
     public var description: String {
         switch self {
         case .unsupportedScheme(let scheme): "unsupported NBD URI scheme \(scheme)"
@@ -58,6 +60,7 @@ public struct NBDURI: Sendable, Equatable, CustomStringConvertible {
         return !["false", "0", "no", "off"].contains(value)
     }
 
+    /// Memberwise initializer.
     public init(endpoint: NBDEndpoint, export: String = "", tls: Bool = false, query: [String: String] = [:]) {
         self.endpoint = endpoint
         self.export = export
@@ -166,6 +169,7 @@ public struct NBDURI: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A readable rendering.
     public var description: String {
         let scheme = (tls ? "nbds" : "nbd") + (endpoint.isUnix ? "+unix" : "")
         var text = "\(scheme)://"

@@ -17,6 +17,7 @@ public enum NBDProtocolError: Error, Sendable, Equatable, CustomStringConvertibl
     /// A chunk type or reply that the spec says must end the connection.
     case unexpected(String)
 
+    /// A readable rendering.
     public var description: String {
         switch self {
         case .badMagic(let what, let got): "bad \(what) magic 0x\(String(got, radix: 16))"
