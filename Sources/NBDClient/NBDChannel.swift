@@ -152,10 +152,12 @@ public final class NBDChannel: Sendable {
     }
 }
 
-/// Awaits a future, keeping NBD errors typed. Runs on the caller's executor (nonisolated(nonsending)), so a
+/// Awaits a future, keeping NBD errors typed. The continuation is bound to the caller's isolation, so a
 /// caller isolated to the connection's event loop (see ``NBDClient/executor``) resumes without a thread hop.
-nonisolated(nonsending) func wait<T: Sendable>(_ future: EventLoopFuture<T>) async throws(NBDError) -> T {
-    let result: Result<T, any Error> = await withUnsafeContinuation { continuation in
+func wait<T: Sendable>(
+    _ future: EventLoopFuture<T>, isolation: isolated (any Actor)? = #isolation
+) async throws(NBDError) -> T {
+    let result: Result<T, any Error> = await withUnsafeContinuation(isolation: isolation) { continuation in
         future.whenComplete { continuation.resume(returning: $0) }
     }
     switch result {

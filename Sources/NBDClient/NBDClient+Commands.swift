@@ -10,7 +10,9 @@ extension NBDClient {
     /// of at most ``maxRequestBytes`` that are all in flight at once. Holes read as zeroes.
     ///
     /// OCaml: `Nbd.Client.read` (byte-addressed; libnbd: `nbd_pread`)
-    public nonisolated(nonsending) func pread(into buffers: [PageBuffer], at offset: UInt64) async throws(NBDError) {
+    public func pread(
+        into buffers: [PageBuffer], at offset: UInt64, isolation: isolated (any Actor)? = #isolation
+    ) async throws(NBDError) {
         let length = UInt64(buffers.reduce(0) { $0 + $1.count })
         try check(offset: offset, length: length, write: false)
         let futures = pieces(offset: offset, length: length).map { piece in
@@ -24,7 +26,9 @@ extension NBDClient {
     /// Writes `buffers` back to back from byte `offset`; `fua` forces them to stable storage first.
     ///
     /// OCaml: `Nbd.Client.write` (byte-addressed; libnbd: `nbd_pwrite`)
-    public nonisolated(nonsending) func pwrite(_ buffers: [PageBuffer], at offset: UInt64, fua: Bool = false)
+    public func pwrite(
+        _ buffers: [PageBuffer], at offset: UInt64, fua: Bool = false, isolation: isolated (any Actor)? = #isolation
+    )
         async throws(NBDError)
     {
         let length = UInt64(buffers.reduce(0) { $0 + $1.count })

@@ -197,7 +197,9 @@ public final class NBDClient: BlockDevice {
     }
 
     /// Awaits every future (never abandoning a submitted request), then throws the first failure.
-    nonisolated(nonsending) func awaitAll(_ futures: [EventLoopFuture<NBDCompletion>]) async throws(NBDError)
+    func awaitAll(
+        _ futures: [EventLoopFuture<NBDCompletion>], isolation: isolated (any Actor)? = #isolation
+    ) async throws(NBDError)
         -> [NBDCompletion]
     {
         var first: NBDError?
