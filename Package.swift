@@ -121,6 +121,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -187,7 +188,7 @@ let package = Package(
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
             ]
         ),
-        .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice", "XenCore"]),
         .testTarget(
             name: "DomainUserdataTests",
             dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor"]

@@ -5,6 +5,7 @@ let groups: [(name: String, run: () async throws -> Void)] = [
     ("grants", benchGrants),
     ("block", BlockBench.run),
     ("console", benchConsole),
+    ("nbd", NBDBench.run),
 ]
 
 let only = CommandLine.arguments.dropFirst().first

@@ -7,7 +7,8 @@ struct SwiftXen: AsyncParsableCommand {
         commandName: "swiftxen",
         abstract: "The Xen device stack in Swift: xenstore, grants, block, console, NBD, userdata.",
         subcommands: [
-            StoreCommand.self, BlockCommand.self, ConsoleCommand.self, UserdataCommand.self, DemoCommand.self,
+            StoreCommand.self, BlockCommand.self, ConsoleCommand.self, NBDCommandGroup.self, UserdataCommand.self,
+            DemoCommand.self,
         ]
     )
 }

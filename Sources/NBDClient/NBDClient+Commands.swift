@@ -1,0 +1,195 @@
+public import BlockDevice
+public import NBDProtocol
+import NIOCore
+public import XenCore
+
+// MARK: - Byte-addressed commands (libnbd's API surface)
+
+extension NBDClient {
+    /// Reads `buffers.count` bytes... back to back from byte `offset` into `buffers`, split into requests
+    /// of at most ``maxRequestBytes`` that are all in flight at once. Holes read as zeroes.
+    ///
+    /// OCaml: `Nbd.Client.read` (byte-addressed; libnbd: `nbd_pread`)
+    public func pread(
+        into buffers: [PageBuffer], at offset: UInt64, isolation: isolated (any Actor)? = #isolation
+    ) async throws(NBDError) {
+        let length = UInt64(buffers.reduce(0) { $0 + $1.count })
+        try check(offset: offset, length: length, write: false)
+        let futures = pieces(offset: offset, length: length).map { piece in
+            send(
+                .read, offset: piece.offset, length: piece.length,
+                buffers: Self.slices(buffers, from: Int(piece.offset - offset), count: Int(piece.length)))
+        }
+        _ = try await awaitAll(futures)
+    }
+
+    /// Writes `buffers` back to back from byte `offset`; `fua` forces them to stable storage first.
+    ///
+    /// OCaml: `Nbd.Client.write` (byte-addressed; libnbd: `nbd_pwrite`)
+    public func pwrite(
+        _ buffers: [PageBuffer], at offset: UInt64, fua: Bool = false, isolation: isolated (any Actor)? = #isolation
+    )
+        async throws(NBDError)
+    {
+        let length = UInt64(buffers.reduce(0) { $0 + $1.count })
+        try check(offset: offset, length: length, write: true)
+        let flags = try fuaFlag(fua)
+        let futures = pieces(offset: offset, length: length).map { piece in
+            send(
+                .write, flags: flags, offset: piece.offset, length: piece.length,
+                payload: Self.slices(buffers, from: Int(piece.offset - offset), count: Int(piece.length)))
+        }
+        _ = try await awaitAll(futures)
+    }
+
+    /// `NBD_CMD_FLUSH`: every completed write reaches stable storage. A no-op when the server has no
+    /// write cache to flush (it does not advertise `SEND_FLUSH`).
+    ///
+    /// OCaml: not in OCaml (Mirage_block 3 has no flush; libnbd: `nbd_flush`)
+    public func flushWrites() async throws(NBDError) {
+        if closed { throw .disconnected }
+        guard flags.contains(.sendFlush) else { return }
+        _ = try await awaitAll([send(.flush, offset: 0, length: 0)])
+    }
+
+    /// `NBD_CMD_TRIM`: the range's contents become unspecified.
+    ///
+    /// OCaml: not in OCaml (libnbd: `nbd_trim`)
+    public func trim(at offset: UInt64, length: UInt64, fua: Bool = false) async throws(NBDError) {
+        try check(offset: offset, length: length, write: true)
+        guard flags.contains(.sendTrim) else { throw .unsupported("trim") }
+        try await rangeCommand(.trim, flags: try fuaFlag(fua), offset: offset, length: length)
+    }
+
+    /// `NBD_CMD_WRITE_ZEROES`. `noHole` asks the server to allocate; `fastZero` asks it to fail with
+    /// `ENOTSUP` rather than zero slowly.
+    ///
+    /// OCaml: not in OCaml (libnbd: `nbd_zero`)
+    public func writeZeroes(
+        at offset: UInt64, length: UInt64, fua: Bool = false, noHole: Bool = false, fastZero: Bool = false
+    ) async throws(NBDError) {
+        try check(offset: offset, length: length, write: true)
+        guard flags.contains(.sendWriteZeroes) else { throw .unsupported("write_zeroes") }
+        var commandFlags = try fuaFlag(fua)
+        if noHole { commandFlags.insert(.noHole) }
+        if fastZero {
+            guard flags.contains(.sendFastZero) else { throw .unsupported("fast_zero") }
+            commandFlags.insert(.fastZero)
+        }
+        try await rangeCommand(.writeZeroes, flags: commandFlags, offset: offset, length: length)
+    }
+
+    /// `NBD_CMD_CACHE`: asks the server to prefetch the range.
+    ///
+    /// OCaml: not in OCaml (libnbd: `nbd_cache`)
+    public func cache(at offset: UInt64, length: UInt64) async throws(NBDError) {
+        try check(offset: offset, length: length, write: false)
+        guard flags.contains(.sendCache) else { throw .unsupported("cache") }
+        try await rangeCommand(.cache, flags: [], offset: offset, length: length)
+    }
+
+    /// `NBD_CMD_BLOCK_STATUS` for a negotiated metadata context (`base:allocation` by default): the
+    /// extents the server describes from `offset` (they may cover less than `length`, or a little more).
+    ///
+    /// OCaml: not in OCaml (libnbd: `nbd_block_status`)
+    public func blockStatus(at offset: UInt64, length: UInt64, context: String = "base:allocation")
+        async throws(NBDError) -> [NBDExtent]
+    {
+        try check(offset: offset, length: length, write: false)
+        guard let id = session.metaContexts[context] else { throw .unsupported("metadata context \(context)") }
+        let length = min(length, Self.rangeLimit(session))
+        let results = try await awaitAll([send(.blockStatus, offset: offset, length: length)])
+        return results.flatMap { $0.extents.filter { $0.contextID == id }.flatMap(\.extents) }
+    }
+
+    // MARK: - Helpers
+
+    private var closed: Bool { !isOpen }
+
+    private func fuaFlag(_ fua: Bool) throws(NBDError) -> NBDCommandFlags {
+        guard fua else { return [] }
+        guard flags.contains(.sendFUA) else { throw .unsupported("FUA") }
+        return .fua
+    }
+
+    /// Largest length of a command without payload: 32 bits in compact headers (kept aligned).
+    private static func rangeLimit(_ session: NBDSession) -> UInt64 {
+        let minimum = UInt64(max(session.blockSize.minimum, 1))
+        let limit: UInt64 = session.extendedHeaders ? 1 << 40 : (1 << 32) - 1
+        return limit - limit % max(minimum, 4096)
+    }
+
+    private func rangeCommand(_ command: NBDCommand, flags: NBDCommandFlags, offset: UInt64, length: UInt64)
+        async throws(NBDError)
+    {
+        let limit = Self.rangeLimit(session)
+        var futures: [EventLoopFuture<NBDCompletion>] = []
+        var at = offset
+        while at < offset + length {
+            let take = min(limit, offset + length - at)
+            futures.append(send(command, flags: flags, offset: at, length: take))
+            at += take
+        }
+        _ = try await awaitAll(futures)
+    }
+
+    /// The pieces of the concatenation of `buffers` covering `count` bytes from byte `start`.
+    static func slices(_ buffers: [PageBuffer], from start: Int, count: Int) -> [PageBuffer] {
+        if buffers.count == 1 { return [buffers[0].slice(from: start, count: count)] }
+        var result: [PageBuffer] = []
+        var position = start
+        var left = count
+        for buffer in buffers where left > 0 {
+            if position >= buffer.count {
+                position -= buffer.count
+                continue
+            }
+            let take = min(buffer.count - position, left)
+            result.append(buffer.slice(from: position, count: take))
+            left -= take
+            position = 0
+        }
+        return result
+    }
+}
+
+// MARK: - BlockDevice (sector-addressed, Mirage_block.S)
+
+extension NBDClient {
+    /// Reads whole sectors from `sector` into `buffers`.
+    ///
+    /// OCaml: `Nbd.Client.read`
+    public func read(at sector: UInt64, into buffers: [PageBuffer]) async throws(BlockError) {
+        let info = await info()
+        _ = try info.validate(sector: sector, buffers: buffers)
+        do { try await pread(into: buffers, at: sector * UInt64(info.sectorSize)) } catch { throw error.blockError }
+    }
+
+    /// Writes whole sectors from `buffers` starting at `sector`.
+    ///
+    /// OCaml: `Nbd.Client.write`
+    public func write(at sector: UInt64, from buffers: [PageBuffer]) async throws(BlockError) {
+        let info = await info()
+        guard info.readWrite else { throw .isReadOnly }
+        _ = try info.validate(sector: sector, buffers: buffers)
+        do { try await pwrite(buffers, at: sector * UInt64(info.sectorSize)) } catch { throw error.blockError }
+    }
+
+    /// `NBD_CMD_FLUSH` (a no-op when the server does not advertise it).
+    ///
+    /// OCaml: not in OCaml (libnbd: `nbd_flush`)
+    public func flush() async throws(BlockError) {
+        do { try await flushWrites() } catch { throw error.blockError }
+    }
+
+    /// `NBD_CMD_TRIM` of `count` sectors from `sector`.
+    ///
+    /// OCaml: not in OCaml (libnbd: `nbd_trim`)
+    public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
+        let info = await info()
+        guard info.readWrite else { throw .isReadOnly }
+        try info.validate(sector: sector, count: count)
+        let size = UInt64(info.sectorSize)
+        do { try await trim(at: sector * size, length: count * size) } catch { throw error.blockError }
+    }
+}

@@ -1,1 +1,0 @@
-// NBDClient: see the issue that builds it. This file keeps the target non-empty until then.
