@@ -50,7 +50,6 @@ extension BlockFront {
         do { geometry = try SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: 1 << order) } catch {
             throw .resources("\(error)")
         }
-        let persistent = options.persistentGrants && features.persistent
         // Grant references for data pages: what the table has left after the rings, minus a margin for other
         // devices. A request never needs more than that, so the largest request is capped by it too.
         // Through gntshr the budget is the option's share of gntalloc's limit instead.
@@ -109,13 +108,17 @@ extension BlockFront {
             disk = try await publishAndWait(
                 rings: rings.compactMap { setup in
                     setup.port.map { BlkifQueueInfo(ringRefs: setup.refs, eventChannel: $0) }
-                }, order: order, persistent: persistent, frontend: frontend, backend: backend, store: store)
+                }, order: order, persistent: options.persistentGrants, frontend: frontend, backend: backend,
+                store: store)
         } catch {
             // Nothing was connected: give back the rings and ports and tell the backend we are gone.
             for setup in rings { setup.release(grants: grants, events: events) }
             try? await store.write(frontend + "/state", XenbusState.closed.xenstoreValue)
             throw error
         }
+        // Linux xen-blkback (since 6.0) writes `feature-persistent` only when it connects, so both sides offer
+        // first (as Linux xen-blkfront does) and the backend's Connected-time key decides.
+        let persistent = options.persistentGrants && disk.persistent
         let units = UInt64(disk.sectorSize / Blkif.sectorUnit)
         let deviceInfo = BlockDeviceInfo(
             readWrite: disk.isWritable, sectorSize: disk.sectorSize, sizeSectors: disk.sectors / units)

@@ -56,12 +56,13 @@ enum BlockFrontChecks {
             let front = try await within(60, "BlockFront.connect") {
                 try await BlockFront.connect(
                     "\(virtualDevice)", store: bus, grants: try XenGrantTable(), events: try XenEventChannel(),
-                    options: BlockFrontOptions(domain: .dom0, deviceClass: deviceClass))
+                    options: BlockFrontOptions(domain: .dom0, queues: 2, deviceClass: deviceClass))
             }
             let negotiated = front.negotiated
             let backendFeatures = negotiated.backend
             report.detail(
-                "ring pages \(negotiated.ringPages), segments/request \(negotiated.segmentsPerRequest), "
+                "queues \(negotiated.queues) of \(backendFeatures.maxQueues), ring pages \(negotiated.ringPages), "
+                    + "segments/request \(negotiated.segmentsPerRequest), "
                     + "persistent \(negotiated.persistentGrants), flush \(backendFeatures.flush), "
                     + "discard \(backendFeatures.discard), max-ring-page-order \(backendFeatures.maxRingPageOrder)")
             do {
@@ -89,6 +90,9 @@ enum BlockFrontChecks {
         try require(try await bus.state(of: backendPath) == .connected, "backend not Connected")
         try require(try await bus.state(of: frontendPath) == .connected, "frontend not Connected")
         let negotiated = front.negotiated
+        if negotiated.backend.persistent {
+            try require(negotiated.persistentGrants, "backend offers persistent grants, not in use")
+        }
         if negotiated.backend.maxRingPageOrder > 0 {
             try require(negotiated.ringPages > 1, "backend offers a multi-page ring, \(negotiated.ringPages) used")
         }
