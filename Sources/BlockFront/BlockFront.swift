@@ -15,7 +15,8 @@ public import XenCore
 ///
 /// It negotiates every feature blkif.h defines (multi-page rings, multi-queue, indirect descriptors over up
 /// to 8 pages, persistent grants, flush, barrier, discard), accepts buffers of any whole number of sectors
-/// (copied through granted pages), and keeps many requests in flight. The backend is untrusted.
+/// (copied through granted pages), and keeps many requests in flight. The backend is untrusted. Its pages are
+/// granted with `grantAccess`, or shared through gntshr where the grant table cannot export (dom0 userspace).
 ///
 /// OCaml: `Blkfront` (`Blkfront.connect`, `Mirage_block.S`)
 public final class BlockFront: BlockDevice {
