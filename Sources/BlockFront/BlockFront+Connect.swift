@@ -17,7 +17,7 @@ extension BlockFront {
         options: BlockFrontOptions
     ) async throws(BlockFrontError) -> BlockFront {
         guard let handle = VirtualDeviceNumber.parse(id) else { throw .unknownDevice(id) }
-        let frontend = "/local/domain/\(options.domain)/device/vbd/\(handle)"
+        let frontend = "/local/domain/\(options.domain)/device/\(options.deviceClass)/\(handle)"
         func xs<T>(_ path: String, _ body: () async throws -> T) async throws(BlockFrontError) -> T {
             do { return try await body() } catch let error as BlockFrontError { throw error } catch {
                 throw .xenstore(path: path, underlying: "\(error)")
@@ -50,12 +50,17 @@ extension BlockFront {
         do { geometry = try SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: 1 << order) } catch {
             throw .resources("\(error)")
         }
-        let persistent = options.persistentGrants && features.persistent
         // Grant references for data pages: what the table has left after the rings, minus a margin for other
         // devices. A request never needs more than that, so the largest request is capped by it too.
+        // Through gntshr the budget is the option's share of gntalloc's limit instead.
+        let sharer: (any GntshrBackend)?
+        do { sharer = try await pickSharer(grants: grants, options: options, backend: backendDomain) } catch {
+            throw .resources("\(error)")
+        }
         let refBudget = max(
             2 * (Blkif.maxDirectSegments + Blkif.maxIndirectPages),
-            min(8192, grants.refs.freeCount - queueCount * (1 << order) - 64))
+            sharer == nil
+                ? min(8192, grants.refs.freeCount - queueCount * (1 << order) - 64) : options.maxSharedPages)
         let segments =
             features.maxIndirectSegments > Blkif.maxDirectSegments
             ? max(
@@ -64,41 +69,56 @@ extension BlockFront {
                     features.maxIndirectSegments, options.maxIndirectSegments, Blkif.maxIndirectSegments,
                     refBudget - Blkif.maxIndirectPages))
             : Blkif.maxDirectSegments
-        var rings: [(FrontRing, [GrantRef], EventChannelPort, PageBuffer)] = []
+        var rings: [FrontRingSetup] = []
         do {
             for _ in 0..<queueCount {
-                let memory = PageBuffer(pages: 1 << order)
-                let ring = try FrontRing(initialising: memory, geometry: geometry)
-                var refs: [GrantRef] = []
-                for page in memory.pages {
-                    let ref = try await grants.refs.get()
-                    try grants.grantAccess(ref, to: backendDomain, writable: true, page: page)
-                    refs.append(ref)
+                var setup = FrontRingSetup()
+                do {
+                    if let sharer {
+                        let share = SharedPagesHandle(
+                            try sharer.sharePages(with: backendDomain, count: 1 << order, writable: true))
+                        setup.share = share
+                        setup.memory = share.buffer
+                        setup.refs = share.refs
+                        guard share.refs.count == 1 << order else {
+                            throw BlockFrontError.resources("gntshr shared \(share.refs.count) ring page(s)")
+                        }
+                    } else {
+                        setup.memory = PageBuffer(pages: 1 << order)
+                        for page in setup.memory.pages {
+                            let ref = try await grants.refs.get()
+                            setup.refs.append(ref)
+                            try grants.grantAccess(ref, to: backendDomain, writable: true, page: page)
+                        }
+                    }
+                    setup.ring = try FrontRing(initialising: setup.memory, geometry: geometry)
+                    setup.port = try events.bindUnboundPort(remote: backendDomain)
+                } catch {
+                    setup.release(grants: grants, events: events)
+                    throw error
                 }
-                let port = try events.bindUnboundPort(remote: backendDomain)
-                rings.append((ring, refs, port, memory))
+                rings.append(setup)
             }
         } catch {
-            for (_, refs, port, _) in rings {
-                for ref in refs where (try? grants.endAccess(ref)) != nil { _ = grants.refs.put(ref) }
-                try? events.unbind(port)
-            }
+            for setup in rings { setup.release(grants: grants, events: events) }
             throw .resources("\(error)")
         }
         let disk: BlkifBackendInfo
         do throws(BlockFrontError) {
             disk = try await publishAndWait(
-                rings: rings.map { BlkifQueueInfo(ringRefs: $0.1, eventChannel: $0.2) }, order: order,
-                persistent: persistent, frontend: frontend, backend: backend, store: store)
+                rings: rings.compactMap { setup in
+                    setup.port.map { BlkifQueueInfo(ringRefs: setup.refs, eventChannel: $0) }
+                }, order: order, persistent: options.persistentGrants, frontend: frontend, backend: backend,
+                store: store)
         } catch {
             // Nothing was connected: give back the rings and ports and tell the backend we are gone.
-            for (_, refs, port, _) in rings {
-                try? events.unbind(port)
-                for ref in refs where (try? grants.endAccess(ref)) != nil { _ = grants.refs.put(ref) }
-            }
+            for setup in rings { setup.release(grants: grants, events: events) }
             try? await store.write(frontend + "/state", XenbusState.closed.xenstoreValue)
             throw error
         }
+        // Linux xen-blkback (since 6.0) writes `feature-persistent` only when it connects, so both sides offer
+        // first (as Linux xen-blkfront does) and the backend's Connected-time key decides.
+        let persistent = options.persistentGrants && disk.persistent
         let units = UInt64(disk.sectorSize / Blkif.sectorUnit)
         let deviceInfo = BlockDeviceInfo(
             readWrite: disk.isWritable, sectorSize: disk.sectorSize, sizeSectors: disk.sectors / units)
@@ -110,23 +130,46 @@ extension BlockFront {
             ringPages: 1 << order, queues: queueCount, segmentsPerRequest: segments, persistentGrants: persistent)
 
         let violation = ViolationSink()
-        let queues = rings.enumerated().map { index, ring in
-            FrontQueue(index: index, ring: ring.0, ringRefs: ring.1, port: ring.2, events: events) { why in
-                violation.report(why)
-            }
+        var queues: [FrontQueue] = []
+        for (index, setup) in rings.enumerated() {
+            // Every setup in `rings` completed, so ring and port are set.
+            guard let ring = setup.ring, let port = setup.port else { continue }
+            queues.append(
+                FrontQueue(index: index, ring: ring, ringRefs: setup.refs, port: port, events: events) { why in
+                    violation.report(why)
+                })
         }
         let front = BlockFront(
             frontendPath: frontend, backendPath: backend, backendDomain: backendDomain, handle: handle,
             deviceInfo: deviceInfo, negotiated: negotiated, store: store, grants: grants, events: events,
             queues: queues,
             pages: FrontDataPages(
-                grants: grants, backend: backendDomain, persistent: persistent,
+                grants: grants, sharer: sharer, backend: backendDomain, persistent: persistent,
                 capacity: max(segments + Blkif.maxIndirectPages, refBudget)),
-            ringPages: rings.map(\.3))
+            ringPages: rings.map(\.memory), ringShares: rings.compactMap(\.share))
         violation.attach(front)
         front.startPolling()
         try await xs(frontend) { try await store.write(frontend + "/state", XenbusState.connected.xenstoreValue) }
         return front
+    }
+
+    /// The gntshr interface to share pages through: the option's, else `XenGntshr` when the grant table
+    /// cannot export (probed with one grant), else nil (`grantAccess`).
+    private static func pickSharer(
+        grants: any GrantTableBackend, options: BlockFrontOptions, backend: DomainID
+    ) async throws -> (any GntshrBackend)? {
+        if let gntshr = options.gntshr { return gntshr }
+        let ref = try await grants.refs.get()
+        defer { _ = grants.refs.put(ref) }
+        do {
+            try grants.grantAccess(ref, to: backend, writable: false, page: PageBuffer(pages: 1))
+        } catch .unsupported {
+            return try XenGntshr()
+        } catch {
+            return nil  // Some other refusal: the grantAccess path reports it properly.
+        }
+        try? grants.endAccess(ref)
+        return nil
     }
 
     /// Publishes the transport keys with state Initialised, waits for the backend's Connected and reads the
@@ -152,6 +195,25 @@ extension BlockFront {
         guard state == .connected else { throw .backendState(state, path: backend) }
         let diskKeys = try await xs(backend) { try await store.readKeys(BlkifBackendInfo.keyNames, in: backend) }
         do { return try BlkifBackendInfo(keys: diskKeys) } catch { throw .badKey(error, path: backend) }
+    }
+}
+
+/// One queue's ring while it is being built: released as a whole if any step fails.
+struct FrontRingSetup {
+    var memory = PageBuffer(pages: 1)
+    var refs: [GrantRef] = []
+    var share: SharedPagesHandle?
+    var ring: FrontRing?
+    var port: EventChannelPort?
+
+    /// Unbinds the port and ends the grants (or unshares the gntshr pages).
+    func release(grants: any GrantTableBackend, events: any EventChannelBackend) {
+        if let port { try? events.unbind(port) }
+        if let share {
+            try? share.unshare()
+        } else {
+            for ref in refs where (try? grants.endAccess(ref)) != nil { _ = grants.refs.put(ref) }
+        }
     }
 }
 

@@ -15,7 +15,8 @@ public import XenCore
 ///
 /// It negotiates every feature blkif.h defines (multi-page rings, multi-queue, indirect descriptors over up
 /// to 8 pages, persistent grants, flush, barrier, discard), accepts buffers of any whole number of sectors
-/// (copied through granted pages), and keeps many requests in flight. The backend is untrusted.
+/// (copied through granted pages), and keeps many requests in flight. The backend is untrusted. Its pages are
+/// granted with `grantAccess`, or shared through gntshr where the grant table cannot export (dom0 userspace).
 ///
 /// OCaml: `Blkfront` (`Blkfront.connect`, `Mirage_block.S`)
 public final class BlockFront: BlockDevice {
@@ -38,6 +39,8 @@ public final class BlockFront: BlockDevice {
     let queues: [FrontQueue]
     let pages: FrontDataPages
     let ringPages: [PageBuffer]
+    /// The rings' gntshr allocations (empty on the `grantAccess` path).
+    let ringShares: [SharedPagesHandle]
     private let next = Atomic<Int>(0)
     private let closed = Mutex<(done: Bool, failure: BlockFrontError?)>((false, nil))
     private let pollers: Mutex<[Task<Void, Never>]> = Mutex([])
@@ -47,8 +50,9 @@ public final class BlockFront: BlockDevice {
         frontendPath: String, backendPath: String, backendDomain: DomainID, handle: UInt32,
         deviceInfo: BlockDeviceInfo, negotiated: BlockFrontNegotiated, store: any XenbusStore,
         grants: any GrantTableBackend, events: any EventChannelBackend, queues: [FrontQueue], pages: FrontDataPages,
-        ringPages: [PageBuffer]
+        ringPages: [PageBuffer], ringShares: [SharedPagesHandle] = []
     ) {
+        self.ringShares = ringShares
         self.frontendPath = frontendPath
         self.backendPath = backendPath
         self.backendDomain = backendDomain
@@ -323,6 +327,9 @@ public final class BlockFront: BlockDevice {
         for queue in queues { try? events.unbind(queue.port) }
         for task in pollers.withLock({ $0 }) { await task.value }
         pages.releaseAll()
+        // gntshr revokes a share only once the backend unmapped it.
+        for share in ringShares { try? share.unshare() }
+        guard ringShares.isEmpty else { return }
         // A backend that still maps a ring page keeps it: its ref is leaked rather than reused.
         for queue in queues {
             for ref in queue.ringRefs where (try? grants.endAccess(ref)) != nil { _ = grants.refs.put(ref) }

@@ -1,3 +1,4 @@
+public import GrantTable
 public import XenCore
 
 /// What a frontend asks for; each is capped by what the backend advertises.
@@ -14,12 +15,27 @@ public struct BlockFrontOptions: Sendable {
     public var maxIndirectSegments: Int
     /// Use persistent grants when the backend offers them.
     public var persistentGrants: Bool
+    /// Share ring, indirect and data pages through this gntshr interface instead of `grantAccess`. When nil
+    /// and the grant table cannot export (``GrantTable/XenGrantTable`` in userspace: `.unsupported`), the
+    /// frontend opens ``GrantTable/XenGntshr`` (`/dev/xen/gntalloc`) itself.
+    public var gntshr: (any GntshrBackend)?
+    /// Most data and indirect pages shared through gntshr at once (gntalloc's `limit` parameter caps every
+    /// user of the device together, 1024 pages by default). Ignored on the `grantAccess` path.
+    public var maxSharedPages: Int
+    /// The device class of the frontend directory (`/local/domain/<domain>/device/<class>/<id>`). A backend
+    /// finds its frontend through its `frontend` key, so another class keeps a kernel xen-blkfront of the
+    /// same domain from claiming the device.
+    public var deviceClass: String
 
     /// Defaults close to Linux xen-blkfront's.
     public init(
         domain: DomainID, maxRingPageOrder: Int = 4, queues: Int = 1, maxIndirectSegments: Int = 256,
-        persistentGrants: Bool = true
+        persistentGrants: Bool = true, gntshr: (any GntshrBackend)? = nil, maxSharedPages: Int = 512,
+        deviceClass: String = "vbd"
     ) {
+        self.gntshr = gntshr
+        self.maxSharedPages = maxSharedPages
+        self.deviceClass = deviceClass
         self.domain = domain
         self.maxRingPageOrder = maxRingPageOrder
         self.queues = queues

@@ -12,10 +12,16 @@ struct GrantedPage: Sendable {
 /// granted once, read-write, and reused for every later request, so the backend can keep it mapped; without
 /// them each request grants fresh references and ends access once its response arrived.
 ///
+/// With a gntshr interface (userspace on real Xen, where `grantAccess` is unavailable) every page comes from
+/// `sharePages` and stays granted until disconnect: a pool that grows on demand up to `capacity`, reused by
+/// every request whether or not persistent grants were negotiated.
+///
 /// OCaml: not in mirage-block-xen (no persistent grants); Linux xen-blkfront `get_free_grant`/`persistent_gnts`
 final class FrontDataPages: Sendable {
     private struct State {
         var free: [GrantedPage] = []
+        /// The gntshr allocations backing the pool, unshared at disconnect.
+        var shares: [SharedPagesHandle] = []
         var spare: [PageBuffer] = []
         /// Pages that may still be taken: requests reserve their whole count at once, so concurrent requests
         /// holding partial sets of grant references can never starve each other.
@@ -28,10 +34,15 @@ final class FrontDataPages: Sendable {
     let capacity: Int
     private let grants: any GrantTableBackend
     private let backend: DomainID
+    private let sharer: (any GntshrBackend)?
     private let state: Mutex<State>
 
-    init(grants: any GrantTableBackend, backend: DomainID, persistent: Bool, capacity: Int) {
+    init(
+        grants: any GrantTableBackend, sharer: (any GntshrBackend)? = nil, backend: DomainID, persistent: Bool,
+        capacity: Int
+    ) {
         self.grants = grants
+        self.sharer = sharer
         self.backend = backend
         self.persistent = persistent
         self.capacity = capacity
@@ -81,6 +92,7 @@ final class FrontDataPages: Sendable {
     }
 
     private func takeReserved(_ count: Int, backendWrites: Bool) async throws(BlockFrontError) -> [GrantedPage] {
+        if let sharer { return try takeShared(count, sharer: sharer) }
         if persistent {
             var pages = state.withLock { state -> [GrantedPage] in
                 let n = min(count, state.free.count)
@@ -132,11 +144,40 @@ final class FrontDataPages: Sendable {
         }
     }
 
+    /// Pages from the shared pool, sharing one more contiguous block for whatever the pool lacks.
+    private func takeShared(_ count: Int, sharer: any GntshrBackend) throws(BlockFrontError) -> [GrantedPage] {
+        var pages = state.withLock { state -> [GrantedPage] in
+            let n = min(count, state.free.count)
+            defer { state.free.removeLast(n) }
+            return Array(state.free.suffix(n))
+        }
+        let missing = count - pages.count
+        guard missing > 0 else { return pages }
+        let share: SharedPagesHandle
+        do {
+            share = SharedPagesHandle(try sharer.sharePages(with: backend, count: missing, writable: true))
+        } catch {
+            state.withLock { $0.free.append(contentsOf: pages) }
+            throw .resources("sharing \(missing) page(s) through gntshr: \(error)")
+        }
+        // A backend implementation that hands back the wrong number of refs must not make us index past them.
+        guard share.refs.count == missing, share.buffer.count >= missing * xenPageSize else {
+            try? share.unshare()
+            state.withLock { $0.free.append(contentsOf: pages) }
+            throw .resources("gntshr shared \(share.refs.count) page(s), asked for \(missing)")
+        }
+        for (index, ref) in share.refs.enumerated() {
+            pages.append(GrantedPage(page: share.buffer.slice(from: index * xenPageSize, count: xenPageSize), ref: ref))
+        }
+        state.withLock { $0.shares.append(share) }
+        return pages
+    }
+
     /// Returns pages after their request completed.
     func give(_ pages: [GrantedPage]) {
         guard !pages.isEmpty else { return }
         defer { unreserve(pages.count) }
-        if persistent {
+        if persistent || sharer != nil {
             state.withLock { $0.free.append(contentsOf: pages) }
             return
         }
@@ -155,16 +196,24 @@ final class FrontDataPages: Sendable {
     /// Pages of a request abandoned on a protocol failure: the backend may still write them, so they are
     /// never reused; their grants are ended where possible.
     func abandon(_ pages: [GrantedPage]) {
+        // Shared pages stay granted until disconnect; the abandoned ones are simply never handed out again.
+        guard sharer == nil else { return unreserve(pages.count) }
         for granted in pages where (try? grants.endAccess(granted.ref)) != nil { _ = grants.refs.put(granted.ref) }
         unreserve(pages.count)
     }
 
-    /// Ends every persistent grant (at disconnect, after the backend unmapped).
+    /// Ends every persistent grant and unshares the gntshr pool (at disconnect, after the backend unmapped;
+    /// gntshr defers freeing pages a misbehaving backend still maps).
     func releaseAll() {
-        let pages = state.withLock { state -> [GrantedPage] in
-            defer { state.free.removeAll() }
-            return state.free
+        let (pages, shares) = state.withLock { state -> ([GrantedPage], [SharedPagesHandle]) in
+            defer {
+                state.free.removeAll()
+                state.shares.removeAll()
+            }
+            return (state.free, state.shares)
         }
+        for share in shares { try? share.unshare() }
+        guard sharer == nil else { return }
         for granted in pages where (try? grants.endAccess(granted.ref)) != nil { _ = grants.refs.put(granted.ref) }
     }
 }

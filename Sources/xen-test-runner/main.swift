@@ -19,5 +19,6 @@ await GrantTableChecks.run(report)
 await XenStoreClientChecks.run(report)
 await ConversationReplay.run(report, daemon: variant)
 await BlockBackChecks.run(report)
+await BlockFrontChecks.run(report)
 
 exit(report.finish())
