@@ -13,9 +13,10 @@ final class DescriptorStream: Sendable {
     enum WriteMode: Sendable {
         /// `send(MSG_DONTWAIT)` with any chunking; leftovers are finished by the I/O thread.
         case stream
-        /// One whole xenstore packet per `write(2)` (the xenbus device drops bytes beyond the first packet of
-        /// a write); a write failing with an errno (older kernels, WATCH/UNWATCH) is answered with a
-        /// synthesised `XS_ERROR` reply so that the request does not hang.
+        /// The xenbus device: one whole xenstore packet per `write(2)` (the device drops bytes beyond the
+        /// first packet of a write), and only one packet at the device until its reply is read back
+        /// (`XenbusDeviceGate` says why); a write failing with an errno (older kernels, WATCH/UNWATCH) is
+        /// answered with a synthesised `XS_ERROR` reply so that the request does not hang.
         case packetPerWrite
     }
 
@@ -57,6 +58,8 @@ final class DescriptorStream: Sendable {
     let jobs = Mutex(JobQueue())
     /// The I/O thread's `pthread_self()`, so that jobs it enqueues itself need no wake-up.
     let ioThread = Atomic<UInt>(0)
+    /// Device mode: which packet may be written when (one at the device at a time).
+    private let gate = Mutex(XenbusDeviceGate())
     /// Held while handing bytes to the reader or receiver, so that deliveries from the I/O thread, from a
     /// writer (synthesised device errors) and from `startPushing` (bytes queued before) never reorder.
     private let delivery = Mutex(())
@@ -116,9 +119,15 @@ final class DescriptorStream: Sendable {
 
     func write(_ bytes: [UInt8]) async throws(DescriptorError) {
         guard !bytes.isEmpty else { return }
+        if mode == .packetPerWrite {
+            // Queued behind the packet at the device (if any); the I/O thread writes it once that one's
+            // reply is read. Done here means accepted, as a socket's buffer accepts bytes.
+            guard !ended.load(ordering: .acquiring) else { throw DescriptorError(operation: "write", errno: EPIPE) }
+            if let first = gate.withLock({ $0.submit(bytes) }) { writeToDevice(first) }
+            return
+        }
         let result = await withUnsafeContinuation {
             (continuation: UnsafeContinuation<Result<Void, DescriptorError>, Never>) in
-            var synthesized: [UInt8] = []
             let (now, wake) = writes.withLock { writes -> (Result<Void, DescriptorError>?, Bool) in
                 if ended.load(ordering: .acquiring) {
                     return (.failure(DescriptorError(operation: "write", errno: EPIPE)), false)
@@ -127,23 +136,14 @@ final class DescriptorStream: Sendable {
                     writes.append(PendingWrite(bytes: bytes, offset: 0, continuation: continuation))
                     return (nil, false)
                 }
-                switch mode {
-                case .stream:
-                    let sent = sendNow(bytes, from: 0)
-                    switch sent {
-                    case .failure(let error): return (.failure(error), false)
-                    case .success(let offset) where offset == bytes.count: return (.success(()), false)
-                    case .success(let offset):
-                        writes.append(PendingWrite(bytes: bytes, offset: offset, continuation: continuation))
-                        return (nil, true)
-                    }
-                case .packetPerWrite:
-                    synthesized = writePackets(bytes)
-                    return (.success(()), false)
+                switch sendNow(bytes, from: 0) {
+                case .failure(let error): return (.failure(error), false)
+                case .success(let offset) where offset == bytes.count: return (.success(()), false)
+                case .success(let offset):
+                    writes.append(PendingWrite(bytes: bytes, offset: offset, continuation: continuation))
+                    return (nil, true)
                 }
             }
-            // Refused device writes come back as error replies, in order with everything else received.
-            if !synthesized.isEmpty { received(synthesized) }
             if wake { signal() }
             if let now { continuation.resume(returning: now) }
         }
@@ -172,27 +172,23 @@ final class DescriptorStream: Sendable {
         return .success(offset)
     }
 
-    /// Writes each whole packet of `bytes` with its own `write(2)`; returns synthesised error replies for the
-    /// packets the device refused.
-    private func writePackets(_ bytes: [UInt8]) -> [UInt8] {
-        var synthesized: [UInt8] = []
-        var start = 0
-        while start + 16 <= bytes.count {
-            let length = Int(XenbusDeviceFraming.word(bytes, start + 12))
-            let end = min(bytes.count, start + 16 + length)
-            let status = bytes.withUnsafeBytes { buffer -> Int32 in
+    /// Writes `first`, the packet the gate just let through, with one `write(2)`. A packet the device refuses
+    /// (an errno, nothing queued) is answered with a synthesised `XS_ERROR` reply, and the next waiting
+    /// packet goes in its place.
+    private func writeToDevice(_ first: [UInt8]) {
+        var next: [UInt8]? = first
+        while let packet = next {
+            let status = packet.withUnsafeBytes { buffer -> Int32 in
+                guard let base = buffer.baseAddress else { return EINVAL }
                 while true {
-                    let count = Glibc.write(descriptor, buffer.baseAddress! + start, end - start)
-                    if count >= 0 { return 0 }
+                    if Glibc.write(descriptor, base, buffer.count) >= 0 { return 0 }
                     if errno != EINTR { return errno }
                 }
             }
-            if status != 0 {
-                synthesized += XenbusDeviceFraming.errorReply(for: bytes, at: start, errno: status)
-            }
-            start = end
+            guard status != 0 else { return }
+            deliver(XenbusDeviceFraming.errorReply(for: packet, at: 0, errno: status))
+            next = gate.withLock { $0.writeFailed() }
         }
-        return synthesized
     }
 
     // MARK: - Closing
@@ -206,6 +202,7 @@ final class DescriptorStream: Sendable {
             return state.reader
         }
         ended.store(true, ordering: .releasing)
+        gate.withLock { $0.close() }
         let pending = writes.withLock { writes in
             defer { writes = [] }
             return writes
@@ -278,8 +275,15 @@ final class DescriptorStream: Sendable {
         state.withLock { $0.threadRunning = false }
     }
 
-    /// Hands received bytes to the receiver (push mode) or the parked reader, or queues them.
+    /// Bytes read from the descriptor: on the device, a reply lets the next packet in (written first, so that
+    /// its round trip overlaps the delivery); then the bytes are delivered.
     private func received(_ bytes: [UInt8]) {
+        if mode == .packetPerWrite, let next = gate.withLock({ $0.received(bytes) }) { writeToDevice(next) }
+        deliver(bytes)
+    }
+
+    /// Hands bytes to the receiver (push mode) or the parked reader, or queues them.
+    private func deliver(_ bytes: [UInt8]) {
         delivery.withLock { _ in
             let (pusher, reader) = state.withLock {
                 state -> (Pusher?, UnsafeContinuation<Result<[UInt8]?, DescriptorError>, Never>?) in
@@ -354,6 +358,7 @@ final class DescriptorStream: Sendable {
             return state.queue.isEmpty ? state.reader : nil
         }
         ended.store(true, ordering: .releasing)
+        gate.withLock { $0.close() }
         let pending = writes.withLock { writes in
             defer { writes = [] }
             return writes

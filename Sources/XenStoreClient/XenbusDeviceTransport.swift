@@ -6,6 +6,14 @@ public import XenStoreProtocol
 /// (older kernels with req_id 0, which `XenStoreClient` accepts; a refused WATCH/UNWATCH comes back as a
 /// failed `write`, turned here into an `XS_ERROR` reply to that request).
 ///
+/// Requests are serialised, not pipelined: the device is given the next request only once the reply to the
+/// previous one has been read. The kernel does restore our req_id in every reply (`caller_req_id`), but it
+/// keeps pointing at the request body in its one per-file write buffer until its xenbus thread has copied
+/// the body to the ring, so a second `write(2)` in between would send the first request's header with the
+/// second request's body, and the reply to another request's question would come back under the first
+/// request's req_id (`XenbusDeviceGate` has the details). The client may still have any number of
+/// requests outstanding; they wait in the transport and go one round trip at a time, as libxenstore's do.
+///
 /// OCaml: not in OCaml (libxenstore's `xs_open` device fallback; mirage uses the ring directly)
 public final class XenbusDeviceTransport: XenStoreTransport {
     let stream: DescriptorStream
