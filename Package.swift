@@ -168,7 +168,7 @@ let package = Package(
         .testTarget(name: "CXenTests", dependencies: ["CXen", "XenStoreProtocol", "BlkifProtocol", "XenCore"]),
         .testTarget(name: "XenCoreTests", dependencies: ["XenCore"]),
         .testTarget(name: "XenStoreProtocolTests", dependencies: ["XenStoreProtocol"]),
-        .testTarget(name: "XenStoreServerTests", dependencies: ["XenStoreServer", "XenStoreProtocol"]),
+        .testTarget(name: "XenStoreServerTests", dependencies: ["XenStoreServer", "XenStoreProtocol", "XenCore"]),
         .testTarget(name: "XenStoreClientTests", dependencies: ["XenStoreClient", "XenStoreServer"]),
         .testTarget(
             name: "GrantTableTests",

@@ -53,7 +53,7 @@ enum BlockBench {
         }
         let source = PageBuffer(pages: deviceBytes / 4096)
         let target = PageBuffer(pages: 1)
-        var generator = BenchRandom(seed: 7)
+        var generator = SplitMix64(seed: 7)
         var memcpyRandom = Timing.worst
         for _ in 0..<rounds {
             memcpyRandom = memcpyRandom.best(
@@ -107,7 +107,7 @@ enum BlockBench {
                 group.addTask {
                     let buffer = PageBuffer(pages: 1)
                     // A cheap generator: SystemRandomNumberGenerator is a getrandom(2) call per number.
-                    var generator = BenchRandom(seed: UInt64.random(in: 0...UInt64.max))
+                    var generator = SplitMix64(seed: UInt64.random(in: 0...UInt64.max))
                     for _ in 0..<perTask {
                         let sector = UInt64.random(in: 0..<(sectors / 8), using: &generator) * 8
                         try await front.read(at: sector, into: [buffer])
@@ -159,15 +159,3 @@ struct Timing {
     }
 }
 
-/// SplitMix64: a few instructions per number, so the benchmark measures I/O, not random numbers.
-struct BenchRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

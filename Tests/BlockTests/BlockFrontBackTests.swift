@@ -105,7 +105,7 @@ import XenCore
             for task in 0..<16 {
                 group.addTask {
                     var model = [UInt8](repeating: 0, count: Int(regionSectors) * 512)
-                    var generator = SplitMix(seed: UInt64(task))
+                    var generator = SplitMix64(seed: UInt64(task))
                     let base = UInt64(task) * regionSectors
                     var bad = 0
                     for op in 0..<640 {
@@ -219,18 +219,6 @@ import XenCore
     }
 }
 
-/// A deterministic generator for the stress test.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// FNV-1a, the checksum of the stress test.
 func fnv(_ bytes: [UInt8]) -> UInt64 {

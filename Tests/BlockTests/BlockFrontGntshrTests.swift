@@ -84,7 +84,7 @@ import XenCore
             for task in 0..<8 {
                 group.addTask {
                     var model = [UInt8](repeating: 0, count: Int(regionSectors) * 512)
-                    var generator = SplitMix(seed: UInt64(task) + 100)
+                    var generator = SplitMix64(seed: UInt64(task) + 100)
                     let base = UInt64(task) * regionSectors
                     var bad = 0
                     for op in 0..<200 {

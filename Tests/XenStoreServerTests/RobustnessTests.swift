@@ -56,7 +56,7 @@ import XenStoreServer
     @Test func randomGarbageNeverCrashesOrDisturbsOthers() async throws {
         let server = XenStoreServer()
         let neighbour = TestClient(server.connect())
-        var generator = SplitMix(seed: 0x5EED)
+        var generator = SplitMix64(seed: 0x5EED)
         for _ in 0..<200 {
             let fuzz = server.connect(domain: DomainID(UInt16(generator.next() % 3)))
             var bytes: [UInt8] = []
@@ -160,18 +160,6 @@ import XenStoreServer
     }
 }
 
-/// A small deterministic generator (tests must be reproducible).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 extension XenStoreHeader {
     var bytes: [UInt8] {
