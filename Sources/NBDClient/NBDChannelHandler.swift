@@ -117,10 +117,14 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     func read(_ count: Int) -> EventLoopFuture<[UInt8]> {
         eventLoop.flatSubmit { [self] in
             let promise = eventLoop.makePromise(of: [UInt8].self)
-            if let failure {
-                promise.fail(failure)
-            } else if waiter != nil {
+            if waiter != nil {
                 promise.fail(NBDError.io("concurrent handshake reads"))
+            } else if let available = handshakeBytes?.readableBytes, available >= count {
+                // Bytes that arrived before the server hung up are still the server's answer: decode them
+                // (a bad greeting must be reported as such, not as a closed connection).
+                promise.succeed(handshakeBytes!.readBytes(length: count) ?? [])
+            } else if let failure {
+                promise.fail(failure)
             } else {
                 waiter = (count, promise)
                 serveWaiter()
