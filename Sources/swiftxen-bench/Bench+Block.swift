@@ -158,4 +158,3 @@ struct Timing {
         return Timing(wall: end.0 - start.0, cpu: end.1 - start.1)
     }
 }
-

@@ -20,7 +20,9 @@ struct DemoCommand: AsyncParsableCommand {
     /// The demo's parts, in order. Append a section per component.
     static let sections: [Section] = [
         Section(title: "xenstore: the in-memory xenstored driven by the stock xenstore-* tools", run: xenstoreSection),
-        Section(title: "block: BlockFront <-> BlockBack serving a disk image on the simulated hypervisor", run: blockSection),
+        Section(
+            title: "block: BlockFront <-> BlockBack serving a disk image on the simulated hypervisor", run: blockSection
+        ),
         Section(title: "console: a simulated guest prints through its PV console onto a pty", run: consoleSection),
     ]
 

@@ -219,7 +219,6 @@ import XenCore
     }
 }
 
-
 /// FNV-1a, the checksum of the stress test.
 func fnv(_ bytes: [UInt8]) -> UInt64 {
     var hash: UInt64 = 0xCBF2_9CE4_8422_2325

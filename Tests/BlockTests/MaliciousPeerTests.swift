@@ -164,7 +164,8 @@ import XenCore
         request(
             13, .okay,
             .indirect(
-                .init(operation: .write, segmentCount: 1, handle: 0, id: 13, sector: 16, indirectGrants: [indirectRef])))
+                .init(operation: .write, segmentCount: 1, handle: 0, id: 13, sector: 16, indirectGrants: [indirectRef]))
+        )
         if ring.pushRequests() { try events.notify(port) }
 
         var answered: [UInt64: BlkifStatus] = [:]

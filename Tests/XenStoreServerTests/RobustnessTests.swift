@@ -160,7 +160,6 @@ import XenStoreServer
     }
 }
 
-
 extension XenStoreHeader {
     var bytes: [UInt8] {
         var buffer: [UInt8] = []
