@@ -1,6 +1,7 @@
 import ConsoleBackend
 import EventChannel
 import GrantTable
+import Synchronization
 import XenCore
 import XenStoreClient
 
@@ -16,7 +17,8 @@ import XenStoreClient
 enum ConsoleChecks {
     /// Well away from anything a toolstack would create for dom0.
     static let devid: UInt32 = 7
-    static let guestToBackend = 1024 * 1024
+    /// Every 2 KiB ring-full is an event round trip through two poll threads of an emulated (TCG) dom0.
+    static let guestToBackend = 256 * 1024
     static let backendToGuest = 64 * 1024
 
     static func run(_ report: Report) async {
@@ -77,9 +79,14 @@ enum ConsoleChecks {
         // Guest → backend: the writer blocks on the 2 KiB out ring until the backend drains it.
         let sent = pattern(count: guestToBackend, seed: 0x5a)
         let writer = Task { try await front.write(sent) }
-        let received = try await within(90, "backend reads \(guestToBackend) B") {
-            try await drain(count: guestToBackend) { try await session.connection.read() }
+        let backendProgress = Progress()
+        var started = Progress.now()
+        let received = try await withProgress(backendProgress, state: { state(front: front, session: session) }) {
+            try await within(100, "backend reads \(guestToBackend) B") {
+                try await drain(count: guestToBackend, into: backendProgress) { try await session.connection.read() }
+            }
         }
+        let guestSeconds = Progress.now() - started
         try await within(30, "frontend write returns") { try await writer.value }
         try require(received.count == sent.count, "backend got \(received.count) of \(sent.count) B")
         try require(checksum(received) == checksum(sent), "guest→backend checksum differs")
@@ -87,9 +94,16 @@ enum ConsoleChecks {
         // Backend → guest: the 1 KiB in ring.
         let typed = pattern(count: backendToGuest, seed: 0xa5)
         let typer = Task { try await session.write(typed) }
-        let got = try await within(60, "frontend reads \(backendToGuest) B") {
-            try await drain(count: backendToGuest) { try await front.read() }
+        let frontProgress = Progress()
+        started = Progress.now()
+        let got = try await withProgress(frontProgress, state: { state(front: front, session: session) }) {
+            try await within(50, "frontend reads \(backendToGuest) B") {
+                try await drain(count: backendToGuest, into: frontProgress) { try await front.read() }
+            }
         }
+        report.detail(
+            "guest→backend \(guestToBackend / 1024) KiB in \(guestSeconds / 1_000_000) ms, "
+                + "backend→guest \(backendToGuest / 1024) KiB in \((Progress.now() - started) / 1_000_000) ms")
         try await within(30, "backend write returns") { try await typer.value }
         try require(got.count == typed.count, "guest got \(got.count) of \(typed.count) B")
         try require(checksum(got) == checksum(typed), "backend→guest checksum differs")
@@ -119,10 +133,36 @@ enum ConsoleChecks {
 
     // MARK: - Helpers
 
-    static func drain(count: Int, _ next: () async throws -> [UInt8]) async throws -> [UInt8] {
+    /// Runs `body`, adding how far `progress` got to its failure.
+    static func withProgress<T>(
+        _ progress: Progress, state: () -> String, _ body: () async throws -> T
+    ) async throws -> T {
+        do { return try await body() } catch { throw CheckFailure("\(error) (got \(progress); \(state()))") }
+    }
+
+    /// Both sides' counters, failures and the four ring indices as each side's mapping shows them.
+    static func state(front: ConsoleFrontend, session: ConsoleBackSession) -> String {
+        func indices(_ page: PageBuffer) -> String {
+            (0..<4).map { String(page.uint32(at: 3072 + 4 * $0)) }.joined(separator: "/")
+        }
+        let frontConnection = front.connection
+        let backConnection = session.connection
+        return "front \(frontConnection.statistics) \(String(describing: frontConnection.failure)) "
+            + "gone \(frontConnection.isPeerGone) idx \(indices(frontConnection.page)) flag "
+            + "\(frontConnection.ringConnectionFlag); back \(backConnection.statistics) "
+            + "\(String(describing: backConnection.failure)) gone \(backConnection.isPeerGone) "
+            + "idx \(indices(backConnection.page))"
+    }
+
+    static func drain(count: Int, into progress: Progress, _ next: () async throws -> [UInt8]) async throws
+        -> [UInt8]
+    {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(count)
-        while bytes.count < count { bytes += try await next() }
+        while bytes.count < count {
+            bytes += try await next()
+            progress.set(bytes.count)
+        }
         return bytes
     }
 
@@ -133,5 +173,21 @@ enum ConsoleChecks {
     /// FNV-1a 64.
     static func checksum(_ bytes: [UInt8]) -> UInt64 {
         bytes.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+    }
+}
+
+/// Bytes a transfer has moved so far, for the timeout message.
+final class Progress: Sendable, CustomStringConvertible {
+    private let bytes = Mutex(0)
+
+    func set(_ count: Int) { bytes.withLock { $0 = count } }
+
+    var description: String { "\(bytes.withLock { $0 }) B" }
+
+    /// Monotonic nanoseconds.
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }
