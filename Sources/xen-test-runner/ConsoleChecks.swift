@@ -75,6 +75,15 @@ enum ConsoleChecks {
         }
         try require(XenbusState(xenstoreValue: states.0) == .connected, "backend state \(states.0)")
         report.detail("ring-ref \(states.1), port \(states.2), backend port \(session.localPort)")
+        // A second, independent mapping of ring-ref: which side's page does the grant really name?
+        if let ref = GrantRef(states.1) {
+            let probe = try XenGrantTable().map(domain: .dom0, ref: ref, writable: false)
+            let probeBytes = (0..<4).map { probe.buffer.uint32(at: 3072 + 4 * $0) }
+            let flag = probe.buffer.uint8(at: 3088)
+            try? probe.unmap()
+            report.detail(
+                "probe map: idx \(probeBytes) flag \(flag); front flag \(front.connection.ringConnectionFlag)")
+        }
 
         // Guest → backend: the writer blocks on the 2 KiB out ring until the backend drains it.
         let sent = pattern(count: guestToBackend, seed: 0x5a)
