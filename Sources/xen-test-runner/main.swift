@@ -20,5 +20,6 @@ await XenStoreClientChecks.run(report)
 await ConversationReplay.run(report, daemon: variant)
 await BlockBackChecks.run(report)
 await BlockFrontChecks.run(report)
+await ConsoleChecks.run(report)
 
 exit(report.finish())

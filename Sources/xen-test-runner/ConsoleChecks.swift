@@ -1,0 +1,202 @@
+import ConsoleBackend
+import EventChannel
+import GrantTable
+import Synchronization
+import XenCore
+import XenStoreClient
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// Our ConsoleFrontend (sharing its ring page through gntalloc, as a guest would) and our ConsoleBack
+/// (mapping that page through gntdev, binding the frontend's port) both in dom0, on real grants, real
+/// event channels (loopback to domain 0) and the real xenstored: an extra console end to end.
+enum ConsoleChecks {
+    /// Well away from anything a toolstack would create for dom0.
+    static let devid: UInt32 = 7
+    /// Every 2 KiB ring-full is an event round trip through two poll threads of an emulated (TCG) dom0.
+    static let guestToBackend = 256 * 1024
+    static let backendToGuest = 64 * 1024
+
+    static func run(_ report: Report) async {
+        await report.check("ConsoleBack/Frontend: extra console over gntalloc/gntdev and evtchn", limit: 180) {
+            let id = ConsoleID(domain: .dom0, device: .extra(devid))
+            let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
+            defer { Task { await client.close() } }
+            try await ConsoleToolstack.destroyDevice(id, xenstore: client)
+            try await ConsoleToolstack.createDevice(id, name: "swiftxen-check", xenstore: client)
+            // Each side gets its own evtchn and grant device handles, as two domains would.
+            let back = ConsoleBack(
+                id: id, xenstore: client, grantTable: try XenGrantTable(), eventChannel: try XenEventChannel())
+            let backConnect = Task { try await back.connect() }
+            let front: ConsoleFrontend
+            do {
+                front = try await within(60, "ConsoleFrontend.connect") {
+                    try await ConsoleFrontend.connect(
+                        domain: .dom0, devid: devid, xenstore: client, gntshr: try XenGntshr(),
+                        eventChannel: try XenEventChannel())
+                }
+            } catch {
+                backConnect.cancel()
+                throw error
+            }
+            let session: ConsoleBackSession
+            do {
+                session = try await within(60, "ConsoleBack.connect") { try await backConnect.value }
+            } catch {
+                await front.close()
+                throw error
+            }
+            do {
+                try await exercise(report, front: front, session: session, client: client, id: id)
+            } catch {
+                await front.close()
+                await session.close()
+                try? await ConsoleToolstack.destroyDevice(id, xenstore: client)
+                throw error
+            }
+            try await closeAndRemove(front: front, session: session, client: client, id: id)
+        }
+    }
+
+    /// Node states, then 1 MiB guest→backend and 64 KiB backend→guest, each checked by checksum and count.
+    static func exercise(
+        _ report: Report, front: ConsoleFrontend, session: ConsoleBackSession, client: XenStoreClient, id: ConsoleID
+    ) async throws {
+        let backendPath = try unwrap(id.backendPath(backend: .dom0), "no backend path")
+        let states = try await client.immediate { handle in
+            (
+                try await handle.read("\(backendPath)/state"),
+                try await handle.read("\(id.frontendPath)/ring-ref"), try await handle.read("\(id.frontendPath)/port")
+            )
+        }
+        try require(XenbusState(xenstoreValue: states.0) == .connected, "backend state \(states.0)")
+        report.detail("ring-ref \(states.1), port \(states.2), backend port \(session.localPort)")
+        // A second, independent mapping of ring-ref: which side's page does the grant really name?
+        if let ref = GrantRef(states.1) {
+            let probe = try XenGrantTable().map(domain: .dom0, ref: ref, writable: false)
+            let probeBytes = (0..<4).map { probe.buffer.uint32(at: 3072 + 4 * $0) }
+            let flag = probe.buffer.uint8(at: 3088)
+            try? probe.unmap()
+            report.detail(
+                "probe map: idx \(probeBytes) flag \(flag); front flag \(front.connection.ringConnectionFlag)")
+        }
+
+        // Guest → backend: the writer blocks on the 2 KiB out ring until the backend drains it.
+        let sent = pattern(count: guestToBackend, seed: 0x5a)
+        let writer = Task { try await front.write(sent) }
+        let backendProgress = Progress()
+        var started = Progress.now()
+        let received = try await withProgress(backendProgress, state: { state(front: front, session: session) }) {
+            try await within(100, "backend reads \(guestToBackend) B") {
+                try await drain(count: guestToBackend, into: backendProgress) { try await session.connection.read() }
+            }
+        }
+        let guestSeconds = Progress.now() - started
+        try await within(30, "frontend write returns") { try await writer.value }
+        try require(received.count == sent.count, "backend got \(received.count) of \(sent.count) B")
+        try require(checksum(received) == checksum(sent), "guest→backend checksum differs")
+
+        // Backend → guest: the 1 KiB in ring.
+        let typed = pattern(count: backendToGuest, seed: 0xa5)
+        let typer = Task { try await session.write(typed) }
+        let frontProgress = Progress()
+        started = Progress.now()
+        let got = try await withProgress(frontProgress, state: { state(front: front, session: session) }) {
+            try await within(50, "frontend reads \(backendToGuest) B") {
+                try await drain(count: backendToGuest, into: frontProgress) { try await front.read() }
+            }
+        }
+        report.detail(
+            "guest→backend \(guestToBackend / 1024) KiB in \(guestSeconds / 1_000_000) ms, "
+                + "backend→guest \(backendToGuest / 1024) KiB in \((Progress.now() - started) / 1_000_000) ms")
+        try await within(30, "backend write returns") { try await typer.value }
+        try require(got.count == typed.count, "guest got \(got.count) of \(typed.count) B")
+        try require(checksum(got) == checksum(typed), "backend→guest checksum differs")
+        let statistics = session.statistics
+        try require(
+            statistics.totalRead == UInt64(guestToBackend) && statistics.totalWrite == UInt64(backendToGuest),
+            "statistics \(statistics)")
+    }
+
+    /// Frontend closes (state Closed), the backend notices and unmaps, the toolstack removes both directories.
+    static func closeAndRemove(
+        front: ConsoleFrontend, session: ConsoleBackSession, client: XenStoreClient, id: ConsoleID
+    ) async throws {
+        await front.close()
+        let reason = try await within(30, "backend notices the frontend closing") { await session.closed() }
+        if case .closed = reason {} else { throw CheckFailure("backend closed with \(reason)") }
+        try await within(30, "backend close") { await session.close() }
+        let backendPath = try unwrap(id.backendPath(backend: .dom0), "no backend path")
+        let backendState = try await client.immediate { handle in try await handle.read("\(backendPath)/state") }
+        try require(XenbusState(xenstoreValue: backendState) == .closed, "backend state \(backendState) after close")
+        try await ConsoleToolstack.destroyDevice(id, xenstore: client)
+        let left = try await client.immediate { handle in
+            (try await handle.exists(backendPath), try await handle.exists(id.frontendPath))
+        }
+        try require(!left.0 && !left.1, "nodes left after destroy: backend \(left.0), frontend \(left.1)")
+    }
+
+    // MARK: - Helpers
+
+    /// Runs `body`, adding how far `progress` got to its failure.
+    static func withProgress<T>(
+        _ progress: Progress, state: () -> String, _ body: () async throws -> T
+    ) async throws -> T {
+        do { return try await body() } catch { throw CheckFailure("\(error) (got \(progress); \(state()))") }
+    }
+
+    /// Both sides' counters, failures and the four ring indices as each side's mapping shows them.
+    static func state(front: ConsoleFrontend, session: ConsoleBackSession) -> String {
+        func indices(_ page: PageBuffer) -> String {
+            (0..<4).map { String(page.uint32(at: 3072 + 4 * $0)) }.joined(separator: "/")
+        }
+        let frontConnection = front.connection
+        let backConnection = session.connection
+        return "front \(frontConnection.statistics) \(String(describing: frontConnection.failure)) "
+            + "gone \(frontConnection.isPeerGone) idx \(indices(frontConnection.page)) flag "
+            + "\(frontConnection.ringConnectionFlag); back \(backConnection.statistics) "
+            + "\(String(describing: backConnection.failure)) gone \(backConnection.isPeerGone) "
+            + "idx \(indices(backConnection.page))"
+    }
+
+    static func drain(count: Int, into progress: Progress, _ next: () async throws -> [UInt8]) async throws
+        -> [UInt8]
+    {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count)
+        while bytes.count < count {
+            bytes += try await next()
+            progress.set(bytes.count)
+        }
+        return bytes
+    }
+
+    static func pattern(count: Int, seed: UInt8) -> [UInt8] {
+        (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 8) ^ seed }
+    }
+
+    /// FNV-1a 64.
+    static func checksum(_ bytes: [UInt8]) -> UInt64 {
+        bytes.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+    }
+}
+
+/// Bytes a transfer has moved so far, for the timeout message.
+final class Progress: Sendable, CustomStringConvertible {
+    private let bytes = Mutex(0)
+
+    func set(_ count: Int) { bytes.withLock { $0 = count } }
+
+    var description: String { "\(bytes.withLock { $0 }) B" }
+
+    /// Monotonic nanoseconds.
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+}
