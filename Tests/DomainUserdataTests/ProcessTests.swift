@@ -154,18 +154,28 @@ import XenCore
             var torn: [String] = []
             var midWrite = 0
             var rng = SystemRandomNumberGenerator()
-            for _ in 0..<iterations {
+            let tempFile = dir.file("userdata-n.5.\(uuidA).xl")
+            for iteration in 0..<iterations {
                 let next = Self.value(generation, size: size)
                 let input = values.file("value-\(generation % 2)")
                 writeLikeLibxl(input, next)
                 let child = Child.spawn(setArguments(), stdin: input)
-                // Biased towards the end of the window, where the writes, fsync and rename happen.
-                let delay = window * 1.15 * Double.random(in: 0..<1, using: &rng).squareRoot()
-                usleep(UInt32(delay * 1_000_000))
+                if iteration % 4 == 3 {
+                    // Every fourth kill aims at the write itself: as soon as the `n` file exists (plus a
+                    // random few hundred microseconds), so the crash window is hit however fast this
+                    // machine is today.
+                    let deadline = Self.now() + window * 2
+                    while access(tempFile, F_OK) != 0 && Self.now() < deadline { usleep(50) }
+                    usleep(UInt32.random(in: 0..<400, using: &rng))
+                } else {
+                    // Biased towards the end of the window, where the writes, fsync and rename happen.
+                    let delay = window * 1.15 * Double.random(in: 0..<1, using: &rng).squareRoot()
+                    usleep(UInt32(delay * 1_000_000))
+                }
                 child.kill()
                 _ = child.wait()
                 // An `n` file left behind means the kill landed between its creation and the rename.
-                if access(dir.file("userdata-n.5.\(uuidA).xl"), F_OK) == 0 { midWrite += 1 }
+                if access(tempFile, F_OK) == 0 { midWrite += 1 }
                 let seen: [UInt8]?
                 do { seen = try store.retrieve(domid: 5, userid: .xl) } catch { seen = nil }
                 if Self.same(seen, current) {

@@ -7,10 +7,10 @@ import Foundation
 /// A real nbdkit started for a test: on a unix socket in a temp dir or on 127.0.0.1 with a free port.
 /// Always stopped by PID (`stop`, and in deinit should a test throw first).
 final class NBDKit: @unchecked Sendable {
-    let process: Process
+    private(set) var process: Process
     let directory: URL
     let socketPath: String?
-    let port: Int?
+    private(set) var port: Int?
 
     enum Listen { case unix, tcp }
 
@@ -18,23 +18,36 @@ final class NBDKit: @unchecked Sendable {
     init(_ arguments: [String], listen: Listen = .unix, extra: [String] = []) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("nbdtest-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/nbdkit")
         var args = ["--foreground", "--exit-with-parent"] + extra
         if ProcessInfo.processInfo.environment["NBDKIT_VERBOSE"] != nil { args.append("-v") }
+        process = Process()
         switch listen {
         case .unix:
             let path = directory.appendingPathComponent("nbd.sock").path
             socketPath = path
             port = nil
-            args += ["--unix", path]
+            try start(args + ["--unix", path] + arguments)
         case .tcp:
-            let free = NBDKit.freePort()
             socketPath = nil
-            port = free
-            args += ["--ipaddr", "127.0.0.1", "--port", String(free)]
+            // A port found free can be taken by another test before nbdkit binds it ("Address already in
+            // use", exit 1): try again on another port.
+            for attempt in 1... {
+                let free = NBDKit.freePort()
+                port = free
+                do {
+                    try start(args + ["--ipaddr", "127.0.0.1", "--port", String(free)] + arguments)
+                    break
+                } catch NBDKitError.exited where attempt < 5 {
+                    continue
+                }
+            }
         }
-        process.arguments = args + arguments
+    }
+
+    private func start(_ arguments: [String]) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/nbdkit")
+        process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         try waitUntilListening()
