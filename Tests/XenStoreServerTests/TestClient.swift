@@ -56,11 +56,3 @@ final class TestClient {
 }
 
 enum TestClientError: Error { case closed }
-
-/// `.watchEvent(path:token:)` shorthand.
-func event(_ path: String, _ token: String) -> XenStoreReply { .watchEvent(path: path, token: token) }
-
-extension XenStoreReply {
-    /// `.read` of a UTF-8 string.
-    static func value(_ text: String) -> XenStoreReply { .read(Array(text.utf8)) }
-}
