@@ -1,6 +1,8 @@
 // xen-test-runner: the checks the real-Xen tier runs inside dom0 (see scripts/xen/ and README).
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
-// Exit status 0 when every check passed.
+// Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
+// kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
+// client, conversation, blockback, blockfront, console.
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -8,21 +10,20 @@
 #endif
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
+let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
+func wanted(_ group: String) -> Bool { only.isEmpty || only.contains(group) }
 let report = Report(prefix: "[\(variant)] ")
 report.startWatchdog()
 
-HypervisorChecks.run(report)
-LibXenstoreChecks.run(report)
-GrantEventChecks.run(report)
-UserdataChecks.run(report)
-await GrantTableChecks.run(report)
-await XenStoreClientChecks.run(report)
-await ConversationReplay.run(report, daemon: variant)
-await BlockBackChecks.run(report)
-await BlockFrontChecks.run(report)
-// ConsoleChecks (ConsoleFrontend over gntalloc + ConsoleBack over gntdev in dom0) is not run yet: on real
-// Xen 4.17 the handshake completes but no byte moves (the backend's mapping and an independent probe mapping
-// of ring-ref do not see the frontend's index updates). Open defect, see README "Real Xen tier"; enable it
-// here once fixed: await ConsoleChecks.run(report)
+if wanted("hypervisor") { HypervisorChecks.run(report) }
+if wanted("libxenstore") { LibXenstoreChecks.run(report) }
+if wanted("grantevent") { GrantEventChecks.run(report) }
+if wanted("userdata") { UserdataChecks.run(report) }
+if wanted("grants") { await GrantTableChecks.run(report) }
+if wanted("client") { await XenStoreClientChecks.run(report) }
+if wanted("conversation") { await ConversationReplay.run(report, daemon: variant) }
+if wanted("blockback") { await BlockBackChecks.run(report) }
+if wanted("blockfront") { await BlockFrontChecks.run(report) }
+if wanted("console") { await ConsoleChecks.run(report) }
 
 exit(report.finish())

@@ -7,6 +7,7 @@
 #               3 the runner started but never printed its summary (crash or hang: a test failure)
 # Timeouts (seconds, environment): XT_BOOT_TIMEOUT (QEMU start -> runner start, default 300),
 # XT_RUN_TIMEOUT (runner start -> runner exit, default 300), XT_HALT_TIMEOUT (runner exit -> QEMU gone, 30).
+# XT_ONLY (comma-separated check groups, passed to the runner as xt.only; default: all).
 # QEMU is always ended by its PID, never by name.
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
@@ -26,6 +27,9 @@ XEN_CMDLINE="console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning do
 XEN_CMDLINE+=" dom0_max_vcpus=2 bootscrub=0 cet=no-shstk,no-ibt smap=0"
 # dom0: console on Xen's hvc, little kernel chatter, our knobs for /init.
 DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.timeout=$RUN_TIMEOUT"
+# XT_ONLY=console,grants: run only those check groups (for debugging one area; default all).
+# Commas separate QEMU's multiboot modules, so the list travels with "+" between groups.
+[ -n "${XT_ONLY:-}" ] && DOM0_CMDLINE+=" xt.only=${XT_ONLY//,/+}"
 
 : > "$LOG"
 : > "$LOG.qemu"

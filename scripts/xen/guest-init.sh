@@ -4,7 +4,7 @@
 #   XT-STAGE userland      PID 1 runs (the kernel booted)
 #   XT-STAGE runner-start  xenstored is up, the runner starts: from here on failures are test failures
 #   XT-STAGE runner-exit   the runner ended, with its exit status
-# Kernel command-line knobs: xt.xenstored=c|ocaml, xt.timeout=SECONDS (runner limit).
+# Kernel command-line knobs: xt.xenstored=c|ocaml, xt.timeout=SECONDS (runner limit), xt.only=GROUPS.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin:/opt/bin
 export HOME=/root
 
@@ -51,6 +51,6 @@ dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null && losetup /dev/loop
     || echo "XT-NOTE loop device setup failed"
 
 stage runner-start variant=$XS
-XT_XENSTORED=$XS timeout -s KILL "$(arg xt.timeout 240)" /opt/bin/xen-test-runner
+XT_XENSTORED=$XS XT_ONLY=$(arg xt.only "") timeout -s KILL "$(arg xt.timeout 240)" /opt/bin/xen-test-runner
 stage runner-exit rc=$?
 halt
