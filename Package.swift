@@ -72,8 +72,10 @@ let package = Package(
         ),
 
         // MARK: - Grants, event channels, the simulated hypervisor
-        .target(name: "GrantTable", dependencies: ["XenCore", "CXen"], swiftSettings: strict),
-        .target(name: "EventChannel", dependencies: ["XenCore", "CXen"], swiftSettings: strict),
+        // One silent xentoollog logger for every libxen* handle (internal: not a product).
+        .target(name: "XenToolLog", dependencies: ["CXen"], swiftSettings: strict),
+        .target(name: "GrantTable", dependencies: ["XenCore", "CXen", "XenToolLog"], swiftSettings: strict),
+        .target(name: "EventChannel", dependencies: ["XenCore", "CXen", "XenToolLog"], swiftSettings: strict),
         .target(
             name: "SimulatedHypervisor",
             dependencies: ["XenCore", "GrantTable", "EventChannel"],
@@ -128,7 +130,8 @@ let package = Package(
 
         // MARK: - libxl per-domain userdata
         .target(
-            name: "DomainUserdata", dependencies: ["XenCore", "XenStoreClient", "SimulatedHypervisor", "CXen"],
+            name: "DomainUserdata",
+            dependencies: ["XenCore", "XenStoreClient", "SimulatedHypervisor", "CXen", "XenToolLog"],
             swiftSettings: strict
         ),
 

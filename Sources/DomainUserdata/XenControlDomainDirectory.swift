@@ -1,4 +1,5 @@
 import CXen
+import XenToolLog
 import Glibc
 import Synchronization
 public import XenCore
@@ -15,7 +16,8 @@ public final class XenControlDomainDirectory: DomainDirectory {
     ///
     /// libxl: `xc_interface_open(ctx->lg, ctx->lg, 0)` in `libxl_ctx_alloc`.
     public init() throws(UserdataError) {
-        guard let xch = xc_interface_open(nil, nil, 0) else {
+        // Silent, like the grant and event channel handles: a host without Xen gets a typed error, no stderr.
+        guard let xch = xc_interface_open(QuietLogger.pointer, QuietLogger.pointer, 0) else {
             throw .hypervisorUnavailable(errno: errno == 0 ? ENOENT : errno)
         }
         self.handle = Mutex(xch)

@@ -1,4 +1,5 @@
 import CXen
+import XenToolLog
 import Synchronization
 public import XenCore
 

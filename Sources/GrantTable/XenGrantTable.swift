@@ -1,4 +1,5 @@
 import CXen
+import XenToolLog
 public import XenCore
 
 #if canImport(Glibc)

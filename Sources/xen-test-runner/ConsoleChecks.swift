@@ -28,11 +28,8 @@ enum ConsoleChecks {
 
     static func run(_ report: Report) async {
         await report.check("Console: dom0's kernel (hvc_xen) claims a new device/console/N", limit: 60) {
-            let id = ConsoleID(domain: .dom0, device: .extra(devid))
-            let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
+            let (id, client) = try await freshDevice()
             defer { Task { await client.close() } }
-            try await ConsoleToolstack.destroyDevice(id, xenstore: client)
-            try await ConsoleToolstack.createDevice(id, name: "swiftxen-check", xenstore: client)
             let driverLink = "/sys/bus/xen/devices/console-\(devid)/driver"
             var driver: String?
             for _ in 0..<50 where driver == nil {
@@ -49,11 +46,8 @@ enum ConsoleChecks {
         Files.write(autoprobe, "0")
         defer { Files.write(autoprobe, previous) }
         await report.check("ConsoleBack/Frontend: extra console over gntalloc/gntdev and evtchn", limit: 180) {
-            let id = ConsoleID(domain: .dom0, device: .extra(devid))
-            let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
+            let (id, client) = try await freshDevice()
             defer { Task { await client.close() } }
-            try await ConsoleToolstack.destroyDevice(id, xenstore: client)
-            try await ConsoleToolstack.createDevice(id, name: "swiftxen-check", xenstore: client)
             let claimed = Files.link("/sys/bus/xen/devices/console-\(devid)/driver")
             try require(claimed == nil, "the kernel's \(claimed ?? "") claimed console-\(devid) despite autoprobe 0")
             // Each side gets its own evtchn and grant device handles, as two domains would.
@@ -159,6 +153,20 @@ enum ConsoleChecks {
     }
 
     // MARK: - Helpers
+
+    /// A new connection to the real xenstored and console `devid` of dom0 created afresh by our toolstack.
+    static func freshDevice() async throws -> (ConsoleID, XenStoreClient) {
+        let id = ConsoleID(domain: .dom0, device: .extra(devid))
+        let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
+        do {
+            try await ConsoleToolstack.destroyDevice(id, xenstore: client)
+            try await ConsoleToolstack.createDevice(id, name: "swiftxen-check", xenstore: client)
+        } catch {
+            await client.close()
+            throw error
+        }
+        return (id, client)
+    }
 
     /// Runs `body`, adding how far `progress` got to its failure.
     static func withProgress<T>(
