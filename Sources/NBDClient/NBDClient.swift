@@ -190,8 +190,13 @@ public final class NBDClient: BlockDevice {
 
     // MARK: - Sending
 
+    /// The connection for the next request: the one whose I/O thread we are running on (a task preferring
+    /// that executor stays on its connection, as each nbdcopy worker thread owns one handle), else round
+    /// robin.
     private func connectionIndex() -> Int {
-        channels.count == 1 ? 0 : nextChannel.add(1, ordering: .relaxed).oldValue % channels.count
+        if channels.count == 1 { return 0 }
+        for (index, direct) in directs.enumerated() where direct?.onIOThread == true { return index }
+        return nextChannel.add(1, ordering: .relaxed).oldValue % channels.count
     }
 
     /// Sends one request on one connection (round robin) and returns its pending reply.

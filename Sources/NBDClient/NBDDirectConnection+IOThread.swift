@@ -25,7 +25,8 @@ extension NBDDirectConnection {
             ending = leftover.withUnsafeBytes { process($0, &decoder) }
         }
         var fds = [
-            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
         while ending == nil {
             let moreJobs = runJobs()
@@ -164,7 +165,8 @@ extension NBDDirectConnection {
     func process(_ bytes: UnsafeRawBufferPointer, _ decoder: inout NBDReplyDecoder) -> NBDError? {
         var input = bytes
         do throws(NBDProtocolError) {
-            while let event = try decoder.next(&input, lookup: { cookie in state.withLock { $0.inFlight[cookie]?.info } })
+            while let event = try decoder.next(
+                &input, lookup: { cookie in state.withLock { $0.inFlight[cookie]?.info } })
             {
                 try apply(event)
             }

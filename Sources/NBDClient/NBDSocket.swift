@@ -13,7 +13,8 @@ enum NBDSocket {
             }
             if !spawned {
                 continuation.resume(
-                    returning: .failure(.connectFailed(endpoint: endpoint.description, reason: "cannot start a thread")))
+                    returning: .failure(.connectFailed(endpoint: endpoint.description, reason: "cannot start a thread"))
+                )
             }
         }
         return try result.get()

@@ -34,7 +34,8 @@ enum NBDBench {
         }
         await filler.disconnect()
 
-        // Sequential read of 1 GiB: nbdcopy's level of parallelism (4 connections, 64 × 256 KiB each).
+        // Sequential read of 1 GiB: nbdcopy's level of parallelism (4 connections, 64 × 256 KiB each, each
+        // connection driven by one thread).
         // Runs alternate between the two sides (best of three each) so a noisy neighbour hits both.
         var ours = 0.0
         var theirs = 0.0
@@ -80,7 +81,10 @@ enum NBDBench {
         let pieces = Int(size) / requestSize
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<workers {
-                group.addTask {
+                // Each worker runs on one connection's I/O thread (nil under TLS: the global pool), as each
+                // nbdcopy worker thread drives one connection.
+                let executor = client.taskExecutor(connection: worker % client.connectionCount)
+                group.addTask(executorPreference: executor) {
                     let buffer = PageBuffer(pages: requestSize / 4096)
                     buffer.fill(UInt8(truncatingIfNeeded: worker | 1))
                     var piece = worker
