@@ -158,9 +158,10 @@ public final class NBDClient: BlockDevice {
     public var maxRequestBytes: Int { Int(maxRequest) }
 
     /// The serial executor of the first connection: its I/O thread (plain connections) or its event loop
-    /// (TLS). An actor that uses it as its executor submits and completes `pread`/`pwrite` without any
-    /// thread hop (its requests are batched into the thread's next write and replies resume it on the
-    /// thread that read them), as libnbd's single-threaded aio loop does.
+    /// (TLS), for actors that want to run next to the connection. On a plain connection, prefer
+    /// ``taskExecutor(connection:)``: a reply resumes a task that prefers it right on the I/O thread that
+    /// read it (one wake-up per round trip, as libnbd's aio loop), whereas the runtime resumes an actor's
+    /// continuation through the global pool first.
     ///
     /// OCaml: not in OCaml (Lwt runs everything on one thread)
     public var executor: any SerialExecutor { executor(connection: 0) }
@@ -173,8 +174,10 @@ public final class NBDClient: BlockDevice {
         return channels[index % channels.count].channel.eventLoop.executor
     }
 
-    /// The task executor of connection `index`'s I/O thread (plain connections; nil under TLS): tasks that
-    /// prefer it run their requests without a thread hop.
+    /// The task executor of connection `index`'s I/O thread (plain connections; nil under TLS). Tasks that
+    /// prefer it (`Task(executorPreference:)`, `group.addTask(executorPreference:)`) submit on that
+    /// connection, have their requests batched into the thread's next `sendmsg`, and are resumed on the
+    /// thread that read their reply: one thread wake-up per round trip, like a blocking `nbd_pread`.
     ///
     /// OCaml: not in OCaml
     public func taskExecutor(connection index: Int) -> (any TaskExecutor)? { directs[index % directs.count] }

@@ -99,7 +99,7 @@ enum NBDBench {
     }
 
     static func randomReads(_ client: NBDClient, depth: Int, seconds: Double) async throws -> Double {
-        try await RandomReader(client).run(depth: depth, seconds: seconds)
+        try await RandomReader.run(client, depth: depth, seconds: seconds)
     }
 
     static func fio(uri: String, depth: Int, seconds: Int) throws -> Double {
@@ -149,25 +149,20 @@ enum NBDBench {
     }
 }
 
-/// Runs the random-read workers on the connection's event loop (like fio's single thread driving libnbd),
-/// so submitting and completing a request never crosses threads.
-actor RandomReader {
-    let client: NBDClient
-    nonisolated let unownedExecutor: UnownedSerialExecutor
-
-    init(_ client: NBDClient) {
-        self.client = client
-        self.unownedExecutor = client.executor.asUnownedSerialExecutor()
-    }
-
-    func run(depth: Int, seconds: Double) async throws -> Double {
+/// Runs the random-read workers on the connection's I/O thread (like fio's single thread driving libnbd):
+/// each worker prefers the connection's task executor, so submitting and completing a request never
+/// crosses threads (under TLS there is no such thread and the workers run on the global pool).
+enum RandomReader {
+    static func run(_ client: NBDClient, depth: Int, seconds: Double) async throws -> Double {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let start = ContinuousClock.now
         let blocks = NBDBench.size / 4096
         var total = 0
         try await withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<depth {
-                group.addTask { try await self.worker(until: deadline, blocks: blocks) }
+                group.addTask(executorPreference: client.taskExecutor(connection: 0)) {
+                    try await worker(client, until: deadline, blocks: blocks)
+                }
             }
             while let count = try await group.next() { total += count }
         }
@@ -175,8 +170,10 @@ actor RandomReader {
         return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
     }
 
-    /// One queue slot: synchronous-looking reads, isolated to the event loop.
-    private func worker(until deadline: ContinuousClock.Instant, blocks: UInt64) async throws -> Int {
+    /// One queue slot: synchronous-looking reads.
+    private static func worker(_ client: NBDClient, until deadline: ContinuousClock.Instant, blocks: UInt64)
+        async throws -> Int
+    {
         var generator = SystemRandomNumberGenerator()
         let buffer = PageBuffer(pages: 1)
         var count = 0
