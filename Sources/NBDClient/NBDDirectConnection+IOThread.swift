@@ -8,9 +8,16 @@ import XenCore
 extension NBDDirectConnection {
     /// Staging buffer for headers, small chunks and short reads.
     private static let stagingSize = 1 << 16
-    /// Bytes read at a reply boundary: several 4 KiB replies at once, little of a large one (the rest of a
-    /// large READ reply goes straight into the caller's pages).
+    /// Bytes read at a reply boundary while small replies are expected: several 4 KiB replies per read.
+    /// While only large READs are in flight, a boundary read takes just a header (and OFFSET_DATA's offset)
+    /// so that all of the data goes straight into the caller's pages.
     private static let boundaryRead = 32 << 10
+
+    /// Bytes to read at a reply boundary now.
+    private func boundary(smallReplies: Bool) -> Int {
+        if smallReplies { return Self.boundaryRead }
+        return extended ? 40 : structured ? 28 : 16
+    }
     /// Smallest data run worth a read straight into the caller's pages.
     private static let directMinimum: UInt64 = 2048
 
@@ -121,6 +128,7 @@ extension NBDDirectConnection {
     private func readOnce(_ staging: UnsafeMutableRawBufferPointer, _ decoder: inout NBDReplyDecoder) -> NBDError? {
         var count: Int
         var direct = 0
+        let small = state.withLock { $0.smallReplies > 0 }
         if let run = decoder.pendingData, run.remaining >= Self.directMinimum,
             let target = state.withLock({ state -> (UInt64, [PageBuffer])? in
                 guard let pending = state.inFlight[run.cookie], !pending.abandoned else { return nil }
@@ -142,7 +150,7 @@ extension NBDDirectConnection {
                 left -= take
                 position = 0
             }
-            vectors.append(iovec(iov_base: staging.baseAddress, iov_len: Self.boundaryRead))
+            vectors.append(iovec(iov_base: staging.baseAddress, iov_len: boundary(smallReplies: small)))
             count = readv(descriptor, vectors, Int32(vectors.count))
             if count > 0 {
                 let taken = min(count, direct)
@@ -151,7 +159,7 @@ extension NBDDirectConnection {
                 direct = taken
             }
         } else {
-            count = read(descriptor, staging.baseAddress, Self.boundaryRead)
+            count = read(descriptor, staging.baseAddress, boundary(smallReplies: small))
         }
         if count == 0 { return .disconnected }
         if count < 0 {

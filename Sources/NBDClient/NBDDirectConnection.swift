@@ -27,6 +27,8 @@ final class NBDDirectConnection: Sendable {
         var deadline: Int64?
         /// Timed out: the caller has gone; a late reply is consumed and its data dropped.
         var abandoned = false
+        /// Not a large READ: its reply is small (see `State.smallReplies`).
+        var small = true
         var continuation: UnsafeContinuation<Result<NBDCompletion, NBDError>, Never>?
     }
 
@@ -42,6 +44,9 @@ final class NBDDirectConnection: Sendable {
         var closeWaiters: [UnsafeContinuation<Void, Never>] = []
         /// In-flight requests with a deadline (the I/O thread only scans for expiry when there are any).
         var timed = 0
+        /// In-flight requests whose reply is small (anything but a READ of at least `largeRead` bytes):
+        /// while there are none, the I/O thread reads headers alone and all data straight into pages.
+        var smallReplies = 0
     }
 
     let descriptor: Int32
@@ -85,6 +90,9 @@ final class NBDDirectConnection: Sendable {
         self.spinNanoseconds = Self.defaultSpin
     }
 
+    /// READs at least this large get their data read straight into the caller's pages, headers alone.
+    static let largeRead: UInt64 = 64 << 10
+
     /// `NBD_SPIN_US` overrides the busy-poll budget (microseconds).
     private static let defaultSpin: Int64 = {
         guard let text = getenv("NBD_SPIN_US"), let value = Int64(String(cString: text)) else { return 0 }
@@ -127,10 +135,12 @@ final class NBDDirectConnection: Sendable {
             if state.closing { return .failure(.disconnected) }
             let cookie = state.nextCookie
             state.nextCookie &+= 1
+            let small = command != .read || length < Self.largeRead
             state.inFlight[cookie] = Pending(
                 info: NBDRequestInfo(command: command, offset: offset, length: length), buffers: buffers,
-                deadline: deadline)
+                deadline: deadline, small: small)
             if deadline != nil { state.timed += 1 }
+            if small { state.smallReplies += 1 }
             return .success(cookie)
         }
         guard case .success(let cookie) = registered else { return registered }
@@ -208,6 +218,7 @@ final class NBDDirectConnection: Sendable {
         let continuation = state.withLock { state -> UnsafeContinuation<Result<NBDCompletion, NBDError>, Never>? in
             guard let pending = state.inFlight.removeValue(forKey: cookie) else { return nil }
             if pending.deadline != nil { state.timed -= 1 }
+            if pending.small { state.smallReplies -= 1 }
             if pending.abandoned { return nil }
             if let continuation = pending.continuation { return continuation }
             state.finished[cookie] = result
@@ -260,6 +271,7 @@ final class NBDDirectConnection: Sendable {
             }
             state.inFlight.removeAll()
             state.timed = 0
+            state.smallReplies = 0
             return waiting
         }
         for continuation in waiting { continuation.resume(returning: .failure(error)) }
