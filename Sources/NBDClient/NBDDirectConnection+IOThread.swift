@@ -48,7 +48,7 @@ extension NBDDirectConnection {
                 ending = Self.error(writeFailed, "send")
                 break
             }
-            let (closing, timed, busy) = state.withLock { ($0.closing, $0.timed > 0, !$0.inFlight.isEmpty) }
+            let (closing, timed) = state.withLock { ($0.closing, $0.timed > 0) }
             if closing {
                 ending = .disconnected
                 break
@@ -60,7 +60,6 @@ extension NBDDirectConnection {
                     wait = Int32(clamping: max(0, (nearest - now + 999_999) / 1_000_000))
                 }
             }
-            if wait != 0 && busy && !wantWrite && spinNanoseconds > 0 && spin() { wait = 0 }
             fds[0].events = Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0)
             fds[0].revents = 0
             fds[1].revents = 0
@@ -86,17 +85,6 @@ extension NBDDirectConnection {
             }
         }
         finish(ending ?? .disconnected)
-    }
-
-    /// Busy-polls the socket (and the job queue) for up to the spin budget; true if something is ready.
-    private func spin() -> Bool {
-        let until = monotonicNanoseconds() + spinNanoseconds
-        var descriptor = pollfd(fd: self.descriptor, events: Int16(POLLIN), revents: 0)
-        repeat {
-            if poll(&descriptor, 1, 0) > 0 { return true }
-            if jobs.withLock({ !$0.jobs.isEmpty }) { return true }
-        } while monotonicNanoseconds() < until
-        return false
     }
 
     /// The connection is over: flush what is queued (`NBD_CMD_DISC`), shut the socket, fail everything,

@@ -65,8 +65,6 @@ final class NBDDirectConnection: Sendable {
     let ioThread = Atomic<UInt>(0)
     /// Where jobs go once the I/O thread has exited (one serial executor, so actors stay serial).
     let fallback: any SerialExecutor
-    /// Busy-poll budget in nanoseconds while requests are in flight (0: block in `poll` at once).
-    let spinNanoseconds: Int64
 
     /// Takes ownership of `descriptor`, a connected socket whose handshake is done.
     init(descriptor: Int32, leftover: [UInt8], structured: Bool, extended: Bool) throws(NBDError) {
@@ -87,17 +85,10 @@ final class NBDDirectConnection: Sendable {
         self.structured = structured
         self.extended = extended
         self.fallback = MultiThreadedEventLoopGroup.singleton.next().executor
-        self.spinNanoseconds = Self.defaultSpin
     }
 
     /// READs at least this large get their data read straight into the caller's pages, headers alone.
     static let largeRead: UInt64 = 64 << 10
-
-    /// `NBD_SPIN_US` overrides the busy-poll budget (microseconds).
-    private static let defaultSpin: Int64 = {
-        guard let text = getenv("NBD_SPIN_US"), let value = Int64(String(cString: text)) else { return 0 }
-        return max(0, value) * 1000
-    }()
 
     deinit {
         // The I/O thread holds the connection until it exits, so nobody can be using the descriptor.

@@ -34,10 +34,10 @@ enum NBDBench {
 
         // Sequential read of 1 GiB: nbdcopy's level of parallelism (4 connections, 64 × 256 KiB each, each
         // connection driven by one thread).
-        // Runs alternate between the two sides (best of three each) so a noisy neighbour hits both.
+        // Runs alternate between the two sides (best of five each) so a noisy neighbour hits both.
         var ours = 0.0
         var theirs = 0.0
-        for _ in 0..<(quick ? 0 : 3) {
+        for _ in 0..<(quick ? 0 : 5) {
             let client = try await NBDClient.connect(uri: uri, options: NBDClientOptions(connections: 4))
             let seconds = try await timed {
                 try await parallel(client, workers: 256) { offset, buffer in
@@ -51,15 +51,16 @@ enum NBDBench {
         }
         if !quick { report("sequential read 1 GiB", ours: ours, theirs: theirs, peer: "nbdcopy", unit: "MiB/s") }
 
-        // Random 4 KiB reads at queue depth 1 and 16, one connection each side, alternating, best of three.
+        // Random 4 KiB reads at queue depth 1 and 16, one connection each side, alternating 1.5 s runs, best
+        // of five (the machine is shared: short alternating runs give both sides the same quiet moments).
         for depth in [1, 16] {
             var ourIOPS = 0.0
             var fioIOPS = 0.0
-            for _ in 0..<3 {
+            for _ in 0..<5 {
                 let client = try await NBDClient.connect(uri: uri)
-                ourIOPS = max(ourIOPS, try await randomReads(client, depth: depth, seconds: 2))
+                ourIOPS = max(ourIOPS, try await randomReads(client, depth: depth, seconds: 1.5))
                 await client.disconnect()
-                fioIOPS = max(fioIOPS, try fio(uri: uri, depth: depth, seconds: 2))
+                fioIOPS = max(fioIOPS, try fio(uri: uri, depth: depth, seconds: 1.5))
             }
             report("4 KiB random read QD\(depth)", ours: ourIOPS, theirs: fioIOPS, peer: "fio nbd", unit: "IOPS")
         }
@@ -100,12 +101,12 @@ enum NBDBench {
         try await RandomReader.run(client, depth: depth, seconds: seconds)
     }
 
-    static func fio(uri: String, depth: Int, seconds: Int) throws -> Double {
+    static func fio(uri: String, depth: Int, seconds: Double) throws -> Double {
         let output = try tool(
             "/usr/bin/fio",
             [
                 "--name=nbd", "--ioengine=nbd", "--uri=\(uri)", "--rw=randread", "--bs=4k", "--iodepth=\(depth)",
-                "--size=1G", "--time_based", "--runtime=\(seconds)", "--output-format=json",
+                "--size=1G", "--time_based", "--runtime=\(Int(seconds * 1000))ms", "--output-format=json",
             ])
         // fio prints "fio: connected to NBD server" before the JSON document.
         let start = output.firstIndex(of: UInt8(ascii: "{")) ?? output.startIndex
