@@ -37,6 +37,11 @@ public final class NBDClient: BlockDevice {
         self.maxRequest = max(limit, UInt64(session.blockSize.minimum))
     }
 
+    deinit {
+        // A client dropped without `disconnect`: its I/O threads must not poll forever.
+        for direct in directs { direct?.closeSoon() }
+    }
+
     // MARK: - Connecting
 
     /// Connects to an NBD URI (`nbd://`, `nbds://`, `nbd+unix://`, `nbds+unix://`) and negotiates its export.

@@ -27,9 +27,14 @@ extension NBDDirectConnection: SerialExecutor, TaskExecutor {
         if wake && !onIOThread { signal() }
     }
 
-    /// True when called on the I/O thread (while it runs jobs).
+    /// Traps unless called on the thread running this executor's jobs: the I/O thread, or the fallback
+    /// executor once the connection is gone.
     func checkIsolated() {
-        precondition(onIOThread, "not on the NBD connection's I/O thread")
+        if jobs.withLock({ $0.retired }) {
+            fallback.checkIsolated()
+        } else {
+            precondition(onIOThread, "not on the NBD connection's I/O thread")
+        }
     }
 
     /// Runs the jobs queued now; true if more were queued meanwhile (the next poll must not block).

@@ -147,7 +147,9 @@ extension NBDDirectConnection {
                 direct = taken
             }
         } else {
-            count = read(descriptor, staging.baseAddress, boundary(smallReplies: small))
+            // Inside a data run nobody waits for (timed out) or a short one: read it all through staging.
+            let size = decoder.pendingData.map { min(Self.stagingSize, Int($0.remaining) + Self.boundaryRead) }
+            count = read(descriptor, staging.baseAddress, size ?? boundary(smallReplies: small))
         }
         if count == 0 { return .disconnected }
         if count < 0 {

@@ -202,6 +202,12 @@ final class NBDDirectConnection: Sendable {
         }
     }
 
+    /// Asks the I/O thread to end the connection without waiting (the client is gone).
+    func closeSoon() {
+        state.withLock { $0.closing = true }
+        signal()
+    }
+
     // MARK: - Completing (I/O thread)
 
     /// Finishes a request: resumes its waiter, or keeps the result for a waiter still to come.
