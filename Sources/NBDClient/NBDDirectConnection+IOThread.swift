@@ -35,6 +35,7 @@ extension NBDDirectConnection {
             pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
+        var streaming = false
         while ending == nil {
             let moreJobs = runJobs()
             let (wantWrite, writeFailed) = output.withLock { output -> (Bool, Int32) in
@@ -52,6 +53,11 @@ extension NBDDirectConnection {
             if closing {
                 ending = .disconnected
                 break
+            }
+            if streaming && !wantWrite {
+                // The last read took all it asked for: more is likely waiting, so read again without a poll.
+                (ending, streaming) = readOnce(staging, &decoder)
+                continue
             }
             var wait: Int32 = moreJobs ? 0 : -1
             if timed {
@@ -81,7 +87,7 @@ extension NBDDirectConnection {
                 }
             }
             if events & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
-                ending = readOnce(staging, &decoder)
+                (ending, streaming) = readOnce(staging, &decoder)
             }
         }
         finish(ending ?? .disconnected)
@@ -112,10 +118,13 @@ extension NBDDirectConnection {
 
     /// One read from the socket: straight into the caller's pages when the decoder is inside a data run of
     /// a live request (the staging buffer catches what follows), else into the staging buffer. Returns the
-    /// error that ends the connection, if any.
-    private func readOnce(_ staging: UnsafeMutableRawBufferPointer, _ decoder: inout NBDReplyDecoder) -> NBDError? {
+    /// error that ends the connection, if any, and whether the read took all it asked for.
+    private func readOnce(_ staging: UnsafeMutableRawBufferPointer, _ decoder: inout NBDReplyDecoder) -> (
+        NBDError?, Bool
+    ) {
         var count: Int
         var direct = 0
+        var asked: Int
         let small = state.withLock { $0.smallReplies > 0 }
         if let run = decoder.pendingData, run.remaining >= Self.directMinimum,
             let target = state.withLock({ state -> (UInt64, [PageBuffer])? in
@@ -139,6 +148,7 @@ extension NBDDirectConnection {
                 position = 0
             }
             vectors.append(iovec(iov_base: staging.baseAddress, iov_len: boundary(smallReplies: small)))
+            asked = direct + boundary(smallReplies: small)
             count = readv(descriptor, vectors, Int32(vectors.count))
             if count > 0 {
                 let taken = min(count, direct)
@@ -149,14 +159,15 @@ extension NBDDirectConnection {
         } else {
             // Inside a data run nobody waits for (timed out) or a short one: read it all through staging.
             let size = decoder.pendingData.map { min(Self.stagingSize, Int($0.remaining) + Self.boundaryRead) }
-            count = read(descriptor, staging.baseAddress, size ?? boundary(smallReplies: small))
+            asked = size ?? boundary(smallReplies: small)
+            count = read(descriptor, staging.baseAddress, asked)
         }
-        if count == 0 { return .disconnected }
+        if count == 0 { return (.disconnected, false) }
         if count < 0 {
-            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return nil }
-            return Self.error(errno, "read")
+            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return (nil, false) }
+            return (Self.error(errno, "read"), false)
         }
-        return process(UnsafeRawBufferPointer(rebasing: staging[0..<(count - direct)]), &decoder)
+        return (process(UnsafeRawBufferPointer(rebasing: staging[0..<(count - direct)]), &decoder), count == asked)
     }
 
     /// Decodes `bytes` and applies every event; returns a protocol error that ends the connection.
