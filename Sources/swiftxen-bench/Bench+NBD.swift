@@ -32,15 +32,19 @@ enum NBDBench {
         try await parallel(filler, workers: 64) { offset, buffer in try await filler.pwrite([buffer], at: offset) }
         await filler.disconnect()
 
-        // Sequential read of 1 GiB: nbdcopy's level of parallelism (4 connections, 64 × 256 KiB each, each
-        // connection driven by one thread).
+        // Sequential read of 1 GiB with nbdcopy's default parallelism: min(4, cores) connections (nbdcopy
+        // caps connections at its thread count, one thread per core), 64 × 256 KiB in flight on each, each
+        // connection driven by one thread. `NBD_BENCH_CONNECTIONS` overrides the connection count.
         // Runs alternate between the two sides (best of five each) so a noisy neighbour hits both.
+        let connections =
+            ProcessInfo.processInfo.environment["NBD_BENCH_CONNECTIONS"].flatMap { Int($0) }
+            ?? min(4, ProcessInfo.processInfo.activeProcessorCount)
         var ours = 0.0
         var theirs = 0.0
         for _ in 0..<(quick ? 0 : 5) {
-            let client = try await NBDClient.connect(uri: uri, options: NBDClientOptions(connections: 4))
+            let client = try await NBDClient.connect(uri: uri, options: NBDClientOptions(connections: connections))
             let seconds = try await timed {
-                try await parallel(client, workers: 256) { offset, buffer in
+                try await parallel(client, workers: 64 * connections) { offset, buffer in
                     try await client.pread(into: [buffer], at: offset)
                 }
             }
