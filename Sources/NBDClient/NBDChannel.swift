@@ -2,6 +2,7 @@ public import NBDProtocol
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// TLS settings for `STARTTLS`.
 ///
@@ -50,11 +51,16 @@ public final class NBDChannel: Sendable {
     let handler: NBDChannelHandler
     /// Where it is connected.
     public let endpoint: NBDEndpoint
+    /// The socket under `channel` (we open it ourselves, so that a plain connection can leave NIO).
+    private let descriptor: Int32
+    /// The transmission phase of a plain connection, once the handshake moved it off NIO.
+    private let directConnection = Mutex<NBDDirectConnection?>(nil)
 
-    private init(channel: any Channel, handler: NBDChannelHandler, endpoint: NBDEndpoint) {
+    private init(channel: any Channel, handler: NBDChannelHandler, endpoint: NBDEndpoint, descriptor: Int32) {
         self.channel = channel
         self.handler = handler
         self.endpoint = endpoint
+        self.descriptor = descriptor
     }
 
     /// Opens a TCP or unix socket connection. `timeout` bounds the connect (nil: the OS default).
@@ -63,10 +69,10 @@ public final class NBDChannel: Sendable {
     public static func connect(to endpoint: NBDEndpoint, timeout: Duration? = nil) async throws(NBDError)
         -> NBDChannel
     {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let eventLoop = group.next()
+        let descriptor = try await NBDSocket.connect(endpoint, timeout: timeout)
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         let handler = NBDChannelHandler(eventLoop: eventLoop)
-        var bootstrap = ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(
                 ChannelOptions.recvAllocator,
                 value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 1 << 18, maximum: 1 << 20)
@@ -74,21 +80,30 @@ public final class NBDChannel: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
             }
-        if case .tcp = endpoint {
-            bootstrap = bootstrap.channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-        }
-        if let timeout { bootstrap = bootstrap.connectTimeout(TimeAmount.nanoseconds(timeout.nanoseconds)) }
         do {
-            let channel: any Channel
-            switch endpoint {
-            case .tcp(let host, let port): channel = try await bootstrap.connect(host: host, port: port).get()
-            case .unix(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
-            }
-            return NBDChannel(channel: channel, handler: handler, endpoint: endpoint)
+            let channel = try await bootstrap.withConnectedSocket(descriptor).get()
+            return NBDChannel(channel: channel, handler: handler, endpoint: endpoint, descriptor: descriptor)
         } catch {
-            if case ChannelError.connectTimeout = error { throw .timedOut(operation: "connect to \(endpoint)") }
             throw .connectFailed(endpoint: endpoint.description, reason: String(describing: error))
         }
+    }
+
+    /// The direct transmission path, if the handshake moved the connection off NIO.
+    var direct: NBDDirectConnection? { directConnection.withLock { $0 } }
+
+    /// Switches to the transmission phase. TLS connections stay on NIO; plain ones move to an
+    /// ``NBDDirectConnection`` (its own I/O thread, no event-loop hop per reply).
+    func startTransmission(structured: Bool, extended: Bool, tls: Bool) async throws(NBDError) {
+        if tls {
+            try await wait(handler.startTransmission(structured: structured, extended: extended))
+            return
+        }
+        let (copy, leftover) = try await wait(handler.detach(descriptor: descriptor))
+        try? await channel.closeFuture.get()
+        let connection = try NBDDirectConnection(
+            descriptor: copy, leftover: leftover, structured: structured, extended: extended)
+        try connection.start()
+        directConnection.withLock { $0 = connection }
     }
 
     // MARK: - Handshake I/O
@@ -148,6 +163,7 @@ public final class NBDChannel: Sendable {
 
     /// Closes the socket.
     func close() async {
+        if let direct { await direct.close() }
         try? await channel.close().get()
     }
 }

@@ -167,6 +167,25 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Ends NIO's part of a plain connection after the handshake: returns a duplicate of `descriptor` and
+    /// the bytes already read past the handshake, then closes the channel (which deregisters the socket and
+    /// closes only its own descriptor). Bytes not yet read stay in the socket for the new owner.
+    func detach(descriptor: Int32) -> EventLoopFuture<(descriptor: Int32, leftover: [UInt8])> {
+        eventLoop.flatSubmit { [self] in
+            if let failure { return eventLoop.makeFailedFuture(failure) }
+            let leftover = handshakeBytes.map { Array($0.readableBytesView) } ?? []
+            handshakeBytes = nil
+            let copy = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
+            guard copy >= 0 else {
+                return eventLoop.makeFailedFuture(NBDError.io("dup: \(String(cString: strerror(errno)))"))
+            }
+            // From here on, NIO's end of the socket is not ours to report on.
+            failure = .disconnected
+            context?.close(promise: nil)
+            return eventLoop.makeSucceededFuture((copy, leftover))
+        }
+    }
+
     // MARK: - Transmission mode
 
     /// Sends a request and completes when its last reply arrives. `payload` is the WRITE data, `buffers`
@@ -282,7 +301,7 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Copies `bytes` into the concatenation of `buffers` starting at byte `position`.
-    private static func copy(_ bytes: UnsafeRawBufferPointer, into buffers: [PageBuffer], at position: Int) {
+    static func copy(_ bytes: UnsafeRawBufferPointer, into buffers: [PageBuffer], at position: Int) {
         var position = position
         var source = bytes
         for buffer in buffers {
@@ -299,7 +318,7 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Zeroes `count` bytes of the concatenation of `buffers` from `position`.
-    private static func zero(_ buffers: [PageBuffer], at position: Int, count: Int) {
+    static func zero(_ buffers: [PageBuffer], at position: Int, count: Int) {
         var position = position
         var left = count
         for buffer in buffers where left > 0 {

@@ -15,6 +15,11 @@ extension NBDClient {
     ) async throws(NBDError) {
         let length = UInt64(buffers.reduce(0) { $0 + $1.count })
         try check(offset: offset, length: length, write: false)
+        if length <= UInt64(maxRequestBytes) {
+            // One request (the common case): no piece lists.
+            _ = try await send(.read, offset: offset, length: length, buffers: buffers).reply()
+            return
+        }
         let futures = pieces(offset: offset, length: length).map { piece in
             send(
                 .read, offset: piece.offset, length: piece.length,
@@ -123,7 +128,7 @@ extension NBDClient {
         async throws(NBDError)
     {
         let limit = Self.rangeLimit(session)
-        var futures: [EventLoopFuture<NBDCompletion>] = []
+        var futures: [NBDTicket] = []
         var at = offset
         while at < offset + length {
             let take = min(limit, offset + length - at)

@@ -6,14 +6,18 @@ import XenCore
 
 /// An NBD client: one export over one or more connections, many requests in flight on each.
 ///
-/// A `Sendable` final class: requests go straight to the connection's event loop, replies are decoded
-/// there and copied once into the caller's pages.
+/// A `Sendable` final class. Plain connections run the transmission phase on an I/O thread per connection
+/// (``NBDDirectConnection``): requests are written by the caller, READ data is read straight into the
+/// caller's pages. TLS connections stay on NIO: requests go to the connection's event loop, replies are
+/// decoded there and copied once into the caller's pages.
 ///
 /// OCaml: `Nbd.Client.t`
 public final class NBDClient: BlockDevice {
     /// The negotiated session of the first connection.
     public let session: NBDSession
     private let channels: [NBDChannel]
+    /// Per connection: the direct path (plain connections) or nil (TLS: NIO's handler).
+    private let directs: [NBDDirectConnection?]
     private let requestTimeout: TimeAmount?
     private let maxRequest: UInt64
     private let nextChannel = Atomic<Int>(0)
@@ -25,11 +29,17 @@ public final class NBDClient: BlockDevice {
     init(session: NBDSession, channels: [NBDChannel], options: NBDClientOptions) {
         self.session = session
         self.channels = channels
+        self.directs = channels.map(\.direct)
         self.requestTimeout = options.requestTimeout.map { .nanoseconds($0.nanoseconds) }
         let serverMax = UInt64(session.blockSize.maximum)
         var limit = min(UInt64(max(options.maxRequestBytes, 4096)), serverMax)
         limit -= limit % UInt64(max(session.blockSize.minimum, 1))
         self.maxRequest = max(limit, UInt64(session.blockSize.minimum))
+    }
+
+    deinit {
+        // A client dropped without `disconnect`: its I/O threads must not poll forever.
+        for direct in directs { direct?.closeSoon() }
     }
 
     // MARK: - Connecting
@@ -152,12 +162,30 @@ public final class NBDClient: BlockDevice {
     /// OCaml: not in OCaml (libnbd: `nbd_get_block_size(LIBNBD_SIZE_MAXIMUM)`)
     public var maxRequestBytes: Int { Int(maxRequest) }
 
-    /// The serial executor of the first connection's event loop. An actor that uses it as its executor
-    /// submits and completes `pread`/`pwrite` without any thread hop (requests are written inline and
-    /// replies resume it on the same thread), as libnbd's single-threaded aio loop does.
+    /// The serial executor of the first connection: its I/O thread (plain connections) or its event loop
+    /// (TLS), for actors that want to run next to the connection. On a plain connection, prefer
+    /// ``taskExecutor(connection:)``: a reply resumes a task that prefers it right on the I/O thread that
+    /// read it (one wake-up per round trip, as libnbd's aio loop), whereas the runtime resumes an actor's
+    /// continuation through the global pool first.
     ///
     /// OCaml: not in OCaml (Lwt runs everything on one thread)
-    public var executor: any SerialExecutor { channels[0].channel.eventLoop.executor }
+    public var executor: any SerialExecutor { executor(connection: 0) }
+
+    /// The serial executor of connection `index` (see ``executor``).
+    ///
+    /// OCaml: not in OCaml
+    public func executor(connection index: Int) -> any SerialExecutor {
+        if let direct = directs[index % directs.count] { return direct }
+        return channels[index % channels.count].channel.eventLoop.executor
+    }
+
+    /// The task executor of connection `index`'s I/O thread (plain connections; nil under TLS). Tasks that
+    /// prefer it (`Task(executorPreference:)`, `group.addTask(executorPreference:)`) submit on that
+    /// connection, have their requests batched into the thread's next `sendmsg`, and are resumed on the
+    /// thread that read their reply: one thread wake-up per round trip, like a blocking `nbd_pread`.
+    ///
+    /// OCaml: not in OCaml
+    public func taskExecutor(connection index: Int) -> (any TaskExecutor)? { directs[index % directs.count] }
 
     /// Bytes per sector of the ``BlockDevice`` view: 512, or the server's minimum block size if larger.
     public var sectorSize: Int { max(512, Int(session.blockSize.minimum)) }
@@ -170,18 +198,34 @@ public final class NBDClient: BlockDevice {
 
     // MARK: - Sending
 
-    private func channel() -> NBDChannel {
-        channels.count == 1 ? channels[0] : channels[nextChannel.add(1, ordering: .relaxed).oldValue % channels.count]
+    /// The connection for the next request: the one whose I/O thread we are running on (a task preferring
+    /// that executor stays on its connection, as each nbdcopy worker thread owns one handle), else round
+    /// robin.
+    private func connectionIndex() -> Int {
+        if channels.count == 1 { return 0 }
+        for (index, direct) in directs.enumerated() where direct?.onIOThread == true { return index }
+        return nextChannel.add(1, ordering: .relaxed).oldValue % channels.count
     }
 
     /// Sends one request on one connection (round robin) and returns its pending reply.
     func send(
         _ command: NBDCommand, flags: NBDCommandFlags = [], offset: UInt64, length: UInt64,
         payload: [PageBuffer] = [], buffers: [PageBuffer] = []
-    ) -> EventLoopFuture<NBDCompletion> {
-        channel().handler.submit(
-            command: command, flags: flags, offset: offset, length: length, payload: payload, buffers: buffers,
-            timeout: requestTimeout)
+    ) -> NBDTicket {
+        let index = connectionIndex()
+        if let direct = directs[index] {
+            switch direct.submit(
+                command: command, flags: flags, offset: offset, length: length, payload: payload, buffers: buffers,
+                timeout: requestTimeout?.nanoseconds)
+            {
+            case .success(let cookie): return .direct(direct, cookie)
+            case .failure(let error): return .failed(error)
+            }
+        }
+        return .future(
+            channels[index].handler.submit(
+                command: command, flags: flags, offset: offset, length: length, payload: payload, buffers: buffers,
+                timeout: requestTimeout))
     }
 
     /// Validates a byte range: open, aligned to the minimum block size, inside the export.
@@ -196,17 +240,17 @@ public final class NBDClient: BlockDevice {
         guard !overflow, end <= size else { throw .invalidRequest("\(offset)+\(length) beyond the end (\(size))") }
     }
 
-    /// Awaits every future (never abandoning a submitted request), then throws the first failure.
+    /// Awaits every request (never abandoning a submitted one), then throws the first failure.
     func awaitAll(
-        _ futures: [EventLoopFuture<NBDCompletion>], isolation: isolated (any Actor)? = #isolation
+        _ tickets: [NBDTicket], isolation: isolated (any Actor)? = #isolation
     ) async throws(NBDError)
         -> [NBDCompletion]
     {
         var first: NBDError?
         var results: [NBDCompletion] = []
-        results.reserveCapacity(futures.count)
-        for future in futures {
-            do { results.append(try await wait(future)) } catch { first = first ?? error }
+        results.reserveCapacity(tickets.count)
+        for ticket in tickets {
+            do { results.append(try await ticket.reply()) } catch { first = first ?? error }
         }
         if let first { throw first }
         return results
@@ -233,10 +277,29 @@ public final class NBDClient: BlockDevice {
     /// OCaml: `Nbd.Client.disconnect`
     public func disconnect() async {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
-        for channel in channels {
-            _ = try? await wait(
-                channel.handler.submit(command: .disconnect, flags: [], offset: 0, length: 0))
+        for (channel, direct) in zip(channels, directs) {
+            if let direct {
+                await direct.disconnect()
+            } else {
+                _ = try? await wait(channel.handler.submit(command: .disconnect, flags: [], offset: 0, length: 0))
+            }
             await channel.close()
+        }
+    }
+}
+
+/// A submitted request's pending reply, on either transport.
+enum NBDTicket: Sendable {
+    case future(EventLoopFuture<NBDCompletion>)
+    case direct(NBDDirectConnection, UInt64)
+    case failed(NBDError)
+
+    /// Waits for the reply; resumes on the caller's isolation.
+    func reply(isolation: isolated (any Actor)? = #isolation) async throws(NBDError) -> NBDCompletion {
+        switch self {
+        case .future(let future): return try await wait(future)
+        case .direct(let connection, let cookie): return try await connection.wait(cookie).get()
+        case .failed(let error): throw error
         }
     }
 }

@@ -130,7 +130,7 @@ enum NBDNegotiator {
             tls: options.tls != nil)
         if let oldstyle {
             session.info = oldstyle
-            try await wait(channel.handler.startTransmission(structured: false, extended: false))
+            try await channel.startTransmission(structured: false, extended: false, tls: false)
             return session
         }
         if flags.contains(.fixedNewstyle) {
@@ -153,9 +153,8 @@ enum NBDNegotiator {
                 }
             }
             if try await go(channel, export: export, into: &session) {
-                try await wait(
-                    channel.handler.startTransmission(
-                        structured: session.structuredReplies, extended: session.extendedHeaders))
+                try await channel.startTransmission(
+                    structured: session.structuredReplies, extended: session.extendedHeaders, tls: session.tls)
                 return session
             }
         }
@@ -165,8 +164,8 @@ enum NBDNegotiator {
         try await channel.send(NBDOptionRequest.encode(.exportName, data: Array(export.utf8)))
         let reply = try await channel.receive(flags.contains(.noZeroes) ? 10 : 134)
         do { session.info = try NBDOptionReplyData.exportName(reply) } catch { throw .protocolError(error) }
-        try await wait(
-            channel.handler.startTransmission(structured: session.structuredReplies, extended: session.extendedHeaders))
+        try await channel.startTransmission(
+            structured: session.structuredReplies, extended: session.extendedHeaders, tls: session.tls)
         return session
     }
 

@@ -96,6 +96,28 @@ public struct NBDReplyDecoder: Sendable {
         return false
     }
 
+    /// The read data the decoder expects next, when it sits inside a data run: the request's cookie, the
+    /// absolute offset of the next byte and how many bytes remain. A caller that owns the destination may
+    /// read those bytes straight into it and report them with ``skipData(_:)`` instead of feeding them.
+    ///
+    /// OCaml: not in OCaml (ocaml-nbd always reads into a staging buffer)
+    public var pendingData: (cookie: UInt64, offset: UInt64, remaining: UInt64)? {
+        if case .data(let cookie, let offset, let remaining, _) = state, remaining > 0 {
+            return (cookie, offset, remaining)
+        }
+        return nil
+    }
+
+    /// Accounts for `count` bytes of the pending data run that the caller read itself (at most
+    /// ``pendingData``'s `remaining`; more is clamped). The next ``next(_:lookup:)`` carries on after them.
+    ///
+    /// OCaml: not in OCaml
+    public mutating func skipData(_ count: UInt64) {
+        guard case .data(let cookie, let offset, let remaining, let done) = state else { return }
+        let take = min(count, remaining)
+        state = .data(cookie: cookie, offset: offset + take, remaining: remaining - take, done: done)
+    }
+
     /// Consumes bytes from the front of `input` and returns the next event, or nil when `input` ran out.
     /// `lookup` maps a cookie to its request (nil: unknown cookie, a protocol error). After a throw the
     /// connection must be dropped.

@@ -1,0 +1,237 @@
+import Glibc
+import NBDProtocol
+import XenCore
+
+// The I/O thread: runs the jobs of tasks on its executor, flushes what they queued, polls the socket and
+// the wake-up eventfd, reads replies and completes requests. It alone reads the socket, decodes and
+// completes requests, so the decoder and the staging buffer are its locals.
+extension NBDDirectConnection {
+    /// Staging buffer for headers, small chunks and short reads.
+    private static let stagingSize = 1 << 16
+    /// Bytes read at a reply boundary while small replies are expected: several 4 KiB replies per read.
+    /// While only large READs are in flight, a boundary read takes just a header (and OFFSET_DATA's offset)
+    /// so that all of the data goes straight into the caller's pages.
+    private static let boundaryRead = 32 << 10
+
+    /// Bytes to read at a reply boundary now.
+    private func boundary(smallReplies: Bool) -> Int {
+        if smallReplies { return Self.boundaryRead }
+        return extended ? 40 : structured ? 28 : 16
+    }
+    /// Smallest data run worth a read straight into the caller's pages.
+    private static let directMinimum: UInt64 = 2048
+
+    func run() {
+        ioThread.store(UInt(pthread_self()), ordering: .releasing)
+        let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.stagingSize, alignment: 4096)
+        defer { staging.deallocate() }
+        var decoder = NBDReplyDecoder(structuredReplies: structured || extended, extendedHeaders: extended)
+        var ending: NBDError? = nil
+        if !leftover.isEmpty {
+            // The server spoke before we asked: the decoder rejects it (no request matches).
+            ending = leftover.withUnsafeBytes { process($0, &decoder) }
+        }
+        var fds = [
+            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+        ]
+        var streaming = false
+        while ending == nil {
+            let moreJobs = runJobs()
+            let (wantWrite, writeFailed) = output.withLock { output -> (Bool, Int32) in
+                if output.flushPending {
+                    output.flushPending = false
+                    _ = output.flush(to: descriptor)
+                }
+                return (!output.isEmpty, output.failed)
+            }
+            if writeFailed != 0 {
+                ending = Self.error(writeFailed, "send")
+                break
+            }
+            let (closing, timed) = state.withLock { ($0.closing, $0.timed > 0) }
+            if closing {
+                ending = .disconnected
+                break
+            }
+            if streaming && !wantWrite {
+                // The last read took all it asked for: more is likely waiting, so read again without a poll.
+                (ending, streaming) = readOnce(staging, &decoder)
+                continue
+            }
+            var wait: Int32 = moreJobs ? 0 : -1
+            if timed {
+                let now = monotonicNanoseconds()
+                if let nearest = expire(now: now), !moreJobs {
+                    wait = Int32(clamping: max(0, (nearest - now + 999_999) / 1_000_000))
+                }
+            }
+            fds[0].events = Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0)
+            fds[0].revents = 0
+            fds[1].revents = 0
+            if poll(&fds, 2, wait) < 0 {
+                if errno == EINTR { continue }
+                ending = .io("poll: \(String(cString: strerror(errno)))")
+                break
+            }
+            if fds[1].revents != 0 {
+                var drained = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+                _ = Glibc.read(wakeup, &drained, MemoryLayout.size(ofValue: drained))
+            }
+            let events = fds[0].revents
+            if events & Int16(POLLOUT) != 0 {
+                let failed = output.withLock { $0.flush(to: descriptor) }
+                if failed != 0 {
+                    ending = Self.error(failed, "send")
+                    break
+                }
+            }
+            if events & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
+                (ending, streaming) = readOnce(staging, &decoder)
+            }
+        }
+        finish(ending ?? .disconnected)
+    }
+
+    /// The connection is over: flush what is queued (`NBD_CMD_DISC`), shut the socket, fail everything,
+    /// hand the executor's jobs on and wake `close` callers.
+    private func finish(_ error: NBDError) {
+        _ = output.withLock { $0.flush(to: descriptor) }
+        _ = shutdown(descriptor, Int32(SHUT_RDWR))
+        failAll(error)
+        retireExecutor()
+        let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
+            state.threadDone = true
+            state.closing = true
+            defer { state.closeWaiters = [] }
+            return state.closeWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    static func error(_ code: Int32, _ operation: String) -> NBDError {
+        code == ECONNRESET || code == EPIPE
+            ? .disconnected : .io("\(operation): \(String(cString: strerror(code)))")
+    }
+
+    // MARK: - Reading
+
+    /// One read from the socket: straight into the caller's pages when the decoder is inside a data run of
+    /// a live request (the staging buffer catches what follows), else into the staging buffer. Returns the
+    /// error that ends the connection, if any, and whether the read took all it asked for.
+    private func readOnce(_ staging: UnsafeMutableRawBufferPointer, _ decoder: inout NBDReplyDecoder) -> (
+        NBDError?, Bool
+    ) {
+        var count: Int
+        var direct = 0
+        var asked: Int
+        let small = state.withLock { $0.smallReplies > 0 }
+        if let run = decoder.pendingData, run.remaining >= Self.directMinimum,
+            let target = state.withLock({ state -> (UInt64, [PageBuffer])? in
+                guard let pending = state.inFlight[run.cookie], !pending.abandoned else { return nil }
+                return (pending.info.offset, pending.buffers)
+            })
+        {
+            var vectors: [iovec] = []
+            vectors.reserveCapacity(min(target.1.count, 63) + 1)
+            var position = Int(run.offset - target.0)
+            var left = Int(run.remaining)
+            for buffer in target.1 where left > 0 && vectors.count < 63 {
+                if position >= buffer.count {
+                    position -= buffer.count
+                    continue
+                }
+                let take = min(buffer.count - position, left)
+                vectors.append(iovec(iov_base: buffer.pointer + position, iov_len: take))
+                direct += take
+                left -= take
+                position = 0
+            }
+            vectors.append(iovec(iov_base: staging.baseAddress, iov_len: boundary(smallReplies: small)))
+            asked = direct + boundary(smallReplies: small)
+            count = readv(descriptor, vectors, Int32(vectors.count))
+            if count > 0 {
+                let taken = min(count, direct)
+                decoder.skipData(UInt64(taken))
+                state.withLock { $0.inFlight[run.cookie]?.covered += UInt64(taken) }
+                direct = taken
+            }
+        } else {
+            // Inside a data run nobody waits for (timed out) or a short one: read it all through staging.
+            let size = decoder.pendingData.map { min(Self.stagingSize, Int($0.remaining) + Self.boundaryRead) }
+            asked = size ?? boundary(smallReplies: small)
+            count = read(descriptor, staging.baseAddress, asked)
+        }
+        if count == 0 { return (.disconnected, false) }
+        if count < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return (nil, false) }
+            return (Self.error(errno, "read"), false)
+        }
+        return (process(UnsafeRawBufferPointer(rebasing: staging[0..<(count - direct)]), &decoder), count == asked)
+    }
+
+    /// Decodes `bytes` and applies every event; returns a protocol error that ends the connection.
+    func process(_ bytes: UnsafeRawBufferPointer, _ decoder: inout NBDReplyDecoder) -> NBDError? {
+        var input = bytes
+        do throws(NBDProtocolError) {
+            while let event = try decoder.next(
+                &input, lookup: { cookie in state.withLock { $0.inFlight[cookie]?.info } })
+            {
+                try apply(event)
+            }
+        } catch {
+            return .protocolError(error)
+        }
+        return nil
+    }
+
+    private func apply(_ event: NBDReplyEvent) throws(NBDProtocolError) {
+        switch event {
+        case .data(let cookie, let offset, let bytes):
+            let target = state.withLock { state -> (UInt64, [PageBuffer])?? in
+                guard let pending = state.inFlight[cookie] else { return nil }
+                state.inFlight[cookie]!.covered += UInt64(bytes.count)
+                return pending.abandoned ? .some(nil) : (pending.info.offset, pending.buffers)
+            }
+            guard let target else { throw .unknownCookie(cookie) }
+            if let (start, buffers) = target { NBDChannelHandler.copy(bytes, into: buffers, at: Int(offset - start)) }
+        case .hole(let cookie, let offset, let length):
+            let target = state.withLock { state -> (UInt64, [PageBuffer])?? in
+                guard let pending = state.inFlight[cookie] else { return nil }
+                state.inFlight[cookie]!.covered += length
+                return pending.abandoned ? .some(nil) : (pending.info.offset, pending.buffers)
+            }
+            guard let target else { throw .unknownCookie(cookie) }
+            if let (start, buffers) = target {
+                NBDChannelHandler.zero(buffers, at: Int(offset - start), count: Int(length))
+            }
+        case .blockStatus(let cookie, let contextID, let extents):
+            state.withLock { $0.inFlight[cookie]?.completion.extents.append((contextID, extents)) }
+        case .error(let cookie, let errno, let message, let offset):
+            let known = state.withLock { state -> Bool in
+                guard let pending = state.inFlight[cookie] else { return false }
+                if pending.error == nil {
+                    state.inFlight[cookie]!.error = .serverError(
+                        command: pending.info.command, offset: offset ?? pending.info.offset, errno: errno,
+                        message: message)
+                }
+                return true
+            }
+            guard known else { throw .unknownCookie(cookie) }
+        case .done(let cookie):
+            guard let pending = state.withLock({ $0.inFlight[cookie] }) else { throw .unknownCookie(cookie) }
+            if let error = pending.error {
+                complete(cookie, .failure(error))
+            } else if pending.info.command == .read, pending.covered != pending.info.length {
+                // Chunks must tile the request exactly; a short or overlapping answer is not data.
+                complete(
+                    cookie,
+                    .failure(
+                        .protocolError(
+                            .outsideRequest(cookie: cookie, offset: pending.info.offset, length: pending.covered))))
+            } else {
+                complete(cookie, .success(pending.completion))
+            }
+        }
+    }
+}

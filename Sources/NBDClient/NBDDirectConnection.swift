@@ -1,0 +1,276 @@
+import Glibc
+import NBDProtocol
+import NIOCore
+import NIOPosix
+import Synchronization
+import XenCore
+
+/// The transmission phase of a plain (non-TLS) connection, off NIO: after the handshake the socket moves
+/// to one I/O thread of its own that `poll`s it, reads replies (READ data straight into the caller's pages
+/// when it can) and completes requests, as libnbd's aio loop does. Requests are written by the submitting
+/// thread with a non-blocking gathering `sendmsg` (the I/O thread finishes what the socket did not take).
+///
+/// The I/O thread is also a serial and task executor (``NBDClient/executor``): a task running on it
+/// submits, sleeps and is resumed on the thread that read its reply, so a round trip costs one thread
+/// wake-up (the kernel waking the I/O thread), like a blocking `nbd_pread`.
+///
+/// Everything that completes or fails a request runs on the I/O thread (replies, timeouts, the end of the
+/// connection), so no request is ever failed while the thread is still writing into its pages.
+final class NBDDirectConnection: Sendable {
+    struct Pending {
+        var info: NBDRequestInfo
+        var buffers: [PageBuffer]
+        var covered: UInt64 = 0
+        var error: NBDError?
+        var completion = NBDCompletion()
+        /// CLOCK_MONOTONIC nanoseconds after which the request times out.
+        var deadline: Int64?
+        /// Timed out: the caller has gone; a late reply is consumed and its data dropped.
+        var abandoned = false
+        /// Not a large READ: its reply is small (see `State.smallReplies`).
+        var small = true
+        var continuation: UnsafeContinuation<Result<NBDCompletion, NBDError>, Never>?
+    }
+
+    struct State {
+        var inFlight: [UInt64: Pending] = [:]
+        /// Results of requests that finished before their submitter started waiting.
+        var finished: [UInt64: Result<NBDCompletion, NBDError>] = [:]
+        var nextCookie: UInt64 = 1
+        /// Set once the connection ended; later submissions fail with it.
+        var failure: NBDError?
+        var closing = false
+        var threadDone = false
+        var closeWaiters: [UnsafeContinuation<Void, Never>] = []
+        /// In-flight requests with a deadline (the I/O thread only scans for expiry when there are any).
+        var timed = 0
+        /// In-flight requests whose reply is small (anything but a READ of at least `largeRead` bytes):
+        /// while there are none, the I/O thread reads headers alone and all data straight into pages.
+        var smallReplies = 0
+    }
+
+    let descriptor: Int32
+    let structured: Bool
+    let extended: Bool
+    /// Bytes the server sent before transmission started (read by NIO during the handshake).
+    let leftover: [UInt8]
+    /// The read and write ends of the pipe that wakes the I/O thread out of `poll`.
+    let wakeup: Int32
+    private let wakeupWriter: Int32
+    let state = Mutex(State())
+    let output = Mutex(NBDOutputQueue())
+    /// Jobs of tasks running on the I/O thread's executor.
+    let jobs = Mutex(NBDJobQueue())
+    /// The I/O thread's `pthread_self()`, so that its own submissions and jobs need no wake-up.
+    let ioThread = Atomic<UInt>(0)
+    /// Where jobs go once the I/O thread has exited (one serial executor, so actors stay serial).
+    let fallback: any SerialExecutor
+
+    /// Takes ownership of `descriptor`, a connected socket whose handshake is done.
+    init(descriptor: Int32, leftover: [UInt8], structured: Bool, extended: Bool) throws(NBDError) {
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else {
+            Glibc.close(descriptor)
+            throw .io("pipe: \(String(cString: strerror(errno)))")
+        }
+        for end in ends {
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        }
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        self.descriptor = descriptor
+        self.wakeup = ends[0]
+        self.wakeupWriter = ends[1]
+        self.leftover = leftover
+        self.structured = structured
+        self.extended = extended
+        self.fallback = MultiThreadedEventLoopGroup.singleton.next().executor
+    }
+
+    /// READs at least this large get their data read straight into the caller's pages, headers alone.
+    static let largeRead: UInt64 = 64 << 10
+
+    deinit {
+        // The I/O thread holds the connection until it exits, so nobody can be using the descriptor.
+        Glibc.close(descriptor)
+        Glibc.close(wakeup)
+        Glibc.close(wakeupWriter)
+    }
+
+    /// Starts the I/O thread.
+    func start() throws(NBDError) {
+        guard NBDThread.spawn({ [self] in run() }) else {
+            Glibc.close(descriptor)
+            throw .io("cannot start the NBD I/O thread")
+        }
+    }
+
+    var onIOThread: Bool { UInt(pthread_self()) == ioThread.load(ordering: .relaxed) }
+
+    func signal() {
+        var one: UInt8 = 1
+        _ = Glibc.write(wakeupWriter, &one, 1)
+    }
+
+    // MARK: - Submitting
+
+    /// Registers and sends a request; its result is collected with ``wait(_:isolation:)``. Callable from
+    /// any thread. `timeout` in nanoseconds.
+    func submit(
+        command: NBDCommand, flags: NBDCommandFlags, offset: UInt64, length: UInt64, payload: [PageBuffer],
+        buffers: [PageBuffer], timeout: Int64?
+    ) -> Result<UInt64, NBDError> {
+        let deadline = timeout.map { monotonicNanoseconds() + $0 }
+        let registered = state.withLock { state -> Result<UInt64, NBDError> in
+            if let failure = state.failure { return .failure(failure) }
+            if state.closing { return .failure(.disconnected) }
+            let cookie = state.nextCookie
+            state.nextCookie &+= 1
+            let small = command != .read || length < Self.largeRead
+            state.inFlight[cookie] = Pending(
+                info: NBDRequestInfo(command: command, offset: offset, length: length), buffers: buffers,
+                deadline: deadline, small: small)
+            if deadline != nil { state.timed += 1 }
+            if small { state.smallReplies += 1 }
+            return .success(cookie)
+        }
+        guard case .success(let cookie) = registered else { return registered }
+        let request = NBDRequest(flags: flags, command: command, cookie: cookie, offset: offset, length: length)
+        send(request.encode(extended: extended), payload: payload, timed: deadline != nil)
+        return .success(cookie)
+    }
+
+    /// Queues bytes for the socket: the I/O thread batches its own and flushes them before it polls; other
+    /// threads send at once when nothing is queued ahead of them, else leave it to the I/O thread.
+    private func send(_ header: [UInt8], payload: [PageBuffer], timed: Bool) {
+        let mine = onIOThread
+        let wake = output.withLock { output -> Bool in
+            let wasEmpty = output.isEmpty
+            output.append(header: header, payload: payload)
+            if mine {
+                output.flushPending = true
+                return false
+            }
+            guard wasEmpty else { return false }
+            let failed = output.flush(to: descriptor)
+            // Something left over (socket full) or failed: the I/O thread takes it from here.
+            return failed != 0 || !output.isEmpty
+        }
+        // A request with a deadline may need a shorter poll than the one the thread sleeps in.
+        if wake || (timed && !mine) { signal() }
+    }
+
+    /// Waits for the request `cookie` returned by ``submit``.
+    func wait(_ cookie: UInt64, isolation: isolated (any Actor)? = #isolation) async -> Result<NBDCompletion, NBDError>
+    {
+        await withUnsafeContinuation(isolation: isolation) { continuation in
+            let ready = state.withLock { state -> Result<NBDCompletion, NBDError>? in
+                if let result = state.finished.removeValue(forKey: cookie) { return result }
+                if state.inFlight[cookie] != nil {
+                    state.inFlight[cookie]!.continuation = continuation
+                    return nil
+                }
+                return .failure(state.failure ?? .disconnected)
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    // MARK: - Closing
+
+    /// Sends `NBD_CMD_DISC` (no reply comes), then closes.
+    func disconnect() async {
+        let open = state.withLock { $0.failure == nil && !$0.closing }
+        if open {
+            let request = NBDRequest(flags: [], command: .disconnect, cookie: 0, offset: 0, length: 0)
+            send(request.encode(extended: extended), payload: [], timed: false)
+        }
+        await close()
+    }
+
+    /// Ends the connection: requests in flight fail with ``NBDError/disconnected``; returns once the I/O
+    /// thread has let go of the socket.
+    func close() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                state.closing = true
+                if state.threadDone { return true }
+                state.closeWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() } else { signal() }
+        }
+    }
+
+    /// Asks the I/O thread to end the connection without waiting (the client is gone).
+    func closeSoon() {
+        state.withLock { $0.closing = true }
+        signal()
+    }
+
+    // MARK: - Completing (I/O thread)
+
+    /// Finishes a request: resumes its waiter, or keeps the result for a waiter still to come.
+    func complete(_ cookie: UInt64, _ result: Result<NBDCompletion, NBDError>) {
+        let continuation = state.withLock { state -> UnsafeContinuation<Result<NBDCompletion, NBDError>, Never>? in
+            guard let pending = state.inFlight.removeValue(forKey: cookie) else { return nil }
+            if pending.deadline != nil { state.timed -= 1 }
+            if pending.small { state.smallReplies -= 1 }
+            if pending.abandoned { return nil }
+            if let continuation = pending.continuation { return continuation }
+            state.finished[cookie] = result
+            return nil
+        }
+        continuation?.resume(returning: result)
+    }
+
+    /// Fails requests whose deadline passed; returns the nearest remaining deadline.
+    func expire(now: Int64) -> Int64? {
+        var expired: [UnsafeContinuation<Result<NBDCompletion, NBDError>, Never>] = []
+        var failures: [NBDError] = []
+        let next = state.withLock { state -> Int64? in
+            guard state.timed > 0 else { return nil }
+            var nearest: Int64?
+            for (cookie, pending) in state.inFlight where !pending.abandoned {
+                guard let deadline = pending.deadline else { continue }
+                guard deadline <= now else {
+                    nearest = min(nearest ?? deadline, deadline)
+                    continue
+                }
+                let error = NBDError.timedOut(operation: "\(pending.info.command) request")
+                state.inFlight[cookie]!.abandoned = true
+                state.inFlight[cookie]!.buffers = []
+                state.inFlight[cookie]!.continuation = nil
+                if let continuation = pending.continuation {
+                    expired.append(continuation)
+                    failures.append(error)
+                } else {
+                    state.finished[cookie] = .failure(error)
+                }
+            }
+            return nearest
+        }
+        for (continuation, error) in zip(expired, failures) { continuation.resume(returning: .failure(error)) }
+        return next
+    }
+
+    /// The connection is over: every request in flight fails with `error`, later ones at once.
+    func failAll(_ error: NBDError) {
+        let waiting = state.withLock { state -> [UnsafeContinuation<Result<NBDCompletion, NBDError>, Never>] in
+            if state.failure == nil { state.failure = error }
+            var waiting: [UnsafeContinuation<Result<NBDCompletion, NBDError>, Never>] = []
+            for (cookie, pending) in state.inFlight where !pending.abandoned {
+                if let continuation = pending.continuation {
+                    waiting.append(continuation)
+                } else {
+                    state.finished[cookie] = .failure(error)
+                }
+            }
+            state.inFlight.removeAll()
+            state.timed = 0
+            state.smallReplies = 0
+            return waiting
+        }
+        for continuation in waiting { continuation.resume(returning: .failure(error)) }
+    }
+}

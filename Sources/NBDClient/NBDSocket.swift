@@ -1,0 +1,167 @@
+import Glibc
+import NBDProtocol
+
+/// Opens sockets ourselves rather than through NIO's bootstrap, so that after the handshake a plain
+/// connection's descriptor can move to an ``NBDDirectConnection``. `getaddrinfo` and `connect` block, so
+/// they run on a short-lived thread of their own, never on the cooperative pool.
+enum NBDSocket {
+    /// Connects to `endpoint`; returns a connected, non-blocking, close-on-exec descriptor.
+    static func connect(_ endpoint: NBDEndpoint, timeout: Duration?) async throws(NBDError) -> Int32 {
+        let result: Result<Int32, NBDError> = await withUnsafeContinuation { continuation in
+            let spawned = NBDThread.spawn {
+                continuation.resume(returning: connectBlocking(endpoint, timeout: timeout))
+            }
+            if !spawned {
+                continuation.resume(
+                    returning: .failure(.connectFailed(endpoint: endpoint.description, reason: "cannot start a thread"))
+                )
+            }
+        }
+        return try result.get()
+    }
+
+    // MARK: - Blocking part (helper thread)
+
+    private static func connectBlocking(_ endpoint: NBDEndpoint, timeout: Duration?) -> Result<Int32, NBDError> {
+        let deadline = timeout.map { monotonicNanoseconds() + max(0, $0.nanoseconds) }
+        func failure(_ code: Int32) -> NBDError {
+            code == ETIMEDOUT
+                ? .timedOut(operation: "connect to \(endpoint)")
+                : .connectFailed(endpoint: endpoint.description, reason: String(cString: strerror(code)))
+        }
+        switch endpoint {
+        case .unix(let path):
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            guard !bytes.contains(0), bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+                return .failure(.connectFailed(endpoint: endpoint.description, reason: "socket path too long"))
+            }
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                raw.copyBytes(from: bytes)
+                raw[bytes.count] = 0
+            }
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { return .failure(failure(errno)) }
+            let code = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    attempt(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size), deadline: deadline)
+                }
+            }
+            if code != 0 {
+                close(fd)
+                return .failure(failure(code))
+            }
+            return .success(fd)
+        case .tcp(let host, let port):
+            var hints = addrinfo()
+            hints.ai_family = AF_UNSPEC
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            var list: UnsafeMutablePointer<addrinfo>?
+            let status = getaddrinfo(host, String(port), &hints, &list)
+            guard status == 0, let list else {
+                return .failure(
+                    .connectFailed(endpoint: endpoint.description, reason: String(cString: gai_strerror(status))))
+            }
+            defer { freeaddrinfo(list) }
+            var last: Int32 = ECONNREFUSED
+            var entry: UnsafeMutablePointer<addrinfo>? = list
+            while let info = entry {
+                entry = info.pointee.ai_next
+                guard let address = info.pointee.ai_addr else { continue }
+                let fd = socket(
+                    info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+                    info.pointee.ai_protocol)
+                guard fd >= 0 else {
+                    last = errno
+                    continue
+                }
+                last = attempt(fd, address, info.pointee.ai_addrlen, deadline: deadline)
+                if last == 0 {
+                    var one: Int32 = 1
+                    _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                    return .success(fd)
+                }
+                close(fd)
+                if last == ETIMEDOUT { break }
+            }
+            return .failure(failure(last))
+        }
+    }
+
+    /// A non-blocking `connect` waited for with `poll` until `deadline`; 0 or the errno. Leaves `fd`
+    /// non-blocking.
+    private static func attempt(
+        _ fd: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t, deadline: Int64?
+    ) -> Int32 {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        while true {
+            if Glibc.connect(fd, address, length) == 0 { return 0 }
+            switch errno {
+            case EINTR: continue
+            case EINPROGRESS: break
+            case EAGAIN:
+                // A unix socket whose listener's backlog is full: try again shortly, until the deadline.
+                if let deadline, monotonicNanoseconds() >= deadline { return ETIMEDOUT }
+                usleep(1000)
+                continue
+            default: return errno
+            }
+            break
+        }
+        var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        while true {
+            var wait: Int32 = -1
+            if let deadline {
+                let left = deadline - monotonicNanoseconds()
+                if left <= 0 { return ETIMEDOUT }
+                wait = Int32(clamping: (left + 999_999) / 1_000_000)
+            }
+            let ready = poll(&descriptor, 1, wait)
+            if ready < 0 && errno == EINTR { continue }
+            if ready < 0 { return errno }
+            if ready == 0 { continue }
+            var code: Int32 = 0
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &size) == 0 else { return errno }
+            return code
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (request deadlines and the connect deadline).
+func monotonicNanoseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+}
+
+// MARK: - A plain pthread
+
+/// Starts detached POSIX threads (the I/O threads, blocking connects).
+enum NBDThread {
+    private final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    /// Runs `body` on a new detached thread; false if the thread could not be created.
+    static func spawn(_ body: @escaping @Sendable () -> Void) -> Bool {
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let status = pthread_create(
+            &thread, nil,
+            { context in
+                guard let context else { return nil }
+                let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
+                box.body()
+                return nil
+            }, box)
+        guard status == 0 else {
+            Unmanaged<Box>.fromOpaque(box).release()
+            return false
+        }
+        pthread_detach(thread)
+        return true
+    }
+}
