@@ -1,3 +1,5 @@
+import XenCore
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -7,10 +9,13 @@
 /// A few OS threads that run blocking system calls (pread, pwrite, fsync) so they never sit on Swift's
 /// cooperative pool. Jobs run in FIFO order; the caller's continuation is resumed from the thread.
 ///
-/// `@unchecked Sendable`: every access to `jobs`/`head` happens with `mutex` held.
+/// `@unchecked Sendable`: every access to `jobs`/`head` happens with `mutex` held; `threads` is written
+/// only in `init`.
 final class BlockingIOThreads: @unchecked Sendable {
     private var jobs: [@Sendable () -> Void] = []
     private var head = 0
+    /// Threads actually started (set once in `init`).
+    private var threads = 0
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
@@ -22,20 +27,7 @@ final class BlockingIOThreads: @unchecked Sendable {
         mutex = .allocate(capacity: 1)
         pthread_cond_init(condition, nil)
         pthread_mutex_init(mutex, nil)
-        for _ in 0..<count {
-            let box = Unmanaged.passRetained(self).toOpaque()
-            var thread = pthread_t()
-            let rc = pthread_create(
-                &thread, nil,
-                { raw in
-                    guard let raw else { return nil }
-                    let pool = Unmanaged<BlockingIOThreads>.fromOpaque(raw).takeRetainedValue()
-                    pool.loop()
-                    return nil
-                }, box)
-            precondition(rc == 0, "pthread_create failed: \(rc)")
-            pthread_detach(thread)
-        }
+        for _ in 0..<count where DetachedThread.spawn({ [self] in loop() }) == 0 { threads += 1 }
     }
 
     /// Runs `job` on a pool thread and returns its result.
@@ -51,6 +43,8 @@ final class BlockingIOThreads: @unchecked Sendable {
     }
 
     private func submit(_ job: @escaping @Sendable () -> Void) {
+        // No thread could be started (resource exhaustion): run the job here rather than never.
+        guard threads > 0 else { return job() }
         pthread_mutex_lock(mutex)
         jobs.append(job)
         pthread_cond_signal(condition)

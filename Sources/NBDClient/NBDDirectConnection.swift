@@ -99,7 +99,7 @@ final class NBDDirectConnection: Sendable {
 
     /// Starts the I/O thread.
     func start() throws(NBDError) {
-        guard NBDThread.spawn({ [self] in run() }) else {
+        guard DetachedThread.spawn({ [self] in run() }) == 0 else {
             Glibc.close(descriptor)
             throw .io("cannot start the NBD I/O thread")
         }

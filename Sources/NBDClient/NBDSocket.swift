@@ -1,5 +1,6 @@
 import Glibc
 import NBDProtocol
+import XenCore
 
 /// Opens sockets ourselves rather than through NIO's bootstrap, so that after the handshake a plain
 /// connection's descriptor can move to an ``NBDDirectConnection``. `getaddrinfo` and `connect` block, so
@@ -8,13 +9,12 @@ enum NBDSocket {
     /// Connects to `endpoint`; returns a connected, non-blocking, close-on-exec descriptor.
     static func connect(_ endpoint: NBDEndpoint, timeout: Duration?) async throws(NBDError) -> Int32 {
         let result: Result<Int32, NBDError> = await withUnsafeContinuation { continuation in
-            let spawned = NBDThread.spawn {
+            let status = DetachedThread.spawn {
                 continuation.resume(returning: connectBlocking(endpoint, timeout: timeout))
             }
-            if !spawned {
-                continuation.resume(
-                    returning: .failure(.connectFailed(endpoint: endpoint.description, reason: "cannot start a thread"))
-                )
+            if status != 0 {
+                let reason = "cannot start a thread: \(String(cString: strerror(status)))"
+                continuation.resume(returning: .failure(.connectFailed(endpoint: endpoint.description, reason: reason)))
             }
         }
         return try result.get()
@@ -137,31 +137,3 @@ func monotonicNanoseconds() -> Int64 {
 }
 
 // MARK: - A plain pthread
-
-/// Starts detached POSIX threads (the I/O threads, blocking connects).
-enum NBDThread {
-    private final class Box {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-
-    /// Runs `body` on a new detached thread; false if the thread could not be created.
-    static func spawn(_ body: @escaping @Sendable () -> Void) -> Bool {
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        var thread = pthread_t()
-        let status = pthread_create(
-            &thread, nil,
-            { context in
-                guard let context else { return nil }
-                let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
-                box.body()
-                return nil
-            }, box)
-        guard status == 0 else {
-            Unmanaged<Box>.fromOpaque(box).release()
-            return false
-        }
-        pthread_detach(thread)
-        return true
-    }
-}

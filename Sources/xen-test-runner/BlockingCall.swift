@@ -1,3 +1,5 @@
+import XenCore
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -9,26 +11,13 @@
 func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
         let job = BlockingJob { continuation.resume(returning: body()) }
-        let context = Unmanaged.passRetained(job).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(
-            &thread, nil,
-            { context in
-                guard let context else { return nil }
-                Unmanaged<BlockingJob>.fromOpaque(context).takeRetainedValue().run()
-                return nil
-            }, context)
-        if rc == 0 {
-            pthread_detach(thread)
-        } else {
-            // No thread to spare: run inline rather than lose the call.
-            Unmanaged<BlockingJob>.fromOpaque(context).takeRetainedValue().run()
-        }
+        // No thread to spare: run inline rather than lose the call.
+        if DetachedThread.spawn({ job.run() }) != 0 { job.run() }
     }
 }
 
 private final class BlockingJob: @unchecked Sendable {
-    // @unchecked: handed to exactly one thread.
+    // @unchecked: run by exactly one thread.
     let run: () -> Void
     init(_ run: @escaping () -> Void) { self.run = run }
 }
