@@ -29,8 +29,9 @@ extension XenStoreClient {
         _ op: XenStoreMessageType, transaction: UInt32, payload: [UInt8], bypassGate: Bool
     ) async -> Result<XenStorePacket, XenStoreError> {
         while true {
-            let admission = state.withLock {
-                $0.admit(op, transaction: transaction, payload: payload, bypassGate: bypassGate)
+            let admission = state.withLock { state in
+                defer { inFlight.update(state) }
+                return state.admit(op, transaction: transaction, payload: payload, bypassGate: bypassGate)
             }
             switch admission {
             case .fail(let error):
@@ -55,7 +56,10 @@ extension XenStoreClient {
             case .queued(let id, let flush, let connection):
                 if flush { await self.flush(connection) }
                 return await withUnsafeContinuation { (continuation: ReplyContinuation) in
-                    let (now, drained) = state.withLock { $0.startWaiting(id, continuation: continuation) }
+                    let (now, drained) = state.withLock { state in
+                        defer { inFlight.update(state) }
+                        return state.startWaiting(id, continuation: continuation)
+                    }
                     for waiter in drained { waiter.resume() }
                     if let now { continuation.resume(returning: now) }
                 }
@@ -93,7 +97,12 @@ extension XenStoreClient {
     func startReader(_ transport: any XenStoreTransport, connection: UInt64) {
         if let pushing = transport as? any PushingTransport {
             let receiver = PushReceiver(client: self, connection: connection)
-            if pushing.startPushing((receive: receiver.receive, end: receiver.end)) { return }
+            let gauge = inFlight
+            let pusher: DescriptorStream.Pusher = (
+                receive: receiver.receive, end: receiver.end,
+                spin: { gauge.wantsSpin }
+            )
+            if pushing.startPushing(pusher) { return }
         }
         Task.detached { [weak self] in
             var parser = XenStorePacketParser()
@@ -137,7 +146,11 @@ extension XenStoreClient {
 
     func deliver(_ packets: [XenStorePacket], connection: UInt64) {
         var out = MultiplexerState.Dispatch()
-        state.withLock { $0.dispatch(packets, connection: connection, into: &out) }
+        state.withLock { state in
+            inFlight.lone.store(state.pending.count <= 1, ordering: .relaxed)
+            state.dispatch(packets, connection: connection, into: &out)
+            inFlight.update(state)
+        }
         act(on: out)
     }
 
@@ -157,6 +170,7 @@ extension XenStoreClient {
     /// The connection failed: everything in flight fails with `error`, every watch with `.disconnected`.
     func connectionLost(_ connection: UInt64, error: XenStoreError) {
         let (out, sinks) = state.withLock { state -> (MultiplexerState.Dispatch?, [any WatchSink]) in
+            defer { inFlight.update(state) }
             guard let out = state.connectionLost(connection, error: error) else { return (nil, []) }
             return (out, state.takeRoutes(all: true))
         }
@@ -304,6 +318,7 @@ extension XenStoreClient {
     public func close() async {
         let (out, sinks, gate) = state.withLock {
             state -> (MultiplexerState.Dispatch, [any WatchSink], [GateContinuation]) in
+            defer { inFlight.update(state) }
             state.phase = .closed
             state.alive = false
             var out = MultiplexerState.Dispatch()
