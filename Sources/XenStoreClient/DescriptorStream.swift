@@ -272,8 +272,8 @@ final class DescriptorStream: Sendable {
                 // cost more than the rest of the round trip, and a blocking `xs_read` pays only one wake-up
                 // where we would pay two (this thread, then the requester's pool thread). Yielding between
                 // polls hands the core to the server or the requester when they are runnable on it.
-                while ready == 0, !paused, let spinWanted, spin.active(writes: writeCount.load(ordering: .relaxed)),
-                    spinWanted()
+                while ready == 0, !paused, let spinWanted, spinWanted(),
+                    spin.active(writes: writeCount.load(ordering: .relaxed))
                 {
                     sched_yield()
                     ready = poll(&fds, 2, 0)
