@@ -29,7 +29,8 @@ struct SpinClock {
         return now &- last < Self.window
     }
 
-    private static func now() -> UInt64 {
+    /// CLOCK_MONOTONIC in nanoseconds.
+    static func now() -> UInt64 {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)

@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import Synchronization
 import XenStoreProtocol
@@ -54,7 +55,9 @@ extension XenStoreClient {
                 }
                 if !proceed { return .failure(.disconnected) }
             case .queued(let id, let flush, let connection):
+                let since = inFlight.deliveries.load(ordering: .acquiring)
                 if flush { await self.flush(connection) }
+                inFlight.awaitLoneReply(since: since)
                 return await withUnsafeContinuation { (continuation: ReplyContinuation) in
                     let (now, drained) = state.withLock { state in
                         defer { inFlight.update(state) }
@@ -95,6 +98,7 @@ extension XenStoreClient {
     /// hand bytes straight to a `PushReceiver` there; others get the one reader task. Both hold the client
     /// weakly: a client nobody references is released (its deinit closes the transport, which ends them).
     func startReader(_ transport: any XenStoreTransport, connection: UInt64) {
+        inFlight.readerThread.store(0, ordering: .relaxed)
         if let pushing = transport as? any PushingTransport {
             let receiver = PushReceiver(client: self, connection: connection)
             let gauge = inFlight
@@ -151,6 +155,7 @@ extension XenStoreClient {
             state.dispatch(packets, connection: connection, into: &out)
             inFlight.update(state)
         }
+        inFlight.deliveries.add(1, ordering: .releasing)
         act(on: out)
     }
 
@@ -350,6 +355,7 @@ final class PushReceiver: Sendable {
 
     @Sendable func receive(_ bytes: [UInt8]) {
         guard let client else { return }
+        client.inFlight.readerThread.store(UInt(pthread_self()), ordering: .relaxed)
         let (packets, failure) = parser.withLock { parser -> ([XenStorePacket], XenStoreProtocolError?) in
             parser.append(bytes)
             var packets: [XenStorePacket] = []
