@@ -6,8 +6,8 @@ import Synchronization
 /// `DescriptorStream.Pusher`). Also lets a lone requester wait a moment for its reply before parking.
 final class InFlightGauge: Sendable {
     let count = Atomic<Int>(0)
-    /// The last replies received answered a lone request (none other was in flight).
-    let lone = Atomic<Bool>(true)
+    /// How many batches of replies in a row answered a lone request (none other was in flight), up to 16.
+    let loneStreak = Atomic<Int>(0)
     /// Bumped after every batch of received packets is dispatched.
     let deliveries = Atomic<UInt>(0)
     /// The `pthread_self()` of the I/O thread pushing replies on the current connection; 0 when replies come
@@ -17,9 +17,16 @@ final class InFlightGauge: Sendable {
     /// How long a lone requester waits for its reply before parking its task.
     static let replyWait: UInt64 = 50_000
 
-    /// One request at a time: the last reply was for a lone request and at most one is in flight now. With
-    /// many in flight, replies come in bursts and are better gathered by a sleeping `poll`.
-    var wantsSpin: Bool { count.load(ordering: .relaxed) <= 1 && lone.load(ordering: .relaxed) }
+    /// One request at a time: the last few replies were for lone requests and at most one is in flight now.
+    /// With many in flight, replies come in bursts and are better gathered by a sleeping `poll`, and the
+    /// requesters' pool threads have other tasks to run.
+    var wantsSpin: Bool { count.load(ordering: .relaxed) <= 1 && loneStreak.load(ordering: .relaxed) >= 3 }
+
+    /// A batch of replies is about to be dispatched with `pending` requests in flight.
+    func dispatching(pending: Int) {
+        let streak = loneStreak.load(ordering: .relaxed)
+        loneStreak.store(pending <= 1 ? min(streak + 1, 16) : 0, ordering: .relaxed)
+    }
 
     /// A lone request just went out: waits (bounded by `replyWait`, yielding the core) until a batch of
     /// replies after `since` is dispatched, so that a reply arriving within a round trip finds the requester
@@ -29,7 +36,9 @@ final class InFlightGauge: Sendable {
     /// while requests go one at a time: otherwise returns at once.
     func awaitLoneReply(since: UInt) {
         let reader = readerThread.load(ordering: .relaxed)
-        guard wantsSpin, reader != 0, reader != UInt(pthread_self()) else { return }
+        guard count.load(ordering: .relaxed) == 1, wantsSpin, reader != 0, reader != UInt(pthread_self()) else {
+            return
+        }
         let start = SpinClock.now()
         while deliveries.load(ordering: .acquiring) == since && SpinClock.now() &- start < Self.replyWait {
             sched_yield()

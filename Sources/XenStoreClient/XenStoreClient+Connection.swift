@@ -151,7 +151,7 @@ extension XenStoreClient {
     func deliver(_ packets: [XenStorePacket], connection: UInt64) {
         var out = MultiplexerState.Dispatch()
         state.withLock { state in
-            inFlight.lone.store(state.pending.count <= 1, ordering: .relaxed)
+            inFlight.dispatching(pending: state.pending.count)
             state.dispatch(packets, connection: connection, into: &out)
             inFlight.update(state)
         }
