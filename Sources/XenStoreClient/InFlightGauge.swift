@@ -22,7 +22,8 @@ final class InFlightGauge: Sendable {
     /// requesters' pool threads have other tasks to run.
     var wantsSpin: Bool { count.load(ordering: .relaxed) <= 1 && loneStreak.load(ordering: .relaxed) >= 3 }
 
-    /// A batch of replies is about to be dispatched with `pending` requests in flight.
+    /// A batch of replies is about to be dispatched with `pending` requests in flight (called under the state
+    /// lock, so the load and store below do not race).
     func dispatching(pending: Int) {
         let streak = loneStreak.load(ordering: .relaxed)
         loneStreak.store(pending <= 1 ? min(streak + 1, 16) : 0, ordering: .relaxed)
