@@ -5,7 +5,8 @@ import Synchronization
 /// the thread `poll`s the descriptor and a wake-up pipe, reads whatever arrives into a queue and hands
 /// it to the one waiting `read`, and finishes writes a non-blocking `send` could not complete at once. No
 /// blocking call ever runs on the cooperative pool: writers only try non-blocking sends, readers only park
-/// continuations.
+/// continuations. While a push receiver sends requests one at a time, the thread stays awake (polling
+/// without blocking) for up to `SpinClock.window` after the last traffic, then sleeps in `poll` again.
 ///
 /// The descriptor is closed in `deinit`, after the thread has exited (the thread holds the stream), so a
 /// descriptor number is never reused under a writer's feet.
@@ -37,8 +38,12 @@ final class DescriptorStream: Sendable {
         var pusher: Pusher?
     }
 
-    /// A push-mode receiver: `receive` gets bytes in order, `end` once at end of stream (nil) or failure.
-    typealias Pusher = (receive: @Sendable ([UInt8]) -> Void, end: @Sendable (DescriptorError?) -> Void)
+    /// A push-mode receiver: `receive` gets bytes in order, `end` once at end of stream (nil) or failure;
+    /// `spin` says whether the I/O thread should stay awake after traffic (a lone request waiting: true; many
+    /// in flight: false, since replies then arrive in bursts and sleeping lets them gather into one read).
+    typealias Pusher = (
+        receive: @Sendable ([UInt8]) -> Void, end: @Sendable (DescriptorError?) -> Void, spin: @Sendable () -> Bool
+    )
 
     /// Stop reading from the descriptor while this much is queued and unread (back-pressure on the server).
     private static let queueLimit = 1 << 20
@@ -52,6 +57,12 @@ final class DescriptorStream: Sendable {
     /// Writes not yet fully sent, oldest first. A lock of their own: a writer holds it across its
     /// non-blocking `send`, and the I/O thread's reads must not wait for that.
     private let writes = Mutex<[PendingWrite]>([])
+    /// Whether `writes` is non-empty, for the I/O thread's loop: it must not take `writes` each round (a writer
+    /// holds it across `send`, which may be preempted as it wakes the server, and waiting for it costs the I/O
+    /// thread a futex sleep and an extra wake-up per request). Changed only under `writes`.
+    private let writesWaiting = Atomic<Bool>(false)
+    /// Bumped by every write, so that the spinning I/O thread (see `run`) notices a request just went out.
+    private let writeCount = Atomic<UInt>(0)
     /// Set once the stream is closed or ended, checked by writers without taking `state`.
     private let ended = Atomic<Bool>(false)
     /// Jobs of tasks that prefer this stream's I/O thread as their executor (see `DescriptorStream+Executor`).
@@ -132,6 +143,7 @@ final class DescriptorStream: Sendable {
                 if ended.load(ordering: .acquiring) {
                     return (.failure(DescriptorError(operation: "write", errno: EPIPE)), false)
                 }
+                writeCount.add(1, ordering: .relaxed)
                 if !writes.isEmpty {
                     writes.append(PendingWrite(bytes: bytes, offset: 0, continuation: continuation))
                     return (nil, false)
@@ -141,6 +153,7 @@ final class DescriptorStream: Sendable {
                 case .success(let offset) where offset == bytes.count: return (.success(()), false)
                 case .success(let offset):
                     writes.append(PendingWrite(bytes: bytes, offset: offset, continuation: continuation))
+                    writesWaiting.store(true, ordering: .releasing)
                     return (nil, true)
                 }
             }
@@ -181,7 +194,10 @@ final class DescriptorStream: Sendable {
             let status = packet.withUnsafeBytes { buffer -> Int32 in
                 guard let base = buffer.baseAddress else { return EINVAL }
                 while true {
-                    if Glibc.write(descriptor, base, buffer.count) >= 0 { return 0 }
+                    if Glibc.write(descriptor, base, buffer.count) >= 0 {
+                        writeCount.add(1, ordering: .relaxed)
+                        return 0
+                    }
                     if errno != EINTR { return errno }
                 }
             }
@@ -204,7 +220,10 @@ final class DescriptorStream: Sendable {
         ended.store(true, ordering: .releasing)
         gate.withLock { $0.close() }
         let pending = writes.withLock { writes in
-            defer { writes = [] }
+            defer {
+                writes = []
+                writesWaiting.store(false, ordering: .releasing)
+            }
             return writes
         }
         // Sockets: wake anything blocked on the peer too (no-op on the device).
@@ -231,12 +250,13 @@ final class DescriptorStream: Sendable {
         ]
         ioThread.store(UInt(pthread_self()), ordering: .releasing)
         defer { retireExecutor() }
+        var spin = SpinClock(writes: writeCount.load(ordering: .relaxed))
         while true {
             let jobsWaiting = runJobs()
-            let (closed, paused) = state.withLock { state in
-                (state.closed || state.endOfStream, state.queue.count >= Self.queueLimit)
+            let (closed, paused, spinWanted) = state.withLock { state in
+                (state.closed || state.endOfStream, state.queue.count >= Self.queueLimit, state.pusher?.spin)
             }
-            let wantWrite = writes.withLock { !$0.isEmpty }
+            let wantWrite = writesWaiting.load(ordering: .acquiring)
             if closed { break }
             fds[0].events = (paused ? 0 : Int16(POLLIN)) | (wantWrite ? Int16(POLLOUT) : 0)
             // A negative descriptor is skipped by poll: while paused with nothing to write, a hang-up (reported
@@ -244,7 +264,22 @@ final class DescriptorStream: Sendable {
             fds[0].fd = fds[0].events == 0 ? -1 : descriptor
             fds[0].revents = 0
             fds[1].revents = 0
-            let ready = poll(&fds, 2, jobsWaiting ? 0 : -1)
+            var ready = poll(&fds, 2, 0)
+            if ready == 0 && !jobsWaiting {
+                // Nothing yet. While requests go one at a time (the receiver says so), the next reply or request
+                // is likely microseconds after the last traffic: keep polling without sleeping for a short,
+                // bounded while, so that the reply finds this thread awake. A sleep in poll and its wake-up
+                // cost more than the rest of the round trip, and a blocking `xs_read` pays only one wake-up
+                // where we would pay two (this thread, then the requester's pool thread). Yielding between
+                // polls hands the core to the server or the requester when they are runnable on it.
+                while ready == 0, !paused, let spinWanted, spinWanted(),
+                    spin.active(writes: writeCount.load(ordering: .relaxed))
+                {
+                    sched_yield()
+                    ready = poll(&fds, 2, 0)
+                }
+                if ready == 0 { ready = poll(&fds, 2, -1) }
+            }
             if ready < 0 {
                 if errno == EINTR { continue }
                 finish(DescriptorError(operation: "poll", errno: errno))
@@ -262,6 +297,7 @@ final class DescriptorStream: Sendable {
             if events & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 && !paused {
                 let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress!, $0.count) }
                 if count > 0 {
+                    spin.touch()
                     received(Array(buffer[0..<count]))
                 } else if count == 0 {
                     finish(nil)
@@ -331,10 +367,12 @@ final class DescriptorStream: Sendable {
                 case .failure(let error):
                     failed = (error, writes.map(\.continuation))
                     writes = []
+                    writesWaiting.store(false, ordering: .releasing)
                     return
                 case .success(let offset) where offset == write.bytes.count:
                     done.append(write.continuation)
                     writes.removeFirst()
+                    if writes.isEmpty { writesWaiting.store(false, ordering: .releasing) }
                 case .success(let offset):
                     write.offset = offset
                     writes[0] = write
@@ -360,7 +398,10 @@ final class DescriptorStream: Sendable {
         ended.store(true, ordering: .releasing)
         gate.withLock { $0.close() }
         let pending = writes.withLock { writes in
-            defer { writes = [] }
+            defer {
+                writes = []
+                writesWaiting.store(false, ordering: .releasing)
+            }
             return writes
         }
         if let reader {

@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import Synchronization
 import XenStoreProtocol
@@ -29,8 +30,9 @@ extension XenStoreClient {
         _ op: XenStoreMessageType, transaction: UInt32, payload: [UInt8], bypassGate: Bool
     ) async -> Result<XenStorePacket, XenStoreError> {
         while true {
-            let admission = state.withLock {
-                $0.admit(op, transaction: transaction, payload: payload, bypassGate: bypassGate)
+            let admission = state.withLock { state in
+                defer { inFlight.update(state) }
+                return state.admit(op, transaction: transaction, payload: payload, bypassGate: bypassGate)
             }
             switch admission {
             case .fail(let error):
@@ -53,9 +55,14 @@ extension XenStoreClient {
                 }
                 if !proceed { return .failure(.disconnected) }
             case .queued(let id, let flush, let connection):
+                let since = inFlight.deliveries.load(ordering: .acquiring)
                 if flush { await self.flush(connection) }
+                inFlight.awaitLoneReply(since: since)
                 return await withUnsafeContinuation { (continuation: ReplyContinuation) in
-                    let (now, drained) = state.withLock { $0.startWaiting(id, continuation: continuation) }
+                    let (now, drained) = state.withLock { state in
+                        defer { inFlight.update(state) }
+                        return state.startWaiting(id, continuation: continuation)
+                    }
                     for waiter in drained { waiter.resume() }
                     if let now { continuation.resume(returning: now) }
                 }
@@ -91,9 +98,15 @@ extension XenStoreClient {
     /// hand bytes straight to a `PushReceiver` there; others get the one reader task. Both hold the client
     /// weakly: a client nobody references is released (its deinit closes the transport, which ends them).
     func startReader(_ transport: any XenStoreTransport, connection: UInt64) {
+        inFlight.readerThread.store(0, ordering: .relaxed)
         if let pushing = transport as? any PushingTransport {
             let receiver = PushReceiver(client: self, connection: connection)
-            if pushing.startPushing((receive: receiver.receive, end: receiver.end)) { return }
+            let gauge = inFlight
+            let pusher: DescriptorStream.Pusher = (
+                receive: receiver.receive, end: receiver.end,
+                spin: { gauge.wantsSpin }
+            )
+            if pushing.startPushing(pusher) { return }
         }
         Task.detached { [weak self] in
             var parser = XenStorePacketParser()
@@ -137,7 +150,12 @@ extension XenStoreClient {
 
     func deliver(_ packets: [XenStorePacket], connection: UInt64) {
         var out = MultiplexerState.Dispatch()
-        state.withLock { $0.dispatch(packets, connection: connection, into: &out) }
+        state.withLock { state in
+            inFlight.dispatching(pending: state.pending.count)
+            state.dispatch(packets, connection: connection, into: &out)
+            inFlight.update(state)
+        }
+        inFlight.deliveries.add(1, ordering: .releasing)
         act(on: out)
     }
 
@@ -157,6 +175,7 @@ extension XenStoreClient {
     /// The connection failed: everything in flight fails with `error`, every watch with `.disconnected`.
     func connectionLost(_ connection: UInt64, error: XenStoreError) {
         let (out, sinks) = state.withLock { state -> (MultiplexerState.Dispatch?, [any WatchSink]) in
+            defer { inFlight.update(state) }
             guard let out = state.connectionLost(connection, error: error) else { return (nil, []) }
             return (out, state.takeRoutes(all: true))
         }
@@ -304,6 +323,7 @@ extension XenStoreClient {
     public func close() async {
         let (out, sinks, gate) = state.withLock {
             state -> (MultiplexerState.Dispatch, [any WatchSink], [GateContinuation]) in
+            defer { inFlight.update(state) }
             state.phase = .closed
             state.alive = false
             var out = MultiplexerState.Dispatch()
@@ -335,6 +355,7 @@ final class PushReceiver: Sendable {
 
     @Sendable func receive(_ bytes: [UInt8]) {
         guard let client else { return }
+        client.inFlight.readerThread.store(UInt(pthread_self()), ordering: .relaxed)
         let (packets, failure) = parser.withLock { parser -> ([XenStorePacket], XenStoreProtocolError?) in
             parser.append(bytes)
             var packets: [XenStorePacket] = []

@@ -26,6 +26,8 @@ import Synchronization
 /// OCaml: `Xs_client_lwt.S.client` (`Xs_client_lwt.Client(IO)`)
 public final class XenStoreClient: Sendable {
     let state: Mutex<MultiplexerState>
+    /// `state`'s request count, readable without the lock.
+    let inFlight = InFlightGauge()
     let transport: Mutex<(connection: UInt64, transport: any XenStoreTransport)>
     let reconnect: (@Sendable () async throws(XenStoreError) -> any XenStoreTransport)?
     /// The retry policy `transaction` uses unless given another.
