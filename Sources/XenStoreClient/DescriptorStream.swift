@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import XenCore
 
 /// A byte stream over a file descriptor (a connected unix socket or the xenbus device) with one I/O thread:
 /// the thread `poll`s the descriptor and a wake-up pipe, reads whatever arrives into a queue and hands
@@ -97,10 +98,10 @@ final class DescriptorStream: Sendable {
     /// Starts the I/O thread.
     func start() throws(DescriptorError) {
         state.withLock { $0.threadRunning = true }
-        let result = IOThread.spawn { [self] in self.run() }
-        if let error = result {
+        let status = DetachedThread.spawn { [self] in self.run() }
+        if status != 0 {
             state.withLock { $0.threadRunning = false }
-            throw error
+            throw DescriptorError(operation: "pthread_create", errno: status)
         }
     }
 
