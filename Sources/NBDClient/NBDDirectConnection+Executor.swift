@@ -1,12 +1,4 @@
 import Glibc
-import Synchronization
-
-/// Jobs waiting for a direct connection's I/O thread, and whether that thread still takes them.
-struct NBDJobQueue {
-    var jobs: [UnownedJob] = []
-    /// The I/O thread has exited: jobs go to the fallback executor instead.
-    var retired = false
-}
 
 // The I/O thread doubles as a serial and task executor: a task or actor on it is resumed right on the
 // thread that read its reply and its next request is batched into that thread's next `sendmsg`. Jobs run
@@ -14,12 +6,7 @@ struct NBDJobQueue {
 extension NBDDirectConnection: SerialExecutor, TaskExecutor {
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        let (accepted, wake) = jobs.withLock { queue -> (Bool, Bool) in
-            guard !queue.retired else { return (false, false) }
-            queue.jobs.append(job)
-            return (true, queue.jobs.count == 1)
-        }
-        guard accepted else {
+        guard let wake = jobs.push(job) else {
             // The connection is gone: one serial executor takes over, so an actor on it stays serial.
             fallback.enqueue(ExecutorJob(job))
             return
@@ -30,7 +17,7 @@ extension NBDDirectConnection: SerialExecutor, TaskExecutor {
     /// Traps unless called on the thread running this executor's jobs: the I/O thread, or the fallback
     /// executor once the connection is gone.
     func checkIsolated() {
-        if jobs.withLock({ $0.retired }) {
+        if jobs.isRetired {
             fallback.checkIsolated()
         } else {
             precondition(onIOThread, "not on the NBD connection's I/O thread")
@@ -39,24 +26,16 @@ extension NBDDirectConnection: SerialExecutor, TaskExecutor {
 
     /// Runs the jobs queued now; true if more were queued meanwhile (the next poll must not block).
     func runJobs() -> Bool {
-        let batch = jobs.withLock { queue -> [UnownedJob] in
-            defer { queue.jobs.removeAll(keepingCapacity: true) }
-            return queue.jobs
-        }
+        let batch = jobs.takeAll()
         guard !batch.isEmpty else { return false }
         let serial = asUnownedSerialExecutor()
         let task = asUnownedTaskExecutor()
         for job in batch { job.runSynchronously(isolatedTo: serial, taskExecutor: task) }
-        return jobs.withLock { !$0.jobs.isEmpty }
+        return !jobs.isEmpty
     }
 
     /// The I/O thread is exiting: hands queued and future jobs to the fallback executor.
     func retireExecutor() {
-        let leftover = jobs.withLock { queue -> [UnownedJob] in
-            queue.retired = true
-            defer { queue.jobs = [] }
-            return queue.jobs
-        }
-        for job in leftover { fallback.enqueue(ExecutorJob(job)) }
+        for job in jobs.retire() { fallback.enqueue(ExecutorJob(job)) }
     }
 }

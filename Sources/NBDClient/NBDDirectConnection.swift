@@ -60,7 +60,7 @@ final class NBDDirectConnection: Sendable {
     let state = Mutex(State())
     let output = Mutex(NBDOutputQueue())
     /// Jobs of tasks running on the I/O thread's executor.
-    let jobs = Mutex(NBDJobQueue())
+    let jobs = ThreadJobQueue()
     /// The I/O thread's `pthread_self()`, so that its own submissions and jobs need no wake-up.
     let ioThread = Atomic<UInt>(0)
     /// Where jobs go once the I/O thread has exited (one serial executor, so actors stay serial).

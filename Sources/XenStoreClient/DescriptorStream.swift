@@ -67,7 +67,7 @@ final class DescriptorStream: Sendable {
     /// Set once the stream is closed or ended, checked by writers without taking `state`.
     private let ended = Atomic<Bool>(false)
     /// Jobs of tasks that prefer this stream's I/O thread as their executor (see `DescriptorStream+Executor`).
-    let jobs = Mutex(JobQueue())
+    let jobs = ThreadJobQueue()
     /// The I/O thread's `pthread_self()`, so that jobs it enqueues itself need no wake-up.
     let ioThread = Atomic<UInt>(0)
     /// Device mode: which packet may be written when (one at the device at a time).
