@@ -2,7 +2,8 @@
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
-// client, conversation, blockback, blockfront, console.
+// client, conversation, blockback, blockfront, console, domu (last: it unloads
+// the kernel's xen-blkback).
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -25,5 +26,6 @@ if wanted("conversation") { await ConversationReplay.run(report, daemon: variant
 if wanted("blockback") { await BlockBackChecks.run(report) }
 if wanted("blockfront") { await BlockFrontChecks.run(report) }
 if wanted("console") { await ConsoleChecks.run(report) }
+if wanted("domu") { await DomUChecks.run(report) }
 
 exit(report.finish())
