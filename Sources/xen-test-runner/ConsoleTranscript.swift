@@ -19,13 +19,17 @@ final class ConsoleTranscript: Sendable {
     /// The console closed (the stream ended).
     func end() { state.withLock { $0.ended = true } }
 
+    /// Whether the console closed.
+    var ended: Bool { state.withLock { $0.ended } }
+
     /// Bytes received so far.
     var count: Int { state.withLock { $0.bytes.count } }
 
     /// Every complete or partial line, carriage returns removed (the guest's tty adds them).
     var lines: [String] {
         let text = state.withLock { String(decoding: $0.bytes, as: UTF8.self) }
-        return text.split(separator: "\n", omittingEmptySubsequences: false).map {
+        // "\r\n" is one Character in Swift: split on every newline character, CR LF included.
+        return text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).map {
             String($0.filter { $0 != "\r" })
         }
     }

@@ -16,7 +16,9 @@ import XenStoreClient
 #endif
 
 /// A real PV domU (Debian's kernel, a busybox initramfs: scripts/xen/domu-init.sh) started with `xl create`
-/// and served only by our code: its primary console by our ``ConsoleDaemon`` (no xenconsoled runs), its disk
+/// and served only by our code: its primary console by our ``ConsoleDaemon`` with a ``PtyConsoleSink`` (no
+/// xenconsoled runs: our daemon publishes the `tty` key libxl waits for, and the checks read and type on that
+/// pty as `xl console` would), its disk
 /// xvda by our ``BlockBack`` over a file in dom0 (the kernel's xen-blkback is unloaded first). The guest
 /// prints the md5 of its disk on our console, reads a line we type into that console, writes to its disk;
 /// the checks compare all of it with the backing file, then destroy the domain and watch our backends
@@ -54,6 +56,13 @@ final class ConsoleEvents: Sendable {
     let detached = Mutex<[(ConsoleID, ConsoleError?)]>([])
 }
 
+/// A flag one task raises and a reader thread polls.
+final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var raised: Bool { flag.load(ordering: .acquiring) }
+    func raise() { flag.store(true, ordering: .releasing) }
+}
+
 /// The one test domain and our backends serving it, carried from check to check.
 actor DomU {
     let transcript = ConsoleTranscript(marker: "XT-DOMU")
@@ -65,6 +74,10 @@ actor DomU {
     private var nodes: VirtualBlockDeviceNodes?
     private var blockBack: Task<Void, any Error>?
     private var expectedMD5 = ""
+    /// Our end of the pty (the slave side, as `xl console` opens it).
+    private var tty: Int32 = -1
+    private let ttyStop = StopFlag()
+    private var ttyReader: Task<Void, Never>?
     private var token = ""
     private let started = ContinuousClock.now
 
@@ -77,17 +90,18 @@ actor DomU {
 
     func create(_ report: Report) async throws {
         try writeDisk()
-        expectedMD5 = String(try await ChildProcess.checked(["/bin/md5sum", DomUChecks.diskPath], seconds: 60).prefix(32))
+        let sum = try await ChildProcess.checked(["/bin/md5sum", DomUChecks.diskPath], seconds: 60)
+        expectedMD5 = String(sum.prefix(32))
         // The kernel's xen-blkback serves every backend/vbd directory of dom0: it must not race ours.
         if Files.mode("/sys/module/xen_blkback") != nil {
-            try await ChildProcess.checked(["/sbin/rmmod", "xen_blkback"], seconds: 30)
+            try await ChildProcess.checked(["/bin/rmmod", "xen_blkback"], seconds: 30)
         }
         let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
         self.client = client
         // Our console daemon is up before the domain exists, as xenconsoled would be.
         let daemon = ConsoleDaemon(
             xenstore: client, grantTable: try XenGrantTable(), eventChannel: try XenEventChannel()
-        ) { _ in nil }
+        ) { _ throws(ConsoleError) in try PtyConsoleSink() }
         self.daemon = daemon
         let consoles = self.consoles
         tasks.append(Task { try? await daemon.run() })
@@ -100,7 +114,8 @@ actor DomU {
                     }
                 }
             })
-        let created = try await ChildProcess.run([DomUChecks.xl, "create", "-p", "-e", DomUChecks.config], seconds: 120)
+        let created = try await ChildProcess.run(
+            [DomUChecks.xl, "create", "-p", "-e", DomUChecks.config], seconds: 120)
         try require(created.status == 0 && !created.timedOut, "xl create: \(created)")
         let domid = try await ChildProcess.checked([DomUChecks.xl, "domid", DomUChecks.name], seconds: 30)
         let id = try unwrap(
@@ -137,12 +152,16 @@ actor DomU {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
+        // xl create returned only once the daemon had published the pty (libxl waits for `tty`).
+        let ttyKey = "\(primary.frontendPath)/\(ConsoleKeys.tty)"
+        let tty = try await client.immediate { handle in try await handle.read(ttyKey) }
+        let ttyFD = open(tty, O_RDWR | O_NOCTTY | O_CLOEXEC)
+        try require(ttyFD >= 0, errnoText("open \(tty) (\(ttyKey))"))
+        self.tty = ttyFD
         let transcript = self.transcript
-        tasks.append(
-            Task {
-                do { for try await chunk in session.bytes { transcript.append(chunk) } } catch {}
-                transcript.end()
-            })
+        let stop = ttyStop
+        ttyReader = Task { await blocking { Self.readTTY(ttyFD, into: transcript, stop: stop) } }
+        report.detail("session \(session.id) on \(tty)")
 
         let nodes = VirtualBlockDeviceNodes(
             backendDomain: .dom0, frontendDomain: domain, deviceID: DomUChecks.virtualDevice)
@@ -169,6 +188,21 @@ actor DomU {
         report.detail("init ran at \(upAt), disk verified at \(elapsed()); \(transcript.count) console bytes")
     }
 
+    /// Copies the pty's output into the transcript until it hangs up (the console closed) or `stop`.
+    private static func readTTY(_ fd: Int32, into transcript: ConsoleTranscript, stop: StopFlag) {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while !stop.raised {
+            // Any event (data, hang-up, error) makes read answer at once.
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&entry, 1, 200) == 1 else { continue }
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR || errno == EAGAIN { continue }
+            if count <= 0 { break }
+            transcript.append(Array(chunk[0..<count]))
+        }
+        transcript.end()
+    }
+
     // MARK: - Both directions
 
     func exchange(_ report: Report) async throws {
@@ -177,7 +211,9 @@ actor DomU {
             consoles.attached.withLock { $0[ConsoleID(domain: domain, device: .primary)] }, "no console session")
         _ = try await transcript.wait(for: "ready", seconds: 30)
         token = "swiftxen-\(UInt32.random(in: 0...UInt32.max))"
-        try await session.write(Array("\(token)\n".utf8))
+        let bytes = Array("\(token)\n".utf8)
+        let typed = bytes.withUnsafeBytes { write(tty, $0.baseAddress, $0.count) }
+        try require(typed == bytes.count, errnoText("write to the pty"))
         let echoed = try await transcript.wait(for: "echo=", seconds: 60)
         try require(echoed == token, "typed \(token), the domU read \"\(echoed)\"")
         _ = try await transcript.wait(for: "wrote", seconds: 90)
@@ -219,6 +255,10 @@ actor DomU {
             }
         }
         try require(reason == nil, "console detached with \(String(describing: reason))")
+        let transcript = self.transcript
+        try await within(30, "the console's pty to hang up") {
+            while !transcript.ended { try await Task.sleep(for: .milliseconds(100)) }
+        }
         if let daemon {
             let served = await daemon.servedConsoles
             try require(served.isEmpty, "the daemon still serves \(served)")
@@ -246,7 +286,11 @@ actor DomU {
     func cleanUp() async {
         if let domain { _ = try? await ChildProcess.run([DomUChecks.xl, "destroy", "\(domain)"], seconds: 60) }
         blockBack?.cancel()
+        ttyStop.raise()
         for task in tasks { task.cancel() }
+        // The reader polls its flag every 200 ms; only then may its descriptor be closed.
+        await ttyReader?.value
+        if tty >= 0 { close(tty) }
         if let nodes, let client { try? await nodes.destroy(in: XenStoreBus(client: client)) }
         await client?.close()
         unlink(DomUChecks.diskPath)
