@@ -48,10 +48,23 @@ enum ChildProcess {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        // The spawning thread is a Dispatch/Swift worker with signals blocked, and the mask (and ignored
+        // dispositions) would pass to the child: xl's libxl reaps its own children on SIGCHLD and would
+        // wait forever. The child gets an empty mask and default dispositions.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for pointer in cArgs { free(pointer) } }
         var pid = pid_t()
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, environ)
+        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, environ)
         close(fds[1])
         guard rc == 0 else {
             close(fds[0])
