@@ -92,6 +92,9 @@ actor DomU {
         try writeDisk()
         let sum = try await ChildProcess.checked(["/bin/md5sum", DomUChecks.diskPath], seconds: 60)
         expectedMD5 = String(sum.prefix(32))
+        // Ours replaces xenconsoled: none may be running.
+        let consoled = Self.processes(named: "xenconsoled")
+        try require(consoled.isEmpty, "xenconsoled is running (pids \(consoled))")
         // The kernel's xen-blkback serves every backend/vbd directory of dom0: it must not race ours.
         if Files.mode("/sys/module/xen_blkback") != nil {
             try await ChildProcess.checked(["/bin/rmmod", "xen_blkback"], seconds: 30)
@@ -123,6 +126,21 @@ actor DomU {
         domain = DomainID(id)
         let type = try await client.immediate { handle in try await handle.read("/local/domain/\(id)/console/type") }
         report.detail("domid \(id), console type \(type), created in \(elapsed())")
+    }
+
+    /// The pids whose /proc/<pid>/comm is `name`.
+    static func processes(named name: String) -> [Int32] {
+        guard let dir = opendir("/proc") else { return [] }
+        defer { closedir(dir) }
+        var found: [Int32] = []
+        while let entry = readdir(dir) {
+            let pidText = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let pid = Int32(pidText), Files.trimmed("/proc/\(pid)/comm") == name else { continue }
+            found.append(pid)
+        }
+        return found
     }
 
     /// A 16 MiB file whose every 8-byte word names its own offset: any misplaced sector shows.
@@ -161,7 +179,6 @@ actor DomU {
         let transcript = self.transcript
         let stop = ttyStop
         ttyReader = Task { await blocking { Self.readTTY(ttyFD, into: transcript, stop: stop) } }
-        report.detail("session \(session.id) on \(tty)")
 
         let nodes = VirtualBlockDeviceNodes(
             backendDomain: .dom0, frontendDomain: domain, deviceID: DomUChecks.virtualDevice)
@@ -185,7 +202,9 @@ actor DomU {
         try require(
             disk1 == "size=\(DomUChecks.diskBytes) md5=\(expectedMD5)",
             "the domU read \"\(disk1)\", the file has size=\(DomUChecks.diskBytes) md5=\(expectedMD5)")
-        report.detail("init ran at \(upAt), disk verified at \(elapsed()); \(transcript.count) console bytes")
+        report.detail(
+            "\(session.id) on our pty \(tty); domU init at \(upAt), disk md5 verified at \(elapsed()), "
+                + "\(transcript.count) console bytes")
     }
 
     /// Copies the pty's output into the transcript until it hangs up (the console closed) or `stop`.
@@ -294,5 +313,9 @@ actor DomU {
         if let nodes, let client { try? await nodes.destroy(in: XenStoreBus(client: client)) }
         await client?.close()
         unlink(DomUChecks.diskPath)
+        // Give the kernel's backend back to whatever runs after us.
+        if Files.mode("/sys/module/xen_blkback") == nil {
+            _ = try? await ChildProcess.run(["/bin/insmod", "/lib/modules/xen-blkback.ko"], seconds: 30)
+        }
     }
 }
