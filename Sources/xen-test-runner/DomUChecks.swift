@@ -31,6 +31,8 @@ enum DomUChecks {
     static let diskBytes = 16 << 20
     /// xvda: major 202, minor 0.
     static let virtualDevice: UInt32 = 51712
+    /// Lines the guest prints in one burst (scripts/xen/domu-init.sh).
+    static let bulkLines = 1000
 
     static func run(_ report: Report) async {
         let domU = DomU()
@@ -39,6 +41,9 @@ enum DomUChecks {
         }
         await report.check("domU: boots on our ConsoleDaemon (primary console) and BlockBack (xvda)", limit: 300) {
             try await domU.boot(report)
+        }
+        await report.check("domU: 1000 lines (~64 KiB) through our console ring, in order, intact", limit: 180) {
+            try await domU.bulk(report)
         }
         await report.check("domU: our console input reaches the guest; its disk writes land in our file", limit: 120) {
             try await domU.exchange(report)
@@ -92,6 +97,9 @@ actor DomU {
         try writeDisk()
         let sum = try await ChildProcess.checked(["/bin/md5sum", DomUChecks.diskPath], seconds: 60)
         expectedMD5 = String(sum.prefix(32))
+        // What xencommons leaves for libxl (dom0's name and domid, /local/pool/<id>/name), written again:
+        // an earlier group may have removed it (the conversation replay's `RM /` succeeds on oxenstored).
+        try await ChildProcess.checked(["/usr/sbin/xen-init-dom0"], seconds: 60)
         // Ours replaces xenconsoled: none may be running.
         let consoled = Self.processes(named: "xenconsoled")
         try require(consoled.isEmpty, "xenconsoled is running (pids \(consoled))")
@@ -223,6 +231,22 @@ actor DomU {
     }
 
     // MARK: - Both directions
+
+    /// The guest's numbered lines, each exactly once, in order, payload intact: many ring-fulls, each
+    /// drained by us and announced to the guest by event.
+    func bulk(_ report: Report) async throws {
+        let before = elapsed()
+        let done = try await transcript.wait(for: "bulk-done ", seconds: 150)
+        try require(done == "count=\(DomUChecks.bulkLines)", "bulk-done \(done)")
+        let payload = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+        let bulk = transcript.lines.filter { $0.contains("XT-BULK ") }
+        try require(
+            bulk.count == DomUChecks.bulkLines, "\(bulk.count) XT-BULK lines, want \(DomUChecks.bulkLines)")
+        for (index, line) in bulk.enumerated() where !line.hasSuffix("XT-BULK \(index) \(payload)") {
+            throw CheckFailure("line \(index) arrived as \"\(line)\"")
+        }
+        report.detail("\(transcript.count) console bytes by \(elapsed()) (bulk from \(before))")
+    }
 
     func exchange(_ report: Report) async throws {
         let domain = try unwrap(domain, "no domain")

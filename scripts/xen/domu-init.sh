@@ -5,6 +5,7 @@
 # Everything it reports goes to that console as XT-DOMU lines, which the runner parses:
 #   XT-DOMU up                       PID 1 runs
 #   XT-DOMU disk size=S md5=M        /dev/xvda appeared: its size in bytes and the md5 of all of it
+#   XT-BULK N <payload>              N = 0..999, then XT-DOMU bulk-done count=1000 (ring wrap-around)
 #   XT-DOMU ready                    waiting for one line of console input (the backend -> guest direction)
 #   XT-DOMU echo=LINE                the line it read
 #   XT-DOMU wrote                    it copied the first MiB to offset 8 MiB and wrote LINE at 10 MiB, synced
@@ -27,6 +28,13 @@ done
 size=$(($(cat /sys/block/xvda/size) * 512))
 sum=$(md5sum < /dev/xvda) || fail "reading /dev/xvda"
 say "disk size=$size md5=${sum%% *}"
+# 1000 numbered lines (about 64 KiB): the console's 2 KiB output ring fills and drains many times.
+i=0
+while [ $i -lt 1000 ]; do
+    echo "XT-BULK $i 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+    i=$((i + 1))
+done
+say "bulk-done count=1000"
 
 say ready
 read -t 120 line || fail "no console input within 120s"
