@@ -210,9 +210,13 @@ actor DomU {
         try require(
             disk1 == "size=\(DomUChecks.diskBytes) md5=\(expectedMD5)",
             "the domU read \"\(disk1)\", the file has size=\(DomUChecks.diskBytes) md5=\(expectedMD5)")
+        // What the guest's xen-blkfront negotiated with our backend.
+        let keys = try await bus.readKeys(
+            ["multi-queue-num-queues", "ring-page-order", "feature-persistent"], in: nodes.frontendPath)
+        let negotiated = keys.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         report.detail(
             "\(session.id) on our pty \(tty); domU init at \(upAt), disk md5 verified at \(elapsed()), "
-                + "\(transcript.count) console bytes")
+                + "\(transcript.count) console bytes; blkfront: \(negotiated)")
     }
 
     /// Copies the pty's output into the transcript until it hangs up (the console closed) or `stop`.
