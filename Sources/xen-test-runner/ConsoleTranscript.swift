@@ -63,8 +63,13 @@ final class ConsoleTranscript: Sendable {
     }
 
     /// The last lines, for failure messages: "domU console (N bytes): a | b | c".
-    func tail(_ lineCount: Int = 12) -> String {
-        let shown = lines.filter { !$0.isEmpty }.suffix(lineCount).map { String($0.prefix(160)) }
+    func tail(_ lineCount: Int = 30) -> String {
+        // The harness watches dom0's console for "Kernel panic": a guest's panic quoted here must not read
+        // as dom0's own.
+        let shown = lines.filter { !$0.isEmpty }.suffix(lineCount).map {
+            String($0.prefix(160)).split(separator: "Kernel panic", omittingEmptySubsequences: false)
+                .joined(separator: "domU kernel-panic")
+        }
         return "domU console (\(count) bytes): " + shown.joined(separator: " | ")
     }
 }

@@ -204,7 +204,16 @@ actor DomU {
 
         _ = try await transcript.wait(for: "up", seconds: 240)
         let upAt = elapsed()
-        let disk1 = try await transcript.wait(for: "disk ", seconds: 60)
+        let disk1: String
+        do {
+            disk1 = try await transcript.wait(for: "disk ", seconds: 60)
+        } catch {
+            // Where the handshake stood, for the failure line.
+            let front = try? await ChildProcess.run(["/usr/bin/xenstore-ls", "-f", nodes.frontendPath], seconds: 20)
+            let back = try? await ChildProcess.run(["/usr/bin/xenstore-ls", "-f", nodes.backendPath], seconds: 20)
+            let dump = [front, back].compactMap { $0?.output }.joined(separator: "\n")
+            throw CheckFailure("\(error); xenstore: \(dump.split(separator: "\n").joined(separator: "; "))")
+        }
         let backendState = try await bus.state(of: nodes.backendPath)
         try require(backendState == .connected, "our backend is \(String(describing: backendState))")
         try require(

@@ -13,6 +13,7 @@
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split(separator: ",").map(String.init) } ?? []
 func wanted(_ group: String) -> Bool { only.isEmpty || only.contains(group) }
+CrashReport.install()
 let report = Report(prefix: "[\(variant)] ")
 report.startWatchdog()
 

@@ -19,6 +19,8 @@ say() { echo "XT-DOMU $*"; }
 fail() { say "error=$*"; while true; do sleep 3600; done; }
 
 say up
+# Defaults: one queue (one vCPU), a one-page ring. A 16-page ring makes blkfront preallocate its
+# persistent-grant pages for 512 requests x 32 segments: out of memory in this 96 MiB guest.
 insmod /lib/modules/xen-blkfront.ko || fail "insmod xen-blkfront"
 i=0
 until [ -b /dev/xvda ] && [ "$(cat /sys/block/xvda/size 2>/dev/null || echo 0)" != 0 ]; do
