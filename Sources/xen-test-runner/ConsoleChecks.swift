@@ -21,13 +21,41 @@ enum ConsoleChecks {
     static let guestToBackend = 256 * 1024
     static let backendToGuest = 64 * 1024
 
+    /// dom0's own kernel is a console frontend too (hvc_xen registers its xenbus frontend driver in every
+    /// domain): a `device/console/<n>` directory appearing under /local/domain/0 is claimed by it, and it
+    /// publishes its own page and port in the same nodes. This file turns it off for the check.
+    static let autoprobe = "/sys/bus/xen/drivers_autoprobe"
+
     static func run(_ report: Report) async {
+        await report.check("Console: dom0's kernel (hvc_xen) claims a new device/console/N", limit: 60) {
+            let id = ConsoleID(domain: .dom0, device: .extra(devid))
+            let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
+            defer { Task { await client.close() } }
+            try await ConsoleToolstack.destroyDevice(id, xenstore: client)
+            try await ConsoleToolstack.createDevice(id, name: "swiftxen-check", xenstore: client)
+            let driverLink = "/sys/bus/xen/devices/console-\(devid)/driver"
+            var driver: String?
+            for _ in 0..<50 where driver == nil {
+                driver = Files.link(driverLink)
+                if driver == nil { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            let ringRef = await
+                (try? client.immediate { handle in try await handle.read("\(id.frontendPath)/ring-ref") })
+            report.detail("driver \(driver ?? "none"), kernel's ring-ref \(ringRef ?? "none")")
+            try await ConsoleToolstack.destroyDevice(id, xenstore: client)
+            try require(driver != nil, "no driver bound to console-\(devid) within 5 s")
+        }
+        let previous = Files.trimmed(autoprobe) ?? "1"
+        Files.write(autoprobe, "0")
+        defer { Files.write(autoprobe, previous) }
         await report.check("ConsoleBack/Frontend: extra console over gntalloc/gntdev and evtchn", limit: 180) {
             let id = ConsoleID(domain: .dom0, device: .extra(devid))
             let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
             defer { Task { await client.close() } }
             try await ConsoleToolstack.destroyDevice(id, xenstore: client)
             try await ConsoleToolstack.createDevice(id, name: "swiftxen-check", xenstore: client)
+            let claimed = Files.link("/sys/bus/xen/devices/console-\(devid)/driver")
+            try require(claimed == nil, "the kernel's \(claimed ?? "") claimed console-\(devid) despite autoprobe 0")
             // Each side gets its own evtchn and grant device handles, as two domains would.
             let back = ConsoleBack(
                 id: id, xenstore: client, grantTable: try XenGrantTable(), eventChannel: try XenEventChannel())
@@ -75,16 +103,6 @@ enum ConsoleChecks {
         }
         try require(XenbusState(xenstoreValue: states.0) == .connected, "backend state \(states.0)")
         report.detail("ring-ref \(states.1), port \(states.2), backend port \(session.localPort)")
-        // A second, independent mapping of ring-ref: which side's page does the grant really name?
-        if let ref = GrantRef(states.1) {
-            let probe = try XenGrantTable().map(domain: .dom0, ref: ref, writable: false)
-            let probeBytes = (0..<4).map { probe.buffer.uint32(at: 3072 + 4 * $0) }
-            let flag = probe.buffer.uint8(at: 3088)
-            try? probe.unmap()
-            report.detail(
-                "probe map: idx \(probeBytes) flag \(flag); front flag \(front.connection.ringConnectionFlag)")
-        }
-
         // Guest → backend: the writer blocks on the 2 KiB out ring until the backend drains it.
         let sent = pattern(count: guestToBackend, seed: 0x5a)
         let writer = Task { try await front.write(sent) }
@@ -160,8 +178,24 @@ enum ConsoleChecks {
             + "gone \(frontConnection.isPeerGone) idx \(indices(frontConnection.page)) flag "
             + "\(frontConnection.ringConnectionFlag); back \(backConnection.statistics) "
             + "\(String(describing: backConnection.failure)) gone \(backConnection.isPeerGone) "
-            + "idx \(indices(backConnection.page))"
+            + "idx \(indices(backConnection.page)); front \(mapsLine(frontConnection.page)); "
+            + "back \(mapsLine(backConnection.page))"
     }
+
+    /// The /proc/self/maps line holding `page`'s first byte (what backs it: gntalloc, gntdev, anonymous).
+    static func mapsLine(_ page: PageBuffer) -> String {
+        let address = UInt(bitPattern: Int(bitPattern: page.pointer))
+        let lines = (Files.read("/proc/self/maps") ?? "").split(separator: "\n")
+        for line in lines {
+            let range = line.prefix { $0 != " " }.split(separator: "-")
+            guard range.count == 2, let low = UInt(range[0], radix: 16), let high = UInt(range[1], radix: 16)
+            else { continue }
+            if low <= address && address < high { return "\(hex(address)) in \(line)" }
+        }
+        return "\(hex(address)) not mapped"
+    }
+
+    static func hex(_ value: some BinaryInteger) -> String { "0x" + String(value, radix: 16) }
 
     static func drain(count: Int, into progress: Progress, _ next: () async throws -> [UInt8]) async throws
         -> [UInt8]

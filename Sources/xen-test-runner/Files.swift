@@ -71,4 +71,22 @@ enum Files {
         }
         return result
     }
+
+    /// Writes `text` to an existing (sysfs) file; true when the whole write succeeded.
+    @discardableResult
+    static func write(_ path: String, _ text: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
+    }
+
+    /// The target of symbolic link `path`, or nil.
+    static func link(_ path: String) -> String? {
+        var target = [CChar](repeating: 0, count: 512)
+        let count = readlink(path, &target, target.count - 1)
+        guard count > 0 else { return nil }
+        return String(decoding: target[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }

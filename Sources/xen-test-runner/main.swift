@@ -11,7 +11,7 @@
 #endif
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
-let only = getenv("XT_ONLY").map { String(cString: $0).split(separator: ",").map(String.init) } ?? []
+let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
 func wanted(_ group: String) -> Bool { only.isEmpty || only.contains(group) }
 CrashReport.install()
 let report = Report(prefix: "[\(variant)] ")

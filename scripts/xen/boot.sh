@@ -28,8 +28,8 @@ XEN_CMDLINE+=" dom0_max_vcpus=2 bootscrub=0 cet=no-shstk,no-ibt smap=0"
 # dom0: console on Xen's hvc, little kernel chatter, our knobs for /init.
 DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.timeout=$RUN_TIMEOUT"
 # XT_ONLY=console,grants: run only those check groups (for debugging one area; default all).
-# QEMU's -initrd separates multiboot modules with commas: a literal one is written twice.
-[ -n "${XT_ONLY:-}" ] && DOM0_CMDLINE+=" xt.only=${XT_ONLY//,/,,}"
+# Commas separate QEMU's multiboot modules, so the list travels with "+" between groups.
+[ -n "${XT_ONLY:-}" ] && DOM0_CMDLINE+=" xt.only=${XT_ONLY//,/+}"
 
 : > "$LOG"
 : > "$LOG.qemu"
