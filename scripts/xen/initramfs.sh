@@ -94,8 +94,8 @@ install -m 0755 "$HERE/domu-init.sh" "$DROOT/init"
 (cd "$DROOT" && find . | LC_ALL=C sort | "$SYS/bin/busybox" cpio -o -H newc 2>/dev/null) \
     | gzip -1 > "$ROOT/opt/domu/initrd.img"
 cp "$SYS/boot/vmlinuz-$KVER" "$ROOT/opt/domu/vmlinuz"
-# One vCPU: with two, blkfront opens two queues and our BlockBack connects them but never answers the
-# guest's first read (seen here; open). No disk, no vif: libxl starts no backend of its own; the runner attaches ours. Its console is the primary
+# One vCPU (one blkfront queue): with two, the checks pass too, but the runner's heap was found corrupted in
+# half of those boots (open; see README). No disk, no vif: libxl starts no backend of its own; the runner attaches ours. Its console is the primary
 # PV console, which libxl sets up for xenconsoled and our ConsoleDaemon serves instead.
 cat > "$ROOT/opt/domu/domu.cfg" <<'CFG'
 name = "swiftxen-domu"
