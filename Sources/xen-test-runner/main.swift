@@ -2,7 +2,8 @@
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
-// client, conversation, blockback, blockfront, console.
+// client, conversation, blockback, blockfront, console, domu (last: it unloads
+// the kernel's xen-blkback).
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -12,6 +13,7 @@
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
 func wanted(_ group: String) -> Bool { only.isEmpty || only.contains(group) }
+CrashReport.install()
 let report = Report(prefix: "[\(variant)] ")
 report.startWatchdog()
 
@@ -25,5 +27,6 @@ if wanted("conversation") { await ConversationReplay.run(report, daemon: variant
 if wanted("blockback") { await BlockBackChecks.run(report) }
 if wanted("blockfront") { await BlockFrontChecks.run(report) }
 if wanted("console") { await ConsoleChecks.run(report) }
+if wanted("domu") { await DomUChecks.run(report) }
 
 exit(report.finish())
