@@ -1,8 +1,8 @@
 import CXen
-import XenToolLog
 import Glibc
 import Synchronization
 public import XenCore
+import XenToolLog
 
 /// The real domain directory: asks the hypervisor through libxenctrl. Opening fails with
 /// `UserdataError.hypervisorUnavailable` where there is no Xen (or no privilege), so nothing silently pretends.

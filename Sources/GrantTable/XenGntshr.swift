@@ -1,7 +1,7 @@
 import CXen
-import XenToolLog
 import Synchronization
 public import XenCore
+import XenToolLog
 
 #if canImport(Glibc)
     import Glibc

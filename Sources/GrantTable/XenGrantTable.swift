@@ -1,6 +1,6 @@
 import CXen
-import XenToolLog
 public import XenCore
+import XenToolLog
 
 #if canImport(Glibc)
     import Glibc
