@@ -1,4 +1,5 @@
 import Synchronization
+import XenCore
 
 #if canImport(Glibc)
     import Glibc
@@ -85,11 +86,12 @@ final class Report: Sendable {
         return failed == 0 && passed > 0 ? 0 : 1
     }
 
-    /// Polls the running check's deadline; on expiry prints its FAIL line and the summary and exits.
+    /// Polls the running check's deadline; on expiry prints its FAIL line and the summary and exits. A plain
+    /// thread, not a task: a check that wedges the cooperative pool (every worker blocked) is still reported.
     func startWatchdog() {
-        Task.detached { [self] in
+        let status = DetachedThread.spawn { [self] in
             while true {
-                try? await Task.sleep(for: .milliseconds(200))
+                usleep(200_000)
                 let expired: (String, Int, Int)? = state.withLock { state in
                     guard let current = state.current, Report.monotonicNanos() > state.deadline else { return nil }
                     state.current = nil
@@ -103,6 +105,7 @@ final class Report: Sendable {
                 }
             }
         }
+        if status != 0 { emit("NOTE watchdog thread not started (errno \(status)): a hung check hangs the run") }
     }
 
     // MARK: - Internals
