@@ -111,7 +111,8 @@ actor DomU {
         self.client = client
         // Our console daemon is up before the domain exists, as xenconsoled would be.
         let daemon = ConsoleDaemon(
-            xenstore: client, grantTable: try XenGrantTable(), eventChannel: try XenEventChannel()
+            xenstore: client, grantTable: GuardedGrantTable.wrap(try XenGrantTable(), label: "console"),
+            eventChannel: try XenEventChannel()
         ) { _ throws(ConsoleError) in try PtyConsoleSink() }
         self.daemon = daemon
         let consoles = self.consoles
@@ -197,7 +198,8 @@ actor DomU {
         let disk = try FileBlockDevice(path: DomUChecks.diskPath)
         blockBack = Task {
             try await BlockBack.serve(
-                disk, backendPath: nodes.backendPath, store: bus, grants: try XenGrantTable(),
+                disk, backendPath: nodes.backendPath, store: bus,
+                grants: GuardedGrantTable.wrap(try XenGrantTable(), label: "blkback"),
                 events: try XenEventChannel(), options: BlockBackOptions(domain: .dom0))
         }
         try await ChildProcess.checked([DomUChecks.xl, "unpause", "\(domain)"], seconds: 30)

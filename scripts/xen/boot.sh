@@ -30,6 +30,8 @@ DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.t
 # XT_ONLY=console,grants: run only those check groups (for debugging one area; default all).
 # Commas separate QEMU's multiboot modules, so the list travels with "+" between groups.
 [ -n "${XT_ONLY:-}" ] && DOM0_CMDLINE+=" xt.only=${XT_ONLY//,/+}"
+# XT_HEAP_DEBUG=1|check: heap and grant-mapping debugging in the runner (scripts/xen/guest-init.sh).
+[ -n "${XT_HEAP_DEBUG:-}" ] && DOM0_CMDLINE+=" xt.heapdebug=$XT_HEAP_DEBUG"
 
 : > "$LOG"
 : > "$LOG.qemu"

@@ -4,7 +4,8 @@
 #   XT-STAGE userland      PID 1 runs (the kernel booted)
 #   XT-STAGE runner-start  xenstored is up, the runner starts: from here on failures are test failures
 #   XT-STAGE runner-exit   the runner ended, with its exit status
-# Kernel command-line knobs: xt.xenstored=c|ocaml, xt.timeout=SECONDS (runner limit), xt.only=GROUPS.
+# Kernel command-line knobs: xt.xenstored=c|ocaml, xt.timeout=SECONDS (runner limit), xt.only=GROUPS,
+# xt.heapdebug=1|check (see below).
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin:/opt/bin
 export HOME=/root
 
@@ -51,6 +52,15 @@ dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null && losetup /dev/loop
     || echo "XT-NOTE loop device setup failed"
 
 stage runner-start variant=$XS
-XT_XENSTORED=$XS XT_ONLY=$(arg xt.only "") timeout -s KILL "$(arg xt.timeout 240)" /opt/bin/xen-test-runner
+# xt.heapdebug=1 (XT_HEAP_DEBUG=1 on the host): the runner logs every grant map/unmap (XT-GNT) and fences each
+# unmapped range PROT_NONE so a late access faults where it happens; glibc fills freed memory with 0xa5.
+# xt.heapdebug=check: also glibc's checking malloc (libc_malloc_debug, MALLOC_CHECK_=3; one arena only).
+case "$(arg xt.heapdebug "")" in
+    1) HEAPDEBUG="XT_GNT_GUARD=1 MALLOC_PERTURB_=165" ;;
+    check) HEAPDEBUG="XT_GNT_GUARD=1 MALLOC_PERTURB_=165 MALLOC_CHECK_=3 LD_PRELOAD=/lib/x86_64-linux-gnu/libc_malloc_debug.so.0" ;;
+    *) HEAPDEBUG="" ;;
+esac
+# shellcheck disable=SC2086 # HEAPDEBUG is a list of NAME=VALUE words
+env $HEAPDEBUG XT_XENSTORED=$XS XT_ONLY=$(arg xt.only "") timeout -s KILL "$(arg xt.timeout 240)" /opt/bin/xen-test-runner
 stage runner-exit rc=$?
 halt

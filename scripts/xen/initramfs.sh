@@ -67,6 +67,11 @@ stage "$XENBIN/xl" /usr/sbin/xl
 printf 'autoballoon="off"\nlockfile="/var/lock/xl"\n' > "$ROOT/etc/xen/xl.conf"
 strip -o "$XT_OUT/xen-test-runner" "$RUNNER"
 stage "$XT_OUT/xen-test-runner" /opt/bin/xen-test-runner
+# glibc's checking malloc for XT_HEAP_DEBUG=check (the host's, matching the staged libc.so.6 when they are the same).
+if cmp -s "$ROOT/lib/x86_64-linux-gnu/libc.so.6" /lib/x86_64-linux-gnu/libc.so.6 \
+    && [ -e /lib/x86_64-linux-gnu/libc_malloc_debug.so.0 ]; then
+    install -m 0755 /lib/x86_64-linux-gnu/libc_malloc_debug.so.0 "$ROOT/lib/x86_64-linux-gnu/"
+fi
 
 for m in $MODULES; do
     f=$(find "$SYS/lib/modules/$KVER" -name "$m.ko*" | head -1)
