@@ -255,8 +255,24 @@ actor DomU {
         try require(done == "count=\(DomUChecks.bulkLines)", "bulk-done \(done)")
         let payload = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
         let bulk = transcript.lines.filter { $0.contains("XT-BULK ") }
-        try require(
-            bulk.count == DomUChecks.bulkLines, "\(bulk.count) XT-BULK lines, want \(DomUChecks.bulkLines)")
+        if bulk.count != DomUChecks.bulkLines {
+            // Say which lines are missing and quote what arrived around the first gap (escaped), so that a
+            // loss can be told from a line split by a guest kernel message or garbled bytes.
+            let seen = Set(bulk.compactMap { line in line.split(separator: " ").dropFirst().first.flatMap { Int($0) } })
+            let missing = (0..<DomUChecks.bulkLines).filter { !seen.contains($0) }
+            let context =
+                missing.first.map { first in
+                    transcript.lines.filter {
+                        $0.contains("XT-BULK \(first - 1) ") || $0.contains("XT-BULK \(first + 1) ")
+                    }
+                    .map { $0.debugDescription }.joined(separator: " | ")
+                } ?? ""
+            throw CheckFailure(
+                "\(bulk.count) XT-BULK lines, want \(DomUChecks.bulkLines); missing \(missing.prefix(8)); "
+                    + "around the first: \(context); lines without the marker near it: "
+                    + transcript.lines.filter { !$0.contains("XT-") && !$0.isEmpty }.suffix(6)
+                    .map { $0.debugDescription }.joined(separator: " | "))
+        }
         for (index, line) in bulk.enumerated() where !line.hasSuffix("XT-BULK \(index) \(payload)") {
             throw CheckFailure("line \(index) arrived as \"\(line)\"")
         }

@@ -2,8 +2,9 @@
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
-// client, conversation, blockback, blockfront, console, domu (last: it unloads
-// the kernel's xen-blkback).
+// client, conversation, blockback, blockfront, console, domu (last: it unloads the kernel's xen-blkback).
+// The default run leaves out `domu` (two intermittent defects are open, see README); `XT_ONLY=all` runs
+// every group including it.
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -12,7 +13,9 @@
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
-func wanted(_ group: String) -> Bool { only.isEmpty || only.contains(group) }
+func wanted(_ group: String) -> Bool {
+    only.isEmpty ? group != "domu" : only.contains(group) || only.contains("all")
+}
 CrashReport.install()
 let report = Report(prefix: "[\(variant)] ")
 report.startWatchdog()
