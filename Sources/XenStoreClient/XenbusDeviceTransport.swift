@@ -38,24 +38,18 @@ public final class XenbusDeviceTransport: XenStoreTransport {
     public static func open(path: String) throws(XenStoreError) -> XenbusDeviceTransport {
         let descriptor = Glibc.open(path, O_RDWR | O_CLOEXEC)
         guard descriptor >= 0 else { throw .connectionFailed(path: path, errno: errno) }
-        do {
-            let stream = try DescriptorStream(descriptor: descriptor, mode: .packetPerWrite)
-            try stream.start()
-            return XenbusDeviceTransport(stream: stream)
-        } catch {
-            throw .connectionFailed(path: path, errno: error.errno)
-        }
+        return try adopting(descriptor: descriptor, path: path)
     }
 
     /// Wraps an already open descriptor that behaves like the device (tests use one end of a
-    /// `SOCK_SEQPACKET` pair, which keeps write boundaries visible).
-    static func adopting(descriptor: Int32) throws(XenStoreError) -> XenbusDeviceTransport {
+    /// `SOCK_SEQPACKET` pair, which keeps write boundaries visible); `path` names it in errors.
+    static func adopting(descriptor: Int32, path: String? = nil) throws(XenStoreError) -> XenbusDeviceTransport {
         do {
             let stream = try DescriptorStream(descriptor: descriptor, mode: .packetPerWrite)
             try stream.start()
             return XenbusDeviceTransport(stream: stream)
         } catch {
-            throw .connectionFailed(path: "fd \(descriptor)", errno: error.errno)
+            throw .connectionFailed(path: path ?? "fd \(descriptor)", errno: error.errno)
         }
     }
 
