@@ -27,6 +27,7 @@ let package = Package(
         .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
         .library(name: "NBDClient", targets: ["NBDClient"]),
         .library(name: "DomainUserdata", targets: ["DomainUserdata"]),
+        .library(name: "Vchan", targets: ["Vchan"]),
         .executable(name: "swiftxen", targets: ["swiftxen"]),
         .executable(name: "swiftxen-bench", targets: ["swiftxen-bench"]),
         .executable(name: "xen-test-runner", targets: ["xen-test-runner"]),
@@ -41,7 +42,7 @@ let package = Package(
         // MARK: - C shim over libxen-dev (Xen ABI headers and the C libraries)
         .systemLibrary(
             name: "CXen",
-            pkgConfig: "xencontrol xenstore xengnttab xenevtchn",
+            pkgConfig: "xencontrol xenstore xengnttab xenevtchn xenvchan",
             providers: [.apt(["libxen-dev"])]
         ),
 
@@ -135,13 +136,20 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: - Vchan: libxenvchan-compatible byte streams between domains
+        .target(
+            name: "Vchan",
+            dependencies: ["XenCore", "GrantTable", "EventChannel", "XenStoreClient"],
+            swiftSettings: strict
+        ),
+
         // MARK: - Command-line tool
         .executableTarget(
             name: "swiftxen",
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "DomainUserdata", "BlkifProtocol",
+                "DomainUserdata", "BlkifProtocol", "Vchan",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -152,7 +160,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "CXen",
+                "CXen", "Vchan",
             ],
             swiftSettings: strict
         ),
@@ -163,7 +171,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
                 "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
-                "ConsoleBackend",
+                "ConsoleBackend", "Vchan",
             ],
             swiftSettings: strict
         ),
@@ -193,6 +201,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice", "XenCore"]),
+        .testTarget(
+            name: "VchanTests",
+            dependencies: [
+                "Vchan", "CXen", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "GrantTable",
+                "EventChannel", "XenCore",
+            ]
+        ),
         .testTarget(
             name: "DomainUserdataTests",
             dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor"]

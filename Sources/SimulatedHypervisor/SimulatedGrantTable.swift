@@ -10,7 +10,7 @@ public import XenCore
 /// read-only grants, but cannot trap stray writes through a read-only mapping. `mapv` needs the granted pages
 /// to be consecutive pages of one buffer (as a frontend's multi-page ring is); otherwise `.notContiguous`.
 /// OCaml: `Xen_os.Xen.Export` + `Xen_os.Xen.Import` of one domain
-public struct SimulatedGrantTable: GrantTableBackend {
+public struct SimulatedGrantTable: UnmapNotifyingGrantTable {
     let hypervisor: SimulatedHypervisor
     /// The domain this table belongs to.
     public let domain: DomainID
@@ -59,6 +59,40 @@ public struct SimulatedGrantTable: GrantTableBackend {
     public func mapv(
         domain granter: DomainID, refs grantRefs: [GrantRef], writable: Bool
     ) throws(GrantTableError) -> GrantMapping {
+        let buffer = try mapView(granter: granter, refs: grantRefs, writable: writable)
+        let hypervisor = self.hypervisor
+        return GrantMapping(
+            buffer: buffer, domain: granter, refs: grantRefs, writable: writable,
+            unmap: { () throws(GrantTableError) in hypervisor.unmap(granter: granter, refs: grantRefs) }
+        )
+    }
+
+    /// Maps one grant and arms `notify` for the unmap, as gntdev does: the byte in the mapped page is cleared
+    /// and the event sent from this domain before the mapping goes.
+    ///
+    /// OCaml: none; C: `xengnttab_map_grant_ref_notify`
+    public func map(
+        domain granter: DomainID, ref: GrantRef, writable: Bool, notify: UnmapNotification
+    ) throws(GrantTableError) -> GrantMapping {
+        if let offset = notify.byteOffset, !(0..<xenPageSize).contains(offset) {
+            throw .invalidNotifyOffset(offset)
+        }
+        let buffer = try mapView(granter: granter, refs: [ref], writable: writable)
+        let hypervisor = self.hypervisor
+        let mapper = domain
+        return GrantMapping(
+            buffer: buffer, domain: granter, refs: [ref], writable: writable,
+            unmap: { () throws(GrantTableError) in
+                hypervisor.fireUnmapNotification(notify, page: buffer, from: mapper)
+                hypervisor.unmap(granter: granter, refs: [ref])
+            }
+        )
+    }
+
+    /// Checks and counts the mappings of `grantRefs` and returns one contiguous view retaining their memory.
+    private func mapView(
+        granter: DomainID, refs grantRefs: [GrantRef], writable: Bool
+    ) throws(GrantTableError) -> PageBuffer {
         guard !grantRefs.isEmpty else { throw .invalidCount(0) }
         let mapper = domain
         let result: Result<PageBuffer, GrantTableError> = hypervisor.state.withLock { state in
@@ -90,11 +124,7 @@ public struct SimulatedGrantTable: GrantTableBackend {
         let view = try result.get()
         // The mapping's own storage retains the granter's memory, so it outlives the grant and the granter.
         let storage = PageStorage(borrowing: view.pointer, byteCount: view.count, owner: view.storage)
-        let hypervisor = self.hypervisor
-        return GrantMapping(
-            buffer: PageBuffer(storage: storage), domain: granter, refs: grantRefs, writable: writable,
-            unmap: { () throws(GrantTableError) in hypervisor.unmap(granter: granter, refs: grantRefs) }
-        )
+        return PageBuffer(storage: storage)
     }
 }
 
@@ -141,6 +171,13 @@ extension SimulatedHypervisor {
         if let (pool, refs) = freed, !refs.isEmpty { pool.put(refs) }
     }
 
+    /// Runs an armed unmap notification as the kernel would: clears the byte, then signals the port of
+    /// `domain` (skipped when that domain is gone, as a dead domain's kernel sends nothing).
+    func fireUnmapNotification(_ notify: UnmapNotification, page: PageBuffer, from domain: DomainID) {
+        if let offset = notify.byteOffset { page.setUInt8(0, at: offset) }
+        if let port = notify.port, let owner = self.domain(domain) { try? owner.eventChannel.notify(port) }
+    }
+
     /// Whether `granter`'s grant `ref` exists and how many mappings it has (nil: no grant). For tests.
     ///
     /// Not in OCaml (introspection of the simulated table).
@@ -155,7 +192,7 @@ extension SimulatedHypervisor {
 ///
 /// Like gntalloc, an unshare while the other side still maps the pages revokes the grants only when it
 /// unmaps. OCaml: `Gnt.Gntshr.interface`
-public final class SimulatedGntshr: GntshrBackend {
+public final class SimulatedGntshr: UnmapNotifyingGntshr {
     let hypervisor: SimulatedHypervisor
     /// The sharing domain.
     public let domain: DomainID
@@ -170,6 +207,41 @@ public final class SimulatedGntshr: GntshrBackend {
 
     /// OCaml: `Gnt.Gntshr.share_pages_exn`
     public func sharePages(with grantee: DomainID, count: Int, writable: Bool) throws(GrantTableError) -> SharedPages {
+        let (grantRefs, buffer) = try grantFreshPages(to: grantee, count: count, writable: writable)
+        let hypervisor = self.hypervisor
+        let granter = domain
+        return SharedPages(
+            refs: grantRefs, buffer: buffer, domain: grantee, writable: writable,
+            unshare: { () throws(GrantTableError) in hypervisor.unshare(granter: granter, refs: grantRefs) }
+        )
+    }
+
+    /// Shares one page and arms `notify` for the unshare, as gntalloc does (also when the other side still
+    /// maps it).
+    ///
+    /// OCaml: none; C: `xengntshr_share_page_notify`
+    public func sharePage(
+        with grantee: DomainID, writable: Bool, notify: UnmapNotification
+    ) throws(GrantTableError) -> SharedPages {
+        if let offset = notify.byteOffset, !(0..<xenPageSize).contains(offset) {
+            throw .invalidNotifyOffset(offset)
+        }
+        let (grantRefs, buffer) = try grantFreshPages(to: grantee, count: 1, writable: writable)
+        let hypervisor = self.hypervisor
+        let granter = domain
+        return SharedPages(
+            refs: grantRefs, buffer: buffer, domain: grantee, writable: writable,
+            unshare: { () throws(GrantTableError) in
+                hypervisor.fireUnmapNotification(notify, page: buffer, from: granter)
+                hypervisor.unshare(granter: granter, refs: grantRefs)
+            }
+        )
+    }
+
+    /// Allocates `count` zeroed pages and grants each to `grantee`, all or nothing.
+    private func grantFreshPages(
+        to grantee: DomainID, count: Int, writable: Bool
+    ) throws(GrantTableError) -> ([GrantRef], PageBuffer) {
         guard count > 0 else { throw .invalidCount(count) }
         if closed.withLock({ $0 }) { throw .closed }
         let grantRefs = refs.getNonblocking(count: count)
@@ -187,12 +259,7 @@ public final class SimulatedGntshr: GntshrBackend {
                 throw error
             }
         }
-        let hypervisor = self.hypervisor
-        let granter = domain
-        return SharedPages(
-            refs: grantRefs, buffer: buffer, domain: grantee, writable: writable,
-            unshare: { () throws(GrantTableError) in hypervisor.unshare(granter: granter, refs: grantRefs) }
-        )
+        return (grantRefs, buffer)
     }
 
     /// OCaml: `Gnt.Gntshr.interface_close`
