@@ -106,15 +106,17 @@ public final class VchanConnection: Sendable {
     }
 
     deinit {
-        // Dropped without close(): stop the tasks, drop the views, then release (the xenstore entries of a
-        // server are withdrawn by a last task). The peer learns from the unmap notification.
+        // Dropped without close(): stop the tasks, drop the views, give the pages back while the port is
+        // still bound (their unmap notification tells the peer), then unbind; a server's xenstore entries
+        // are withdrawn by a last task.
         let tasks = lifecycle.withLock { $0.tasks }
         for task in tasks { task.cancel() }
-        try? eventChannel.unbind(localPort)
         inbound.withLock { $0.ring = nil }
         outbound.withLock { $0.ring = nil }
+        resources.releasePages()
+        try? eventChannel.unbind(localPort)
         let resources = self.resources
-        Task { await resources.release() }
+        Task { await resources.withdrawEntries() }
     }
 
     // MARK: - State
@@ -248,7 +250,8 @@ public final class VchanConnection: Sendable {
         for task in tasks { await task.value }
         inbound.withLock { $0.ring = nil }
         outbound.withLock { $0.ring = nil }
-        await resources.release()
+        resources.releasePages()
+        await resources.withdrawEntries()
     }
 }
 
@@ -272,7 +275,7 @@ final class VchanResources: Sendable {
     private let control: Pages
     private let rings: [Pages]
     private let withdraw: (xenstore: XenStoreClient, path: String)?
-    private let released = Mutex(false)
+    private let released = Mutex((pages: false, entries: false))
 
     init(control: Pages, rings: [Pages], withdraw: (XenStoreClient, String)?) {
         self.control = control
@@ -280,14 +283,24 @@ final class VchanResources: Sendable {
         self.withdraw = withdraw
     }
 
-    func release() async {
+    /// Unshares or unmaps the rings, then the shared page; once.
+    func releasePages() {
         guard
-            released.withLock({ done in
-                defer { done = true }; return !done
+            released.withLock({ state in
+                defer { state.pages = true }; return !state.pages
+            })
+        else { return }
+        for ring in rings { ring.release() }
+        control.release()
+    }
+
+    /// Removes a server's xenstore entries (as `close_xs_srv`, after the pages); once.
+    func withdrawEntries() async {
+        guard
+            released.withLock({ state in
+                defer { state.entries = true }; return !state.entries
             })
         else { return }
         if let (xenstore, path) = withdraw { await VchanRendezvous.withdraw(xenstore: xenstore, path: path) }
-        for ring in rings { ring.release() }
-        control.release()
     }
 }

@@ -103,7 +103,8 @@ public struct VchanOptions: Sendable {
     /// How long a client waits for the server's xenstore entries, or nil for as long as it takes.
     public var connectTimeout: Duration?
     /// Whether to watch `@releaseDomain` and fail with ``VchanError/peerDied(_:)`` when a peer in another
-    /// domain is destroyed (its kernel can no longer tell us).
+    /// domain is destroyed (its kernel can no longer tell us). xenstored grants this to privileged domains
+    /// only; a guest endpoint relies on ``stallTimeout`` instead.
     public var watchPeerDomain: Bool
     /// The rendezvous directory, or nil for `/local/domain/<server>/data/vchan/<client>/<port>` (the Qubes
     /// and ocaml-vchan convention; libxenvchan and `vchan-socket-proxy` take any path).

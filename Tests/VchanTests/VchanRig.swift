@@ -112,16 +112,6 @@ struct Timeout: Error, CustomStringConvertible {
 func within<T: Sendable>(
     _ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: .seconds(seconds))
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw Timeout(description: "timed out after \(seconds) s: \(what)")
-        }
-        return value
-    }
+    try await withTimeLimit(
+        .seconds(seconds), timeout: { Timeout(description: "timed out after \(seconds) s: \(what)") }, body)
 }
