@@ -85,6 +85,10 @@ public enum VchanError: Error, Sendable, Equatable, CustomStringConvertible {
     ///
     /// OCaml: the exceptions of `Eventchn`
     case eventChannel(op: String, underlying: EventChannelError)
+    /// Reading or writing a file descriptor relayed to the vchan failed.
+    ///
+    /// OCaml: `Unix.Unix_error` in `xencat`
+    case file(op: String, errno: Int32)
 
     /// Whether the peer broke the protocol (as opposed to leaving, or a local failure).
     public var isProtocolViolation: Bool {
@@ -114,6 +118,7 @@ public enum VchanError: Error, Sendable, Equatable, CustomStringConvertible {
         case .xenstore(let op, let path, let underlying): "xenstore \(op) \(path): \(underlying)"
         case .grant(let op, let underlying): "grant \(op): \(underlying)"
         case .eventChannel(let op, let underlying): "event channel \(op): \(underlying)"
+        case .file(let op, let errno): "\(op): errno \(errno)"
         }
     }
 }
