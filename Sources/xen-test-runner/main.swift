@@ -2,7 +2,8 @@
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
-// client, conversation, blockback, blockfront, console, domu (last: it unloads the kernel's xen-blkback).
+// client, conversation, blockback, blockfront, console, vchan, domu (last: it unloads the kernel's
+// xen-blkback).
 // The default run leaves out `domu` (two intermittent defects are open, see README); `XT_ONLY=all` runs
 // every group including it.
 #if canImport(Glibc)
@@ -10,6 +11,11 @@
 #elseif canImport(Musl)
     import Musl
 #endif
+
+// A child of the vchan checks: one vchan endpoint in a process of its own (see VchanPeer).
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "vchan-peer" {
+    exit(await VchanPeer.main(Array(CommandLine.arguments.dropFirst(2))))
+}
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
@@ -30,6 +36,7 @@ if wanted("conversation") { await ConversationReplay.run(report, daemon: variant
 if wanted("blockback") { await BlockBackChecks.run(report) }
 if wanted("blockfront") { await BlockFrontChecks.run(report) }
 if wanted("console") { await ConsoleChecks.run(report) }
+if wanted("vchan") { await VchanChecks.run(report) }
 if wanted("domu") { await DomUChecks.run(report) }
 
 exit(report.finish())
