@@ -33,6 +33,10 @@ enum DomUChecks {
     static let virtualDevice: UInt32 = 51712
     /// Lines the guest prints in one burst (scripts/xen/domu-init.sh).
     static let bulkLines = 1000
+    /// Debugging knobs (XT_DOMU_DISK=none: no vbd at all; XT_DOMU_CONSOLE=xenconsoled: Xen's daemon serves
+    /// the console, /init started it): to bisect a defect between our two backends.
+    static let diskServed = getenv("XT_DOMU_DISK").map { String(cString: $0) } != "none"
+    static let ourConsole = getenv("XT_DOMU_CONSOLE").map { String(cString: $0) } != "xenconsoled"
 
     static func run(_ report: Report) async {
         let domU = DomU()
@@ -102,7 +106,7 @@ actor DomU {
         try await ChildProcess.checked(["/usr/sbin/xen-init-dom0"], seconds: 60)
         // Ours replaces xenconsoled: none may be running.
         let consoled = Self.processes(named: "xenconsoled")
-        try require(consoled.isEmpty, "xenconsoled is running (pids \(consoled))")
+        try require(consoled.isEmpty == DomUChecks.ourConsole, "xenconsoled pids \(consoled)")
         // The kernel's xen-blkback serves every backend/vbd directory of dom0: it must not race ours.
         if Files.mode("/sys/module/xen_blkback") != nil {
             try await ChildProcess.checked(["/bin/rmmod", "xen_blkback"], seconds: 30)
@@ -110,6 +114,7 @@ actor DomU {
         let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
         self.client = client
         // Our console daemon is up before the domain exists, as xenconsoled would be.
+        if DomUChecks.ourConsole {
         let daemon = ConsoleDaemon(
             xenstore: client, grantTable: GuardedGrantTable.wrap(try XenGrantTable(), label: "console"),
             eventChannel: try XenEventChannel()
@@ -126,8 +131,21 @@ actor DomU {
                     }
                 }
             })
+        }
+        var config = DomUChecks.config
+        if !DomUChecks.diskServed {
+            let text = try unwrap(Files.read(config), "read \(config)")
+            config = "/tmp/domu.cfg"
+            let edited = text.split(separator: "\n").map {
+                $0.hasPrefix("extra") ? "extra = \"console=hvc0 loglevel=4 xt.disk=none\"" : String($0)
+            }
+            let fd = open(config, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            try require(fd >= 0, errnoText("open \(config)"))
+            close(fd)
+            try require(Files.write(config, edited.joined(separator: "\n") + "\n"), "write \(config)")
+        }
         let created = try await ChildProcess.run(
-            [DomUChecks.xl, "create", "-p", "-e", DomUChecks.config], seconds: 120)
+            [DomUChecks.xl, "create", "-p", "-e", config], seconds: 120)
         try require(created.status == 0 && !created.timedOut, "xl create: \(created)")
         let domid = try await ChildProcess.checked([DomUChecks.xl, "domid", DomUChecks.name], seconds: 30)
         let id = try unwrap(
@@ -173,12 +191,14 @@ actor DomU {
         let client = try unwrap(client, "no xenstore client")
         let primary = ConsoleID(domain: domain, device: .primary)
         let consoles = self.consoles
-        let session = try await within(60, "ConsoleDaemon to attach \(primary)") {
-            while true {
-                if let session = consoles.attached.withLock({ $0[primary] }) { return session }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
+        let session: ConsoleBackSession? =
+            DomUChecks.ourConsole
+            ? try await within(60, "ConsoleDaemon to attach \(primary)") {
+                while true {
+                    if let session = consoles.attached.withLock({ $0[primary] }) { return session }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            } : nil
         // xl create returned only once the daemon had published the pty (libxl waits for `tty`).
         let ttyKey = "\(primary.frontendPath)/\(ConsoleKeys.tty)"
         let tty = try await client.immediate { handle in try await handle.read(ttyKey) }
@@ -189,9 +209,15 @@ actor DomU {
         let stop = ttyStop
         ttyReader = Task { await blocking { Self.readTTY(ttyFD, into: transcript, stop: stop) } }
 
+        let bus = XenStoreBus(client: client)
+        guard DomUChecks.diskServed else {
+            try await ChildProcess.checked([DomUChecks.xl, "unpause", "\(domain)"], seconds: 30)
+            _ = try await transcript.wait(for: "up", seconds: 240)
+            report.detail("no disk (XT_DOMU_DISK=none); \(transcript.count) console bytes")
+            return
+        }
         let nodes = VirtualBlockDeviceNodes(
             backendDomain: .dom0, frontendDomain: domain, deviceID: DomUChecks.virtualDevice)
-        let bus = XenStoreBus(client: client)
         try await nodes.destroy(in: bus)
         try await nodes.create(in: bus)
         self.nodes = nodes
@@ -226,7 +252,7 @@ actor DomU {
             ["multi-queue-num-queues", "ring-page-order", "feature-persistent"], in: nodes.frontendPath)
         let negotiated = keys.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         report.detail(
-            "\(session.id) on our pty \(tty); domU init at \(upAt), disk md5 verified at \(elapsed()), "
+            "\(session.map { "\($0.id)" } ?? "xenconsoled") on pty \(tty); domU init at \(upAt), disk md5 verified at \(elapsed()), "
                 + "\(transcript.count) console bytes; blkfront: \(negotiated)")
     }
 
@@ -281,8 +307,8 @@ actor DomU {
 
     func exchange(_ report: Report) async throws {
         let domain = try unwrap(domain, "no domain")
-        let session = try unwrap(
-            consoles.attached.withLock { $0[ConsoleID(domain: domain, device: .primary)] }, "no console session")
+        let session = consoles.attached.withLock { $0[ConsoleID(domain: domain, device: .primary)] }
+        try require(session != nil || !DomUChecks.ourConsole, "no console session")
         _ = try await transcript.wait(for: "ready", seconds: 30)
         token = "swiftxen-\(UInt32.random(in: 0...UInt32.max))"
         let bytes = Array("\(token)\n".utf8)
@@ -291,6 +317,7 @@ actor DomU {
         let echoed = try await transcript.wait(for: "echo=", seconds: 60)
         try require(echoed == token, "typed \(token), the domU read \"\(echoed)\"")
         _ = try await transcript.wait(for: "wrote", seconds: 90)
+        guard DomUChecks.diskServed else { return report.detail("echo at \(elapsed()) (no disk)") }
 
         let fd = open(DomUChecks.diskPath, O_RDONLY | O_CLOEXEC)
         try require(fd >= 0, errnoText("open \(DomUChecks.diskPath)"))
@@ -305,7 +332,7 @@ actor DomU {
         let lineCount = line.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(20480 * 512)) }
         try require(lineCount == line.count, errnoText("pread"))
         try require(line == Array("\(token)\n".utf8), "at 10 MiB: \(String(decoding: line, as: UTF8.self))")
-        report.detail("echo and 1 MiB + \(line.count) B written at \(elapsed()); \(session.statistics)")
+        report.detail("echo and 1 MiB + \(line.count) B written at \(elapsed()); \(session.map { "\($0.statistics)" } ?? "")")
     }
 
     // MARK: - Destroy
@@ -322,13 +349,15 @@ actor DomU {
             }
         }
         let consoles = self.consoles
-        let reason = try await within(60, "ConsoleDaemon to detach \(primary)") {
-            while true {
-                if let entry = consoles.detached.withLock({ $0.first { $0.0 == primary } }) { return entry.1 }
-                try await Task.sleep(for: .milliseconds(100))
+        if DomUChecks.ourConsole {
+            let reason = try await within(60, "ConsoleDaemon to detach \(primary)") {
+                while true {
+                    if let entry = consoles.detached.withLock({ $0.first { $0.0 == primary } }) { return entry.1 }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
             }
+            try require(reason == nil, "console detached with \(String(describing: reason))")
         }
-        try require(reason == nil, "console detached with \(String(describing: reason))")
         let transcript = self.transcript
         try await within(30, "the console's pty to hang up") {
             while !transcript.ended { try await Task.sleep(for: .milliseconds(100)) }

@@ -16,7 +16,8 @@ let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 =
 func wanted(_ group: String) -> Bool {
     only.isEmpty ? group != "domu" : only.contains(group) || only.contains("all")
 }
-CrashReport.install()
+// Under AddressSanitizer (XT_ASAN=1) its own handlers report faults, with the shadow memory's verdict.
+if getenv("XT_ASAN") == nil { CrashReport.install() }
 let report = Report(prefix: "[\(variant)] ")
 report.startWatchdog()
 

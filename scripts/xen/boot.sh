@@ -32,6 +32,10 @@ DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.t
 [ -n "${XT_ONLY:-}" ] && DOM0_CMDLINE+=" xt.only=${XT_ONLY//,/+}"
 # XT_HEAP_DEBUG=1|check: heap and grant-mapping debugging in the runner (scripts/xen/guest-init.sh).
 [ -n "${XT_HEAP_DEBUG:-}" ] && DOM0_CMDLINE+=" xt.heapdebug=$XT_HEAP_DEBUG"
+# XT_ASAN=1: the runner was built with AddressSanitizer; /init sets ASAN_OPTIONS.
+[ "${XT_ASAN:-0}" = 1 ] && DOM0_CMDLINE+=" xt.asan=1"
+[ -n "${XT_DOMU_DISK:-}" ] && DOM0_CMDLINE+=" xt.domu.disk=$XT_DOMU_DISK"
+[ -n "${XT_DOMU_CONSOLE:-}" ] && DOM0_CMDLINE+=" xt.domu.console=$XT_DOMU_CONSOLE"
 
 : > "$LOG"
 : > "$LOG.qemu"
@@ -96,6 +100,13 @@ if ! grep -a -q 'XT-STAGE runner-start' "$LOG.txt"; then
     xt_log "  last console lines:"; tail -n 15 "$LOG.txt" | sed 's/^/    | /' >&2
     [ -s "$LOG.qemu" ] && { xt_log "  QEMU stderr:"; sed 's/^/    | /' "$LOG.qemu" >&2; }
     exit 2
+fi
+# A sanitizer report fails the boot whatever the checks said (XT_ASAN=1 runners).
+if grep -a -q -E '(ERROR|WARNING): AddressSanitizer' "$LOG.txt"; then
+    xt_log "SANITIZER REPORT (xenstored=$VARIANT):"
+    grep -a -E -A 40 '(ERROR|WARNING): AddressSanitizer' "$LOG.txt" | head -n 60 | sed 's/^/    | /' >&2
+    [ -n "$summary" ] && echo "[$VARIANT] $summary"
+    exit 3
 fi
 if [ -z "$summary" ]; then
     xt_log "RUNNER FAILURE (xenstored=$VARIANT): no summary line (${reason:-runner crashed}); last lines:"

@@ -19,6 +19,20 @@ say() { echo "XT-DOMU $*"; }
 fail() { say "error=$*"; while true; do sleep 3600; done; }
 
 say up
+if grep -q 'xt.disk=none' /proc/cmdline; then
+    # Debugging knob (XT_DOMU_DISK=none): no vbd; the console part only.
+    i=0
+    while [ $i -lt 1000 ]; do
+        echo "XT-BULK $i 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+        i=$((i + 1))
+    done
+    say "bulk-done count=1000"
+    say ready
+    read -t 120 line || fail "no console input within 120s"
+    say "echo=$line"
+    say wrote
+    while true; do sleep 3600; done
+fi
 # Defaults: one queue (one vCPU), a one-page ring. A 16-page ring makes blkfront preallocate its
 # persistent-grant pages for 512 requests x 32 segments: out of memory in this 96 MiB guest.
 insmod /lib/modules/xen-blkfront.ko || fail "insmod xen-blkfront"

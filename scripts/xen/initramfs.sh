@@ -57,7 +57,7 @@ stage() {
     done < <(LD_LIBRARY_PATH=$LIBPATH ldd "$src" 2>/dev/null)
 }
 
-for b in xenstored oxenstored xen-init-dom0; do stage "$XENBIN/$b" "/usr/sbin/$b"; done
+for b in xenstored oxenstored xen-init-dom0 xenconsoled; do stage "$XENBIN/$b" "/usr/sbin/$b"; done
 stage "$SYS/usr/bin/xenstore" /usr/bin/xenstore
 for c in read write rm ls list exists watch chmod; do ln -s xenstore "$ROOT/usr/bin/xenstore-$c"; done
 cp "$SYS/etc/xen/oxenstored.conf" "$ROOT/etc/xen/"
