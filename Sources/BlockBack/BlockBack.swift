@@ -137,7 +137,7 @@ public enum BlockBack {
         } catch {
             for queue in queues {
                 try? events.unbind(queue.port)
-                queue.close()
+                _ = queue.close()
             }
             try? await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue)
             throw .resources("\(error)")
@@ -171,11 +171,13 @@ public enum BlockBack {
         }
         // Unbinding ends each queue's notifications; `run` then waits for its requests in flight.
         for queue in queues { try? events.unbind(queue.port) }
+        // Join before release: every request has been answered and no task touches a mapping any more.
         for task in tasks { await task.value }
-        for queue in queues { queue.close() }
+        let failures = queues.flatMap { $0.close() }
         do { try await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue) } catch {
             throw .xenstore(path: backendPath, underlying: "\(error)")
         }
+        if !failures.isEmpty { throw .resources("releasing the frontend's grants: \(failures)") }
     }
 
     /// Whether `device` implements discard: a zero-length discard answers `.unimplemented` when it does not.

@@ -86,10 +86,10 @@ public final class XenGrantTable: GrantTableBackend, @unchecked Sendable {
                 operation: refs.count == 1 ? "xengnttab_map_grant_ref" : "xengnttab_map_grant_refs", errno: errno)
         }
         let count = refs.count
-        let storage = PageStorage(borrowing: address, byteCount: count * xenPageSize)
         let bits = Int(bitPattern: address)
+        // The mapping's storage unmaps when its last view goes: no view can outlive the pages.
         return GrantMapping(
-            buffer: PageBuffer(storage: storage), domain: domain, refs: refs, writable: writable,
+            address: address, domain: domain, refs: refs, writable: writable,
             unmap: { [self] () throws(GrantTableError) in try self.unmap(bits, count) }
         )
     }

@@ -115,22 +115,22 @@ actor DomU {
         self.client = client
         // Our console daemon is up before the domain exists, as xenconsoled would be.
         if DomUChecks.ourConsole {
-        let daemon = ConsoleDaemon(
-            xenstore: client, grantTable: GuardedGrantTable.wrap(try XenGrantTable(), label: "console"),
-            eventChannel: try XenEventChannel()
-        ) { _ throws(ConsoleError) in try PtyConsoleSink() }
-        self.daemon = daemon
-        let consoles = self.consoles
-        tasks.append(Task { try? await daemon.run() })
-        tasks.append(
-            Task {
-                for await event in daemon.events {
-                    switch event {
-                    case .attached(let session): consoles.attached.withLock { $0[session.id] = session }
-                    case .detached(let id, let reason): consoles.detached.withLock { $0.append((id, reason)) }
+            let daemon = ConsoleDaemon(
+                xenstore: client, grantTable: GuardedGrantTable.wrap(try XenGrantTable(), label: "console"),
+                eventChannel: try XenEventChannel()
+            ) { _ throws(ConsoleError) in try PtyConsoleSink() }
+            self.daemon = daemon
+            let consoles = self.consoles
+            tasks.append(Task { try? await daemon.run() })
+            tasks.append(
+                Task {
+                    for await event in daemon.events {
+                        switch event {
+                        case .attached(let session): consoles.attached.withLock { $0[session.id] = session }
+                        case .detached(let id, let reason): consoles.detached.withLock { $0.append((id, reason)) }
+                        }
                     }
-                }
-            })
+                })
         }
         var config = DomUChecks.config
         if !DomUChecks.diskServed {
@@ -161,9 +161,7 @@ actor DomU {
         defer { closedir(dir) }
         var found: [Int32] = []
         while let entry = readdir(dir) {
-            let pidText = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            let pidText = String(decoding: Posix.name(of: entry), as: UTF8.self)
             guard let pid = Int32(pidText), Files.trimmed("/proc/\(pid)/comm") == name else { continue }
             found.append(pid)
         }
@@ -332,7 +330,8 @@ actor DomU {
         let lineCount = line.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(20480 * 512)) }
         try require(lineCount == line.count, errnoText("pread"))
         try require(line == Array("\(token)\n".utf8), "at 10 MiB: \(String(decoding: line, as: UTF8.self))")
-        report.detail("echo and 1 MiB + \(line.count) B written at \(elapsed()); \(session.map { "\($0.statistics)" } ?? "")")
+        report.detail(
+            "echo and 1 MiB + \(line.count) B written at \(elapsed()); \(session.map { "\($0.statistics)" } ?? "")")
     }
 
     // MARK: - Destroy
