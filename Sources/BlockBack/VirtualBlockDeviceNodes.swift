@@ -62,4 +62,25 @@ public struct VirtualBlockDeviceNodes: Sendable, Equatable {
         try await store.remove(frontendPath)
         try await store.remove(backendPath)
     }
+
+    /// Detaches the vbd from a running guest as libxl does: `online = 0` and backend `state = Closing`, so
+    /// that the backend closes and the guest's frontend lets go of the disk; once the backend is `Closed`
+    /// (or gone) both directories are removed. The caller bounds the wait (a hung guest never closes).
+    ///
+    /// OCaml: none (libxl `libxl_device_disk_remove`: `libxl__initiate_device_generic_remove`)
+    public func detach(in store: any XenbusStore) async throws {
+        let back = backendPath
+        try await store.write([(back + "/online", "0"), (back + "/state", XenbusState.closing.xenstoreValue)])
+        _ = try await store.waitForState(of: back, orGone: true) { $0 == .closed }
+        try await destroy(in: store)
+    }
+
+    /// Whether the device is still there to serve: the toolstack keeps it online (`online` is `1`) and the
+    /// guest's device directory exists. False once the toolstack detached it or the domain went away.
+    ///
+    /// OCaml: none (Linux `xenbus_dev_is_online`)
+    public func isOnline(in store: any XenbusStore) async throws -> Bool {
+        guard try await store.read(backendPath + "/online") == "1" else { return false }
+        return try await store.read(frontendPath + "/backend") != nil
+    }
 }

@@ -31,10 +31,24 @@ extension BlockFront {
             throw .badKey(.malformed(key: "backend-id", value: backendIDText), path: frontend)
         }
         let backendDomain = DomainID(backendID)
+        // Connecting again after a disconnect (state Closed): back to Initialising first, as xenbus does when
+        // a frontend driver probes the device, so that the backend prepares for the reconnect.
+        let current = try await xs(frontend) { try await store.state(of: frontend) }
+        let reconnecting = current == .closed || current == .closing
+        if reconnecting {
+            try await xs(frontend) {
+                try await store.write(frontend + "/state", XenbusState.initialising.xenstoreValue)
+            }
+        }
 
-        // 1 → 2: the backend publishes its features and goes to InitWait.
+        // 1 → 2: the backend publishes its features and goes to InitWait (from Closed, on a reconnect).
         let early = try await xs(backend) {
-            try await store.waitForState(of: backend, orGone: true) { $0.rawValue >= XenbusState.initWait.rawValue }
+            try await store.waitForState(of: backend, orGone: true) { state in
+                reconnecting
+                    ? state.rawValue >= XenbusState.initWait.rawValue
+                        && state.rawValue <= XenbusState.connected.rawValue
+                    : state.rawValue >= XenbusState.initWait.rawValue
+            }
         }
         guard let early, early.rawValue <= XenbusState.connected.rawValue else {
             throw .backendState(early, path: backend)
