@@ -19,6 +19,8 @@ func wanted(_ group: String) -> Bool {
 // Under AddressSanitizer (XT_ASAN=1) its own handlers report faults, with the shadow memory's verdict.
 if getenv("XT_ASAN") == nil { CrashReport.install() }
 let report = Report(prefix: "[\(variant)] ")
+// XT_CANARY=1: watch fresh memory for changes made from outside our code (HeapCanary.swift).
+if getenv("XT_CANARY") != nil { HeapCanary.start() }
 report.startWatchdog()
 
 if wanted("hypervisor") { HypervisorChecks.run(report) }

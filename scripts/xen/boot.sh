@@ -24,7 +24,7 @@ command -v qemu-system-x86_64 >/dev/null || { xt_log "qemu-system-x86_64 missing
 # emulation), CET off (QEMU's TCG does not emulate it). smap=0: with SMAP on, the PV dom0 kernel faults
 # on its first stack access under TCG ("d0v0 Unhandled: vec 14, #PF[0001]", dom0 crashes at once).
 XEN_CMDLINE="console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning dom0_mem=512M,max:512M"
-XEN_CMDLINE+=" dom0_max_vcpus=2 bootscrub=0 cet=no-shstk,no-ibt smap=0"
+XEN_CMDLINE+=" dom0_max_vcpus=${XT_DOM0_VCPUS:-2} bootscrub=0 cet=no-shstk,no-ibt smap=0"
 # dom0: console on Xen's hvc, little kernel chatter, our knobs for /init.
 DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.timeout=$RUN_TIMEOUT"
 # XT_ONLY=console,grants: run only those check groups (for debugging one area; default all).
@@ -34,6 +34,7 @@ DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.t
 [ -n "${XT_HEAP_DEBUG:-}" ] && DOM0_CMDLINE+=" xt.heapdebug=$XT_HEAP_DEBUG"
 # XT_ASAN=1: the runner was built with AddressSanitizer; /init sets ASAN_OPTIONS.
 [ "${XT_ASAN:-0}" = 1 ] && DOM0_CMDLINE+=" xt.asan=1"
+[ "${XT_CANARY:-0}" = 1 ] && DOM0_CMDLINE+=" xt.canary=1"
 [ -n "${XT_DOMU_DISK:-}" ] && DOM0_CMDLINE+=" xt.domu.disk=$XT_DOMU_DISK"
 [ -n "${XT_DOMU_CONSOLE:-}" ] && DOM0_CMDLINE+=" xt.domu.console=$XT_DOMU_CONSOLE"
 
