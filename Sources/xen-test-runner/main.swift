@@ -19,8 +19,13 @@ func wanted(_ group: String) -> Bool {
 // Under AddressSanitizer (XT_ASAN=1) its own handlers report faults, with the shadow memory's verdict.
 if getenv("XT_ASAN") == nil { CrashReport.install() }
 let report = Report(prefix: "[\(variant)] ")
-// XT_CANARY=1: watch fresh memory for changes made from outside our code (HeapCanary.swift).
-if getenv("XT_CANARY") != nil { HeapCanary.start() }
+// Watch fresh memory for changes made from outside our code, for the whole run (HeapCanary.swift);
+// XT_CANARY=heavy watches 32 MiB instead of 4 (a debugging setting: it slows the run).
+if getenv("XT_CANARY").map({ String(cString: $0) }) == "heavy" {
+    HeapCanary.start(regionBytes: 1 << 20, kept: 32, interval: 20_000)
+} else {
+    HeapCanary.start()
+}
 report.startWatchdog()
 
 if wanted("hypervisor") { HypervisorChecks.run(report) }
@@ -34,5 +39,12 @@ if wanted("blockback") { await BlockBackChecks.run(report) }
 if wanted("blockfront") { await BlockFrontChecks.run(report) }
 if wanted("console") { await ConsoleChecks.run(report) }
 if wanted("domu") { await DomUChecks.run(report) }
+
+report.check("dom0 memory integrity: no page of the runner changed underneath it (canary)") {
+    let (changed, rounds) = HeapCanary.findings
+    try require(rounds > 0, "the canary thread never ran")
+    try require(changed == 0, "\(changed) words of the canary's private memory changed (XT-CANARY lines above)")
+    report.detail("\(rounds) rounds")
+}
 
 exit(report.finish())
