@@ -1,4 +1,3 @@
-public import BlockDevice
 public import NBDProtocol
 import NIOCore
 import Synchronization
@@ -12,7 +11,7 @@ import XenCore
 /// decoded there and copied once into the caller's pages.
 ///
 /// OCaml: `Nbd.Client.t`
-public final class NBDClient: BlockDevice {
+public final class NBDClient: Sendable {
     /// The negotiated session of the first connection.
     public let session: NBDSession
     private let channels: [NBDChannel]
@@ -101,7 +100,8 @@ public final class NBDClient: BlockDevice {
         }
     }
 
-    /// Lists the exports of the server on `channel`, then aborts the handshake and closes it.
+    /// Lists the exports of the server on `channel`, then aborts the handshake and closes the channel
+    /// (also when it fails: refused by policy, TLS required, unsupported, or a failed connection).
     ///
     /// OCaml: `Nbd.Client.list`
     public static func list(_ channel: NBDChannel, tls: NBDTLSOptions? = nil) async -> Result<[String], NBDListError> {
@@ -117,10 +117,10 @@ public final class NBDClient: BlockDevice {
     public static func listWithDescriptions(_ channel: NBDChannel, tls: NBDTLSOptions? = nil) async
         -> Result<[(name: String, description: String)], NBDListError>
     {
-        do { return try await NBDNegotiator.list(channel, tls: tls) } catch {
-            await channel.close()
-            return .failure(.unsupported)
-        }
+        let result: Result<[(name: String, description: String)], NBDListError>
+        do { result = try await NBDNegotiator.list(channel, tls: tls) } catch { result = .failure(.failed(error)) }
+        await channel.close()
+        return result
     }
 
     /// Negotiates `export` on an already-connected channel; returns the client, the size in bytes and the
@@ -187,14 +187,11 @@ public final class NBDClient: BlockDevice {
     /// OCaml: not in OCaml
     public func taskExecutor(connection index: Int) -> (any TaskExecutor)? { directs[index % directs.count] }
 
-    /// Bytes per sector of the ``BlockDevice`` view: 512, or the server's minimum block size if larger.
-    public var sectorSize: Int { max(512, Int(session.blockSize.minimum)) }
-
-    /// OCaml: `Nbd.Client.get_info`
-    public func info() async -> BlockDeviceInfo {
-        BlockDeviceInfo(
-            readWrite: !flags.contains(.readOnly), sectorSize: sectorSize, sizeSectors: size / UInt64(sectorSize))
-    }
+    /// The sector-addressed `Mirage_block.S` view of this client (``NBDBlockDevice``), for code written
+    /// against ``BlockDevice``.
+    ///
+    /// OCaml: `Nbd.Client` used as a `Mirage_block.S`
+    public var blockDevice: NBDBlockDevice { NBDBlockDevice(self) }
 
     // MARK: - Sending
 
@@ -212,6 +209,9 @@ public final class NBDClient: BlockDevice {
         _ command: NBDCommand, flags: NBDCommandFlags = [], offset: UInt64, length: UInt64,
         payload: [PageBuffer] = [], buffers: [PageBuffer] = []
     ) -> NBDTicket {
+        var flags = flags
+        // With extended headers a WRITE must say its length is a payload length (the spec's MUST).
+        if command == .write, session.extendedHeaders { flags.insert(.payloadLength) }
         let index = connectionIndex()
         if let direct = directs[index] {
             switch direct.submit(
