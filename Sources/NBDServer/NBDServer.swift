@@ -2,6 +2,7 @@ import BlockDevice
 public import NBDProtocol
 import NIOSSL
 import Synchronization
+import XenCore
 
 #if canImport(Glibc)
     import Glibc
@@ -35,6 +36,8 @@ public final class NBDServer: Sendable {
     let sectorSizes: [Int]
     let tlsContext: NIOSSLContext?
     let state = Mutex(State())
+    /// READ buffers and WRITE payloads of every connection, recycled.
+    let pool = PageBufferPool(maxPooledBytes: 128 << 20)
 
     /// Prepares `exports` (reading each device's size) and loads the TLS certificates.
     ///
@@ -132,6 +135,18 @@ public final class NBDServer: Sendable {
     ///
     /// OCaml: none
     public var connectionCount: Int { state.withLock { $0.connections.count } }
+
+    /// Requests being served on all connections, and the bytes they hold (request buffers and replies not
+    /// yet sent): what ``NBDServerOptions/maxInFlightBytes`` bounds per connection.
+    ///
+    /// OCaml: none
+    public var inFlight: (requests: Int, bytes: Int) {
+        let connections = state.withLock { Array($0.connections.values) }
+        return connections.reduce((0, 0)) { total, connection in
+            let (requests, bytes) = connection.load
+            return (total.0 + requests, total.1 + bytes)
+        }
+    }
 
     /// Stops every listener, refuses new connections, lets each connection finish the requests it has in
     /// flight and closes it; returns when all are gone.

@@ -35,7 +35,7 @@ extension NBDServerConnection: TaskExecutor {
         let (device, sectorSize, session) = (transmission.device, transmission.sectorSize, transmission.session)
         switch operation {
         case .read(let offset, let length, let dontFragment):
-            let buffer = Self.buffer(Int(length))
+            let buffer = server.pool.buffer(count: Int(length))
             begin(bytes: buffer.count)
             let sparse =
                 session.structuredReplies && !dontFragment && length >= UInt64(server.options.sparseReadMinimum)
@@ -68,7 +68,8 @@ extension NBDServerConnection: TaskExecutor {
         do throws(BlockError) {
             switch operation {
             case .write(let offset, _, let fua):
-                try await device.write(at: offset / size, from: [payload ?? Self.buffer(0)])
+                try await device.write(
+                    at: offset / size, from: [payload ?? PageBuffer(pages: 1).slice(from: 0, count: 0)])
                 if fua { try await device.flush() }
             case .flush:
                 try await device.flush()

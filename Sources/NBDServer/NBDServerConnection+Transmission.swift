@@ -16,6 +16,8 @@ struct NBDTransmission {
     var write: (header: NBDRequestHeader, operation: NBDServerOperation, buffer: PageBuffer, filled: Int)?
     /// Stop reading requests: `NBD_CMD_DISC`, end of stream or shutdown.
     var reading = true
+    /// Bytes received but not decoded yet because the connection was full (see `isFull`).
+    var backlog: [UInt8] = []
 }
 
 // The connection thread in transmission: it runs the jobs of its request tasks, sends what they queued,
@@ -41,7 +43,6 @@ extension NBDServerConnection {
         var fds = [
             pollfd(fd: descriptor, events: 0, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
-        let limits = (bytes: server.options.maxInFlightBytes, requests: server.options.maxRequestsInFlight)
         while true {
             let moreJobs = runJobs()
             let (pending, failed, queued) = output.withLock { output -> (Bool, Int32, Int) in
@@ -52,12 +53,20 @@ extension NBDServerConnection {
                 return (!output.isEmpty, output.failed, output.queuedBytes)
             }
             if failed != 0 { return }
-            let (requests, bytes, closing) = state.withLock { ($0.requests, $0.bytes, $0.closing) }
+            let (requests, closing) = state.withLock { ($0.requests, $0.closing) }
             if closing { transmission.reading = false }
             // After DISC (or at shutdown) every request in flight is answered before the connection closes.
             if !transmission.reading && requests == 0 && !pending && !moreJobs { return }
-            let full = requests >= limits.requests || bytes + queued > limits.bytes
-            fds[0].events = (transmission.reading && !full ? Int16(POLLIN) : 0) | (pending ? Int16(POLLOUT) : 0)
+            let full = isFull(queued: queued)
+            if !transmission.backlog.isEmpty, !full, transmission.reading {
+                // Requests held back while the connection was full go first.
+                let backlog = transmission.backlog
+                transmission.backlog = []
+                guard backlog.withUnsafeBytes({ process($0, &transmission) }) else { return }
+                continue
+            }
+            let wantRead = transmission.reading && !full && transmission.backlog.isEmpty
+            fds[0].events = (wantRead ? Int16(POLLIN) : 0) | (pending ? Int16(POLLOUT) : 0)
             fds[0].revents = 0
             fds[1].revents = 0
             if poll(&fds, 2, moreJobs ? 0 : -1) < 0 {
@@ -71,7 +80,7 @@ extension NBDServerConnection {
             let events = fds[0].revents
             if events & Int16(POLLOUT) != 0, output.withLock({ $0.flush(to: descriptor) }) != 0 { return }
             if events & (Int16(POLLERR) | Int16(POLLNVAL)) != 0 { return }
-            if events & (Int16(POLLIN) | Int16(POLLHUP)) != 0, transmission.reading {
+            if events & (Int16(POLLIN) | Int16(POLLHUP)) != 0, wantRead {
                 guard readOnce(descriptor, staging, &transmission) else { return }
             } else if events & Int16(POLLHUP) != 0 {
                 return
@@ -108,10 +117,26 @@ extension NBDServerConnection {
         return process(UnsafeRawBufferPointer(rebasing: staging[0..<(count - direct)]), &transmission)
     }
 
-    /// Decodes `bytes` and starts every request in them; false on a protocol violation.
+    /// True while the connection holds as much as it may: no new request starts (one always may when it
+    /// holds nothing, however large).
+    private func isFull(queued: Int? = nil) -> Bool {
+        let queued = queued ?? output.withLock { $0.queuedBytes }
+        let options = server.options
+        return state.withLock { state in
+            (state.requests > 0 || queued > 0)
+                && (state.requests >= options.maxRequestsInFlight || state.bytes + queued >= options.maxInFlightBytes)
+        }
+    }
+
+    /// Decodes `bytes` and starts the requests in them, keeping what follows in the backlog once the
+    /// connection is full; false on a protocol violation.
     func process(_ bytes: UnsafeRawBufferPointer, _ transmission: inout NBDTransmission) -> Bool {
         var input = bytes
         while transmission.reading {
+            if transmission.decoder.isIdle, !input.isEmpty, isFull() {
+                transmission.backlog = Array(input)
+                return true
+            }
             let event: NBDRequestEvent?
             do { event = try transmission.decoder.next(&input) } catch { return false }
             guard let event else { return true }
@@ -139,7 +164,7 @@ extension NBDServerConnection {
             transmission.reading = false
         case .success(let operation):
             if case .write(_, let length, _) = operation {
-                let buffer = Self.buffer(Int(length))
+                let buffer = server.pool.buffer(count: Int(length))
                 begin(bytes: buffer.count)
                 transmission.write = (header, operation, buffer, 0)
                 if length == 0 { startWrite(&transmission) }
@@ -156,11 +181,6 @@ extension NBDServerConnection {
         Task(executorPreference: self) {
             await self.perform(write.operation, write.header, payload: write.buffer, device, sector, session)
         }
-    }
-
-    /// A buffer of `length` bytes in whole pages (never empty storage).
-    static func buffer(_ length: Int) -> PageBuffer {
-        PageBuffer(pages: max(1, (length + xenPageSize - 1) / xenPageSize)).slice(from: 0, count: length)
     }
 
     // MARK: - Accounting and replies

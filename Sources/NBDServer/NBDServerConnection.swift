@@ -71,6 +71,12 @@ final class NBDServerConnection: Sendable {
         ended()
     }
 
+    /// Requests in flight and the bytes they and the unsent replies hold.
+    var load: (requests: Int, bytes: Int) {
+        let queued = output.withLock { $0.queuedBytes }
+        return state.withLock { ($0.requests, $0.bytes + queued) }
+    }
+
     var onIOThread: Bool { UInt(pthread_self()) == ioThread.load(ordering: .relaxed) }
 
     /// Wakes the thread out of `poll`.

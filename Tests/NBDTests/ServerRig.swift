@@ -2,6 +2,7 @@ import BlockDevice
 import Foundation
 import NBDProtocol
 import NBDServer
+import Synchronization
 import XenCore
 
 /// An NBDServer started for a test on a unix socket in a temp dir (and, when asked, on 127.0.0.1 with a
@@ -81,4 +82,53 @@ actor GatedFlushDevice: BlockDevice {
         waiting = []
     }
     func disconnect() async { await base.disconnect() }
+}
+
+/// What a command line tool printed and how it exited.
+struct ToolResult: Sendable {
+    var status: Int32
+    var output: String
+    var errors: String
+}
+
+/// Runs a tool to completion on a thread of its own (never blocking the cooperative pool, which serves
+/// the server under test too), with an optional standard input.
+func tool(_ path: String, _ arguments: [String], input: Data? = nil) async throws -> ToolResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    let stdin = Pipe()
+    process.standardInput = input == nil ? FileHandle.nullDevice : stdin
+    try process.run()
+    return await withCheckedContinuation { continuation in
+        let started = DetachedThread.spawn {
+            if let input {
+                stdin.fileHandleForWriting.write(input)
+                try? stdin.fileHandleForWriting.close()
+            }
+            // Drain stderr on its own so a chatty tool never blocks on a full pipe.
+            let errorData = Mutex(Data())
+            let drained = DispatchSemaphore(value: 0)
+            _ = DetachedThread.spawn {
+                let data = errors.fileHandleForReading.readDataToEndOfFile()
+                errorData.withLock { $0 = data }
+                drained.signal()
+            }
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            drained.wait()
+            process.waitUntilExit()
+            continuation.resume(
+                returning: ToolResult(
+                    status: process.terminationStatus, output: String(decoding: data, as: UTF8.self),
+                    errors: String(decoding: errorData.withLock { $0 }, as: UTF8.self)))
+        }
+        if started != 0 {
+            process.terminate()
+            continuation.resume(returning: ToolResult(status: -1, output: "", errors: "no thread"))
+        }
+    }
 }
