@@ -26,12 +26,14 @@ public final class FileBlockDevice: BlockDevice {
     private let state: Mutex<State>
     let threads = BlockingIOThreads.shared
 
-    /// Opens `path`. Its size is rounded down to whole sectors; `readOnly` opens it O_RDONLY.
+    /// Opens `path`. Its size is rounded down to whole sectors; `readOnly` opens it O_RDONLY. A sector size
+    /// of 1 makes the device byte-addressed (any file size, any offset): the file is read with pread, so
+    /// nothing needs alignment.
     ///
     /// OCaml: `Block.connect ?prefered_sector_size`
     public init(path: String, sectorSize: Int = 512, readOnly: Bool = false) throws(BlockError) {
-        guard sectorSize >= 512, sectorSize.nonzeroBitCount == 1 else {
-            throw .invalidRequest("sector size \(sectorSize) is not a power of two >= 512")
+        guard sectorSize > 0, sectorSize.nonzeroBitCount == 1 else {
+            throw .invalidRequest("sector size \(sectorSize) is not a power of two")
         }
         let fd = open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
         guard fd >= 0 else { throw .io(context: "open \(path): \(String(cString: strerror(errno)))") }

@@ -116,7 +116,7 @@ struct NBDServerToolTests {
             [
                 "--name=verify", "--ioengine=nbd", "--uri=\(rig.uri("scratch"))", "--rw=randwrite", "--bs=4k",
                 "--iodepth=16", "--size=4M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
-                "--output-format=json",
+                "--output-format=json", "--verify_state_save=0",
             ])
         #expect(fio.status == 0, "\(fio.errors)")
         #expect(fio.output.contains("\"error\" : 0"))
