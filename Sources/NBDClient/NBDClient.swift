@@ -57,16 +57,33 @@ public final class NBDClient: Sendable {
         } else {
             options.negotiation.tls = nil
         }
-        let first = try await open(uri, options: options)
-        var channels = [first.channel]
+        let settled = options
+        let first = try await open(uri, options: settled)
         let wanted = first.session.info.flags.contains(.canMultiConn) ? max(1, options.connections) : 1
-        do {
-            for _ in 1..<wanted { channels.append(try await open(uri, options: options).channel) }
-        } catch {
-            for channel in channels { await channel.close() }
-            throw error
+        // The other connections handshake at the same time (each costs round trips, not bandwidth).
+        let others = await withTaskGroup(of: Result<NBDChannel, NBDError>.self) { group in
+            for _ in 1..<wanted {
+                group.addTask {
+                    do throws(NBDError) { return .success(try await open(uri, options: settled).channel) } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
         }
-        return NBDClient(session: first.session, channels: channels, options: options)
+        var channels = [first.channel]
+        var failure: NBDError?
+        for result in others {
+            switch result {
+            case .success(let channel): channels.append(channel)
+            case .failure(let error): failure = failure ?? error
+            }
+        }
+        if let failure {
+            for channel in channels { await channel.close() }
+            throw failure
+        }
+        return NBDClient(session: first.session, channels: channels, options: settled)
     }
 
     /// Parses `uri` and connects.

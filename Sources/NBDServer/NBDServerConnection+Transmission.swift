@@ -8,6 +8,8 @@ import XenCore
 
 /// The transmission loop's own state: touched only by the connection thread.
 struct NBDTransmission {
+    /// The socket (or TLS socket pair end) transmission runs on.
+    let descriptor: Int32
     var session: NBDServerSession
     var decoder: NBDRequestDecoder
     let device: any BlockDevice
@@ -28,11 +30,13 @@ extension NBDServerConnection {
     private static let stagingSize = 64 << 10
     /// Payload runs at least this long are read straight into the request's pages.
     private static let directMinimum = 2048
+    /// Queued replies at least this large are sent while a batch of requests is still being started.
+    private static let eagerFlush = 128 << 10
 
     func transmit(_ session: NBDServerSession, descriptor: Int32, leftover: [UInt8]) {
         let index = session.exportIndex
         var transmission = NBDTransmission(
-            session: session,
+            descriptor: descriptor, session: session,
             decoder: NBDRequestDecoder(extendedHeaders: session.extendedHeaders, maxPayload: session.maxPayload),
             device: server.exports[index].device, sectorSize: server.sectorSizes[index])
         let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.stagingSize, alignment: 4096)
@@ -143,6 +147,11 @@ extension NBDServerConnection {
             switch event {
             case .request(let header):
                 accept(header, &transmission)
+                // Replies answered on the spot go out as soon as there is a socketful, not after the whole
+                // batch of requests read at once: the client starts on the first while the rest are read.
+                output.withLock { output in
+                    if output.queuedBytes >= Self.eagerFlush { _ = output.flush(to: transmission.descriptor) }
+                }
             case .payload(let piece):
                 guard let write = transmission.write else { continue }  // a refused request's payload
                 write.buffer.copy(from: piece, at: write.filled)

@@ -15,7 +15,9 @@ struct NBDCopy: AsyncParsableCommand {
     @Argument(help: "Source: an NBD URI, a file or block device, or - for stdin") var source: String
     @Argument(help: "Destination: an NBD URI, a file (created or grown), null:, or - for stdout")
     var destination: String
-    @Option(help: "Connections per NBD side (used when the server allows multi-conn).") var connections = 4
+    @Option(
+        help: "Connections per NBD side, when the server allows multi-conn (nbdcopy's default: the cores, at most 4).")
+    var connections = min(4, ProcessInfo.processInfo.activeProcessorCount)
     @Option(help: "Requests in flight per connection.") var requests = 64
     @Option(help: "Bytes per request.") var requestSize = 256 << 10
     @Flag(help: "Flush the destination at the end.") var flush = false
@@ -107,12 +109,15 @@ struct NBDCopy: AsyncParsableCommand {
     ) async throws {
         let cursor = Cursor()
         let lanes = max(input.connections, output.connections)
-        let workers = max(1, requests) * lanes
+        let workers = min(max(1, requests) * lanes, pieces.count)
+        // Buffers are not zero-filled (each is overwritten by what is read into it): touching 64 MiB of
+        // fresh pages up front would cost more than a small copy.
+        let pool = PageBufferPool(maxPooledBytes: workers * chunk)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<workers {
                 let lane = worker % lanes
                 group.addTask(executorPreference: input.executor(lane) ?? output.executor(lane)) {
-                    let buffer = PageBuffer(pages: chunk / 4096)
+                    let buffer = pool.buffer(count: chunk)
                     while true {
                         let index = cursor.next.add(1, ordering: .relaxed).oldValue
                         guard index < pieces.count else { return }

@@ -42,7 +42,11 @@ struct NBDServe: AsyncParsableCommand {
             guard let bytes = Self.size(memory), bytes >= 512 else { throw ValidationError("bad size \(memory)") }
             device = MemoryBlockDevice(sizeSectors: bytes / 512)
         } else if let file {
-            device = try FileBlockDevice(path: file, readOnly: readOnly)
+            // 512-byte sectors unless the size is not a multiple of them: then byte-addressed, so the last
+            // bytes of an odd-sized file are served too.
+            var status = stat()
+            let odd = stat(file, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && status.st_size % 512 != 0
+            device = try FileBlockDevice(path: file, sectorSize: odd ? 1 : 512, readOnly: readOnly)
         } else {
             throw ValidationError("give a FILE or --memory SIZE")
         }
