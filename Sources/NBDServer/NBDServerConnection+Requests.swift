@@ -7,28 +7,15 @@ import XenCore
 // and the reply go out without a hop.
 extension NBDServerConnection: TaskExecutor {
     func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        guard let wake = jobs.push(job) else {
-            // The connection thread is gone: the task finishes on the global pool (its reply is dropped).
-            globalConcurrentExecutor.enqueue(ExecutorJob(job))
-            return
-        }
-        if wake && !onIOThread { signal() }
+        // Once the thread is gone the task finishes on the global pool (its reply is dropped).
+        if jobs.enqueueOrRunGlobally(UnownedJob(job)) && !onIOThread { signal() }
     }
 
     /// Runs the jobs queued now; true if more were queued meanwhile (the next poll must not block).
-    func runJobs() -> Bool {
-        let batch = jobs.takeAll()
-        guard !batch.isEmpty else { return false }
-        let executor = asUnownedTaskExecutor()
-        for job in batch { job.runSynchronously(on: executor) }
-        return !jobs.isEmpty
-    }
+    func runJobs() -> Bool { jobs.runQueued(on: asUnownedTaskExecutor()) }
 
     /// The thread is exiting: queued and later jobs go to the global pool.
-    func retireExecutor() {
-        for job in jobs.retire() { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
-    }
+    func retireExecutor() { jobs.retireToGlobal() }
 
     /// Starts a checked request other than WRITE (whose payload comes first) and DISC.
     func start(_ operation: NBDServerOperation, _ header: NBDRequestHeader, _ transmission: NBDTransmission) {

@@ -38,28 +38,13 @@ final class RawClient: @unchecked Sendable {
 
     deinit { close(fd) }
 
-    func send(_ bytes: [UInt8]) {
-        var done = 0
-        while done < bytes.count {
-            let sent = bytes.withUnsafeBytes {
-                Glibc.send(fd, $0.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
-            }
-            if sent <= 0 { return }
-            done += sent
-        }
-    }
+    /// The same blocking exact reads and writes the scripted server uses.
+    private var connection: ScriptedServer.Connection { ScriptedServer.Connection(fd: fd) }
+
+    func send(_ bytes: [UInt8]) { connection.write(bytes) }
 
     /// Exactly `count` bytes, or nil if the server closed (or went silent for 10 s).
-    func receive(_ count: Int) -> [UInt8]? {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let got = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, count - done) }
-            if got <= 0 { return nil }
-            done += got
-        }
-        return bytes
-    }
+    func receive(_ count: Int) -> [UInt8]? { connection.read(count) }
 
     /// True once the server has closed the connection (reads end of stream).
     func isClosed() -> Bool {
