@@ -150,15 +150,21 @@ extension BlockDevice {
     }
 
     /// Default: the device does not know its allocation.
+    ///
+    /// OCaml: none (`Mirage_block.S` has no allocation map)
     public func allocation(at sector: UInt64, count: UInt64) async throws(BlockError) -> [BlockExtent]? { nil }
 
     /// Default: writes zero-filled buffers (never fast, never unmapping).
+    ///
+    /// OCaml: none (`Mirage_block.S` has no write-zeroes)
     public func writeZeroes(at sector: UInt64, count: UInt64, unmap: Bool, fast: Bool) async throws(BlockError) {
         if fast { throw .unimplemented(operation: "fast zero") }
         try await writeZeroBuffers(at: sector, count: count)
     }
 
     /// Default: never without waiting.
+    ///
+    /// OCaml: none (Lwt has no notion of a read that cannot wait)
     public func readWithoutWaiting(at sector: UInt64, into buffers: [PageBuffer]) -> Bool { false }
 
     /// Writes zero-filled buffers over `count` sectors from `sector`, 1 MiB at a time (the portable way to

@@ -44,12 +44,16 @@ public struct SafeBlockDevice<Base: BlockDevice>: BlockDevice {
     }
 
     /// Not in `Mirage_block_safe`: the range is checked, then forwarded.
+    ///
+    /// OCaml: none (`Mirage_block_safe` has no allocation map)
     public func allocation(at sector: UInt64, count: UInt64) async throws(BlockError) -> [BlockExtent]? {
         try await base.info().validate(sector: sector, count: count)
         return try await base.allocation(at: sector, count: count)
     }
 
     /// Not in `Mirage_block_safe`: the range is checked like a write's.
+    ///
+    /// OCaml: none (`Mirage_block_safe` has no write-zeroes)
     public func writeZeroes(at sector: UInt64, count: UInt64, unmap: Bool, fast: Bool) async throws(BlockError) {
         let info = await base.info()
         guard info.readWrite else { throw .isReadOnly }
@@ -59,6 +63,8 @@ public struct SafeBlockDevice<Base: BlockDevice>: BlockDevice {
 
     /// Not in `Mirage_block_safe`: always false, since checking a request needs the base's `info()`, which
     /// may suspend; the caller's ``read(at:into:)`` then checks it.
+    ///
+    /// OCaml: none (`Mirage_block_safe` reads through Lwt)
     public func readWithoutWaiting(at sector: UInt64, into buffers: [PageBuffer]) -> Bool { false }
 
     /// OCaml: `Mirage_block_safe.disconnect`

@@ -98,6 +98,8 @@ public enum NBDReplyHeader: Sendable, Equatable {
 /// OCaml: not in OCaml (ocaml-nbd has no structured replies)
 public enum NBDChunkPayload {
     /// The 8-byte prefix of an `NBD_REPLY_TYPE_OFFSET_DATA` payload; the data follows.
+    ///
+    /// OCaml: none (ocaml-nbd has no structured replies)
     public static func offsetDataPrefix(offset: UInt64) -> [UInt8] {
         var writer = NBDWriter(capacity: 8)
         writer.put(offset)
@@ -105,6 +107,8 @@ public enum NBDChunkPayload {
     }
 
     /// `NBD_REPLY_TYPE_OFFSET_HOLE`: 12 bytes in both header formats (the hole size stays 32 bits).
+    ///
+    /// OCaml: none (ocaml-nbd has no structured replies)
     public static func offsetHole(offset: UInt64, length: UInt32) -> [UInt8] {
         var writer = NBDWriter(capacity: 12)
         writer.put(offset)
@@ -115,6 +119,8 @@ public enum NBDChunkPayload {
     /// `NBD_REPLY_TYPE_BLOCK_STATUS` (32-bit descriptors; lengths and flags truncated, so callers keep them
     /// below 2^32) or, when `extended`, `NBD_REPLY_TYPE_BLOCK_STATUS_EXT` (a descriptor count, then 64-bit
     /// descriptors). The chunk type to send with it is ``blockStatusType(extended:)``.
+    ///
+    /// OCaml: none (ocaml-nbd has no structured replies)
     public static func blockStatus(contextID: UInt32, extents: [NBDExtent], extended: Bool) -> [UInt8] {
         var writer = NBDWriter(capacity: 8 + extents.count * (extended ? 16 : 8))
         writer.put(contextID)
@@ -134,12 +140,16 @@ public enum NBDChunkPayload {
     }
 
     /// The chunk type of ``blockStatus(contextID:extents:extended:)``.
+    ///
+    /// OCaml: none (ocaml-nbd has no structured replies)
     public static func blockStatusType(extended: Bool) -> UInt16 {
         extended ? NBDChunkType.blockStatusExtended : NBDChunkType.blockStatus
     }
 
     /// `NBD_REPLY_TYPE_ERROR`, or `NBD_REPLY_TYPE_ERROR_OFFSET` when `offset` is given. The message is cut
     /// to the spec's 4096-byte string limit. The chunk type to send with it is ``errorType(offset:)``.
+    ///
+    /// OCaml: none (ocaml-nbd has no structured replies)
     public static func error(_ errno: NBDErrno, message: String = "", offset: UInt64? = nil) -> [UInt8] {
         let text = Array(message.utf8.prefix(4096))
         var writer = NBDWriter(capacity: 14 + text.count)
@@ -151,6 +161,8 @@ public enum NBDChunkPayload {
     }
 
     /// The chunk type of ``error(_:message:offset:)``.
+    ///
+    /// OCaml: none (ocaml-nbd has no structured replies)
     public static func errorType(offset: UInt64?) -> UInt16 {
         offset == nil ? NBDChunkType.error : NBDChunkType.errorOffset
     }

@@ -76,6 +76,8 @@ public struct NBDServerSession: Sendable, Equatable {
 /// OCaml: `Nbd.Server.connect` (option haggling, `?offer`, FORCEDTLS)
 public struct NBDServerHandshake: Sendable {
     /// What to do after feeding bytes.
+    ///
+    /// OCaml: none (ocaml-nbd writes and reads its channel directly)
     public enum Action: Sendable, Equatable {
         /// Send these bytes.
         case send([UInt8])
