@@ -116,6 +116,8 @@ struct NBDCopy: AsyncParsableCommand {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<workers {
                 let lane = worker % lanes
+                // On a source connection's I/O thread a file destination is written on the spot.
+                let onThread = input.executor(lane) != nil
                 group.addTask(executorPreference: input.executor(lane) ?? output.executor(lane)) {
                     let buffer = pool.buffer(count: chunk)
                     while true {
@@ -127,7 +129,7 @@ struct NBDCopy: AsyncParsableCommand {
                         } else {
                             let view = buffer.slice(from: 0, count: Int(piece.length))
                             _ = try await input.read(view, at: piece.offset)
-                            try await output.write(view, at: piece.offset)
+                            try await output.write(view, at: piece.offset, onThisThread: onThread)
                         }
                         bar.advance(piece.length)
                     }

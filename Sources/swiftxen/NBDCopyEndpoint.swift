@@ -10,7 +10,8 @@ import XenCore
 /// order only.
 enum CopyEndpoint: Sendable {
     case nbd(NBDClient)
-    case device(FileBlockDevice, zeroed: Bool)
+    /// A file or block device; `descriptor` is a second descriptor of it for writes made on the spot.
+    case device(FileBlockDevice, zeroed: Bool, descriptor: Int32)
     case null
     case stream(Int32)
 
@@ -23,7 +24,7 @@ enum CopyEndpoint: Sendable {
         guard fd >= 0 else { throw ValidationError("cannot open \(text): \(String(cString: strerror(errno)))") }
         defer { Glibc.close(fd) }
         if try Self.isStream(fd) { return .stream(dup(fd)) }
-        return .device(try FileBlockDevice(path: text, sectorSize: 1, readOnly: true), zeroed: false)
+        return .device(try FileBlockDevice(path: text, sectorSize: 1, readOnly: true), zeroed: false, descriptor: -1)
     }
 
     /// Opens `text` as a destination for `size` bytes (nil: a stream source of unknown size). A regular file
@@ -48,7 +49,7 @@ enum CopyEndpoint: Sendable {
                 throw ValidationError("cannot grow \(text) to \(size) bytes: \(String(cString: strerror(errno)))")
             }
         }
-        return .device(try FileBlockDevice(path: text, sectorSize: 1), zeroed: zeroed)
+        return .device(try FileBlockDevice(path: text, sectorSize: 1), zeroed: zeroed, descriptor: dup(fd))
     }
 
     private static func isStream(_ fd: Int32) throws -> Bool {
@@ -63,7 +64,7 @@ enum CopyEndpoint: Sendable {
         get async {
             switch self {
             case .nbd(let client): client.size
-            case .device(let device, _): await device.info().sizeBytes
+            case .device(let device, _, _): await device.info().sizeBytes
             case .null, .stream: nil
             }
         }
@@ -78,7 +79,7 @@ enum CopyEndpoint: Sendable {
     /// True when ranges not written read as zeroes (a fresh file, `null:`): holes can be skipped.
     var startsZeroed: Bool {
         switch self {
-        case .device(_, let zeroed): zeroed
+        case .device(_, let zeroed, _): zeroed
         case .null: true
         case .nbd, .stream: false
         }
@@ -100,7 +101,7 @@ enum CopyEndpoint: Sendable {
     func read(_ buffer: PageBuffer, at offset: UInt64) async throws -> Int {
         switch self {
         case .nbd(let client): try await client.read(at: offset, into: [buffer])
-        case .device(let device, _):
+        case .device(let device, _, _):
             // Data in the page cache is copied on the spot, without a hop to the blocking-I/O threads.
             if !device.readWithoutWaiting(at: offset, into: [buffer]) {
                 try await device.read(at: offset, into: [buffer])
@@ -111,11 +112,21 @@ enum CopyEndpoint: Sendable {
         return buffer.count
     }
 
-    /// Writes `buffer` at `offset` (a stream: next).
-    func write(_ buffer: PageBuffer, at offset: UInt64) async throws {
+    /// Writes `buffer` at `offset` (a stream: next). With `onThisThread`, a file is written right here,
+    /// as each nbdcopy worker writes on its own thread: the caller is an NBD connection's I/O thread, never
+    /// the cooperative pool, and a write into the page cache costs less than a hop to another thread and back.
+    func write(_ buffer: PageBuffer, at offset: UInt64, onThisThread: Bool = false) async throws {
         switch self {
         case .nbd(let client): try await client.write(at: offset, from: [buffer])
-        case .device(let device, _): try await device.write(at: offset, from: [buffer])
+        case .device(_, _, let fd) where onThisThread && fd >= 0:
+            var done = 0
+            while done < buffer.count {
+                let count = pwrite(fd, buffer.pointer + done, buffer.count - done, off_t(offset) + off_t(done))
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { throw ValidationError("write failed: \(String(cString: strerror(errno)))") }
+                done += count
+            }
+        case .device(let device, _, _): try await device.write(at: offset, from: [buffer])
         case .null: break
         case .stream(let fd): _ = try await Self.transfer(fd, buffer, write: true)
         }
@@ -126,7 +137,7 @@ enum CopyEndpoint: Sendable {
         switch self {
         case .nbd(let client) where client.flags.contains(.sendWriteZeroes):
             try await client.writeZeroes(at: offset, length: length)
-        case .device(let device, let zeroed):
+        case .device(let device, let zeroed, _):
             if !zeroed { try await device.writeZeroes(at: offset, count: length, unmap: true, fast: false) }
         case .null: break
         case .nbd, .stream:
@@ -150,7 +161,7 @@ enum CopyEndpoint: Sendable {
             return try await client.blockStatus(at: offset, length: length).map {
                 ($0.length, NBDAllocationFlags(rawValue: $0.flags).contains(.zero))
             }
-        case .device(let device, _):
+        case .device(let device, _, _):
             return try await device.allocation(at: offset, count: length)?.map { ($0.sectors, $0.isZero) }
         case .null, .stream:
             return nil
@@ -161,7 +172,7 @@ enum CopyEndpoint: Sendable {
     func flush() async throws {
         switch self {
         case .nbd(let client): try await client.flush()
-        case .device(let device, _): try await device.flush()
+        case .device(let device, _, _): try await device.flush()
         case .null: break
         case .stream(let fd): _ = await BlockingIOThreads.shared.run { fsync(fd) }
         }
@@ -170,7 +181,9 @@ enum CopyEndpoint: Sendable {
     func close() async {
         switch self {
         case .nbd(let client): await client.disconnect()
-        case .device(let device, _): await device.disconnect()
+        case .device(let device, _, let fd):
+            await device.disconnect()
+            if fd >= 0 { Glibc.close(fd) }
         case .null: break
         case .stream(let fd): if fd > 2 { Glibc.close(fd) }
         }
