@@ -34,9 +34,26 @@ struct NBDCopy: AsyncParsableCommand {
 
     func run() async throws {
         let options = NBDClientOptions(connections: max(1, connections))
-        let input = try await CopyEndpoint.source(source, options: options)
-        let size = await input.size
-        let output = try await CopyEndpoint.destination(destination, size: size, options: options)
+        let input: CopyEndpoint
+        let output: CopyEndpoint
+        let size: UInt64?
+        if destination.contains("://") {
+            // Two NBD handshakes (or a file and one) at once: an NBD destination needs no size to open.
+            async let opened = CopyEndpoint.destination(destination, size: nil, options: options)
+            do { input = try await CopyEndpoint.source(source, options: options) } catch {
+                await (try? await opened)?.close()
+                throw error
+            }
+            do { output = try await opened } catch {
+                await input.close()
+                throw error
+            }
+            size = await input.size
+        } else {
+            input = try await CopyEndpoint.source(source, options: options)
+            size = await input.size
+            output = try await CopyEndpoint.destination(destination, size: size, options: options)
+        }
         let chunk = max(4096, requestSize - requestSize % 4096)
         let bar = ProgressBar(total: size ?? 0, enabled: progress || isatty(2) == 1)
         do {
