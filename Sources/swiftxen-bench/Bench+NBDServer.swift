@@ -36,23 +36,35 @@ enum NBDServerBench {
             (name: $0.0, uri: "nbd+unix:///?socket=\($0.1)")
         }
 
+        // Each server's own CPU time is read around every run: on a loaded shared machine wall-clock figures
+        // swing with the scheduler, CPU seconds per unit of work much less.
+        let pids = [nil] + peers.map { Optional($0.processIdentifier) }
         // Sequential: nbdcopy's defaults (its connections and 64 requests of 256 KiB each) to null:.
         var sequential = [[Double]](repeating: [], count: servers.count)
+        var sequentialCPU = [[Double]](repeating: [], count: servers.count)
         for _ in 0..<rounds {
             for (index, server) in servers.enumerated() {
+                let before = cpuSeconds(pids[index])
                 let seconds = try NBDBench.timed { try NBDBench.tool("/usr/bin/nbdcopy", [server.uri, "null:"]) }
+                sequentialCPU[index].append(cpuSeconds(pids[index]) - before)
                 sequential[index].append(Double(size) / 1_048_576 / seconds)
             }
         }
         row("nbdcopy → null: (1 GiB)", servers.map(\.name), sequential, unit: "MiB/s")
+        cpuRow("   server CPU per GiB read", servers.map(\.name), sequentialCPU, scale: 1000, unit: "ms")
         for depth in [1, 16] {
             var iops = [[Double]](repeating: [], count: servers.count)
+            var perRead = [[Double]](repeating: [], count: servers.count)
             for _ in 0..<rounds {
                 for (index, server) in servers.enumerated() {
-                    iops[index].append(try NBDBench.fio(uri: server.uri, depth: depth, seconds: 1.5))
+                    let before = cpuSeconds(pids[index])
+                    let rate = try NBDBench.fio(uri: server.uri, depth: depth, seconds: 1.5)
+                    perRead[index].append((cpuSeconds(pids[index]) - before) / (rate * 1.5))
+                    iops[index].append(rate)
                 }
             }
             row("fio 4 KiB random read QD\(depth)", servers.map(\.name), iops, unit: "IOPS")
+            cpuRow("   server CPU per read", servers.map(\.name), perRead, scale: 1e6, unit: "µs")
         }
         await server.shutdown()
 
@@ -111,6 +123,31 @@ enum NBDServerBench {
         print(
             "   \(name): \(sides) \(unit) (medians of \(runs[0].count)); ratio to the better peer: median "
                 + String(format: "%.2fx (%.2f–%.2f)", median(ratios), ratios.min() ?? 0, ratios.max() ?? 0))
+    }
+
+    /// Medians of a per-run CPU cost, and ours over the cheaper peer's (below 1: less CPU for the same work).
+    static func cpuRow(_ name: String, _ names: [String], _ runs: [[Double]], scale: Double, unit: String) {
+        let medians = runs.map { median($0) * scale }
+        let sides = zip(names, medians).map { "\($0.0) " + String(format: "%.1f", $0.1) }.joined(separator: ", ")
+        let cheaper = medians.dropFirst().min() ?? 1
+        print("\(name): \(sides) \(unit); ours / the cheaper peer " + String(format: "%.2fx", medians[0] / cheaper))
+    }
+
+    /// CPU seconds (user + system) used so far by `pid`, or by this process (the in-process server) for nil.
+    static func cpuSeconds(_ pid: Int32?) -> Double {
+        guard let pid else {
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+                + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        }
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let end = text.lastIndex(of: ")")
+        else { return 0 }
+        // Fields after the command name: state is field 3, utime 14 and stime 15.
+        let fields = text[text.index(after: end)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     static func median(_ values: [Double]) -> Double {
