@@ -4,7 +4,7 @@ SWIFT        ?= swift
 SWIFT_FLAGS  ?=
 CONFIG_BENCH ?= release
 # Debian packages the build, the tests, the demo and the benchmarks use (installed only when missing).
-APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl
+APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl python3-libnbd
 
 .PHONY: setup build test unit-test demo bench lint format xen-test sanitize clean
 
@@ -51,6 +51,7 @@ demo: setup
 
 bench: setup
 	$(SWIFT) build $(SWIFT_FLAGS) -c $(CONFIG_BENCH) --product swiftxen-bench
+	$(SWIFT) build $(SWIFT_FLAGS) -c $(CONFIG_BENCH) --product swiftxen  # the nbd-server group times its CLI copy
 	$$($(SWIFT) build $(SWIFT_FLAGS) -c $(CONFIG_BENCH) --show-bin-path)/swiftxen-bench
 
 lint:

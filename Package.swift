@@ -26,6 +26,7 @@ let package = Package(
         .library(name: "ConsoleBackend", targets: ["ConsoleBackend"]),
         .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
         .library(name: "NBDClient", targets: ["NBDClient"]),
+        .library(name: "NBDServer", targets: ["NBDServer"]),
         .library(name: "DomainUserdata", targets: ["DomainUserdata"]),
         .executable(name: "swiftxen", targets: ["swiftxen"]),
         .executable(name: "swiftxen-bench", targets: ["swiftxen-bench"]),
@@ -128,6 +129,17 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .target(
+            name: "NBDServer",
+            dependencies: [
+                "NBDProtocol", "BlockDevice", "XenCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: - libxl per-domain userdata
         .target(
             name: "DomainUserdata",
@@ -141,7 +153,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "DomainUserdata", "BlkifProtocol",
+                "NBDServer", "NBDProtocol", "DomainUserdata", "BlkifProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -152,7 +164,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "CXen",
+                "NBDServer", "CXen",
             ],
             swiftSettings: strict
         ),
@@ -192,7 +204,8 @@ let package = Package(
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
             ]
         ),
-        .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice", "XenCore"]),
+        .testTarget(
+            name: "NBDTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevice", "XenCore"]),
         .testTarget(
             name: "DomainUserdataTests",
             dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor"]

@@ -6,6 +6,7 @@ let groups: [(name: String, run: () async throws -> Void)] = [
     ("block", BlockBench.run),
     ("console", benchConsole),
     ("nbd", NBDBench.run),
+    ("nbd-server", NBDServerBench.run),
 ]
 
 let only = CommandLine.arguments.dropFirst().first
