@@ -6,7 +6,11 @@ CONFIG_BENCH ?= release
 # Debian packages the build, the tests, the demo and the benchmarks use (installed only when missing).
 APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl
 
-.PHONY: setup build test unit-test demo bench lint format xen-test clean
+# Fuzzing (`make fuzz`, scripts/fuzz.sh): seconds per target; CI runs a short pass of every target inside `make test`.
+FUZZ_SECONDS    ?= 60
+CI_FUZZ_SECONDS ?= 20
+
+.PHONY: setup build test unit-test demo bench lint format xen-test fuzz clean
 
 setup:
 	@missing=""; \
@@ -26,13 +30,21 @@ unit-test: setup
 
 # The real-Xen tier runs after the unit tests whenever QEMU can run here (scripts/xen/can-run.sh says why
 # not otherwise), and always under CI=true so CI never skips it silently. XEN_TEST=0 skips it.
+# Under CI=true (or FUZZ=1) a short fuzzing pass runs first: every target for CI_FUZZ_SECONDS, two at a time.
 test: unit-test
+	@if [ "$${CI:-}" = true ] || [ "$${FUZZ:-}" = 1 ]; then \
+	  $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS) FUZZ_JOBS=$${FUZZ_JOBS:-2}; fi
 	@if [ "$${CI:-}" = true ] || scripts/xen/can-run.sh; then $(MAKE) --no-print-directory xen-test; fi
 
 # Boot Xen 4.17 + a Linux dom0 under QEMU TCG (no network) and run xen-test-runner in it, once per
 # xenstored (C and OCaml). Fetches what it needs from Debian into .build-xen; see README "Real Xen tier".
 xen-test: setup
 	scripts/xen/xen-test.sh
+
+# Coverage-guided fuzzing of every untrusted input (libFuzzer + AddressSanitizer, Fuzz/): each target for
+# FUZZ_SECONDS; fails on a crash, an invariant trap, a timeout (> 1 s per input) or a leak.
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) scripts/fuzz.sh
 
 demo: setup
 	$(SWIFT) build $(SWIFT_FLAGS) --product swiftxen
@@ -43,10 +55,10 @@ bench: setup
 	$$($(SWIFT) build $(SWIFT_FLAGS) -c $(CONFIG_BENCH) --show-bin-path)/swiftxen-bench
 
 lint:
-	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
+	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources
 
 format:
-	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift
+	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources
 
 clean:
-	rm -rf .build
+	rm -rf .build Fuzz/.build .build-fuzz
