@@ -11,6 +11,7 @@
 #   FUZZ_JOBS=2                          # targets run side by side
 #   FUZZ_RUNS=10000000                   # also stop a target after this many executions
 #   FUZZ_NICE=10                         # niceness of the fuzzers on a shared machine
+#   FUZZ_TIMEOUT=1                       # seconds one input may take (a starved, niced run needs more)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SWIFT=${SWIFT:-swift}
@@ -18,6 +19,7 @@ SECONDS_EACH=${FUZZ_SECONDS:-60}
 JOBS=${FUZZ_JOBS:-1}
 RUNS=${FUZZ_RUNS:--1}
 NICE=${FUZZ_NICE:-0}
+TIMEOUT=${FUZZ_TIMEOUT:-1}
 WORK=${FUZZ_WORK:-.build-fuzz}
 # One -sanitize flag with both: two separate flags keep only the last (no coverage instrumentation).
 # ld.gold stops with "internal error in format_file_lineno" on this binary; the toolchain's lld links it.
@@ -41,7 +43,7 @@ run_target() {
     [ -f "Fuzz/dict/$target.dict" ] && dict=(-dict="Fuzz/dict/$target.dict")
     set +e
     SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 \
-        nice -n "$NICE" "$BIN" "$target" -max_total_time="$SECONDS_EACH" -runs="$RUNS" -timeout=1 \
+        nice -n "$NICE" "$BIN" "$target" -max_total_time="$SECONDS_EACH" -runs="$RUNS" -timeout="$TIMEOUT" \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$WORK/artifacts/$target-" "${dict[@]}" \
         "$corpus" "Fuzz/corpus/$target" >"$log" 2>&1
     echo $? >"$WORK/$target.rc"
@@ -52,14 +54,15 @@ summary() {
     local target=$1 log="$WORK/$1.log" rc last
     rc=$(cat "$WORK/$target.rc")
     last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
-    local execs speed cov ft corp
+    local execs speed cov ft corp slowest
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     corp=$(sed -n 's/.* corp: \([^ ]*\).*/\1/p' <<<"$last")
-    printf '%-16s %12s %9s %7s %7s %12s  %s\n' "$target" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" \
-        "${corp:-?}" "$([ "$rc" = 0 ] && echo ok || echo "FAILED (exit $rc)")"
+    slowest=$(sed -n 's/^stat::slowest_unit_time_sec: *//p' "$log")
+    printf '%-16s %12s %9s %7s %7s %12s %8s  %s\n' "$target" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" \
+        "${corp:-?}" "${slowest:-?}" "$([ "$rc" = 0 ] && echo ok || echo "FAILED (exit $rc)")"
 }
 
 set -- $TARGETS
@@ -77,7 +80,7 @@ done
 
 failed=0
 echo
-printf '%-16s %12s %9s %7s %7s %12s  %s\n' target executions exec/s cov ft corpus result
+printf '%-16s %12s %9s %7s %7s %12s %8s  %s\n' target executions exec/s cov ft corpus slowest result
 for target in $TARGETS; do
     summary "$target"
     if [ "$(cat "$WORK/$target.rc")" != 0 ]; then failed=1; fi

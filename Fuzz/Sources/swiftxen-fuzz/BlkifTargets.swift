@@ -20,14 +20,12 @@ enum BlkifBackTarget {
         var decoded: [BlkifRequest] = []
         while !input.isEmpty {
             switch input.byte() % 8 {
-            case 0:  // the frontend writes a request slot
-                let slot = Int(input.byte()) % Int(geometry.size)
-                let bytes = input.bytes(Blkif.requestSize)
-                let offset = SharedRingGeometry.headerSize + slot * geometry.entrySize
-                for (index, byte) in bytes.enumerated() { memory.setUInt8(byte, at: offset + index) }
-            case 1: memory.setUInt32(input.uint32(), at: 0)  // req_prod, any value
-            case 2: memory.setUInt32(memory.uint32(at: 0) &+ UInt32(input.byte() % 40), at: 0)
-            case 3: memory.setUInt32(input.uint32(), at: [4, 8, 12][Int(input.byte() % 3)])
+            case 0: HostileRingPeer.writeSlot(&input, memory, geometry, bytes: Blkif.requestSize)
+            case 1: HostileRingPeer.setIndex(&input, memory, at: 0)  // req_prod, any value
+            case 2: HostileRingPeer.advanceIndex(&input, memory, at: 0)
+            case 3:
+                let offset = [4, 8, 12][Int(input.byte() % 3)]
+                HostileRingPeer.setIndex(&input, memory, at: offset)
             case 4, 5:
                 guard drain(&ring, maxIndirect: input.int(in: 1...Blkif.maxIndirectSegments), into: &decoded) else {
                     return
@@ -138,14 +136,12 @@ enum BlkifFrontTarget {
                     nextID += 1
                 }
                 _ = ring.pushRequests()
-            case 1:  // the backend writes a response slot
-                let slot = Int(input.byte()) % Int(geometry.size)
-                let bytes = input.bytes(Blkif.responseSize)
-                let offset = SharedRingGeometry.headerSize + slot * geometry.entrySize
-                for (index, byte) in bytes.enumerated() { memory.setUInt8(byte, at: offset + index) }
-            case 2: memory.setUInt32(input.uint32(), at: 8)  // rsp_prod, any value
-            case 3: memory.setUInt32(memory.uint32(at: 8) &+ UInt32(input.byte() % 40), at: 8)
-            case 4: memory.setUInt32(input.uint32(), at: [0, 4, 12][Int(input.byte() % 3)])
+            case 1: HostileRingPeer.writeSlot(&input, memory, geometry, bytes: Blkif.responseSize)
+            case 2: HostileRingPeer.setIndex(&input, memory, at: 8)  // rsp_prod, any value
+            case 3: HostileRingPeer.advanceIndex(&input, memory, at: 8)
+            case 4:
+                let offset = [0, 4, 12][Int(input.byte() % 3)]
+                HostileRingPeer.setIndex(&input, memory, at: offset)
             default:
                 var broken = false
                 do {
@@ -167,5 +163,25 @@ enum BlkifFrontTarget {
             require(ring.freeRequests <= ring.size, "\(ring.freeRequests) free slots on a ring of \(ring.size)")
             require(Int(ring.outstanding) == outstanding.count, "ring and ids disagree on what is outstanding")
         }
+    }
+}
+
+/// What the other end of a ring.h ring can do to the shared memory: rewrite any slot, set any of the four
+/// header indices (req_prod 0, req_event 4, rsp_prod 8, rsp_event 12) or advance one.
+enum HostileRingPeer {
+    /// Writes the first `bytes` bytes of a slot the input chooses.
+    static func writeSlot(_ input: inout FuzzInput, _ memory: PageBuffer, _ geometry: SharedRingGeometry, bytes: Int) {
+        let slot = Int(input.byte()) % Int(geometry.size)
+        let offset = SharedRingGeometry.headerSize + slot * geometry.entrySize
+        for (index, byte) in input.bytes(bytes).enumerated() { memory.setUInt8(byte, at: offset + index) }
+    }
+
+    static func setIndex(_ input: inout FuzzInput, _ memory: PageBuffer, at offset: Int) {
+        memory.setUInt32(input.uint32(), at: offset)
+    }
+
+    /// Moves an index on by up to 39: more than a ring's worth of entries only with several steps.
+    static func advanceIndex(_ input: inout FuzzInput, _ memory: PageBuffer, at offset: Int) {
+        memory.setUInt32(memory.uint32(at: offset) &+ UInt32(input.byte() % 40), at: offset)
     }
 }

@@ -45,9 +45,9 @@ enum XenStoreServerTarget {
             requestID &+= 1
             for id in state.closing { _ = state.removeConnection(id) }
             state.closing.removeAll()
-            check(&state, views: false)
+            check(&state, complete: false)
         }
-        check(&state, views: true)
+        check(&state, complete: true)
     }
 
     /// dom0's set-up: two introduced guests with their homes, a backend directory domain 5 may write, a node
@@ -70,14 +70,15 @@ enum XenStoreServerTarget {
         for request in requests { state.process(request.packet(requestID: 0), from: dom0) }
         _ = state.removeConnection(dom0)
         state.outbox.removeAll()
-        check(&state, views: true)
+        check(&state, complete: true)
         return state
     }
 
-    /// The invariants after a request: the live store's always; each open transaction's view (dearer) when
-    /// `views` (at the end of the input).
-    static func check(_ state: inout XenStoreState, views: Bool) {
-        checkTree(state.tree, "live store")
+    /// The invariants after a request: the live store's quotas always; its `CONTROL check` and each open
+    /// transaction's view (dearer) when `complete` (at the end of the input).
+    static func check(_ state: inout XenStoreState, complete: Bool) {
+        checkQuotas(state.tree, "live store")
+        if complete { checkTree(state.tree, "live store") }
         for (id, connection) in state.connections {
             require(
                 connection.watches.count <= quotas.watchesPerConnection, "\(id) has \(connection.watches.count) watches"
@@ -85,7 +86,7 @@ enum XenStoreServerTarget {
             require(
                 connection.transactions.count <= quotas.transactionsPerConnection,
                 "\(id) has \(connection.transactions.count) transactions")
-            guard views else { continue }
+            guard complete else { continue }
             for (tid, transaction) in connection.transactions {
                 checkTree(transaction.tree, "transaction \(tid) of \(id)")
             }
@@ -110,6 +111,12 @@ enum XenStoreServerTarget {
     static func checkTree(_ tree: XenStoreTree, _ name: String) {
         let problems = tree.check()
         require(problems.isEmpty, "\(name): CONTROL check: \(problems)")
+        checkQuotas(tree, name)
+    }
+
+    /// What the quotas promise: no unprivileged domain owns more nodes than its quota, no record reaches the
+    /// node-size quota (dom0's set-up writes only small ones).
+    static func checkQuotas(_ tree: XenStoreTree, _ name: String) {
         for (domain, count) in tree.ownedNodes where domain != .dom0 {
             require(
                 count <= quotas.nodesPerDomain,
