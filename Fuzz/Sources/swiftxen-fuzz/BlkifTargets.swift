@@ -12,9 +12,7 @@ import XenCore
 enum BlkifBackTarget {
     static func run(_ data: [UInt8]) {
         var input = FuzzInput(data)
-        let pages = 1 << Int(input.byte() % 2)
-        guard let geometry = try? SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: pages) else { return }
-        let memory = PageBuffer(pages: pages)
+        guard let (geometry, memory) = HostileRingPeer.ring(&input) else { return }
         memory.setUInt32(input.uint32(), at: 8)  // rsp_prod as the frontend left it
         guard var ring = try? BackRing(attaching: memory, geometry: geometry) else { return }
         var decoded: [BlkifRequest] = []
@@ -116,9 +114,7 @@ enum BlkifBackTarget {
 enum BlkifFrontTarget {
     static func run(_ data: [UInt8]) {
         var input = FuzzInput(data)
-        let pages = 1 << Int(input.byte() % 2)
-        guard let geometry = try? SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: pages) else { return }
-        let memory = PageBuffer(pages: pages)
+        guard let (geometry, memory) = HostileRingPeer.ring(&input) else { return }
         guard var ring = try? FrontRing(initialising: memory, geometry: geometry) else { return }
         var outstanding: Set<UInt64> = []
         var nextID: UInt64 = 1
@@ -169,6 +165,13 @@ enum BlkifFrontTarget {
 /// What the other end of a ring.h ring can do to the shared memory: rewrite any slot, set any of the four
 /// header indices (req_prod 0, req_event 4, rsp_prod 8, rsp_event 12) or advance one.
 enum HostileRingPeer {
+    /// A blkif ring of the size the input chooses (one or two pages) and its memory.
+    static func ring(_ input: inout FuzzInput) -> (SharedRingGeometry, PageBuffer)? {
+        let pages = 1 << Int(input.byte() % 2)
+        guard let geometry = try? SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: pages) else { return nil }
+        return (geometry, PageBuffer(pages: pages))
+    }
+
     /// Writes the first `bytes` bytes of a slot the input chooses.
     static func writeSlot(_ input: inout FuzzInput, _ memory: PageBuffer, _ geometry: SharedRingGeometry, bytes: Int) {
         let slot = Int(input.byte()) % Int(geometry.size)
