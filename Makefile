@@ -6,7 +6,11 @@ CONFIG_BENCH ?= release
 # Debian packages the build, the tests, the demo and the benchmarks use (installed only when missing).
 APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl python3-libnbd
 
-.PHONY: setup build test unit-test demo bench lint format xen-test sanitize clean
+# Fuzzing (`make fuzz`, scripts/fuzz.sh): seconds per target; CI runs a short pass of every target inside `make test`.
+FUZZ_SECONDS    ?= 60
+CI_FUZZ_SECONDS ?= 20
+
+.PHONY: setup build test unit-test demo bench lint format xen-test fuzz sanitize clean
 
 setup:
 	@missing=""; \
@@ -26,7 +30,10 @@ unit-test: setup
 
 # The real-Xen tier runs after the unit tests whenever QEMU can run here (scripts/xen/can-run.sh says why
 # not otherwise), and always under CI=true so CI never skips it silently. XEN_TEST=0 skips it.
+# Under CI=true (or FUZZ=1) a short fuzzing pass runs first: every target for CI_FUZZ_SECONDS, two at a time.
 test: unit-test
+	@if [ "$${CI:-}" = true ] || [ "$${FUZZ:-}" = 1 ]; then \
+	  $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS) FUZZ_JOBS=$${FUZZ_JOBS:-2}; fi
 	@if [ "$${CI:-}" = true ] || scripts/xen/can-run.sh; then $(MAKE) --no-print-directory xen-test; fi
 
 # Boot Xen 4.17 + a Linux dom0 under QEMU TCG (no network) and run xen-test-runner in it, once per
@@ -45,6 +52,11 @@ sanitize: setup
 	  if grep -q "ERROR: AddressSanitizer" .build-asan/sanitize.log; then echo "make sanitize: ASan reports"; exit 1; fi; \
 	  exit $$status
 
+# Coverage-guided fuzzing of every untrusted input (libFuzzer + AddressSanitizer, Fuzz/): each target for
+# FUZZ_SECONDS; fails on a crash, an invariant trap, a timeout (> 1 s per input) or a leak.
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) scripts/fuzz.sh
+
 demo: setup
 	$(SWIFT) build $(SWIFT_FLAGS) --product swiftxen
 	$$($(SWIFT) build $(SWIFT_FLAGS) --show-bin-path)/swiftxen demo
@@ -55,10 +67,10 @@ bench: setup
 	$$($(SWIFT) build $(SWIFT_FLAGS) -c $(CONFIG_BENCH) --show-bin-path)/swiftxen-bench
 
 lint:
-	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
+	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources
 
 format:
-	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift
+	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources
 
 clean:
-	rm -rf .build
+	rm -rf .build Fuzz/.build .build-fuzz
