@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "BlkifProtocol", targets: ["BlkifProtocol"]),
         .library(name: "BlockFront", targets: ["BlockFront"]),
         .library(name: "BlockBack", targets: ["BlockBack"]),
+        .library(name: "NetifProtocol", targets: ["NetifProtocol"]),
         .library(name: "ConsoleBackend", targets: ["ConsoleBackend"]),
         .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
         .library(name: "NBDClient", targets: ["NBDClient"]),
@@ -102,6 +103,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+
+        // MARK: - Network devices
+        .target(name: "NetifProtocol", dependencies: ["XenCore", "SharedRing"], swiftSettings: strict),
 
         // MARK: - Consoles
         .target(
@@ -192,6 +196,7 @@ let package = Package(
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
             ]
         ),
+        .testTarget(name: "NetifTests", dependencies: ["NetifProtocol", "SharedRing", "CXen", "XenCore"]),
         .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice", "XenCore"]),
         .testTarget(
             name: "DomainUserdataTests",
