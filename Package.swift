@@ -24,6 +24,9 @@ let package = Package(
         .library(name: "BlockFront", targets: ["BlockFront"]),
         .library(name: "BlockBack", targets: ["BlockBack"]),
         .library(name: "NetifProtocol", targets: ["NetifProtocol"]),
+        .library(name: "NetworkDevice", targets: ["NetworkDevice"]),
+        .library(name: "NetFront", targets: ["NetFront"]),
+        .library(name: "NetBack", targets: ["NetBack"]),
         .library(name: "ConsoleBackend", targets: ["ConsoleBackend"]),
         .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
         .library(name: "NBDClient", targets: ["NBDClient"]),
@@ -106,6 +109,24 @@ let package = Package(
 
         // MARK: - Network devices
         .target(name: "NetifProtocol", dependencies: ["XenCore", "SharedRing"], swiftSettings: strict),
+        // The Mirage_net.S twin: the device protocol, frames, counters, the received-frame queue, bridging.
+        .target(name: "NetworkDevice", dependencies: ["XenCore", "NetifProtocol"], swiftSettings: strict),
+        .target(
+            name: "NetFront",
+            dependencies: [
+                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
+                "EventChannel",
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NetBack",
+            dependencies: [
+                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
+                "EventChannel", "CXen",
+            ],
+            swiftSettings: strict
+        ),
 
         // MARK: - Consoles
         .target(
@@ -197,6 +218,14 @@ let package = Package(
             ]
         ),
         .testTarget(name: "NetifTests", dependencies: ["NetifProtocol", "SharedRing", "CXen", "XenCore"]),
+        .testTarget(
+            name: "NetTests",
+            dependencies: [
+                "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "SharedRing", "SimulatedHypervisor",
+                "XenStoreServer", "XenStoreClient", "BlockFront", "BlkifProtocol", "XenCore", "GrantTable",
+                "EventChannel",
+            ]
+        ),
         .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice", "XenCore"]),
         .testTarget(
             name: "DomainUserdataTests",

@@ -55,8 +55,11 @@ public struct VifBackendStateMachine: Sendable, Equatable {
     }
 
     /// The steps of a runtime close requested on our side: Closing now (the frontend then closes and we
-    /// follow it to Closed through ``frontendChanged(to:online:)``).
-    public mutating func closeRequested() -> [VifBackendAction] { moveTo(.closing) }
+    /// follow it to Closed through ``frontendChanged(to:online:)``); nothing when there is nothing to close
+    /// (never announced anything, or already Closed).
+    public mutating func closeRequested() -> [VifBackendAction] {
+        state == .initialising || state == .closed ? [] : moveTo(.closing)
+    }
 
     /// The connection could not be set up (bad keys, resources): announce Closing, as Linux's
     /// `xenbus_dev_fatal` leads the frontend to close.

@@ -52,6 +52,11 @@ import XenCore
         #expect(machine.closeRequested() == [.disconnect, .switchState(.closing)])
         #expect(machine.frontendChanged(to: .closing, online: true) == [])
         #expect(machine.frontendChanged(to: .closed, online: true) == [.switchState(.closed)])
+        #expect(machine.closeRequested() == [], "nothing left to close")
+        var fresh = VifBackendStateMachine()
+        #expect(fresh.closeRequested() == [])
+        _ = fresh.frontendChanged(to: .initialising, online: true)
+        #expect(fresh.closeRequested() == [.switchState(.closing)], "InitWait closes too")
     }
 
     @Test func frontendVanishes() {
