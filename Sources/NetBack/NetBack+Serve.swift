@@ -57,21 +57,37 @@ extension NetBack {
         while true {
             let observed = try await nextEvent(after: seen)
             let (stop, force, broken) = state.withLock { state -> (Bool, Bool, String?) in
-                defer { state.broken = nil }
+                defer {
+                    state.broken = nil
+                    state.stopNoticed = state.stopRequested
+                }
                 return (state.stopRequested, state.forceStop, state.broken)
             }
             if force { return }
             var actions: [VifBackendAction] = []
-            if stop, !stopHandled {
-                stopHandled = true
-                actions += machine.closeRequested()
-            }
-            if broken != nil { actions += machine.closeRequested() }
-            if seen == nil || observed.state != seen?.state || observed.online != seen?.online {
+            let changed = seen == nil || observed.state != seen?.state || observed.online != seen?.online
+            if stop {
+                // Our close: Closing once, then follow the frontend only towards Closed.
+                if !stopHandled {
+                    stopHandled = true
+                    actions += machine.closeRequested()
+                }
+                switch observed.state {
+                case .connected?, .initialised?:
+                    break  // It has a connection to close first.
+                case .closing?, .closed?, .unknown?, nil:
+                    actions += machine.frontendChanged(to: observed.state, online: observed.online)
+                case .initialising?, .initWait?, .reconfiguring?, .reconfigured?:
+                    // A frontend that is not connected has nothing to close: Closed at once.
+                    actions += machine.frontendChanged(to: .closed, online: true)
+                }
+            } else {
+                if broken != nil { actions += machine.closeRequested() }
                 // After a close of ours, a frontend still Connected must close first: no reconnect on a state
                 // it has not left.
-                let closing = (stop || broken != nil) && observed.state == .connected
-                if !closing { actions += machine.frontendChanged(to: observed.state, online: observed.online) }
+                if changed, broken == nil || observed.state != .connected {
+                    actions += machine.frontendChanged(to: observed.state, online: observed.online)
+                }
             }
             seen = observed
             for action in actions {
@@ -152,7 +168,7 @@ extension NetBack {
     }
 
     private var hasLocalEvent: Bool {
-        state.withLock { $0.broken != nil || ($0.stopRequested && !$0.finished) || $0.forceStop }
+        state.withLock { $0.broken != nil || ($0.stopRequested && !$0.stopNoticed) || $0.forceStop }
     }
 
     /// A runtime close from our side: Closing, then Closed once the frontend has closed (the directory
@@ -170,12 +186,15 @@ extension NetBack {
             frames.finish()
             return
         }
-        let finished: Void? = try? await withDeadline(options.closeTimeout) { await self.waitUntilFinished() }
-        if finished == nil {
-            state.withLock { $0.forceStop = true }
-            wakeup.signal()
-            await waitUntilFinished()
+        // A frontend that never closes is not waited for beyond the close timeout.
+        let limit = options.closeTimeout
+        let timer = Task { [weak self] in
+            guard (try? await Task.sleep(for: limit)) != nil, let self else { return }
+            self.state.withLock { $0.forceStop = true }
+            self.wakeup.signal()
         }
+        await waitUntilFinished()
+        timer.cancel()
     }
 
     private func waitUntilFinished() async {

@@ -51,6 +51,8 @@ public final class NetBack: NetworkDevice {
         var connection: NetBackConnection?
         var connections = 0
         var stopRequested = false
+        /// The serve loop has seen the stop request.
+        var stopNoticed = false
         var broken: String?
         var lastBreak: String?
         var serving = false
@@ -76,6 +78,10 @@ public final class NetBack: NetworkDevice {
         self.events = events
         self.options = options
         self.frames = FrameQueue(capacity: options.frameQueueCapacity)
+        // A reader making room takes the frames held back on the current connection's rings.
+        frames.setSpaceHandler { [weak self] in
+            for queue in self?.state.withLock({ $0.connection?.queues }) ?? [] { queue.drainTx() }
+        }
     }
 
     /// Reads the toolstack's keys of the vif at `backendPath` (`frontend`, `frontend-id`, `handle`, `mac`,

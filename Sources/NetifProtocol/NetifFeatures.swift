@@ -143,7 +143,8 @@ public struct NetifFrontendRequest: Sendable, Equatable {
             ("feature-ipv6-csum-offload", netifFlag(ipv6ChecksumOffload)),
             ("request-multicast-control", netifFlag(requestMulticastControl)),
         ]
-        if queues.count > 1 { keys.append(("multi-queue-num-queues", String(queues.count))) }
+        // Written even for one queue: a count left by an earlier connection of the vif must not stand.
+        keys.append(("multi-queue-num-queues", String(queues.count)))
         for (index, queue) in queues.enumerated() {
             let prefix = queues.count > 1 ? "queue-\(index)/" : ""
             keys.append((prefix + "tx-ring-ref", String(queue.txRingRef.rawValue)))
