@@ -82,10 +82,7 @@ extension NetFront {
         request.noChecksumOffload = options.noChecksumOffload
         request.ipv6ChecksumOffload = options.ipv6ChecksumOffload
         request.requestMulticastControl = options.multicastControl && features.multicastControl
-        var negotiated = NetifNegotiated(backend: features, frontend: request)
-        // Sending over several slots needs the backend's feature-sg, GSO needs ours too (a frame above the MTU
-        // cannot be split into one-slot pieces).
-        if !options.scatterGather { negotiated.txGSO = [] }
+        let negotiated = NetifNegotiated(backend: features, frontend: request)
 
         let frames = FrameQueue(capacity: options.frameQueueCapacity)
         let counters = NetworkCounters()

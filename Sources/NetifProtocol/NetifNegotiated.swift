@@ -10,7 +10,7 @@ public struct NetifNegotiated: Sendable, Equatable {
     public var splitEventChannels: Bool
     /// Frontend → backend: frames may span several tx slots (the backend's `feature-sg`).
     public var txScatterGather: Bool
-    /// Frontend → backend: GSO types the backend accepts.
+    /// Frontend → backend: GSO types the backend accepts (none without its scatter-gather).
     public var txGSO: Set<NetifGSOType>
     /// Frontend → backend: IPv4 frames may carry blank checksums (unless the backend wrote
     /// `feature-no-csum-offload`).
@@ -19,7 +19,7 @@ public struct NetifNegotiated: Sendable, Equatable {
     public var txChecksumOffloadIPv6: Bool
     /// Backend → frontend: frames may span several rx slots (the frontend's `feature-sg`).
     public var rxScatterGather: Bool
-    /// Backend → frontend: GSO types the frontend accepts.
+    /// Backend → frontend: GSO types the frontend accepts (none without its scatter-gather).
     public var rxGSO: Set<NetifGSOType>
     /// Backend → frontend: IPv4 frames may carry blank checksums (unless the frontend wrote
     /// `feature-no-csum-offload`).
@@ -39,13 +39,18 @@ public struct NetifNegotiated: Sendable, Equatable {
         queues = frontend.queues.count
         splitEventChannels = frontend.queues.contains { $0.rxEventChannel != nil }
         txScatterGather = backend.scatterGather
-        txGSO = Set(
-            [backend.gsoTCPv4 ? NetifGSOType.tcpv4 : nil, backend.gsoTCPv6 ? .tcpv6 : nil].compactMap { $0 })
+        // A GSO frame spans several slots: no scatter-gather, no GSO (Linux drops TSO without SG too).
+        txGSO =
+            backend.scatterGather
+            ? Set([backend.gsoTCPv4 ? NetifGSOType.tcpv4 : nil, backend.gsoTCPv6 ? .tcpv6 : nil].compactMap { $0 })
+            : []
         txChecksumOffloadIPv4 = !backend.noChecksumOffload
         txChecksumOffloadIPv6 = backend.ipv6ChecksumOffload
         rxScatterGather = frontend.scatterGather
-        rxGSO = Set(
-            [frontend.gsoTCPv4 ? NetifGSOType.tcpv4 : nil, frontend.gsoTCPv6 ? .tcpv6 : nil].compactMap { $0 })
+        rxGSO =
+            frontend.scatterGather
+            ? Set([frontend.gsoTCPv4 ? NetifGSOType.tcpv4 : nil, frontend.gsoTCPv6 ? .tcpv6 : nil].compactMap { $0 })
+            : []
         rxChecksumOffloadIPv4 = !frontend.noChecksumOffload
         rxChecksumOffloadIPv6 = frontend.ipv6ChecksumOffload
         rxNotify = frontend.rxNotify

@@ -82,6 +82,7 @@ final class ScriptedBackend: @unchecked Sendable {
     var tx: BackRing!
     var rx: BackRing!
     var port: EventChannelPort = 0
+    var rxPort: EventChannelPort = 0
     private var mappings: [GrantMappingHandle] = []
 
     init(_ harness: NetHarness) { self.harness = harness }
@@ -115,6 +116,10 @@ final class ScriptedBackend: @unchecked Sendable {
         mappings.append(txMapping)
         mappings.append(rxMapping)
         port = try harness.backDomain.eventChannel.bindInterdomain(remote: frontID, remotePort: queue.txEventChannel)
+        rxPort = port
+        if let rxChannel = queue.rxEventChannel {
+            rxPort = try harness.backDomain.eventChannel.bindInterdomain(remote: frontID, remotePort: rxChannel)
+        }
         try await store.write(harness.nodes.backendPath + "/state", XenbusState.connected.xenstoreValue)
     }
 
@@ -130,12 +135,15 @@ final class ScriptedBackend: @unchecked Sendable {
         return taken
     }
 
+    /// Writes one rx response slot and publishes it.
+    func respondRx(_ response: NetifRxResponse) throws { try respondRx { response.encode(into: $0) } }
+
     /// Writes one raw rx response slot and publishes it.
-    func respondRx(_ response: NetifRxResponse) throws {
+    func respondRx(_ write: (PageBuffer) -> Void) throws {
         guard let slot = rx.nextResponseSlot() else { throw SharedRingError.badGeometry("no rx request to answer") }
-        response.encode(into: slot)
+        write(slot)
         _ = rx.pushResponses()
-        try harness.backDomain.eventChannel.notify(port)
+        try harness.backDomain.eventChannel.notify(rxPort)
     }
 
     /// Waits for a tx request and answers it with `response` (or a raw write).
@@ -151,7 +159,7 @@ final class ScriptedBackend: @unchecked Sendable {
     /// Overwrites the shared `rsp_prod` of the rx ring.
     func lieAboutRxProducer(_ value: UInt32) throws {
         rx.memory.setUInt32(value, at: 8)
-        try harness.backDomain.eventChannel.notify(port)
+        try harness.backDomain.eventChannel.notify(rxPort)
     }
 
     func release() {
