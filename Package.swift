@@ -166,7 +166,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "DomainUserdata", "BlkifProtocol",
+                "DomainUserdata", "BlkifProtocol", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -223,7 +223,7 @@ let package = Package(
             dependencies: [
                 "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "SharedRing", "SimulatedHypervisor",
                 "XenStoreServer", "XenStoreClient", "BlockFront", "BlkifProtocol", "XenCore", "GrantTable",
-                "EventChannel",
+                "EventChannel", "CXen",
             ]
         ),
         .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice", "XenCore"]),

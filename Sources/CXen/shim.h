@@ -114,6 +114,42 @@ static inline size_t cxen_xenstore_connection_offset(void) {
     return offsetof(struct xenstore_domain_interface, connection);
 }
 
+// MARK: - TAP devices (NetBack's bridge to the backend domain's network)
+#include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+#include <net/if.h>
+#include <netpacket/packet.h>
+#include <net/ethernet.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+/// `ioctl(fd, TUNSETIFF, &ifr)` (ioctl is variadic): attaches `fd` to the TAP/TUN interface `name` (empty: the
+/// kernel picks one) with `flags` (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`); the chosen name is copied to `out`
+/// (IFNAMSIZ bytes). Returns ioctl's result.
+static inline int cxen_tun_set_iff(int fd, const char *name, short flags, char *out) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_flags = flags;
+    int rc = ioctl(fd, TUNSETIFF, &ifr);
+    if (rc == 0) memcpy(out, ifr.ifr_name, IFNAMSIZ);
+    return rc;
+}
+
+/// `ioctl(fd, TUNSETOFFLOAD, flags)`: the offloads (`TUN_F_*`) the reader of the TAP device accepts.
+static inline int cxen_tun_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, flags); }
+
+/// Sets or clears `IFF_UP` on interface `name` through `socket` (any AF_INET/AF_PACKET socket): ioctl is
+/// variadic. Returns ioctl's result.
+static inline int cxen_set_link_up(int socket, const char *name, int up) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(socket, SIOCGIFFLAGS, &ifr) != 0) return -1;
+    if (up) ifr.ifr_flags |= IFF_UP; else ifr.ifr_flags &= ~IFF_UP;
+    return ioctl(socket, SIOCSIFFLAGS, &ifr);
+}
+
 // MARK: - Pseudo-terminals
 // The console pty sink needs the XSI pty calls, which glibc declares only under _XOPEN_SOURCE (not set for
 // Swift's Glibc module). Compatible redeclarations of the libc prototypes make them visible.
