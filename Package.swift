@@ -177,7 +177,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "CXen",
+                "CXen", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice",
             ],
             swiftSettings: strict
         ),
@@ -188,7 +188,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
                 "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
-                "ConsoleBackend",
+                "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice",
             ],
             swiftSettings: strict
         ),

@@ -54,7 +54,7 @@ public struct GrantCopySegment: Sendable {
 /// OCaml: `Xen_os.Xen.Import.copy_to` / `copy_from` (mirage-xen 9)
 public protocol GrantCopyBackend: Sendable {
     /// Runs every segment in order. Throws the first failure (a ref not granted to us, a read-only grant
-    /// as destination, a bad shape); segments before it have been copied, those after it have not.
+    /// as destination, a bad shape); segments after it have not been copied, those before it may have been.
     ///
     /// OCaml: `Xen_os.Xen.Import.copy_to` / `copy_from`, one call per segment
     func copy(_ segments: [GrantCopySegment]) throws(GrantTableError)

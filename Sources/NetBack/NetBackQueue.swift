@@ -126,7 +126,8 @@ final class NetBackQueue: Sendable {
             counters.count(\.rxErrors)
             return (.error, nil)
         }
-        let data = PageBuffer(pages: (packet.size + xenPageSize - 1) / xenPageSize).slice(from: 0, count: packet.size)
+        // Every byte is copied in below (the fragments cover the frame), so no zeroing first.
+        let data = PageBuffer.uninitialized(packet.size)
         var offset = 0
         var segments: [GrantCopySegment] = []
         segments.reserveCapacity(packet.fragments.count)
@@ -234,14 +235,15 @@ final class NetBackQueue: Sendable {
                 return
             }
             counters.count(\.txWaits)
-            await waitForRequests(poll: poll)
+            await waitForRequests(slots, poll: poll)
             if Task.isCancelled { throw .cancelled }
         }
     }
 
-    /// Waits for the frontend to post rx requests: woken by its notification, or every `poll` when it does
-    /// not notify.
-    private func waitForRequests(poll: Duration?) async {
+    /// Waits until `slots` rx requests may be banked: woken by the frontend's notification, or every `poll`
+    /// when it does not notify. The ring is looked at again under the same lock that registers the waiter, so
+    /// a notification handled in between is not lost.
+    private func waitForRequests(_ slots: Int, poll: Duration?) async {
         if let poll {
             try? await Task.sleep(for: poll)
             return
@@ -249,6 +251,8 @@ final class NetBackQueue: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { state -> Bool in
                 if state.failure != nil { return true }
+                // A bad index is reported by the writer's next attempt, which banks again.
+                if (try? Self.bank(&state)) == nil || state.banked >= slots { return true }
                 state.waiters.append(continuation)
                 return false
             }

@@ -25,11 +25,13 @@ public struct VirtualInterfaceNodes: Sendable, Equatable {
     public var bridge: String?
     /// The frontend directory's device class (`vif`; another keeps a kernel xen-netfront of the guest away).
     public var deviceClass: String
+    /// The backend directory's class (`vif`; another keeps a kernel xen-netback of the backend domain away).
+    public var backendClass: String
 
     /// A vif description.
     public init(
         backendDomain: DomainID, frontendDomain: DomainID, handle: UInt32, mac: MACAddress, mtu: Int? = nil,
-        script: String = "vif-bridge", bridge: String? = nil, deviceClass: String = "vif"
+        script: String = "vif-bridge", bridge: String? = nil, deviceClass: String = "vif", backendClass: String = "vif"
     ) {
         self.backendDomain = backendDomain
         self.frontendDomain = frontendDomain
@@ -39,12 +41,15 @@ public struct VirtualInterfaceNodes: Sendable, Equatable {
         self.script = script
         self.bridge = bridge
         self.deviceClass = deviceClass
+        self.backendClass = backendClass
     }
 
     /// `/local/domain/<guest>/device/vif/<handle>`.
     public var frontendPath: String { "/local/domain/\(frontendDomain)/device/\(deviceClass)/\(handle)" }
     /// `/local/domain/<backend>/backend/vif/<guest>/<handle>`.
-    public var backendPath: String { "/local/domain/\(backendDomain)/backend/vif/\(frontendDomain)/\(handle)" }
+    public var backendPath: String {
+        "/local/domain/\(backendDomain)/backend/\(backendClass)/\(frontendDomain)/\(handle)"
+    }
 
     /// Creates both directories, sets their permissions, then writes their keys (state Initialising, online),
     /// which inherit the directory's permissions as xenstored gives new nodes.
@@ -53,9 +58,7 @@ public struct VirtualInterfaceNodes: Sendable, Equatable {
     public func create(in store: any XenbusStore) async throws {
         let front = frontendPath
         let back = backendPath
-        try await store.write([(front, ""), (back, "")])
-        try await store.setPermissions(front, owner: frontendDomain, readers: [backendDomain])
-        try await store.setPermissions(back, owner: backendDomain, readers: [frontendDomain])
+        try await store.createDevicePair(frontend: front, owner: frontendDomain, backend: back, owner: backendDomain)
         var pairs: [(path: String, value: String)] = [
             (front + "/backend", back),
             (front + "/backend-id", String(backendDomain.rawValue)),

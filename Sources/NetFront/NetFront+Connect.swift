@@ -157,11 +157,11 @@ extension NetFront {
     /// Fails writers with `.disconnected`, then Closing → wait for the backend's Closing or Closed → Closed →
     /// wait for its Closed (each wait bounded by the close timeout), unbinds the event channels, joins the
     /// queue tasks, drops the rings and revokes every page; the frames already received stay readable, then
-    /// the sequence ends. A second call returns at once.
+    /// the sequence ends. A second call waits for the first to finish.
     ///
     /// OCaml: `Netif.disconnect`
     public func disconnect() async {
-        guard markClosed() else { return }
+        guard markClosed() else { return await waitUntilReleased() }
         for queue in queues { queue.fail(.disconnected) }
         if let watcher = takeWatcher() {
             watcher.cancel()
@@ -181,6 +181,7 @@ extension NetFront {
         for queue in queues { queue.close() }
         pages.release()
         frames.finish()
+        markReleased()
     }
 }
 

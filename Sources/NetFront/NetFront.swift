@@ -48,6 +48,7 @@ public final class NetFront: NetworkDevice {
     private let closed = Mutex<(done: Bool, failure: String?)>((false, nil))
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let watcher = Mutex<Task<Void, Never>?>(nil)
+    private let released = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     init(
         frontendPath: String, backendPath: String, backendDomain: DomainID, handle: UInt32, mac: MACAddress, mtu: Int,
@@ -106,6 +107,28 @@ public final class NetFront: NetworkDevice {
     }
 
     func takeWatcher() -> Task<Void, Never>? { watcher.withLock { $0 } }
+
+    /// Everything is released: wakes the callers of ``disconnect()`` that came second.
+    func markReleased() {
+        let waiters = released.withLock { state in
+            state.done = true
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once the first ``disconnect()`` has released everything.
+    func waitUntilReleased() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = released.withLock { state -> Bool in
+                if state.done { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
 
     func takeTasks() -> [Task<Void, Never>] {
         tasks.withLock { tasks in

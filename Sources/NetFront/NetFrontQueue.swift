@@ -89,6 +89,13 @@ final class NetFrontQueue: Sendable {
 
     /// Reserves `ids` tx pages and `slots` ring entries, waiting (FIFO) until both are free.
     func reserve(ids: Int, slots: Int) async throws(NetworkError) -> [UInt16] {
+        // Fast path: free pages and slots now, no suspension.
+        let immediate = state.withLock { state -> Result<[UInt16], NetworkError>? in
+            if let failure = state.failure { return .failure(failure) }
+            guard state.txWaiters.isEmpty else { return nil }
+            return Self.take(&state, ids: ids, slots: slots).map { .success($0) }
+        }
+        if let immediate { return try immediate.get() }
         let result: Result<[UInt16], NetworkError> = await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> Result<[UInt16], NetworkError>? in
                 if let failure = state.failure { return .failure(failure) }
@@ -270,8 +277,8 @@ final class NetFrontQueue: Sendable {
 
     /// Copies a packet's pieces out of our pages into a frame of its own (the pages are posted again).
     private func frame(from packet: NetifRxPacket, pages: [ExportedPage]) -> NetworkFrame? {
-        let data = PageBuffer(pages: max(1, (packet.size + xenPageSize - 1) / xenPageSize))
-            .slice(from: 0, count: packet.size)
+        // Every byte is copied in below (the pieces cover the frame), so no zeroing first.
+        let data = PageBuffer.uninitialized(packet.size)
         var offset = 0
         for piece in packet.pieces {
             let page = pages[Int(piece.buffer)].page

@@ -78,11 +78,31 @@ public final class FrameQueue: Sendable {
 
     /// The next frame; nil when finished and drained, or when the calling task is cancelled.
     public func next() async -> NetworkFrame? {
-        let id = state.withLock { state in
+        // Fast path: a frame is waiting, no suspension.
+        let (queued, id) = state.withLock { state -> (NetworkFrame?, UInt64) in
+            if let frame = state.take() { return (frame, 0) }
             state.nextWaiter += 1
-            return state.nextWaiter
+            return (nil, state.nextWaiter)
         }
-        let frame = await withTaskCancellationHandler {
+        let frame: NetworkFrame?
+        if let queued {
+            frame = queued
+        } else {
+            frame = await wait(id)
+        }
+        // Taking a frame may have made the room producers were waiting for.
+        let handler = state.withLock { state -> (@Sendable () -> Void)? in
+            guard state.wasFull, state.count <= capacity / 2 else { return nil }
+            state.wasFull = false
+            return state.onSpace
+        }
+        handler?()
+        return frame
+    }
+
+    /// Waits for the next frame as waiter `id`.
+    private func wait(_ id: UInt64) async -> NetworkFrame? {
+        await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<NetworkFrame?, Never>) in
                 let ready = state.withLock { state -> NetworkFrame?? in
                     if let frame = state.take() { return .some(frame) }
@@ -99,13 +119,5 @@ public final class FrameQueue: Sendable {
             }
             waiter?.resume(returning: nil)
         }
-        // Taking a frame may have made the room producers were waiting for.
-        let handler = state.withLock { state -> (@Sendable () -> Void)? in
-            guard state.wasFull, state.count <= capacity / 2 else { return nil }
-            state.wasFull = false
-            return state.onSpace
-        }
-        handler?()
-        return frame
     }
 }

@@ -13,14 +13,14 @@ extension SimulatedGrantTable: GrantCopyBackend {
     ///
     /// OCaml: `Xen_os.Xen.Import.copy_to` / `copy_from`
     public func copy(_ segments: [GrantCopySegment]) throws(GrantTableError) {
-        for segment in segments {
-            try segment.validate()
+        for segment in segments { try segment.validate() }
+        // Every grant looked up under one acquisition of the hypervisor lock, then the bytes moved outside it.
+        let pages = try grantedPages(for: segments)
+        for (segment, page) in zip(segments, pages) {
             switch (segment.source, segment.destination) {
-            case (.foreign(let granter, let ref, let offset), .local(let local)):
-                let page = try grantedPage(granter: granter, ref: ref, writing: false)
+            case (.foreign(_, _, let offset), .local(let local)):
                 memcpy(local.pointer, page.pointer + offset, segment.length)
-            case (.local(let local), .foreign(let granter, let ref, let offset)):
-                let page = try grantedPage(granter: granter, ref: ref, writing: true)
+            case (.local(let local), .foreign(_, _, let offset)):
                 memcpy(page.pointer + offset, local.pointer, segment.length)
             default:
                 throw .unsupported(operation: "grant copy needs exactly one foreign end")
@@ -28,20 +28,33 @@ extension SimulatedGrantTable: GrantCopyBackend {
         }
     }
 
-    /// The page behind `granter`'s grant `ref` to this domain (the view retains its memory).
-    private func grantedPage(granter: DomainID, ref: GrantRef, writing: Bool) throws(GrantTableError) -> PageBuffer {
+    /// The page behind each segment's foreign grant (the views retain their memory).
+    private func grantedPages(for segments: [GrantCopySegment]) throws(GrantTableError) -> [PageBuffer] {
         let copier = domain
-        let result: Result<PageBuffer, GrantTableError> = hypervisor.state.withLock { state in
+        let result: Result<[PageBuffer], GrantTableError> = hypervisor.state.withLock { state in
             guard state.domains[copier] != nil else { return .failure(.noSuchDomain(copier)) }
-            guard let record = state.domains[granter] else { return .failure(.noSuchDomain(granter)) }
-            guard let entry = record.grants[ref.rawValue], !entry.unsharePending else {
-                return .failure(.notGranted(domain: granter, ref: ref))
+            var pages: [PageBuffer] = []
+            pages.reserveCapacity(segments.count)
+            for segment in segments {
+                let (granter, ref, writing): (DomainID, GrantRef, Bool)
+                switch (segment.source, segment.destination) {
+                case (.foreign(let domain, let foreignRef, _), .local):
+                    (granter, ref, writing) = (domain, foreignRef, false)
+                case (.local, .foreign(let domain, let foreignRef, _)):
+                    (granter, ref, writing) = (domain, foreignRef, true)
+                default: return .failure(.unsupported(operation: "grant copy needs exactly one foreign end"))
+                }
+                guard let record = state.domains[granter] else { return .failure(.noSuchDomain(granter)) }
+                guard let entry = record.grants[ref.rawValue], !entry.unsharePending else {
+                    return .failure(.notGranted(domain: granter, ref: ref))
+                }
+                guard entry.grantee == copier else {
+                    return .failure(.wrongDomain(ref: ref, grantee: entry.grantee, mapper: copier))
+                }
+                guard !writing || entry.writable else { return .failure(.readOnly(domain: granter, ref: ref)) }
+                pages.append(entry.page)
             }
-            guard entry.grantee == copier else {
-                return .failure(.wrongDomain(ref: ref, grantee: entry.grantee, mapper: copier))
-            }
-            guard !writing || entry.writable else { return .failure(.readOnly(domain: granter, ref: ref)) }
-            return .success(entry.page)
+            return .success(pages)
         }
         return try result.get()
     }
