@@ -53,6 +53,8 @@ public final class TapDevice: NetworkDevice {
     private let reader = Mutex<(stopping: Bool, stopped: Bool, waiters: [CheckedContinuation<Void, Never>])>(
         (false, false, []))
     private let room = Mutex<Bool>(true)
+    /// Writes in progress: the descriptor is closed only once they have left (a closed number may be reused).
+    private let writers = InFlightGate()
 
     /// Creates (or attaches to) the TAP interface `name` ("" lets the kernel choose) with the offloads
     /// checksum, TSO4 and TSO6 accepted from the kernel, and starts reading it.
@@ -175,7 +177,8 @@ public final class TapDevice: NetworkDevice {
     public func write(
         size: Int, checksum: NetworkChecksum, gso: NetworkGSO?, fill: (PageBuffer) -> Int
     ) async throws(NetworkError) {
-        if reader.withLock({ $0.stopping }) { throw .disconnected }
+        guard !reader.withLock({ $0.stopping }), writers.enter() else { throw .disconnected }
+        defer { writers.leave() }
         guard size >= 0, size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
         let buffer = scratch.take(size + VirtioNetHeader.size)
         defer { scratch.give(buffer) }
@@ -228,6 +231,7 @@ public final class TapDevice: NetworkDevice {
             }
             if stopped { continuation.resume() }
         }
+        await writers.close()
         close(descriptor)
         close(wake.read)
         close(wake.write)

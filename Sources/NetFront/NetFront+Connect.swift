@@ -178,6 +178,8 @@ extension NetFront {
             if queue.rxPort != queue.txPort { try? events.unbind(queue.rxPort) }
         }
         for task in takeTasks() { await task.value }
+        // Writers still filling a tx page finish first: no view of a page outlives its share.
+        await writers.close()
         for queue in queues { queue.close() }
         pages.release()
         frames.finish()

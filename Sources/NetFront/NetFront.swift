@@ -48,6 +48,9 @@ public final class NetFront: NetworkDevice {
     private let closed = Mutex<(done: Bool, failure: String?)>((false, nil))
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let watcher = Mutex<Task<Void, Never>?>(nil)
+    /// Writers inside ``write(size:checksum:gso:fill:)``: they may hold views of the shared tx pages, so the
+    /// pages are revoked only once they have left.
+    let writers = InFlightGate()
     private let released = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     init(
@@ -169,6 +172,8 @@ public final class NetFront: NetworkDevice {
         if let failure = closed.withLock({ $0.done ? ($0.failure ?? "") : nil }) {
             throw failure.isEmpty ? .disconnected : .protocolViolation(failure)
         }
+        guard writers.enter() else { throw .disconnected }
+        defer { writers.leave() }
         let limit = maxFrameSize
         guard size >= 0, size <= limit else { throw .frameTooLarge(size: size, limit: limit) }
         let mayNeedExtra = gso != nil || size > mtu + Netif.ethernetHeaderSize
@@ -292,6 +297,8 @@ public final class NetFront: NetworkDevice {
     private func multicast(_ kind: NetifExtraInfo.Kind) async throws(NetworkError) {
         guard backendFeatures.multicastControl else { throw .unimplemented("backend offers no multicast control") }
         if closed.withLock({ $0.done }) { throw .disconnected }
+        guard writers.enter() else { throw .disconnected }
+        defer { writers.leave() }
         let queue = queues[0]
         let ids = try await queue.reserve(ids: 1, slots: 2)
         do throws(NetworkError) {
