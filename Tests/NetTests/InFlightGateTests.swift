@@ -28,7 +28,10 @@ import XenCore
                 for index in 0..<10_000 {
                     do throws(NetworkError) {
                         try await front.write(
-                            NetworkFrame(data: testFrame(size: 100 + (index * 37) % 1400, seed: UInt32(index), from: front.mac, to: back.mac)))
+                            NetworkFrame(
+                                data: testFrame(
+                                    size: 100 + (index * 37) % 1400, seed: UInt32(index), from: front.mac, to: back.mac)
+                            ))
                         sent += 1
                     } catch {
                         #expect(error == .disconnected)
