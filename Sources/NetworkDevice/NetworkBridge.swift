@@ -1,6 +1,6 @@
 /// Forwards every frame between two devices (a backend and a TAP device, two frontends in a test), with
-/// its checksum and GSO metadata. A frame the receiving side refuses (too large, not connected) is counted
-/// in the receiving side's `txDropped` rather than lost silently.
+/// its checksum and GSO metadata. A frame the receiving side refuses (too large, not connected, an offload it
+/// cannot take) is counted in the bridge's `txDropped` rather than lost silently.
 ///
 /// OCaml: none (qubes-mirage-firewall's forwarding loop plays this part)
 public enum NetworkBridge {
@@ -28,13 +28,17 @@ public enum NetworkBridge {
         return forwarded
     }
 
-    /// Forwards both ways until either side's sequence ends or the task is cancelled.
+    /// Forwards both ways until either side's sequence ends or the task is cancelled, counting the frames
+    /// forwarded (`txPackets`, `txBytes` are not kept: each device counts its own) and refused (`txDropped`)
+    /// in `counters`.
     ///
     /// OCaml: none
-    public static func connect(_ first: any NetworkDevice, _ second: any NetworkDevice) async {
+    public static func connect(
+        _ first: any NetworkDevice, _ second: any NetworkDevice, counters: NetworkCounters? = nil
+    ) async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await forward(from: first, to: second) }
-            group.addTask { await forward(from: second, to: first) }
+            group.addTask { await forward(from: first, to: second, counters: counters) }
+            group.addTask { await forward(from: second, to: first, counters: counters) }
             _ = await group.next()
             group.cancelAll()
         }

@@ -84,18 +84,21 @@ struct NetServe: AsyncParsableCommand {
         let device: (any NetworkDevice)? = try tap.map { try TapDevice(name: $0) }
         print("swiftxen net: serving \(nodes.backendPath) to domain \(domain) (guest MAC \(back.frontendMAC))")
         if let device { print("swiftxen net: bridged to TAP device \(device.name)") }
+        let refused = NetworkCounters()
         let bridge = Task {
             if let device {
-                await NetworkBridge.connect(back, device)
+                await NetworkBridge.connect(back, device, counters: refused)
             } else {
-                for await _ in back.listen() {}
+                for await _ in back.listen() { refused.count(\.txDropped) }
             }
         }
         try await back.serve()
         bridge.cancel()
         await bridge.value
         await device?.disconnect()
-        print("swiftxen net: vif unplugged; \(back.connectionCount) connection(s) served; \(back.statistics)")
+        print(
+            "swiftxen net: vif unplugged; \(back.connectionCount) connection(s) served; \(back.statistics); "
+                + "frames the bridge could not forward: \(refused.snapshot().txDropped)")
         if !noCreate { try await nodes.destroy(in: store) }
     }
 }
