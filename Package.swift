@@ -23,6 +23,10 @@ let package = Package(
         .library(name: "BlkifProtocol", targets: ["BlkifProtocol"]),
         .library(name: "BlockFront", targets: ["BlockFront"]),
         .library(name: "BlockBack", targets: ["BlockBack"]),
+        .library(name: "NetifProtocol", targets: ["NetifProtocol"]),
+        .library(name: "NetworkDevice", targets: ["NetworkDevice"]),
+        .library(name: "NetFront", targets: ["NetFront"]),
+        .library(name: "NetBack", targets: ["NetBack"]),
         .library(name: "ConsoleBackend", targets: ["ConsoleBackend"]),
         .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
         .library(name: "NBDClient", targets: ["NBDClient"]),
@@ -104,6 +108,27 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: - Network devices
+        .target(name: "NetifProtocol", dependencies: ["XenCore", "SharedRing"], swiftSettings: strict),
+        // The Mirage_net.S twin: the device protocol, frames, counters, the received-frame queue, bridging.
+        .target(name: "NetworkDevice", dependencies: ["XenCore", "NetifProtocol"], swiftSettings: strict),
+        .target(
+            name: "NetFront",
+            dependencies: [
+                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
+                "EventChannel",
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NetBack",
+            dependencies: [
+                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
+                "EventChannel", "CXen",
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: - Consoles
         .target(
             name: "ConsoleBackend",
@@ -153,7 +178,8 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "NBDServer", "NBDProtocol", "DomainUserdata", "BlkifProtocol",
+                "NBDServer", "NBDProtocol", "DomainUserdata", "BlkifProtocol", "NetFront", "NetBack", "NetifProtocol",
+                "NetworkDevice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -164,7 +190,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "NBDServer", "CXen",
+                "NBDServer", "CXen", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice",
             ],
             swiftSettings: strict
         ),
@@ -175,7 +201,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
                 "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
-                "ConsoleBackend",
+                "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice",
             ],
             swiftSettings: strict
         ),
@@ -202,6 +228,15 @@ let package = Package(
             name: "ConsoleTests",
             dependencies: [
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
+            ]
+        ),
+        .testTarget(name: "NetifTests", dependencies: ["NetifProtocol", "SharedRing", "CXen", "XenCore"]),
+        .testTarget(
+            name: "NetTests",
+            dependencies: [
+                "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "SharedRing", "SimulatedHypervisor",
+                "XenStoreServer", "XenStoreClient", "BlockFront", "BlkifProtocol", "XenCore", "GrantTable",
+                "EventChannel", "CXen",
             ]
         ),
         .testTarget(

@@ -37,9 +37,7 @@ public struct VirtualBlockDeviceNodes: Sendable, Equatable {
     public func create(in store: any XenbusStore) async throws {
         let front = frontendPath
         let back = backendPath
-        try await store.write([(front, ""), (back, "")])
-        try await store.setPermissions(front, owner: frontendDomain, readers: [backendDomain])
-        try await store.setPermissions(back, owner: backendDomain, readers: [frontendDomain])
+        try await store.createDevicePair(frontend: front, owner: frontendDomain, backend: back, owner: backendDomain)
         try await store.write([
             (front + "/backend", back),
             (front + "/backend-id", String(backendDomain.rawValue)),

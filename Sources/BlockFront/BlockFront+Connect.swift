@@ -68,7 +68,8 @@ extension BlockFront {
         // devices. A request never needs more than that, so the largest request is capped by it too.
         // Through gntshr the budget is the option's share of gntalloc's limit instead.
         let sharer: (any GntshrBackend)?
-        do { sharer = try await pickSharer(grants: grants, options: options, backend: backendDomain) } catch {
+        do { sharer = try await PageExport.sharer(for: grants, preferring: options.gntshr, peer: backendDomain) } catch
+        {
             throw .resources("\(error)")
         }
         let refBudget = max(
@@ -167,25 +168,6 @@ extension BlockFront {
         front.startPolling()
         try await xs(frontend) { try await store.write(frontend + "/state", XenbusState.connected.xenstoreValue) }
         return front
-    }
-
-    /// The gntshr interface to share pages through: the option's, else `XenGntshr` when the grant table
-    /// cannot export (probed with one grant), else nil (`grantAccess`).
-    private static func pickSharer(
-        grants: any GrantTableBackend, options: BlockFrontOptions, backend: DomainID
-    ) async throws -> (any GntshrBackend)? {
-        if let gntshr = options.gntshr { return gntshr }
-        let ref = try await grants.refs.get()
-        defer { _ = grants.refs.put(ref) }
-        do {
-            try grants.grantAccess(ref, to: backend, writable: false, page: grants.allocatePages(1))
-        } catch .unsupported {
-            return try XenGntshr()
-        } catch {
-            return nil  // Some other refusal: the grantAccess path reports it properly.
-        }
-        try? grants.endAccess(ref)
-        return nil
     }
 
     /// Publishes the transport keys with state Initialised, waits for the backend's Connected and reads the

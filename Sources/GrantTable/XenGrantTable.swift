@@ -16,7 +16,7 @@ import XenToolLog
 /// OCaml: `Gnt.Gnttab.interface` (Unix stubs over `xc_gnttab_*`)
 public final class XenGrantTable: GrantTableBackend, @unchecked Sendable {
     // @unchecked: the handle is only used through libxengnttab calls, which are thread-safe ioctls.
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
 
     /// The device node this backend opens.
     public static let device = "/dev/xen/gntdev"

@@ -2,7 +2,7 @@
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
-// client, conversation, blockback, blockfront, console, domu (last: it unloads the kernel's xen-blkback).
+// client, conversation, blockback, blockfront, console, net, domu (last: it unloads the kernel's xen-blkback).
 // The default run leaves out `domu` (two intermittent defects are open, see README); `XT_ONLY=all` runs
 // every group including it.
 #if canImport(Glibc)
@@ -38,6 +38,7 @@ if wanted("conversation") { await ConversationReplay.run(report, daemon: variant
 if wanted("blockback") { await BlockBackChecks.run(report) }
 if wanted("blockfront") { await BlockFrontChecks.run(report) }
 if wanted("console") { await ConsoleChecks.run(report) }
+if wanted("net") { await NetChecks.run(report) }
 if wanted("domu") { await DomUChecks.run(report) }
 
 report.check("dom0 memory integrity: no page of the runner changed underneath it (canary)") {

@@ -13,8 +13,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SYS=$XT_SYSROOT
 XENBIN=$SYS/usr/lib/xen-$XT_XENVER/bin
 LIBPATH=$SYS/usr/lib/x86_64-linux-gnu:$SYS/lib/x86_64-linux-gnu
-# Loaded in this order by /init: xenfs needs xen-privcmd; the block modules serve the block checks.
-MODULES="xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc loop xen-blkback xen-blkfront"
+# Loaded in this order by /init: xenfs needs xen-privcmd; the block modules serve the block checks, xen-netback
+# and tun the net checks.
+MODULES="xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc loop xen-blkback xen-blkfront xen-netback tun"
 
 [ -f "$SYS/.stamp" ] || xt_die "guest packages missing: run scripts/xen/fetch.sh"
 mkdir -p "$XT_OUT"
