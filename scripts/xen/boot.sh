@@ -34,7 +34,8 @@ DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.t
 [ -n "${XT_HEAP_DEBUG:-}" ] && DOM0_CMDLINE+=" xt.heapdebug=$XT_HEAP_DEBUG"
 # XT_ASAN=1: the runner was built with AddressSanitizer; /init sets ASAN_OPTIONS.
 [ "${XT_ASAN:-0}" = 1 ] && DOM0_CMDLINE+=" xt.asan=1"
-[ "${XT_CANARY:-0}" = 1 ] && DOM0_CMDLINE+=" xt.canary=1"
+[ -n "${XT_CANARY:-}" ] && DOM0_CMDLINE+=" xt.canary=$XT_CANARY"
+[ -n "${XT_DOMU_DOM0_SMP:-}" ] && DOM0_CMDLINE+=" xt.domu.dom0smp=1"
 [ -n "${XT_DOMU_DISK:-}" ] && DOM0_CMDLINE+=" xt.domu.disk=$XT_DOMU_DISK"
 [ -n "${XT_DOMU_CONSOLE:-}" ] && DOM0_CMDLINE+=" xt.domu.console=$XT_DOMU_CONSOLE"
 
