@@ -24,7 +24,7 @@ command -v qemu-system-x86_64 >/dev/null || { xt_log "qemu-system-x86_64 missing
 # emulation), CET off (QEMU's TCG does not emulate it). smap=0: with SMAP on, the PV dom0 kernel faults
 # on its first stack access under TCG ("d0v0 Unhandled: vec 14, #PF[0001]", dom0 crashes at once).
 XEN_CMDLINE="console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning dom0_mem=512M,max:512M"
-XEN_CMDLINE+=" dom0_max_vcpus=${XT_DOM0_VCPUS:-2} bootscrub=0 cet=no-shstk,no-ibt smap=0"
+XEN_CMDLINE+=" dom0_max_vcpus=${XT_DOM0_VCPUS:-2} bootscrub=0 cet=no-shstk,no-ibt smap=0 ${XT_XEN_EXTRA:-}"
 # dom0: console on Xen's hvc, little kernel chatter, our knobs for /init.
 DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.timeout=$RUN_TIMEOUT"
 # XT_ONLY=console,grants: run only those check groups (for debugging one area; default all).
@@ -43,7 +43,7 @@ DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.t
 : > "$LOG.qemu"
 T0=$(xt_now)
 # Multiboot: Xen is the kernel; "vmlinuz cmdline" and the initramfs are its modules.
-qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1024 -smp 2 \
+qemu-system-x86_64 -accel "tcg,thread=${XT_TCG_THREAD:-multi}" -cpu "${XT_QEMU_CPU:-max}" -m 1024 -smp 2 \
     -nodefaults -no-user-config -nographic -vga none -nic none -no-reboot -monitor none \
     -kernel "$XT_OUT/xen.elf" -append "$XEN_CMDLINE" \
     -initrd "$XT_OUT/vmlinuz $DOM0_CMDLINE,$XT_OUT/initrd.img" \
