@@ -54,7 +54,6 @@ dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null && losetup /dev/loop
 # Debugging knobs for the domU group (XT_DOMU_DISK=none, XT_DOMU_CONSOLE=xenconsoled on the host).
 DOMU_KNOBS="XT_DOMU_DISK=$(arg xt.domu.disk ours) XT_DOMU_CONSOLE=$(arg xt.domu.console ours)"
 [ -n "$(arg xt.canary "")" ] && DOMU_KNOBS="$DOMU_KNOBS XT_CANARY=$(arg xt.canary "")"
-[ -n "$(arg xt.domu.dom0smp "")" ] && DOMU_KNOBS="$DOMU_KNOBS XT_DOMU_DOM0_SMP=1"
 if [ "$(arg xt.domu.console ours)" = xenconsoled ]; then
     /usr/sbin/xenconsoled --pid-file=/run/xen/xenconsoled.pid || echo "XT-NOTE xenconsoled failed"
 fi
