@@ -128,7 +128,6 @@ extension DomU {
         if let nodes, let client { try? await nodes.destroy(in: XenStoreBus(client: client)) }
         await client?.close()
         unlink(DomUChecks.diskPath)
-        if !offlinedCPUs.isEmpty { _ = try? DomUChecks.setSecondaryCPUs(online: true, only: offlinedCPUs) }
         // Give the kernel's backend back to whatever runs after us.
         if Files.mode("/sys/module/xen_blkback") == nil {
             _ = try? await ChildProcess.run(["/bin/insmod", "/lib/modules/xen-blkback.ko"], seconds: 30)

@@ -62,19 +62,6 @@ enum DomUChecks {
         await domU.cleanUp()
     }
 
-    /// Takes dom0's vCPUs other than the first offline (or online): answers the ones changed.
-    static func setSecondaryCPUs(online: Bool, only: [String]? = nil) throws -> [String] {
-        var changed: [String] = []
-        for cpu in only ?? (1..<64).map({ "cpu\($0)" }) {
-            let path = "/sys/devices/system/cpu/\(cpu)/online"
-            guard let now = Files.trimmed(path) else { continue }
-            guard now != (online ? "1" : "0") else { continue }
-            try require(Files.write(path, online ? "1" : "0"), "writing \(online ? 1 : 0) to \(path)")
-            changed.append(cpu)
-        }
-        return changed
-    }
-
     /// The pids whose /proc/<pid>/comm is `name`.
     static func processes(named name: String) -> [Int32] {
         guard let dir = opendir("/proc") else { return [] }

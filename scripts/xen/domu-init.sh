@@ -85,7 +85,13 @@ sum=$(disk_md5) || fail "reading /dev/xvda after re-attach"
 say "reattached md5=$sum"
 
 # Our own driver goes and comes back: blkfront closes and reconnects to the same backend.
-rmmod xen-blkfront || fail "rmmod xen-blkfront"
+# The last opener of /dev/xvda may still be letting go: retry for a while, then report the module's users.
+i=0
+until why=$(rmmod xen_blkfront 2>&1); do
+    i=$((i + 1))
+    [ $i -gt 30 ] && fail "rmmod xen_blkfront: $why; $(grep xen_blkfront /proc/modules)"
+    sleep 1
+done
 [ -b /dev/xvda ] && fail "/dev/xvda still present after rmmod"
 load_blkfront || fail "insmod xen-blkfront again"
 wait_disk 60 || fail "no /dev/xvda after reloading xen-blkfront"

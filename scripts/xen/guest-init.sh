@@ -53,7 +53,7 @@ dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null && losetup /dev/loop
 
 # Debugging knobs for the domU group (XT_DOMU_DISK=none, XT_DOMU_CONSOLE=xenconsoled on the host).
 DOMU_KNOBS="XT_DOMU_DISK=$(arg xt.domu.disk ours) XT_DOMU_CONSOLE=$(arg xt.domu.console ours)"
-[ "$(arg xt.canary 0)" = 1 ] && DOMU_KNOBS="$DOMU_KNOBS XT_CANARY=1"
+[ -n "$(arg xt.canary "")" ] && DOMU_KNOBS="$DOMU_KNOBS XT_CANARY=$(arg xt.canary "")"
 if [ "$(arg xt.domu.console ours)" = xenconsoled ]; then
     /usr/sbin/xenconsoled --pid-file=/run/xen/xenconsoled.pid || echo "XT-NOTE xenconsoled failed"
 fi
