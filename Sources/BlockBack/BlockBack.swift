@@ -39,7 +39,8 @@ public enum BlockBack {
         let ready = try await xs(frontend) {
             try await store.wait(watching: [frontend + "/state", backendPath + "/online"]) { () -> Bool? in
                 if try await store.read(backendPath + "/online") == "0" { return false }
-                guard let state = try await store.state(of: frontend) else { return false }
+                // No state yet: the toolstack may write the frontend's nodes after starting us.
+                guard let state = try await store.state(of: frontend) else { return nil }
                 return state != .closing && state != .closed && state != .unknown ? true : nil
             }
         }

@@ -63,12 +63,13 @@ extension DomU {
         let transcript = try self.transcript
         let nodes = try unwrap(nodes, "no vbd nodes")
         let bus = XenStoreBus(client: try unwrap(client, "no xenstore client"))
+        let how = try await transcript.wait(for: "reload=", seconds: 60)
         let md5 = try await transcript.wait(for: "reloaded md5=", seconds: 150)
         try require(md5 == expectedMD5, "after reloading xen-blkfront the guest read md5 \(md5), want \(expectedMD5)")
         _ = try await transcript.wait(for: "done", seconds: 30)
         let state = try await bus.state(of: nodes.backendPath)
         try require(state == .connected, "our backend is \(String(describing: state)) after the reconnect")
-        report.detail("reconnected and read back at \(elapsed())")
+        report.detail("driver reloaded by \(how); reconnected and read back at \(elapsed())")
     }
 
     // MARK: - Destroy
