@@ -23,9 +23,14 @@ let package = Package(
         .library(name: "BlkifProtocol", targets: ["BlkifProtocol"]),
         .library(name: "BlockFront", targets: ["BlockFront"]),
         .library(name: "BlockBack", targets: ["BlockBack"]),
+        .library(name: "NetifProtocol", targets: ["NetifProtocol"]),
+        .library(name: "NetworkDevice", targets: ["NetworkDevice"]),
+        .library(name: "NetFront", targets: ["NetFront"]),
+        .library(name: "NetBack", targets: ["NetBack"]),
         .library(name: "ConsoleBackend", targets: ["ConsoleBackend"]),
         .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
         .library(name: "NBDClient", targets: ["NBDClient"]),
+        .library(name: "NBDServer", targets: ["NBDServer"]),
         .library(name: "DomainUserdata", targets: ["DomainUserdata"]),
         .library(name: "Vchan", targets: ["Vchan"]),
         .executable(name: "swiftxen", targets: ["swiftxen"]),
@@ -104,6 +109,27 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: - Network devices
+        .target(name: "NetifProtocol", dependencies: ["XenCore", "SharedRing"], swiftSettings: strict),
+        // The Mirage_net.S twin: the device protocol, frames, counters, the received-frame queue, bridging.
+        .target(name: "NetworkDevice", dependencies: ["XenCore", "NetifProtocol"], swiftSettings: strict),
+        .target(
+            name: "NetFront",
+            dependencies: [
+                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
+                "EventChannel",
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NetBack",
+            dependencies: [
+                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
+                "EventChannel", "CXen",
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: - Consoles
         .target(
             name: "ConsoleBackend",
@@ -129,6 +155,17 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .target(
+            name: "NBDServer",
+            dependencies: [
+                "NBDProtocol", "BlockDevice", "XenCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: - libxl per-domain userdata
         .target(
             name: "DomainUserdata",
@@ -149,7 +186,8 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "DomainUserdata", "BlkifProtocol", "Vchan",
+                "NBDServer", "NBDProtocol", "DomainUserdata", "BlkifProtocol", "NetFront", "NetBack", "NetifProtocol",
+                "NetworkDevice", "Vchan",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -160,7 +198,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "CXen", "Vchan",
+                "NBDServer", "CXen", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan",
             ],
             swiftSettings: strict
         ),
@@ -171,7 +209,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
                 "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
-                "ConsoleBackend", "Vchan",
+                "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan",
             ],
             swiftSettings: strict
         ),
@@ -200,7 +238,17 @@ let package = Package(
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
             ]
         ),
-        .testTarget(name: "NBDTests", dependencies: ["NBDClient", "NBDProtocol", "BlockDevice", "XenCore"]),
+        .testTarget(name: "NetifTests", dependencies: ["NetifProtocol", "SharedRing", "CXen", "XenCore"]),
+        .testTarget(
+            name: "NetTests",
+            dependencies: [
+                "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "SharedRing", "SimulatedHypervisor",
+                "XenStoreServer", "XenStoreClient", "BlockFront", "BlkifProtocol", "XenCore", "GrantTable",
+                "EventChannel", "CXen",
+            ]
+        ),
+        .testTarget(
+            name: "NBDTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevice", "XenCore"]),
         .testTarget(
             name: "VchanTests",
             dependencies: [

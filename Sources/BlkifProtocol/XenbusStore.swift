@@ -53,6 +53,19 @@ extension XenbusStore {
         return result
     }
 
+    /// Creates a split device's two directories with the owners and permissions Xen's toolstack gives them:
+    /// the frontend directory owned by the guest and readable by the backend domain, the backend directory
+    /// owned by the backend domain and readable by the guest. Keys written below them afterwards inherit that.
+    ///
+    /// OCaml: the `Xs.mkdir` + `Xs.setperms` pairs of `Blkback.create` / `Conback.create`
+    public func createDevicePair(
+        frontend: String, owner frontendDomain: DomainID, backend: String, owner backendDomain: DomainID
+    ) async throws {
+        try await write([(frontend, ""), (backend, "")])
+        try await setPermissions(frontend, owner: frontendDomain, readers: [backendDomain])
+        try await setPermissions(backend, owner: backendDomain, readers: [frontendDomain])
+    }
+
     /// The xenbus state at `dir/state`; nil when absent, `.unknown` when unparsable.
     ///
     /// OCaml: `Device_state.of_string` on `Xs.read (dir ^ "/state")`

@@ -17,7 +17,8 @@ import XenCore
 /// OCaml: the request loop of `Blkback.service_thread`
 final class BackQueue: Sendable {
     private struct State {
-        var ring: BackRing
+        /// The ring, until ``close()`` drops it (with it the last view of the ring mapping).
+        var ring: BackRing?
         var broken: String?
         var persistent: [GrantRef: GrantMappingHandle] = [:]
     }
@@ -51,20 +52,20 @@ final class BackQueue: Sendable {
     private func drain() -> [Result<BlkifRequest, BlkifDecodeError>] {
         let maxIndirect = context.options.maxIndirectSegments
         let (requests, broken) = state.withLock { state -> ([Result<BlkifRequest, BlkifDecodeError>], String?) in
-            guard state.broken == nil else { return ([], nil) }
+            guard state.broken == nil, state.ring != nil else { return ([], nil) }
             var requests: [Result<BlkifRequest, BlkifDecodeError>] = []
             do {
                 while true {
-                    var available = try state.ring.unconsumedRequests()
+                    var available = try state.ring!.unconsumedRequests()
                     while available > 0 {
-                        let slot = state.ring.nextRequestSlot()
+                        let slot = state.ring!.nextRequestSlot()
                         requests.append(
                             Result { () throws(BlkifDecodeError) in
                                 try BlkifRequest.decode(copying: slot, maxIndirectSegments: max(maxIndirect, 1))
                             })
                         available -= 1
                     }
-                    if try !state.ring.finalCheckForRequests() { break }
+                    if try !state.ring!.finalCheckForRequests() { break }
                 }
             } catch {
                 state.broken = "\(error)"
@@ -105,9 +106,9 @@ final class BackQueue: Sendable {
 
     private func respond(_ response: BlkifResponse) {
         let notify = state.withLock { state -> Bool in
-            guard let slot = state.ring.nextResponseSlot() else { return false }
+            guard state.ring != nil, let slot = state.ring!.nextResponseSlot() else { return false }
             response.encode(into: slot)
-            return state.ring.pushResponses()
+            return state.ring!.pushResponses()
         }
         if notify { try? context.events.notify(port) }
     }
@@ -158,9 +159,10 @@ final class BackQueue: Sendable {
         segments.reserveCapacity(request.segmentCount)
         for (index, grant) in request.indirectGrants.enumerated() {
             let count = min(Blkif.segmentsPerIndirectPage, request.segmentCount - index * Blkif.segmentsPerIndirectPage)
-            guard let page = map(grant, writable: false) else { return nil }
-            let decoded = BlkifSegment.decodeIndirect(from: page.buffer, count: count)
-            page.release()
+            var pages = RequestPages()
+            guard map(grant, writable: false, into: &pages) else { return nil }
+            let decoded = BlkifSegment.decodeIndirect(from: pages.buffers[0], count: count)
+            pages.release()
             guard let decoded, decoded.allSatisfy(\.isValid) else { return nil }
             segments += decoded
         }
@@ -172,9 +174,8 @@ final class BackQueue: Sendable {
         if write, !context.info.readWrite { return .error }
         let units = segments.reduce(UInt64(0)) { $0 + UInt64($1.sectorCount) }
         guard let (deviceSector, _) = context.deviceRange(unit: sector, units: units) else { return .error }
-        var mapped: [MappedPage] = []
-        mapped.reserveCapacity(segments.count)
-        defer { for page in mapped { page.release() } }
+        var pages = RequestPages()
+        pages.buffers.reserveCapacity(segments.count)
         // Persistent grants already mapped are looked up under one lock for the whole request.
         let cached: [PageBuffer?] =
             context.persistent
@@ -182,15 +183,26 @@ final class BackQueue: Sendable {
             : []
         for (index, segment) in segments.enumerated() {
             if index < cached.count, let buffer = cached[index] {
-                mapped.append(MappedPage(buffer: buffer, handle: nil))
-                continue
+                pages.buffers.append(buffer)
+            } else if !map(segment.grant, writable: !write, into: &pages) {
+                pages.release()
+                return .error
             }
-            guard let page = map(segment.grant, writable: !write) else { return .error }
-            mapped.append(page)
         }
-        let slices = zip(mapped, segments).map { page, segment in
-            page.buffer.slice(from: segment.byteOffset, count: segment.byteCount)
-        }
+        let status = await perform(
+            write: write, at: deviceSector, units: units,
+            slices: zip(pages.buffers, segments).map { page, segment in
+                page.slice(from: segment.byteOffset, count: segment.byteCount)
+            })
+        // The I/O is over and its views are gone: the per-request mappings can go before the response.
+        pages.release()
+        return status
+    }
+
+    /// Reads or writes the device through the request's page slices.
+    private func perform(write: Bool, at deviceSector: UInt64, units: UInt64, slices: [PageBuffer]) async
+        -> BlkifStatus
+    {
         let sectorSize = context.info.sectorSize
         do {
             if slices.allSatisfy({ $0.count % sectorSize == 0 }) {
@@ -206,7 +218,7 @@ final class BackQueue: Sendable {
                 if write {
                     var offset = 0
                     for slice in slices {
-                        memcpy(bounce.pointer + offset, slice.pointer, slice.count)
+                        bounce.slice(from: offset, count: slice.count).copy(from: slice)
                         offset += slice.count
                     }
                     try await context.device.write(at: deviceSector, from: [bounce])
@@ -214,7 +226,7 @@ final class BackQueue: Sendable {
                     try await context.device.read(at: deviceSector, into: [bounce])
                     var offset = 0
                     for slice in slices {
-                        memcpy(slice.pointer, bounce.pointer + offset, slice.count)
+                        slice.copy(from: bounce.slice(from: offset, count: slice.count))
                         offset += slice.count
                     }
                 }
@@ -227,17 +239,26 @@ final class BackQueue: Sendable {
 
     // MARK: - Grant mappings (persistent or per request)
 
-    /// A mapped page; `release` unmaps it unless it is a persistent grant kept for later requests.
-    struct MappedPage {
-        let buffer: PageBuffer
-        let handle: GrantMappingHandle?
-        func release() { try? handle?.unmap() }
+    /// The pages one request maps: views for its I/O, and the per-request mappings (not persistent grants)
+    /// to unmap once the I/O is done.
+    struct RequestPages {
+        var buffers: [PageBuffer] = []
+        var transient: [GrantMappingHandle] = []
+
+        /// Drops the views, then unmaps the per-request mappings.
+        mutating func release() {
+            buffers = []
+            for handle in transient { try? handle.unmap() }
+            transient = []
+        }
     }
 
-    private func map(_ ref: GrantRef, writable: Bool) -> MappedPage? {
+    /// Maps `ref` (a persistent grant is kept for later requests) and appends its page to `pages`.
+    private func map(_ ref: GrantRef, writable: Bool, into pages: inout RequestPages) -> Bool {
         if context.persistent {
             if let cached = state.withLock({ $0.persistent[ref] }) {
-                return MappedPage(buffer: cached.buffer, handle: nil)
+                pages.buffers.append(cached.buffer)
+                return true
             }
             // A persistent grant is mapped read-write once and kept (the frontend grants those pages writable).
             if let mapping = try? context.grants.map(domain: context.frontendDomain, ref: ref, writable: true) {
@@ -249,23 +270,35 @@ final class BackQueue: Sendable {
                     state.persistent[ref] = handle
                     return true
                 }
-                return MappedPage(buffer: handle.buffer, handle: kept ? nil : handle)
+                pages.buffers.append(handle.buffer)
+                if !kept { pages.transient.append(handle) }
+                return true
             }
         }
         guard let mapping = try? context.grants.map(domain: context.frontendDomain, ref: ref, writable: writable)
-        else { return nil }
+        else { return false }
         let handle = GrantMappingHandle(mapping)
-        return MappedPage(buffer: handle.buffer, handle: handle)
+        pages.buffers.append(handle.buffer)
+        pages.transient.append(handle)
+        return true
     }
 
-    /// Unmaps the ring and every persistent grant (after the port was unbound and `run` returned).
-    func close() {
+    /// Unmaps the ring and every persistent grant. Only after the port was unbound and `run` returned: no
+    /// request is in flight, so the only views left are the ring's, dropped here first. Returns the unmaps
+    /// that failed (a view kept elsewhere shows as `stillInUse`: that mapping goes with the view).
+    func close() -> [GrantTableError] {
         let handles = state.withLock { state in
-            defer { state.persistent.removeAll() }
+            defer {
+                state.persistent.removeAll()
+                state.ring = nil
+            }
             return Array(state.persistent.values)
         }
-        for handle in handles { try? handle.unmap() }
-        try? ringMapping.unmap()
+        var failures: [GrantTableError] = []
+        for handle in handles + [ringMapping] {
+            do throws(GrantTableError) { try handle.unmap() } catch { failures.append(error) }
+        }
+        return failures
     }
 }
 

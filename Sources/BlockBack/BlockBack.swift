@@ -15,8 +15,10 @@ import XenCore
 ///
 /// OCaml: `Blkback.Make(...).run`
 public enum BlockBack {
-    /// Serves `device` at the backend directory `backendPath` until the frontend closes (or disappears), then
-    /// goes Closing → Closed and releases everything. Returns normally on a clean close.
+    /// Serves `device` at the backend directory `backendPath` until the frontend closes (or disappears) or the
+    /// toolstack detaches the device (backend `state` set to Closing), then goes Closing → Closed and releases
+    /// everything. Returns normally on a clean close. Called again on the same directory it waits for the
+    /// frontend to reinitialise and serves the new connection (a guest reloading its driver).
     ///
     /// OCaml: `Blkback.run t name (domid, devid)`
     public static func serve(
@@ -30,6 +32,21 @@ public enum BlockBack {
         }
         guard let frontend = try await xs(backendPath, { try await store.read(backendPath + "/frontend") }) else {
             throw .badKey(path: backendPath, underlying: "no frontend key")
+        }
+        // After a close the frontend may come back (a guest reloading its driver): wait until it is
+        // (re)initialising before offering the device again, as Linux blkback's "prepare for reconnect" —
+        // unless the toolstack takes the device offline meanwhile (then Closed, and nothing to serve).
+        let ready = try await xs(frontend) {
+            try await store.wait(watching: [frontend + "/state", backendPath + "/online"]) { () -> Bool? in
+                if try await store.read(backendPath + "/online") == "0" { return false }
+                // No state yet: the toolstack may write the frontend's nodes after starting us.
+                guard let state = try await store.state(of: frontend) else { return nil }
+                return state != .closing && state != .closed && state != .unknown ? true : nil
+            }
+        }
+        guard ready else {
+            try? await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue)
+            return
         }
         let frontendIDText = try await xs(backendPath, { try await store.read(backendPath + "/frontend-id") }) ?? ""
         guard let frontendID = UInt16(frontendIDText) else {
@@ -137,7 +154,7 @@ public enum BlockBack {
         } catch {
             for queue in queues {
                 try? events.unbind(queue.port)
-                queue.close()
+                _ = queue.close()
             }
             try? await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue)
             throw .resources("\(error)")
@@ -151,6 +168,8 @@ public enum BlockBack {
             _ = try await xs(frontend) {
                 try await store.wait(watching: [frontend + "/state", backendPath + "/state"]) { () -> Bool? in
                     if stop.fired { return true }
+                    // The toolstack detaching the device writes our state Closing (libxl's remove).
+                    if try await store.state(of: backendPath) != .connected { return true }
                     let state = try await store.state(of: frontend)
                     return state == nil || state == .closing || state == .closed ? true : nil
                 }
@@ -171,11 +190,13 @@ public enum BlockBack {
         }
         // Unbinding ends each queue's notifications; `run` then waits for its requests in flight.
         for queue in queues { try? events.unbind(queue.port) }
+        // Join before release: every request has been answered and no task touches a mapping any more.
         for task in tasks { await task.value }
-        for queue in queues { queue.close() }
+        let failures = queues.flatMap { $0.close() }
         do { try await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue) } catch {
             throw .xenstore(path: backendPath, underlying: "\(error)")
         }
+        if !failures.isEmpty { throw .resources("releasing the frontend's grants: \(failures)") }
     }
 
     /// Whether `device` implements discard: a zero-length discard answers `.unimplemented` when it does not.

@@ -37,9 +37,7 @@ public struct VirtualBlockDeviceNodes: Sendable, Equatable {
     public func create(in store: any XenbusStore) async throws {
         let front = frontendPath
         let back = backendPath
-        try await store.write([(front, ""), (back, "")])
-        try await store.setPermissions(front, owner: frontendDomain, readers: [backendDomain])
-        try await store.setPermissions(back, owner: backendDomain, readers: [frontendDomain])
+        try await store.createDevicePair(frontend: front, owner: frontendDomain, backend: back, owner: backendDomain)
         try await store.write([
             (front + "/backend", back),
             (front + "/backend-id", String(backendDomain.rawValue)),
@@ -61,5 +59,26 @@ public struct VirtualBlockDeviceNodes: Sendable, Equatable {
     public func destroy(in store: any XenbusStore) async throws {
         try await store.remove(frontendPath)
         try await store.remove(backendPath)
+    }
+
+    /// Detaches the vbd from a running guest as libxl does: `online = 0` and backend `state = Closing`, so
+    /// that the backend closes and the guest's frontend lets go of the disk; once the backend is `Closed`
+    /// (or gone) both directories are removed. The caller bounds the wait (a hung guest never closes).
+    ///
+    /// OCaml: none (libxl `libxl_device_disk_remove`: `libxl__initiate_device_generic_remove`)
+    public func detach(in store: any XenbusStore) async throws {
+        let back = backendPath
+        try await store.write([(back + "/online", "0"), (back + "/state", XenbusState.closing.xenstoreValue)])
+        _ = try await store.waitForState(of: back, orGone: true) { $0 == .closed }
+        try await destroy(in: store)
+    }
+
+    /// Whether the device is still there to serve: the toolstack keeps it online (`online` is `1`) and the
+    /// guest's device directory exists. False once the toolstack detached it or the domain went away.
+    ///
+    /// OCaml: none (Linux `xenbus_dev_is_online`)
+    public func isOnline(in store: any XenbusStore) async throws -> Bool {
+        guard try await store.read(backendPath + "/online") == "1" else { return false }
+        return try await store.read(frontendPath + "/backend") != nil
     }
 }

@@ -97,6 +97,47 @@ public protocol BlockDevice: Sendable {
     ///
     /// OCaml: `Mirage_device.S.disconnect`
     func disconnect() async
+
+    /// The allocation map from `sector`: consecutive extents, the first starting at `sector`, covering at
+    /// most `count` sectors (fewer is fine: callers ask again from where it ends) and never past the end.
+    /// Nil when the device does not know (everything is then data).
+    ///
+    /// OCaml: none (`Mirage_block.S` has no allocation map; ocaml-nbd has no block status)
+    func allocation(at sector: UInt64, count: UInt64) async throws(BlockError) -> [BlockExtent]?
+
+    /// Makes `count` sectors from `sector` read as zeroes. `unmap` lets the device deallocate them (holes);
+    /// `fast` asks it to fail with ``BlockError/unimplemented(operation:)`` rather than zero no faster than
+    /// a write would (NBD's `FAST_ZERO`).
+    ///
+    /// OCaml: none (blkif has no write-zeroes; NBD `NBD_CMD_WRITE_ZEROES`)
+    func writeZeroes(at sector: UInt64, count: UInt64, unmap: Bool, fast: Bool) async throws(BlockError)
+
+    /// Reads like ``read(at:into:)`` but only if it can finish on the calling thread without blocking or
+    /// suspending (memory, data in a file's page cache); returns false, with the buffers' contents
+    /// unspecified, when the caller must use ``read(at:into:)`` instead (also for a request that would fail:
+    /// `read` reports why). Lets an I/O thread answer a read without a thread hop.
+    ///
+    /// OCaml: none (an Lwt read that is already resolved)
+    func readWithoutWaiting(at sector: UInt64, into buffers: [PageBuffer]) -> Bool
+}
+
+/// A run of sectors with one allocation state.
+///
+/// OCaml: none (NBD `base:allocation` extents; `SEEK_DATA`/`SEEK_HOLE`)
+public struct BlockExtent: Sendable, Equatable {
+    /// Length in sectors (never 0).
+    public var sectors: UInt64
+    /// Not allocated (a hole).
+    public var isHole: Bool
+    /// Known to read as zeroes.
+    public var isZero: Bool
+
+    /// Memberwise initializer.
+    public init(sectors: UInt64, isHole: Bool, isZero: Bool) {
+        self.sectors = sectors
+        self.isHole = isHole
+        self.isZero = isZero
+    }
 }
 
 extension BlockDevice {
@@ -106,6 +147,42 @@ extension BlockDevice {
     /// Default: discard is not supported.
     public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
         throw .unimplemented(operation: "discard")
+    }
+
+    /// Default: the device does not know its allocation.
+    ///
+    /// OCaml: none (`Mirage_block.S` has no allocation map)
+    public func allocation(at sector: UInt64, count: UInt64) async throws(BlockError) -> [BlockExtent]? { nil }
+
+    /// Default: writes zero-filled buffers (never fast, never unmapping).
+    ///
+    /// OCaml: none (`Mirage_block.S` has no write-zeroes)
+    public func writeZeroes(at sector: UInt64, count: UInt64, unmap: Bool, fast: Bool) async throws(BlockError) {
+        if fast { throw .unimplemented(operation: "fast zero") }
+        try await writeZeroBuffers(at: sector, count: count)
+    }
+
+    /// Default: never without waiting.
+    ///
+    /// OCaml: none (Lwt has no notion of a read that cannot wait)
+    public func readWithoutWaiting(at sector: UInt64, into buffers: [PageBuffer]) -> Bool { false }
+
+    /// Writes zero-filled buffers over `count` sectors from `sector`, 1 MiB at a time (the portable way to
+    /// zero; devices with a faster one use it in ``writeZeroes(at:count:unmap:fast:)``).
+    ///
+    /// OCaml: none (mirage-block's `Mirage_block_compare`/`sparse_copy` write zero pages the same way)
+    public func writeZeroBuffers(at sector: UInt64, count: UInt64) async throws(BlockError) {
+        let info = await info()
+        guard info.readWrite else { throw .isReadOnly }
+        try info.validate(sector: sector, count: count)
+        let perBuffer = UInt64(max(1, (1 << 20) / info.sectorSize))
+        let zeros = PageBuffer(pages: (Int(perBuffer) * info.sectorSize + xenPageSize - 1) / xenPageSize)
+        var at = sector
+        while at < sector + count {
+            let take = min(perBuffer, sector + count - at)
+            try await write(at: at, from: [zeros.slice(from: 0, count: Int(take) * info.sectorSize)])
+            at += take
+        }
     }
 }
 

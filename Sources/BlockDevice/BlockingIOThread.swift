@@ -11,7 +11,7 @@ import XenCore
 ///
 /// `@unchecked Sendable`: every access to `jobs`/`head` happens with `mutex` held; `threads` is written
 /// only in `init`.
-final class BlockingIOThreads: @unchecked Sendable {
+package final class BlockingIOThreads: @unchecked Sendable {
     private var jobs: [@Sendable () -> Void] = []
     private var head = 0
     /// Threads actually started (set once in `init`).
@@ -20,7 +20,7 @@ final class BlockingIOThreads: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     /// Shared by every file-backed device in the process.
-    static let shared = BlockingIOThreads(count: 4)
+    package static let shared = BlockingIOThreads(count: 4)
 
     init(count: Int) {
         condition = .allocate(capacity: 1)
@@ -31,7 +31,7 @@ final class BlockingIOThreads: @unchecked Sendable {
     }
 
     /// Runs `job` on a pool thread and returns its result.
-    func run<T: Sendable, E: Error>(_ job: @escaping @Sendable () throws(E) -> T) async throws(E) -> T {
+    package func run<T: Sendable, E: Error>(_ job: @escaping @Sendable () throws(E) -> T) async throws(E) -> T {
         let result: Result<T, E> = await withCheckedContinuation { continuation in
             submit {
                 do throws(E) { continuation.resume(returning: .success(try job())) } catch {

@@ -22,16 +22,18 @@ public final class FileBlockDevice: BlockDevice {
 
     /// The file's path, for error context.
     public let path: String
-    private let deviceInfo: BlockDeviceInfo
+    let deviceInfo: BlockDeviceInfo
     private let state: Mutex<State>
-    private let threads = BlockingIOThreads.shared
+    let threads = BlockingIOThreads.shared
 
-    /// Opens `path`. Its size is rounded down to whole sectors; `readOnly` opens it O_RDONLY.
+    /// Opens `path`. Its size is rounded down to whole sectors; `readOnly` opens it O_RDONLY. A sector size
+    /// of 1 makes the device byte-addressed (any file size, any offset): the file is read with pread, so
+    /// nothing needs alignment.
     ///
     /// OCaml: `Block.connect ?prefered_sector_size`
     public init(path: String, sectorSize: Int = 512, readOnly: Bool = false) throws(BlockError) {
-        guard sectorSize >= 512, sectorSize.nonzeroBitCount == 1 else {
-            throw .invalidRequest("sector size \(sectorSize) is not a power of two >= 512")
+        guard sectorSize > 0, sectorSize.nonzeroBitCount == 1 else {
+            throw .invalidRequest("sector size \(sectorSize) is not a power of two")
         }
         let fd = open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
         guard fd >= 0 else { throw .io(context: "open \(path): \(String(cString: strerror(errno)))") }
@@ -101,27 +103,12 @@ public final class FileBlockDevice: BlockDevice {
         }
     }
 
-    /// Writes zeros over the range, so discarded sectors read back as zeros (as the in-memory device does).
+    /// Punches a hole over the range (or, where the file system cannot, writes zeroes), so discarded
+    /// sectors read back as zeroes (as the in-memory device does).
     ///
     /// OCaml: `Block.discard`
     public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
-        let fd = try acquire()
-        defer { releaseDescriptor() }
-        guard deviceInfo.readWrite else { throw .isReadOnly }
-        try deviceInfo.validate(sector: sector, count: count)
-        let start = off_t(sector) * off_t(deviceInfo.sectorSize)
-        let length = off_t(count) * off_t(deviceInfo.sectorSize)
-        let path = path
-        try await threads.run { () throws(BlockError) in
-            let zeros = PageBuffer(pages: 16)
-            var offset = start
-            while offset < start + length {
-                let chunk = min(off_t(zeros.count), start + length - offset)
-                try Self.transfer(
-                    fd: fd, buffer: zeros.slice(from: 0, count: Int(chunk)), offset: offset, write: true, path: path)
-                offset += chunk
-            }
-        }
+        try await writeZeroes(at: sector, count: count, unmap: true, fast: false)
     }
 
     /// Closes the file (once operations in progress finish); later calls fail with ``BlockError/disconnected``.
@@ -137,7 +124,7 @@ public final class FileBlockDevice: BlockDevice {
         if let fd { close(fd) }
     }
 
-    private func acquire() throws(BlockError) -> Int32 {
+    func acquire() throws(BlockError) -> Int32 {
         let fd = state.withLock { state -> Int32? in
             guard !state.closing, state.fd >= 0 else { return nil }
             state.inFlight += 1
@@ -147,7 +134,7 @@ public final class FileBlockDevice: BlockDevice {
         return fd
     }
 
-    private func releaseDescriptor() {
+    func releaseDescriptor() {
         let fd = state.withLock { state -> Int32? in
             state.inFlight -= 1
             guard state.closing, state.inFlight == 0, state.fd >= 0 else { return nil }
@@ -158,7 +145,7 @@ public final class FileBlockDevice: BlockDevice {
     }
 
     /// One whole pread/pwrite, looping over short transfers and EINTR.
-    private static func transfer(
+    static func transfer(
         fd: Int32, buffer: PageBuffer, offset: off_t, write: Bool, path: String
     ) throws(BlockError) {
         var done = 0

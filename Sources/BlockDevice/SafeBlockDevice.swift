@@ -43,6 +43,30 @@ public struct SafeBlockDevice<Base: BlockDevice>: BlockDevice {
         try await base.discard(at: sector, count: count)
     }
 
+    /// Not in `Mirage_block_safe`: the range is checked, then forwarded.
+    ///
+    /// OCaml: none (`Mirage_block_safe` has no allocation map)
+    public func allocation(at sector: UInt64, count: UInt64) async throws(BlockError) -> [BlockExtent]? {
+        try await base.info().validate(sector: sector, count: count)
+        return try await base.allocation(at: sector, count: count)
+    }
+
+    /// Not in `Mirage_block_safe`: the range is checked like a write's.
+    ///
+    /// OCaml: none (`Mirage_block_safe` has no write-zeroes)
+    public func writeZeroes(at sector: UInt64, count: UInt64, unmap: Bool, fast: Bool) async throws(BlockError) {
+        let info = await base.info()
+        guard info.readWrite else { throw .isReadOnly }
+        try info.validate(sector: sector, count: count)
+        try await base.writeZeroes(at: sector, count: count, unmap: unmap, fast: fast)
+    }
+
+    /// Not in `Mirage_block_safe`: always false, since checking a request needs the base's `info()`, which
+    /// may suspend; the caller's ``read(at:into:)`` then checks it.
+    ///
+    /// OCaml: none (`Mirage_block_safe` reads through Lwt)
+    public func readWithoutWaiting(at sector: UInt64, into buffers: [PageBuffer]) -> Bool { false }
+
     /// OCaml: `Mirage_block_safe.disconnect`
     public func disconnect() async { await base.disconnect() }
 }

@@ -31,10 +31,24 @@ extension BlockFront {
             throw .badKey(.malformed(key: "backend-id", value: backendIDText), path: frontend)
         }
         let backendDomain = DomainID(backendID)
+        // Connecting again after a disconnect (state Closed): back to Initialising first, as xenbus does when
+        // a frontend driver probes the device, so that the backend prepares for the reconnect.
+        let current = try await xs(frontend) { try await store.state(of: frontend) }
+        let reconnecting = current == .closed || current == .closing
+        if reconnecting {
+            try await xs(frontend) {
+                try await store.write(frontend + "/state", XenbusState.initialising.xenstoreValue)
+            }
+        }
 
-        // 1 → 2: the backend publishes its features and goes to InitWait.
+        // 1 → 2: the backend publishes its features and goes to InitWait (from Closed, on a reconnect).
         let early = try await xs(backend) {
-            try await store.waitForState(of: backend, orGone: true) { $0.rawValue >= XenbusState.initWait.rawValue }
+            try await store.waitForState(of: backend, orGone: true) { state in
+                reconnecting
+                    ? state.rawValue >= XenbusState.initWait.rawValue
+                        && state.rawValue <= XenbusState.connected.rawValue
+                    : state.rawValue >= XenbusState.initWait.rawValue
+            }
         }
         guard let early, early.rawValue <= XenbusState.connected.rawValue else {
             throw .backendState(early, path: backend)
@@ -54,7 +68,8 @@ extension BlockFront {
         // devices. A request never needs more than that, so the largest request is capped by it too.
         // Through gntshr the budget is the option's share of gntalloc's limit instead.
         let sharer: (any GntshrBackend)?
-        do { sharer = try await pickSharer(grants: grants, options: options, backend: backendDomain) } catch {
+        do { sharer = try await PageExport.sharer(for: grants, preferring: options.gntshr, peer: backendDomain) } catch
+        {
             throw .resources("\(error)")
         }
         let refBudget = max(
@@ -78,20 +93,20 @@ extension BlockFront {
                         let share = SharedPagesHandle(
                             try sharer.sharePages(with: backendDomain, count: 1 << order, writable: true))
                         setup.share = share
-                        setup.memory = share.buffer
                         setup.refs = share.refs
                         guard share.refs.count == 1 << order else {
                             throw BlockFrontError.resources("gntshr shared \(share.refs.count) ring page(s)")
                         }
+                        setup.ring = try FrontRing(initialising: share.buffer, geometry: geometry)
                     } else {
-                        setup.memory = PageBuffer(pages: 1 << order)
-                        for page in setup.memory.pages {
+                        let memory = grants.allocatePages(1 << order)
+                        for page in memory.pages {
                             let ref = try await grants.refs.get()
                             setup.refs.append(ref)
                             try grants.grantAccess(ref, to: backendDomain, writable: true, page: page)
                         }
+                        setup.ring = try FrontRing(initialising: memory, geometry: geometry)
                     }
-                    setup.ring = try FrontRing(initialising: setup.memory, geometry: geometry)
                     setup.port = try events.bindUnboundPort(remote: backendDomain)
                 } catch {
                     setup.release(grants: grants, events: events)
@@ -100,7 +115,7 @@ extension BlockFront {
                 rings.append(setup)
             }
         } catch {
-            for setup in rings { setup.release(grants: grants, events: events) }
+            for index in rings.indices { rings[index].release(grants: grants, events: events) }
             throw .resources("\(error)")
         }
         let disk: BlkifBackendInfo
@@ -112,7 +127,7 @@ extension BlockFront {
                 store: store)
         } catch {
             // Nothing was connected: give back the rings and ports and tell the backend we are gone.
-            for setup in rings { setup.release(grants: grants, events: events) }
+            for index in rings.indices { rings[index].release(grants: grants, events: events) }
             try? await store.write(frontend + "/state", XenbusState.closed.xenstoreValue)
             throw error
         }
@@ -131,11 +146,13 @@ extension BlockFront {
 
         let violation = ViolationSink()
         var queues: [FrontQueue] = []
-        for (index, setup) in rings.enumerated() {
-            // Every setup in `rings` completed, so ring and port are set.
-            guard let ring = setup.ring, let port = setup.port else { continue }
+        for index in rings.indices {
+            // Every setup in `rings` completed, so ring and port are set. The queue becomes the ring's only
+            // holder: it drops the ring when it fails or disconnects, before the pages are released.
+            guard let ring = rings[index].ring, let port = rings[index].port else { continue }
+            rings[index].ring = nil
             queues.append(
-                FrontQueue(index: index, ring: ring, ringRefs: setup.refs, port: port, events: events) { why in
+                FrontQueue(index: index, ring: ring, ringRefs: rings[index].refs, port: port, events: events) { why in
                     violation.report(why)
                 })
         }
@@ -146,30 +163,11 @@ extension BlockFront {
             pages: FrontDataPages(
                 grants: grants, sharer: sharer, backend: backendDomain, persistent: persistent,
                 capacity: max(segments + Blkif.maxIndirectPages, refBudget)),
-            ringPages: rings.map(\.memory), ringShares: rings.compactMap(\.share))
+            ringShares: rings.compactMap(\.share))
         violation.attach(front)
         front.startPolling()
         try await xs(frontend) { try await store.write(frontend + "/state", XenbusState.connected.xenstoreValue) }
         return front
-    }
-
-    /// The gntshr interface to share pages through: the option's, else `XenGntshr` when the grant table
-    /// cannot export (probed with one grant), else nil (`grantAccess`).
-    private static func pickSharer(
-        grants: any GrantTableBackend, options: BlockFrontOptions, backend: DomainID
-    ) async throws -> (any GntshrBackend)? {
-        if let gntshr = options.gntshr { return gntshr }
-        let ref = try await grants.refs.get()
-        defer { _ = grants.refs.put(ref) }
-        do {
-            try grants.grantAccess(ref, to: backend, writable: false, page: PageBuffer(pages: 1))
-        } catch .unsupported {
-            return try XenGntshr()
-        } catch {
-            return nil  // Some other refusal: the grantAccess path reports it properly.
-        }
-        try? grants.endAccess(ref)
-        return nil
     }
 
     /// Publishes the transport keys with state Initialised, waits for the backend's Connected and reads the
@@ -200,15 +198,15 @@ extension BlockFront {
 
 /// One queue's ring while it is being built: released as a whole if any step fails.
 struct FrontRingSetup {
-    var memory = PageBuffer(pages: 1)
     var refs: [GrantRef] = []
     var share: SharedPagesHandle?
     var ring: FrontRing?
     var port: EventChannelPort?
 
-    /// Unbinds the port and ends the grants (or unshares the gntshr pages).
-    func release(grants: any GrantTableBackend, events: any EventChannelBackend) {
+    /// Unbinds the port, drops the ring and ends the grants (or unshares the gntshr pages).
+    mutating func release(grants: any GrantTableBackend, events: any EventChannelBackend) {
         if let port { try? events.unbind(port) }
+        ring = nil
         if let share {
             try? share.unshare()
         } else {

@@ -38,9 +38,10 @@ public final class BlockFront: BlockDevice {
     let events: any EventChannelBackend
     let queues: [FrontQueue]
     let pages: FrontDataPages
-    let ringPages: [PageBuffer]
     /// The rings' gntshr allocations (empty on the `grantAccess` path).
     let ringShares: [SharedPagesHandle]
+    /// Requests between their start and their return: ``disconnect()`` releases the pages only after them.
+    private let inFlight = InFlightCount()
     private let next = Atomic<Int>(0)
     private let closed = Mutex<(done: Bool, failure: BlockFrontError?)>((false, nil))
     private let pollers: Mutex<[Task<Void, Never>]> = Mutex([])
@@ -50,7 +51,7 @@ public final class BlockFront: BlockDevice {
         frontendPath: String, backendPath: String, backendDomain: DomainID, handle: UInt32,
         deviceInfo: BlockDeviceInfo, negotiated: BlockFrontNegotiated, store: any XenbusStore,
         grants: any GrantTableBackend, events: any EventChannelBackend, queues: [FrontQueue], pages: FrontDataPages,
-        ringPages: [PageBuffer], ringShares: [SharedPagesHandle] = []
+        ringShares: [SharedPagesHandle] = []
     ) {
         self.ringShares = ringShares
         self.frontendPath = frontendPath
@@ -64,7 +65,6 @@ public final class BlockFront: BlockDevice {
         self.events = events
         self.queues = queues
         self.pages = pages
-        self.ringPages = ringPages
     }
 
     func startPolling() {
@@ -172,6 +172,9 @@ public final class BlockFront: BlockDevice {
     private func transfer(_ operation: BlkifOperation, at sector: UInt64, buffers: [PageBuffer])
         async throws(BlockError)
     {
+        // Counted before the check, so that a disconnect either sees this request or refuses it.
+        inFlight.enter()
+        defer { inFlight.leave() }
         if closed.withLock({ $0.done }) { throw .disconnected }
         let sectors = try deviceInfo.validate(sector: sector, buffers: buffers)
         let totalBytes = Int(sectors) * deviceInfo.sectorSize
@@ -306,7 +309,9 @@ public final class BlockFront: BlockDevice {
     // MARK: - Disconnect
 
     /// Fails requests in flight with `.disconnected`, then Closing → wait backend Closing/Closed → Closed,
-    /// and releases the rings, grants and event channels. Later calls fail with `.disconnected`.
+    /// and releases the rings, grants and event channels — only once the queues' tasks and every request
+    /// that was in flight have returned, so no task still touches a page that is released. Later calls fail
+    /// with `.disconnected`.
     ///
     /// OCaml: `Blkfront.disconnect`
     public func disconnect() async {
@@ -326,6 +331,8 @@ public final class BlockFront: BlockDevice {
         _ = try? await store.waitForState(of: backendPath, orGone: true) { $0 == .closed }
         for queue in queues { try? events.unbind(queue.port) }
         for task in pollers.withLock({ $0 }) { await task.value }
+        // Every request was failed above; wait until each has returned and dropped its pages.
+        await inFlight.drained()
         pages.releaseAll()
         // gntshr revokes a share only once the backend unmapped it.
         for share in ringShares { try? share.unshare() }

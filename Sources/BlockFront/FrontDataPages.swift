@@ -103,7 +103,7 @@ final class FrontDataPages: Sendable {
                 do {
                     let refs = try await grants.refs.get(count: count - pages.count)
                     for (index, ref) in refs.enumerated() {
-                        let page = PageBuffer(pages: 1)
+                        let page = grants.allocatePages(1)
                         do {
                             try grants.grantAccess(ref, to: backend, writable: true, page: page)
                         } catch {
@@ -128,7 +128,7 @@ final class FrontDataPages: Sendable {
                 return Array(state.spare.suffix(n))
             }
             for (index, ref) in refs.enumerated() {
-                let page = index < memory.count ? memory[index] : PageBuffer(pages: 1)
+                let page = index < memory.count ? memory[index] : grants.allocatePages(1)
                 do {
                     try grants.grantAccess(ref, to: backend, writable: backendWrites, page: page)
                 } catch {
@@ -202,18 +202,26 @@ final class FrontDataPages: Sendable {
         unreserve(pages.count)
     }
 
-    /// Ends every persistent grant and unshares the gntshr pool (at disconnect, after the backend unmapped;
-    /// gntshr defers freeing pages a misbehaving backend still maps).
+    /// Ends every persistent grant and unshares the gntshr pool (at disconnect, after every request returned
+    /// its pages; gntshr defers freeing pages a misbehaving backend still maps). The pool's views are dropped
+    /// before the shares they view are released.
     func releaseAll() {
-        let (pages, shares) = state.withLock { state -> ([GrantedPage], [SharedPagesHandle]) in
-            defer {
-                state.free.removeAll()
-                state.shares.removeAll()
+        let shares: [SharedPagesHandle]
+        do {
+            let (pages, taken) = state.withLock { state -> ([GrantedPage], [SharedPagesHandle]) in
+                defer {
+                    state.free.removeAll()
+                    state.shares.removeAll()
+                }
+                return (state.free, state.shares)
             }
-            return (state.free, state.shares)
+            shares = taken
+            if sharer == nil {
+                for granted in pages where (try? grants.endAccess(granted.ref)) != nil {
+                    _ = grants.refs.put(granted.ref)
+                }
+            }
         }
         for share in shares { try? share.unshare() }
-        guard sharer == nil else { return }
-        for granted in pages where (try? grants.endAccess(granted.ref)) != nil { _ = grants.refs.put(granted.ref) }
     }
 }

@@ -23,11 +23,15 @@ final class FrontQueue: Sendable {
     }
 
     private struct State {
-        var ring: FrontRing
+        /// The ring until the queue fails (disconnect or a protocol violation): then nothing touches it any
+        /// more, and dropping it lets go of this queue's view of the ring pages.
+        var ring: FrontRing?
         var freeIDs: [UInt64]
         var pending: [Pending?]
         var waiters: [CheckedContinuation<Void, Never>] = []
-        var failure: BlockError?
+        var failure: BlockError? {
+            didSet { if failure != nil { ring = nil } }
+        }
     }
 
     let index: Int
@@ -61,12 +65,12 @@ final class FrontQueue: Sendable {
                 let outcome = state.withLock { state -> Result<Bool, BlockError> in
                     if let failure = state.failure { return .failure(failure) }
                     let request = make(id)
-                    guard let slot = state.ring.nextRequestSlot() else {
+                    guard let slot = state.ring!.nextRequestSlot() else {
                         return .failure(.io(context: "ring full with a free id"))
                     }
                     request.encode(into: slot)
                     state.pending[Int(id)] = Pending(continuation: continuation, operations: operationBytes(request))
-                    return .success(state.ring.pushRequests())
+                    return .success(state.ring!.pushRequests())
                 }
                 switch outcome {
                 case .failure(let error):
@@ -127,7 +131,7 @@ final class FrontQueue: Sendable {
             guard state.failure == nil else { return }
             var decoded: [Result<BlkifResponse, BlkifDecodeError>] = []
             do {
-                _ = try state.ring.consumeResponses { slot in
+                _ = try state.ring!.consumeResponses { slot in
                     decoded.append(Result { () throws(BlkifDecodeError) in try BlkifResponse.decode(from: slot) })
                 }
             } catch {

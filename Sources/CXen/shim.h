@@ -15,6 +15,7 @@
 #include <xen/io/xs_wire.h>
 #include <xen/io/ring.h>
 #include <xen/io/blkif.h>
+#include <xen/io/netif.h>
 #include <xen/io/console.h>
 #include <xen/io/xenbus.h>
 #include <xen/grant_table.h>
@@ -51,6 +52,33 @@ static inline size_t cxen_blkif_request_discard_nr_sectors_offset(void) {
 }
 static inline size_t cxen_blkif_response_status_offset(void) { return offsetof(struct blkif_response, status); }
 static inline size_t cxen_blkif_sring_ring_offset(void) { return offsetof(struct blkif_sring, ring); }
+
+/// `__RING_SIZE` of the netif tx and rx rings of `pages` pages.
+static inline uint32_t cxen_netif_tx_ring_size(uint32_t pages) {
+    return (uint32_t)__RING_SIZE((struct netif_tx_sring *)0, 4096u * pages);
+}
+static inline uint32_t cxen_netif_rx_ring_size(uint32_t pages) {
+    return (uint32_t)__RING_SIZE((struct netif_rx_sring *)0, 4096u * pages);
+}
+static inline size_t cxen_netif_tx_request_offset_offset(void) { return offsetof(struct netif_tx_request, offset); }
+static inline size_t cxen_netif_tx_request_flags_offset(void) { return offsetof(struct netif_tx_request, flags); }
+static inline size_t cxen_netif_tx_request_id_offset(void) { return offsetof(struct netif_tx_request, id); }
+static inline size_t cxen_netif_tx_request_size_offset(void) { return offsetof(struct netif_tx_request, size); }
+static inline size_t cxen_netif_tx_response_status_offset(void) { return offsetof(struct netif_tx_response, status); }
+static inline size_t cxen_netif_rx_request_gref_offset(void) { return offsetof(struct netif_rx_request, gref); }
+static inline size_t cxen_netif_rx_response_offset_offset(void) { return offsetof(struct netif_rx_response, offset); }
+static inline size_t cxen_netif_rx_response_flags_offset(void) { return offsetof(struct netif_rx_response, flags); }
+static inline size_t cxen_netif_rx_response_status_offset(void) { return offsetof(struct netif_rx_response, status); }
+static inline size_t cxen_netif_extra_gso_size_offset(void) { return offsetof(struct netif_extra_info, u.gso.size); }
+static inline size_t cxen_netif_extra_gso_type_offset(void) { return offsetof(struct netif_extra_info, u.gso.type); }
+static inline size_t cxen_netif_extra_gso_features_offset(void) {
+    return offsetof(struct netif_extra_info, u.gso.features);
+}
+static inline size_t cxen_netif_extra_mcast_addr_offset(void) { return offsetof(struct netif_extra_info, u.mcast.addr); }
+static inline size_t cxen_netif_extra_hash_value_offset(void) { return offsetof(struct netif_extra_info, u.hash.value); }
+static inline size_t cxen_netif_tx_sring_ring_offset(void) { return offsetof(struct netif_tx_sring, ring); }
+static inline size_t cxen_netif_tx_entry_size(void) { return sizeof(union netif_tx_sring_entry); }
+static inline size_t cxen_netif_rx_entry_size(void) { return sizeof(union netif_rx_sring_entry); }
 
 static inline size_t cxen_xencons_in_cons_offset(void) { return offsetof(struct xencons_interface, in_cons); }
 static inline size_t cxen_xencons_in_prod_offset(void) { return offsetof(struct xencons_interface, in_prod); }
@@ -101,6 +129,42 @@ static inline size_t cxen_vchan_cli_notify_offset(void) { return offsetof(struct
 static inline size_t cxen_vchan_srv_notify_offset(void) { return offsetof(struct vchan_interface, srv_notify); }
 static inline size_t cxen_vchan_grants_offset(void) { return offsetof(struct vchan_interface, grants); }
 static inline size_t cxen_vchan_interface_size(void) { return sizeof(struct vchan_interface); }
+
+// MARK: - TAP devices (NetBack's bridge to the backend domain's network)
+#include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+#include <net/if.h>
+#include <netpacket/packet.h>
+#include <net/ethernet.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+/// `ioctl(fd, TUNSETIFF, &ifr)` (ioctl is variadic): attaches `fd` to the TAP/TUN interface `name` (empty: the
+/// kernel picks one) with `flags` (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`); the chosen name is copied to `out`
+/// (IFNAMSIZ bytes). Returns ioctl's result.
+static inline int cxen_tun_set_iff(int fd, const char *name, short flags, char *out) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_flags = flags;
+    int rc = ioctl(fd, TUNSETIFF, &ifr);
+    if (rc == 0) memcpy(out, ifr.ifr_name, IFNAMSIZ);
+    return rc;
+}
+
+/// `ioctl(fd, TUNSETOFFLOAD, flags)`: the offloads (`TUN_F_*`) the reader of the TAP device accepts.
+static inline int cxen_tun_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, flags); }
+
+/// Sets or clears `IFF_UP` on interface `name` through `socket` (any AF_INET/AF_PACKET socket): ioctl is
+/// variadic. Returns ioctl's result.
+static inline int cxen_set_link_up(int socket, const char *name, int up) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(socket, SIOCGIFFLAGS, &ifr) != 0) return -1;
+    if (up) ifr.ifr_flags |= IFF_UP; else ifr.ifr_flags &= ~IFF_UP;
+    return ioctl(socket, SIOCSIFFLAGS, &ifr);
+}
 
 // MARK: - Pseudo-terminals
 // The console pty sink needs the XSI pty calls, which glibc declares only under _XOPEN_SOURCE (not set for

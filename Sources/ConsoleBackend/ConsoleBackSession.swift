@@ -1,5 +1,5 @@
 import EventChannel
-import GrantTable
+public import GrantTable
 import Synchronization
 public import XenCore
 import XenStoreClient
@@ -110,20 +110,23 @@ public final class ConsoleBackSession: Sendable {
 
     // MARK: - Closing
 
-    /// Disconnects: stops the tasks, ends the connection, unbinds the port, unmaps the ring and (extra
-    /// consoles) writes backend state `Closed`. Idempotent.
+    /// Disconnects: stops the tasks, ends the connection (which lets go of the ring), unbinds the port,
+    /// (extra consoles) writes backend state `Closed`, waits for the tasks to finish and only then unmaps the
+    /// ring: nothing that could still touch the page outlives the mapping. Idempotent. Returns why the unmap
+    /// failed, if it did (``GrantTableError/stillInUse(refs:)`` means a view of the page was kept elsewhere:
+    /// the page is then unmapped when that view goes).
     ///
     /// OCaml: `Lwt.cancel be_thread` + `Gnttab.unmap_exn` in `Conback`
-    public func close() async {
+    @discardableResult
+    public func close() async -> GrantTableError? {
         let (tasks, alreadyClosed, statePath) = state.withLock { state in
             defer { state.closed = true }
             return (state.tasks, state.closed, state.backendStatePath)
         }
-        guard !alreadyClosed else { return }
+        guard !alreadyClosed else { return nil }
         for task in tasks { task.cancel() }
         connection.close()
         try? eventChannel.unbind(localPort)
-        try? mapping.unmap()
         if let statePath {
             let closed = XenbusState.closed.xenstoreValue
             // Only if the backend directory still exists: a toolstack may have removed the device already.
@@ -131,6 +134,13 @@ public final class ConsoleBackSession: Sendable {
                 if try await handle.exists(statePath) { try await handle.write(statePath, closed) }
             }
         }
+        // Join before release: a task still inside the ring must finish before the page goes.
         for task in tasks { await task.value }
+        do throws(GrantTableError) {
+            try mapping.unmap()
+            return nil
+        } catch {
+            return error
+        }
     }
 }

@@ -14,8 +14,12 @@ public import XenCore
 /// OCaml: the `service_thread` of `Conback.Make` and `Console_xen.read`/`write`
 public final class ConsoleConnection: Sendable {
     private struct State: Sendable {
-        var ring: ConsoleRing
-        var failure: ConsoleError?
+        /// The ring, until the connection ends: then it is dropped, so that the connection holds no view of
+        /// the shared page and its owner may unmap or unshare it.
+        var ring: ConsoleRing?
+        var failure: ConsoleError? {
+            didSet { if failure != nil { ring = nil } }
+        }
         /// The peer has gone (closed its end, or its domain died): what is left in the ring is still
         /// delivered, then reads end with `.closed`; writes fail at once.
         var peerGone = false
@@ -30,8 +34,6 @@ public final class ConsoleConnection: Sendable {
     private let notifyPeer: @Sendable () -> Void
     /// Which end this is.
     public let side: ConsoleRingSide
-    /// The shared ring page (for inspection; the engine alone moves the indices).
-    public let page: PageBuffer
 
     /// Wraps an attached ring. `notifyPeer` sends an event to the other side (never called under a lock);
     /// the owner calls ``kick()`` whenever an event arrives from it.
@@ -39,7 +41,6 @@ public final class ConsoleConnection: Sendable {
     /// OCaml: `Conback.Make.init` (after mapping and binding)
     public init(ring: ConsoleRing, notifyPeer: @escaping @Sendable () -> Void) {
         self.side = ring.side
-        self.page = ring.page
         self.state = Mutex(State(ring: ring))
         self.notifyPeer = notifyPeer
     }
@@ -89,10 +90,19 @@ public final class ConsoleConnection: Sendable {
     /// Whether the peer has gone (see ``peerClosed()``) or the connection ended.
     public var isPeerGone: Bool { state.withLock { $0.peerGone || $0.failure != nil } }
 
-    /// The ring's `connection` byte (``ConsoleRingLayout/connected`` once a backend services it).
+    /// The shared ring page while the connection is open (for inspection; the engine alone moves the
+    /// indices); nil once it ended, when the connection has let go of the page.
+    ///
+    /// OCaml: none (`Conback.t` keeps the ring buffer)
+    public var page: PageBuffer? { state.withLock { $0.ring?.page } }
+
+    /// The ring's `connection` byte (``ConsoleRingLayout/connected`` once a backend services it), or
+    /// ``ConsoleRingLayout/disconnected`` once the connection ended.
     ///
     /// OCaml: none (Xen 4.21 `xencons_interface.connection`)
-    public var ringConnectionFlag: UInt8 { state.withLock { $0.ring.connection } }
+    public var ringConnectionFlag: UInt8 {
+        state.withLock { $0.ring?.connection ?? ConsoleRingLayout.disconnected }
+    }
 
     /// Why the connection ended, or nil while it is open.
     public var failure: ConsoleError? { state.withLock { $0.failure } }
@@ -133,7 +143,7 @@ public final class ConsoleConnection: Sendable {
             let outcome = state.withLock { state -> Result<[UInt8], ConsoleError>? in
                 if let failure = state.failure { return .failure(failure) }
                 do throws(ConsoleRingError) {
-                    let bytes = try state.ring.read(maximum: maximum)
+                    let bytes = try state.ring!.read(maximum: maximum)
                     state.bytesRead &+= UInt64(bytes.count)
                     if bytes.isEmpty && state.peerGone {
                         state.failure = .closed
@@ -154,7 +164,7 @@ public final class ConsoleConnection: Sendable {
                 throw error
             case nil:
                 try await waitForKick { state in
-                    state.failure != nil || state.peerGone || ((try? state.ring.readableCount()) ?? 1) > 0
+                    state.failure != nil || state.peerGone || ((try? state.ring?.readableCount()) ?? 1) > 0
                 }
             }
         }
@@ -167,7 +177,7 @@ public final class ConsoleConnection: Sendable {
         let outcome = state.withLock { state -> Result<Int, ConsoleError> in
             if let failure = state.failure { return .failure(failure) }
             do throws(ConsoleRingError) {
-                let count = try state.ring.read(into: buffer)
+                let count = try state.ring!.read(into: buffer)
                 state.bytesRead &+= UInt64(count)
                 if count == 0 && state.peerGone && buffer.count > 0 {
                     state.failure = .closed
@@ -222,7 +232,7 @@ public final class ConsoleConnection: Sendable {
                     if let failure = state.failure { return .failure(failure) }
                     if state.peerGone { return .failure(.closed) }
                     do throws(ConsoleRingError) {
-                        let count = try state.ring.write(rest)
+                        let count = try state.ring!.write(rest)
                         state.bytesWritten &+= UInt64(count)
                         return .success(count)
                     } catch {
@@ -237,7 +247,7 @@ public final class ConsoleConnection: Sendable {
                 notifyPeer()
             case .success:
                 try await waitForKick { state in
-                    state.failure != nil || state.peerGone || ((try? state.ring.writableCount()) ?? 1) > 0
+                    state.failure != nil || state.peerGone || ((try? state.ring?.writableCount()) ?? 1) > 0
                 }
             case .failure(let error):
                 wakeAll()

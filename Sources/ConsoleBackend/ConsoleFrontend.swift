@@ -72,7 +72,7 @@ public final class ConsoleFrontend: Sendable {
     public static func buildPrimaryRing(
         grantTable: any GrantTableBackend, eventChannel: any EventChannelBackend, backend: DomainID = .dom0
     ) throws(ConsoleError) -> (page: PageBuffer, info: ConsoleRingInfo) {
-        let page = PageBuffer(pages: 1)
+        let page = grantTable.allocatePages(1)
         ConsoleRing.initialise(page: page, connection: ConsoleRingLayout.disconnected)
         do throws(GrantTableError) {
             try grantTable.grantAccess(.reservedConsole, to: backend, writable: true, page: page)
@@ -191,8 +191,10 @@ public final class ConsoleFrontend: Sendable {
 
     // MARK: - Closing
 
-    /// Closes the console: `state = Closed` (extra consoles), the port unbound, the page unshared (gntshr
-    /// revokes it once the backend unmapped). What was already in the ring is still drained by the backend.
+    /// Closes the console: `state = Closed` (extra consoles), the port unbound, the event task joined, then
+    /// the page unshared (gntshr revokes it once the backend unmapped; the connection let go of the ring
+    /// first, so no view of the page outlives the share). What was already in the ring is still drained by
+    /// the backend.
     ///
     /// OCaml: `Console_xen.disconnect`
     public func close() async {
@@ -205,8 +207,8 @@ public final class ConsoleFrontend: Sendable {
         if xenstore != nil { try? await writeState(.closed) }
         task.cancel()
         if share != nil { try? eventChannel.unbind(localPort) }
-        try? share?.unshare()
         await task.value
+        try? share?.unshare()
     }
 
     private func writeState(_ state: XenbusState) async throws(ConsoleError) {

@@ -1,4 +1,5 @@
 import Glibc
+import XenCore
 
 /// The few POSIX file operations the store needs, each retrying EINTR and mapping failures to
 /// `UserdataError.io` with the op and path. Blocking; callers keep them off the cooperative pool.
@@ -104,9 +105,7 @@ enum PosixFile {
                 if errno != 0 { throw .io(op: "readdir", path: path, errno: errno) }
                 return names
             }
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                Array(raw.prefix { $0 != 0 })
-            }
+            let name = Posix.name(of: entry)
             if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { continue }
             names.append(name)
         }

@@ -16,6 +16,13 @@ public protocol GrantTableBackend: Sendable {
     /// OCaml: the `Xen_os.Xen.Export` free list
     var refs: GrantRefPool { get }
 
+    /// `count` zeroed pages to grant with ``grantAccess(_:to:writable:page:)``. Any page-aligned
+    /// ``PageBuffer`` may be granted; pages from here are what the simulated hypervisor can map at the
+    /// mapper's own, fenceable address (the default is plain ``PageBuffer/init(pages:)``).
+    ///
+    /// OCaml: `Io_page.get`
+    func allocatePages(_ count: Int) -> PageBuffer
+
     /// Grants `domain` access to the first 4096 bytes of `page` (page-aligned) under `ref`.
     ///
     /// Throws `.alreadyGranted` if `ref` holds a grant, `.invalidRef`, `.invalidPage`, or `.unsupported` on the
@@ -41,6 +48,11 @@ public protocol GrantTableBackend: Sendable {
 }
 
 extension GrantTableBackend {
+    /// Plain page-aligned memory.
+    ///
+    /// OCaml: `Io_page.get`
+    public func allocatePages(_ count: Int) -> PageBuffer { PageBuffer(pages: count) }
+
     /// Revokes the grant, retrying every `interval` while the other side still maps it, then optionally
     /// returns `ref` to the pool. Throws `.cancelled` if the task is cancelled while waiting.
     ///

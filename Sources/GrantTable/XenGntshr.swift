@@ -58,11 +58,10 @@ public final class XenGntshr: UnmapNotifyingGntshr, @unchecked Sendable {
             let code = errno
             throw code == ENOSPC ? .tableFull : .system(operation: "xengntshr_share_pages", errno: code)
         }
-        let storage = PageStorage(borrowing: address, byteCount: count * xenPageSize)
         let bits = Int(bitPattern: address)
+        // The share's storage unshares when its last view goes: no view can outlive the pages.
         return SharedPages(
-            refs: raw.map(GrantRef.init(rawValue:)), buffer: PageBuffer(storage: storage), domain: domain,
-            writable: writable,
+            refs: raw.map(GrantRef.init(rawValue:)), address: address, domain: domain, writable: writable,
             unshare: { [self] () throws(GrantTableError) in try self.unshare(bits, count) }
         )
     }
@@ -83,11 +82,9 @@ public final class XenGntshr: UnmapNotifyingGntshr, @unchecked Sendable {
             let code = errno
             throw code == ENOSPC ? .tableFull : .system(operation: "xengntshr_share_page_notify", errno: code)
         }
-        let storage = PageStorage(borrowing: address, byteCount: xenPageSize)
         let bits = Int(bitPattern: address)
         return SharedPages(
-            refs: [GrantRef(rawValue: ref)], buffer: PageBuffer(storage: storage), domain: domain,
-            writable: writable,
+            refs: [GrantRef(rawValue: ref)], address: address, domain: domain, writable: writable,
             unshare: { [self] () throws(GrantTableError) in try self.unshare(bits, 1) }
         )
     }

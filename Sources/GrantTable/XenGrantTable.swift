@@ -16,7 +16,7 @@ import XenToolLog
 /// OCaml: `Gnt.Gnttab.interface` (Unix stubs over `xc_gnttab_*`)
 public final class XenGrantTable: UnmapNotifyingGrantTable, @unchecked Sendable {
     // @unchecked: the handle is only used through libxengnttab calls, which are thread-safe ioctls.
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
 
     /// The device node this backend opens.
     public static let device = "/dev/xen/gntdev"
@@ -86,10 +86,10 @@ public final class XenGrantTable: UnmapNotifyingGrantTable, @unchecked Sendable 
                 operation: refs.count == 1 ? "xengnttab_map_grant_ref" : "xengnttab_map_grant_refs", errno: errno)
         }
         let count = refs.count
-        let storage = PageStorage(borrowing: address, byteCount: count * xenPageSize)
         let bits = Int(bitPattern: address)
+        // The mapping's storage unmaps when its last view goes: no view can outlive the pages.
         return GrantMapping(
-            buffer: PageBuffer(storage: storage), domain: domain, refs: refs, writable: writable,
+            address: address, domain: domain, refs: refs, writable: writable,
             unmap: { [self] () throws(GrantTableError) in try self.unmap(bits, count) }
         )
     }
@@ -108,10 +108,9 @@ public final class XenGrantTable: UnmapNotifyingGrantTable, @unchecked Sendable 
         else {
             throw .system(operation: "xengnttab_map_grant_ref_notify", errno: errno)
         }
-        let storage = PageStorage(borrowing: address, byteCount: xenPageSize)
         let bits = Int(bitPattern: address)
         return GrantMapping(
-            buffer: PageBuffer(storage: storage), domain: domain, refs: [ref], writable: writable,
+            address: address, domain: domain, refs: [ref], writable: writable,
             unmap: { [self] () throws(GrantTableError) in try self.unmap(bits, 1) }
         )
     }

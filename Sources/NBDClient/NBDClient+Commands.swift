@@ -1,4 +1,3 @@
-public import BlockDevice
 public import NBDProtocol
 import NIOCore
 public import XenCore
@@ -6,12 +5,14 @@ public import XenCore
 // MARK: - Byte-addressed commands (libnbd's API surface)
 
 extension NBDClient {
-    /// Reads `buffers.count` bytes... back to back from byte `offset` into `buffers`, split into requests
-    /// of at most ``maxRequestBytes`` that are all in flight at once. Holes read as zeroes.
+    /// Reads from byte `offset` into `buffers`, back to back (any lengths, as long as the server's minimum
+    /// block size divides them and `offset`), split into requests of at most ``maxRequestBytes`` that are
+    /// all in flight at once. Holes read as zeroes. Byte-addressed, as ocaml-nbd's client (whose sector
+    /// size is 1); ``blockDevice`` is the sector-addressed `Mirage_block.S` view.
     ///
-    /// OCaml: `Nbd.Client.read` (byte-addressed; libnbd: `nbd_pread`)
-    public func pread(
-        into buffers: [PageBuffer], at offset: UInt64, isolation: isolated (any Actor)? = #isolation
+    /// OCaml: `Nbd.Client.read` (libnbd: `nbd_pread`)
+    public func read(
+        at offset: UInt64, into buffers: [PageBuffer], isolation: isolated (any Actor)? = #isolation
     ) async throws(NBDError) {
         let length = UInt64(buffers.reduce(0) { $0 + $1.count })
         try check(offset: offset, length: length, write: false)
@@ -29,13 +30,13 @@ extension NBDClient {
     }
 
     /// Writes `buffers` back to back from byte `offset`; `fua` forces them to stable storage first.
+    /// Byte-addressed, like ``read(at:into:isolation:)``.
     ///
-    /// OCaml: `Nbd.Client.write` (byte-addressed; libnbd: `nbd_pwrite`)
-    public func pwrite(
-        _ buffers: [PageBuffer], at offset: UInt64, fua: Bool = false, isolation: isolated (any Actor)? = #isolation
-    )
-        async throws(NBDError)
-    {
+    /// OCaml: `Nbd.Client.write` (libnbd: `nbd_pwrite`)
+    public func write(
+        at offset: UInt64, from buffers: [PageBuffer], fua: Bool = false,
+        isolation: isolated (any Actor)? = #isolation
+    ) async throws(NBDError) {
         let length = UInt64(buffers.reduce(0) { $0 + $1.count })
         try check(offset: offset, length: length, write: true)
         let flags = try fuaFlag(fua)
@@ -51,7 +52,7 @@ extension NBDClient {
     /// write cache to flush (it does not advertise `SEND_FLUSH`).
     ///
     /// OCaml: not in OCaml (Mirage_block 3 has no flush; libnbd: `nbd_flush`)
-    public func flushWrites() async throws(NBDError) {
+    public func flush() async throws(NBDError) {
         if closed { throw .disconnected }
         guard flags.contains(.sendFlush) else { return }
         _ = try await awaitAll([send(.flush, offset: 0, length: 0)])
@@ -155,46 +156,5 @@ extension NBDClient {
             position = 0
         }
         return result
-    }
-}
-
-// MARK: - BlockDevice (sector-addressed, Mirage_block.S)
-
-extension NBDClient {
-    /// Reads whole sectors from `sector` into `buffers`.
-    ///
-    /// OCaml: `Nbd.Client.read`
-    public func read(at sector: UInt64, into buffers: [PageBuffer]) async throws(BlockError) {
-        let info = await info()
-        _ = try info.validate(sector: sector, buffers: buffers)
-        do { try await pread(into: buffers, at: sector * UInt64(info.sectorSize)) } catch { throw error.blockError }
-    }
-
-    /// Writes whole sectors from `buffers` starting at `sector`.
-    ///
-    /// OCaml: `Nbd.Client.write`
-    public func write(at sector: UInt64, from buffers: [PageBuffer]) async throws(BlockError) {
-        let info = await info()
-        guard info.readWrite else { throw .isReadOnly }
-        _ = try info.validate(sector: sector, buffers: buffers)
-        do { try await pwrite(buffers, at: sector * UInt64(info.sectorSize)) } catch { throw error.blockError }
-    }
-
-    /// `NBD_CMD_FLUSH` (a no-op when the server does not advertise it).
-    ///
-    /// OCaml: not in OCaml (libnbd: `nbd_flush`)
-    public func flush() async throws(BlockError) {
-        do { try await flushWrites() } catch { throw error.blockError }
-    }
-
-    /// `NBD_CMD_TRIM` of `count` sectors from `sector`.
-    ///
-    /// OCaml: not in OCaml (libnbd: `nbd_trim`)
-    public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
-        let info = await info()
-        guard info.readWrite else { throw .isReadOnly }
-        try info.validate(sector: sector, count: count)
-        let size = UInt64(info.sectorSize)
-        do { try await trim(at: sector * size, length: count * size) } catch { throw error.blockError }
     }
 }

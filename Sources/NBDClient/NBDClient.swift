@@ -1,4 +1,3 @@
-public import BlockDevice
 public import NBDProtocol
 import NIOCore
 import Synchronization
@@ -12,7 +11,7 @@ import XenCore
 /// decoded there and copied once into the caller's pages.
 ///
 /// OCaml: `Nbd.Client.t`
-public final class NBDClient: BlockDevice {
+public final class NBDClient: Sendable {
     /// The negotiated session of the first connection.
     public let session: NBDSession
     private let channels: [NBDChannel]
@@ -58,16 +57,33 @@ public final class NBDClient: BlockDevice {
         } else {
             options.negotiation.tls = nil
         }
-        let first = try await open(uri, options: options)
-        var channels = [first.channel]
+        let settled = options
+        let first = try await open(uri, options: settled)
         let wanted = first.session.info.flags.contains(.canMultiConn) ? max(1, options.connections) : 1
-        do {
-            for _ in 1..<wanted { channels.append(try await open(uri, options: options).channel) }
-        } catch {
-            for channel in channels { await channel.close() }
-            throw error
+        // The other connections handshake at the same time (each costs round trips, not bandwidth).
+        let others = await withTaskGroup(of: Result<NBDChannel, NBDError>.self) { group in
+            for _ in 1..<wanted {
+                group.addTask {
+                    do throws(NBDError) { return .success(try await open(uri, options: settled).channel) } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
         }
-        return NBDClient(session: first.session, channels: channels, options: options)
+        var channels = [first.channel]
+        var failure: NBDError?
+        for result in others {
+            switch result {
+            case .success(let channel): channels.append(channel)
+            case .failure(let error): failure = failure ?? error
+            }
+        }
+        if let failure {
+            for channel in channels { await channel.close() }
+            throw failure
+        }
+        return NBDClient(session: first.session, channels: channels, options: settled)
     }
 
     /// Parses `uri` and connects.
@@ -101,7 +117,8 @@ public final class NBDClient: BlockDevice {
         }
     }
 
-    /// Lists the exports of the server on `channel`, then aborts the handshake and closes it.
+    /// Lists the exports of the server on `channel`, then aborts the handshake and closes the channel
+    /// (also when it fails: refused by policy, TLS required, unsupported, or a failed connection).
     ///
     /// OCaml: `Nbd.Client.list`
     public static func list(_ channel: NBDChannel, tls: NBDTLSOptions? = nil) async -> Result<[String], NBDListError> {
@@ -117,10 +134,10 @@ public final class NBDClient: BlockDevice {
     public static func listWithDescriptions(_ channel: NBDChannel, tls: NBDTLSOptions? = nil) async
         -> Result<[(name: String, description: String)], NBDListError>
     {
-        do { return try await NBDNegotiator.list(channel, tls: tls) } catch {
-            await channel.close()
-            return .failure(.unsupported)
-        }
+        let result: Result<[(name: String, description: String)], NBDListError>
+        do { result = try await NBDNegotiator.list(channel, tls: tls) } catch { result = .failure(.failed(error)) }
+        await channel.close()
+        return result
     }
 
     /// Negotiates `export` on an already-connected channel; returns the client, the size in bytes and the
@@ -187,14 +204,11 @@ public final class NBDClient: BlockDevice {
     /// OCaml: not in OCaml
     public func taskExecutor(connection index: Int) -> (any TaskExecutor)? { directs[index % directs.count] }
 
-    /// Bytes per sector of the ``BlockDevice`` view: 512, or the server's minimum block size if larger.
-    public var sectorSize: Int { max(512, Int(session.blockSize.minimum)) }
-
-    /// OCaml: `Nbd.Client.get_info`
-    public func info() async -> BlockDeviceInfo {
-        BlockDeviceInfo(
-            readWrite: !flags.contains(.readOnly), sectorSize: sectorSize, sizeSectors: size / UInt64(sectorSize))
-    }
+    /// The sector-addressed `Mirage_block.S` view of this client (``NBDBlockDevice``), for code written
+    /// against ``BlockDevice``.
+    ///
+    /// OCaml: `Nbd.Client` used as a `Mirage_block.S`
+    public var blockDevice: NBDBlockDevice { NBDBlockDevice(self) }
 
     // MARK: - Sending
 
@@ -212,6 +226,9 @@ public final class NBDClient: BlockDevice {
         _ command: NBDCommand, flags: NBDCommandFlags = [], offset: UInt64, length: UInt64,
         payload: [PageBuffer] = [], buffers: [PageBuffer] = []
     ) -> NBDTicket {
+        var flags = flags
+        // With extended headers a WRITE must say its length is a payload length (the spec's MUST).
+        if command == .write, session.extendedHeaders { flags.insert(.payloadLength) }
         let index = connectionIndex()
         if let direct = directs[index] {
             switch direct.submit(

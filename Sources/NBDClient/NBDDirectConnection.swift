@@ -58,7 +58,7 @@ final class NBDDirectConnection: Sendable {
     let wakeup: Int32
     private let wakeupWriter: Int32
     let state = Mutex(State())
-    let output = Mutex(NBDOutputQueue())
+    let output = Mutex(SocketOutputQueue())
     /// Jobs of tasks running on the I/O thread's executor.
     let jobs = ThreadJobQueue()
     /// The I/O thread's `pthread_self()`, so that its own submissions and jobs need no wake-up.

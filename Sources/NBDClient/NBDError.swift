@@ -75,10 +75,30 @@ public enum NBDError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// Why `list` returned no names.
 ///
-/// OCaml: `` [ `Policy | `Unsupported ] `` of `Nbd.Client.list`
-public enum NBDListError: Error, Sendable, Equatable {
-    /// The server disabled listing deliberately.
+/// OCaml: `` [ `Policy | `Unsupported ] `` of `Nbd.Client.list` (+ TLS and connection failures)
+public enum NBDListError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The server disabled listing deliberately (`NBD_REP_ERR_POLICY`).
+    ///
+    /// OCaml: `` `Policy ``
     case policy
-    /// The server is too old to list (or the connection failed: the error says why).
-    case unsupported
+    /// The server lists exports only over TLS (`NBD_REP_ERR_TLS_REQD`): connect with TLS options.
+    case tlsRequired
+    /// The server cannot list: oldstyle or plain newstyle, or `NBD_OPT_LIST` answered with
+    /// `NBD_REP_ERR_UNSUP` (or another error, kept here).
+    ///
+    /// OCaml: `` `Unsupported ``
+    case unsupported(NBDOptionError?)
+    /// The connection, TLS or the protocol failed before the server answered.
+    case failed(NBDError)
+
+    /// A readable rendering.
+    public var description: String {
+        switch self {
+        case .policy: "the server does not allow listing exports"
+        case .tlsRequired: "the server lists exports only over TLS"
+        case .unsupported(let error?): "the server cannot list exports (\(error))"
+        case .unsupported(nil): "the server cannot list exports"
+        case .failed(let error): "listing exports failed: \(error)"
+        }
+    }
 }

@@ -207,12 +207,13 @@ enum NBDNegotiator {
         return true
     }
 
-    /// `OPT_LIST`, then `OPT_ABORT`.
+    /// `OPT_LIST`, then `OPT_ABORT` (the server may answer or just close; either is fine). The caller
+    /// closes the channel whatever happens.
     static func list(_ channel: NBDChannel, tls: NBDTLSOptions?) async throws(NBDError)
         -> Result<[(name: String, description: String)], NBDListError>
     {
         let (flags, oldstyle) = try await greet(channel, tls: tls)
-        guard oldstyle == nil, flags.contains(.fixedNewstyle) else { return .failure(.unsupported) }
+        guard oldstyle == nil, flags.contains(.fixedNewstyle) else { return .failure(.unsupported(nil)) }
         let replies = try await option(channel, .list)
         var names: [(name: String, description: String)] = []
         for reply in replies {
@@ -220,14 +221,12 @@ enum NBDNegotiator {
             case .server:
                 do { names.append(try NBDOptionReplyData.server(reply.data)) } catch { throw .protocolError(error) }
             case .error(.policy): return .failure(.policy)
-            case .error(.tlsRequired): throw .optionRejected(option: .list, .tlsRequired)
-            case .error: return .failure(.unsupported)
+            case .error(.tlsRequired): return .failure(.tlsRequired)
+            case .error(let error): return .failure(.unsupported(error))
             default: break
             }
         }
-        // OPT_ABORT: the server may answer or just close; either is fine.
         try? await channel.send(NBDOptionRequest.encode(.abort))
-        await channel.close()
         return .success(names)
     }
 }

@@ -8,6 +8,8 @@ import XenCore
 enum NBDSocket {
     /// Connects to `endpoint`; returns a connected, non-blocking, close-on-exec descriptor.
     static func connect(_ endpoint: NBDEndpoint, timeout: Duration?) async throws(NBDError) -> Int32 {
+        // A unix socket whose listener has room connects at once: no thread needed for that.
+        if case .unix(let path) = endpoint, let fd = connectUnixNow(path) { return fd }
         let result: Result<Int32, NBDError> = await withUnsafeContinuation { continuation in
             let status = DetachedThread.spawn {
                 continuation.resume(returning: connectBlocking(endpoint, timeout: timeout))
@@ -18,6 +20,36 @@ enum NBDSocket {
             }
         }
         return try result.get()
+    }
+
+    /// One non-blocking connect to a unix socket: the descriptor if it connected at once, else nil (the
+    /// caller takes the helper-thread path, which waits, retries and reports errors).
+    private static func connectUnixNow(_ path: String) -> Int32? {
+        guard var address = unixAddress(path) else { return nil }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+            }
+        }
+        if connected { return fd }
+        close(fd)
+        return nil
+    }
+
+    /// The address of a unix socket path, or nil if it cannot be one (too long, NUL inside).
+    private static func unixAddress(_ path: String) -> sockaddr_un? {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard !bytes.contains(0), bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return address
     }
 
     // MARK: - Blocking part (helper thread)
@@ -31,15 +63,8 @@ enum NBDSocket {
         }
         switch endpoint {
         case .unix(let path):
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            guard !bytes.contains(0), bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            guard var address = unixAddress(path) else {
                 return .failure(.connectFailed(endpoint: endpoint.description, reason: "socket path too long"))
-            }
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: bytes)
-                raw[bytes.count] = 0
             }
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { return .failure(failure(errno)) }

@@ -140,6 +140,18 @@ public enum NBDOptionReplyType: Sendable, Equatable {
             }
         }
     }
+
+    /// The wire value (`NBD_REP_*`).
+    public var rawValue: UInt32 {
+        switch self {
+        case .ack: 1
+        case .server: 2
+        case .info: 3
+        case .metaContext: 4
+        case .error(let error): error.rawValue
+        case .unknown(let raw): raw
+        }
+    }
 }
 
 /// Error replies to an option (`NBD_REP_ERR_*`).
@@ -165,6 +177,25 @@ public enum NBDOptionError: Sendable, Equatable, CustomStringConvertible {
         case 10: self = .extendedHeadersRequired
         default: self = .other(rawValue)
         }
+    }
+
+    /// The wire value (`NBD_REP_ERR_*`, bit 31 set).
+    public var rawValue: UInt32 {
+        let code: UInt32
+        switch self {
+        case .unsupported: code = 1
+        case .policy: code = 2
+        case .invalid: code = 3
+        case .platform: code = 4
+        case .tlsRequired: code = 5
+        case .unknownExport: code = 6
+        case .shutdown: code = 7
+        case .blockSizeRequired: code = 8
+        case .tooBig: code = 9
+        case .extendedHeadersRequired: code = 10
+        case .other(let raw): return raw | 0x8000_0000
+        }
+        return code | 0x8000_0000
     }
 
     /// A readable rendering.
@@ -300,6 +331,21 @@ public enum NBDErrno: Sendable, Equatable, CustomStringConvertible {
         case 95: self = .enotsup
         case 108: self = .eshutdown
         default: self = .other(rawValue)
+        }
+    }
+
+    /// The wire value.
+    public var rawValue: UInt32 {
+        switch self {
+        case .eperm: 1
+        case .eio: 5
+        case .enomem: 12
+        case .einval: 22
+        case .enospc: 28
+        case .eoverflow: 75
+        case .enotsup: 95
+        case .eshutdown: 108
+        case .other(let raw): raw
         }
     }
 

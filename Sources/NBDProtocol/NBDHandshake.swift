@@ -84,12 +84,7 @@ public struct NBDBlockSize: Sendable, Equatable {
 public enum NBDOptionRequest {
     /// Encodes an option: IHAVEOPT, code, length, data.
     public static func encode(_ option: NBDOption, data: [UInt8] = []) -> [UInt8] {
-        var writer = NBDWriter(capacity: 16 + data.count)
-        writer.put(NBDMagic.option)
-        writer.put(option.rawValue)
-        writer.put(UInt32(truncatingIfNeeded: data.count))
-        writer.put(bytes: data)
-        return writer.bytes
+        NBDOptionRequestHeader(option: option.rawValue, length: UInt32(truncatingIfNeeded: data.count)).encode() + data
     }
 
     /// The data of `OPT_GO` / `OPT_INFO`: export name and the info items requested.

@@ -147,17 +147,20 @@ public struct NBDReplyDecoder: Sendable {
                 guard fill(&input, to: 4) else { return nil }
                 let magic =
                     UInt32(buffer[0]) << 24 | UInt32(buffer[1]) << 16 | UInt32(buffer[2]) << 8 | UInt32(buffer[3])
-                let size: Int
+                let allowed: Bool
                 switch magic {
-                case NBDMagic.simpleReply where !extendedHeaders: size = 16
-                case NBDMagic.structuredReply where structuredReplies && !extendedHeaders: size = 20
-                case NBDMagic.extendedReply where extendedHeaders: size = 32
-                default: throw .badMagic(what: "reply", got: UInt64(magic))
+                case NBDMagic.simpleReply: allowed = !extendedHeaders
+                case NBDMagic.structuredReply: allowed = structuredReplies && !extendedHeaders
+                case NBDMagic.extendedReply: allowed = extendedHeaders
+                default: allowed = false
+                }
+                guard allowed, let size = NBDReplyHeader.size(magic: magic) else {
+                    throw .badMagic(what: "reply", got: UInt64(magic))
                 }
                 guard fill(&input, to: size) else { return nil }
-                let header = buffer
+                let header = try NBDReplyHeader.decode(buffer)
                 buffer.removeAll(keepingCapacity: true)
-                if let event = try startReply(header, magic: magic, lookup: lookup) { return event }
+                if let event = try startReply(header, lookup: lookup) { return event }
             case .chunkPayload(let chunk, let need):
                 guard fill(&input, to: need) else { return nil }
                 let payload = buffer
@@ -180,34 +183,30 @@ public struct NBDReplyDecoder: Sendable {
     // MARK: - Headers
 
     private mutating func startReply(
-        _ header: [UInt8], magic: UInt32, lookup: (UInt64) -> NBDRequestInfo?
+        _ header: NBDReplyHeader, lookup: (UInt64) -> NBDRequestInfo?
     ) throws(NBDProtocolError) -> NBDReplyEvent? {
-        var reader = NBDReader(header, what: "reply header")
-        _ = try reader.uint32()
-        if magic == NBDMagic.simpleReply {
-            let error = try reader.uint32()
-            let cookie = try reader.uint64()
-            guard let request = lookup(cookie) else { throw .unknownCookie(cookie) }
+        let flags: UInt16
+        let type: UInt16
+        let cookie: UInt64
+        let length: UInt64
+        switch header {
+        case .simple(let error, let simpleCookie):
+            guard let request = lookup(simpleCookie) else { throw .unknownCookie(simpleCookie) }
             if error != 0 {
-                state = .pendingDone(cookie)
-                return .error(cookie: cookie, errno: NBDErrno(rawValue: error), message: "", offset: nil)
+                state = .pendingDone(simpleCookie)
+                return .error(cookie: simpleCookie, errno: NBDErrno(rawValue: error), message: "", offset: nil)
             }
             if request.command == .read {
-                state = .data(cookie: cookie, offset: request.offset, remaining: request.length, done: true)
+                state = .data(cookie: simpleCookie, offset: request.offset, remaining: request.length, done: true)
             } else {
-                state = .pendingDone(cookie)
+                state = .pendingDone(simpleCookie)
             }
             return nil
-        }
-        let flags = try reader.uint16()
-        let type = try reader.uint16()
-        let cookie = try reader.uint64()
-        let length: UInt64
-        if magic == NBDMagic.extendedReply {
-            _ = try reader.uint64()  // offset field: only meaningful for some chunk types, repeated in payloads
-            length = try reader.uint64()
-        } else {
-            length = UInt64(try reader.uint32())
+        case .structured(let chunkFlags, let chunkType, let chunkCookie, let chunkLength):
+            (flags, type, cookie, length) = (chunkFlags, chunkType, chunkCookie, UInt64(chunkLength))
+        case .extended(let chunkFlags, let chunkType, let chunkCookie, _, let chunkLength):
+            // The offset field repeats the request's; payloads carry their own offsets.
+            (flags, type, cookie, length) = (chunkFlags, chunkType, chunkCookie, chunkLength)
         }
         guard let request = lookup(cookie) else { throw .unknownCookie(cookie) }
         let chunk = Chunk(

@@ -29,6 +29,8 @@ public final class SimulatedHypervisor: Sendable {
     public let reservedGrants: Int
     /// The highest port number + 1 a domain may bind.
     public let maxPorts: UInt32
+    /// Whether released pages are fenced (see ``init(grantTableSize:reservedGrants:maxPorts:fenceReleasedPages:)``).
+    public let fenceReleasedPages: Bool
     let state: Mutex<State>
 
     /// Creates a hypervisor with domain 0 (UUID all zero, as Xen's dom0 handle).
@@ -37,13 +39,22 @@ public final class SimulatedHypervisor: Sendable {
     ///   - grantTableSize: entries per domain (mirage-xen: 4 pages of v1 entries = 2048).
     ///   - reservedGrants: refs kept out of the free pool (mirage-xen: 8).
     ///   - maxPorts: event-channel ports per domain.
+    ///   - fenceReleasedPages: stricter than Xen (the default): every grant mapping gets an address of its
+    ///     own (the granted pages mapped a second time), and when a mapping is unmapped or a share unshared,
+    ///     its address range is replaced by an inaccessible mapping that is never handed out again, so a late
+    ///     access through a stale pointer traps at once instead of reading or corrupting reused memory. Each
+    ///     fence keeps its address space reserved for the life of the process; a long benchmark may turn
+    ///     this off (released ranges are then unmapped).
     ///
     /// Not in OCaml.
-    public init(grantTableSize: Int = 2048, reservedGrants: Int = 8, maxPorts: UInt32 = 4096) {
+    public init(
+        grantTableSize: Int = 2048, reservedGrants: Int = 8, maxPorts: UInt32 = 4096, fenceReleasedPages: Bool = true
+    ) {
         precondition(reservedGrants >= 0 && reservedGrants < grantTableSize && grantTableSize <= 1 << 20)
         self.grantTableSize = grantTableSize
         self.reservedGrants = reservedGrants
         self.maxPorts = maxPorts
+        self.fenceReleasedPages = fenceReleasedPages
         var initial = State()
         initial.domains[.dom0] = DomainRecord(
             id: .dom0, uuid: .zero, name: "Domain-0",
@@ -111,7 +122,7 @@ public final class SimulatedHypervisor: Sendable {
     }
 
     /// Destroys a domain: its event channels close (peers' ports become unbound, its notification sequences
-    /// finish), its grants disappear (existing mappings of them keep the memory alive), and every
+    /// finish), its grants disappear (existing mappings of them keep the memory mapped), and every
     /// ``domainReleases()`` sequence yields it. Answers false for an unknown domain or domain 0.
     ///
     /// C: `libxl_domain_destroy` (the `@releaseDomain` watch fires)
@@ -167,7 +178,7 @@ extension SimulatedHypervisor {
     struct GrantEntry {
         let grantee: DomainID
         let writable: Bool
-        let page: PageBuffer
+        let memory: GrantedMemory
         var mappings = 0
         /// Set by a gntshr unshare while mapped: the ref is revoked and freed when the last mapping goes.
         var unsharePending = false
@@ -190,6 +201,8 @@ extension SimulatedHypervisor {
 
     struct State {
         var domains: [DomainID: DomainRecord] = [:]
+        /// Memory handed out (mappings, shares, allocations): live ones, then the most recent released ones.
+        var memory = MemoryLog()
         var created: UInt64 = 0
         var releaseWatchers: [UInt64: AsyncStream<SimulatedDomain>.Continuation] = [:]
         var nextWatcher: UInt64 = 0

@@ -9,46 +9,6 @@
 /// The size of a Xen page: 4096 bytes on every architecture SwiftXen supports.
 public let xenPageSize = 4096
 
-/// Memory that a ``PageBuffer`` views. It never moves while any buffer refers to it.
-///
-/// Either owned (allocated page-aligned here and freed on deinit) or borrowed from someone else who keeps it
-/// alive (a grant mapping, an mmap), in which case `owner` is retained and `release` runs on deinit.
-public final class PageStorage: @unchecked Sendable {
-    /// The first byte. Page-aligned for owned storage.
-    public let base: UnsafeMutableRawPointer
-    /// Bytes available from `base`.
-    public let byteCount: Int
-    private let release: (@Sendable (UnsafeMutableRawPointer, Int) -> Void)?
-    private let owner: AnyObject?
-
-    /// Allocates `pages` whole pages aligned to 4096, zero-filled.
-    public init(pages: Int) {
-        precondition(pages > 0, "PageStorage needs at least one page")
-        let size = pages * xenPageSize
-        var raw: UnsafeMutableRawPointer?
-        let rc = posix_memalign(&raw, xenPageSize, size)
-        guard rc == 0, let raw else { fatalError("posix_memalign(\(size)) failed: \(rc)") }
-        memset(raw, 0, size)
-        self.base = raw
-        self.byteCount = size
-        self.release = { pointer, _ in free(pointer) }
-        self.owner = nil
-    }
-
-    /// Views memory owned elsewhere (a mapping). `release` runs once, when the last buffer is gone.
-    public init(
-        borrowing base: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject? = nil,
-        release: (@Sendable (UnsafeMutableRawPointer, Int) -> Void)? = nil
-    ) {
-        self.base = base
-        self.byteCount = byteCount
-        self.owner = owner
-        self.release = release
-    }
-
-    deinit { release?(base, byteCount) }
-}
-
 /// A bounds-checked view of page memory: the Swift twin of `Cstruct.t`.
 ///
 /// Slices share memory with the buffer they come from and never move, so a buffer can be granted to another

@@ -36,6 +36,33 @@ package final class ThreadJobQueue: Sendable {
     /// True once the thread has exited.
     package var isRetired: Bool { state.withLock { $0.retired } }
 
+    // MARK: - A thread that is a task executor with the global executor behind it
+
+    /// Queues `job` for the thread, or, once the thread has retired, runs it on the global executor.
+    /// True when the thread may be asleep in `poll` and needs a wake-up (the caller skips it when it is
+    /// that thread).
+    package func enqueueOrRunGlobally(_ job: UnownedJob) -> Bool {
+        guard let wake = push(job) else {
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+            return false
+        }
+        return wake
+    }
+
+    /// Runs the jobs queued now on the calling thread, which is `executor`'s; true if more were queued
+    /// meanwhile (the thread's next `poll` must not block).
+    package func runQueued(on executor: UnownedTaskExecutor) -> Bool {
+        let batch = takeAll()
+        guard !batch.isEmpty else { return false }
+        for job in batch { job.runSynchronously(on: executor) }
+        return !isEmpty
+    }
+
+    /// The thread is exiting: jobs still queued, and later ones, run on the global executor.
+    package func retireToGlobal() {
+        for job in retire() { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+    }
+
     /// The thread is exiting: later `push`es are refused; returns the jobs still queued, oldest first.
     package func retire() -> [UnownedJob] {
         state.withLock { state in

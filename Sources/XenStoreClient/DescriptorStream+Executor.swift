@@ -7,26 +7,13 @@ import XenCore
 // thread). Jobs run between polls; the thread never blocks in `poll` while jobs are waiting.
 extension DescriptorStream: TaskExecutor {
     func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        guard let wake = jobs.push(job) else {
-            // The connection is gone: run the task on the global executor rather than never.
-            globalConcurrentExecutor.enqueue(job)
-            return
-        }
+        let wake = jobs.enqueueOrRunGlobally(UnownedJob(job))
         if wake && UInt(pthread_self()) != ioThread.load(ordering: .acquiring) { signal() }
     }
 
     /// Runs the jobs queued now; true if more were queued meanwhile (the next poll must not block).
-    func runJobs() -> Bool {
-        let batch = jobs.takeAll()
-        guard !batch.isEmpty else { return false }
-        let executor = asUnownedTaskExecutor()
-        for job in batch { job.runSynchronously(on: executor) }
-        return !jobs.isEmpty
-    }
+    func runJobs() -> Bool { jobs.runQueued(on: asUnownedTaskExecutor()) }
 
     /// The I/O thread is exiting: hands queued and future jobs to the global executor.
-    func retireExecutor() {
-        for job in jobs.retire() { globalConcurrentExecutor.enqueue(job) }
-    }
+    func retireExecutor() { jobs.retireToGlobal() }
 }

@@ -3,10 +3,12 @@
 ///
 /// OCaml: oxenstored `Quota.t` / C xenstored's `-E -S -W -t -A` options
 public struct XenStoreQuotas: Sendable, Hashable {
-    /// Nodes a domain may own (`-E`, 1000). Exceeding it answers `ENOSPC`.
+    /// Nodes a domain may own (`-E`, 1000). Exceeding it answers `ENOSPC`; a transaction's new nodes are
+    /// counted again at its commit against the live store, which must stay below it (C xenstored's `>=`).
     public var nodesPerDomain: Int
-    /// Largest node (value + child names + permissions) an unprivileged domain may write (`-S`, 2048):
-    /// `ENOSPC`.
+    /// Size limit of every node record an unprivileged domain writes, measured as C xenstored stores it
+    /// (24-byte header, 8 bytes per permission entry, value, child names with their NULs; the parent that
+    /// gains a child included): a record of this size or more answers `ENOSPC` (`-S`, 2048).
     public var nodeSize: Int
     /// Watches per connection (`-W`, 128): `E2BIG`.
     public var watchesPerConnection: Int

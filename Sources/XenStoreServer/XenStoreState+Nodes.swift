@@ -108,18 +108,18 @@ extension XenStoreState {
     mutating func write(_ path: String, value: [UInt8], _ context: OperationContext) throws(StoreFailure) {
         let absolute = try canonical(path, context)
         let privileged = isPrivileged(context.domain)
-        noteRead(context, absolute, content: false, children: false)
+        // C xenstored reads a node before it writes it: the commit conflicts if it changed meanwhile.
+        noteRead(context, absolute, content: true, children: true)
         do {
             // The snapshot copy must be gone before the tree is mutated, or the mutation copies the tree.
             let current = currentTree(context)
             if let node = current[absolute] {
                 _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
-                if !privileged && node.size - node.value.count + value.count > quotas.nodeSize {
+                if !privileged && node.recordSize - node.value.count + value.count >= quotas.nodeSize {
                     throw StoreFailure(.enospc)
                 }
             } else {
-                try checkCreate(absolute, in: current, context)
-                if !privileged && value.count + 8 > quotas.nodeSize { throw StoreFailure(.enospc) }
+                try checkCreate(absolute, value: value.count, in: current, context)
             }
         }
         let owner = privileged ? nil : context.domain
@@ -131,7 +131,7 @@ extension XenStoreState {
 
     mutating func mkdir(_ path: String, _ context: OperationContext) throws(StoreFailure) {
         let absolute = try canonical(path, context)
-        noteRead(context, absolute, content: false, children: false)
+        noteRead(context, absolute, content: true, children: true)
         do {
             let current = currentTree(context)
             if current[absolute] != nil {
@@ -139,7 +139,7 @@ extension XenStoreState {
                 _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
                 return
             }
-            try checkCreate(absolute, in: current, context)
+            try checkCreate(absolute, value: 0, in: current, context)
         }
         let owner = isPrivileged(context.domain) ? nil : context.domain
         let created = mutateTree(context) { tree, generation in
@@ -148,34 +148,58 @@ extension XenStoreState {
         changed(context, .mkdir(path: absolute, owner: owner), paths: created)
     }
 
-    /// Creating a node needs write access to its nearest existing ancestor, and node quota for unprivileged
-    /// domains.
-    mutating func checkCreate(_ absolute: String, in current: XenStoreTree, _ context: OperationContext)
-        throws(StoreFailure)
-    {
+    /// Creating a node needs write access to its nearest existing ancestor and, for unprivileged domains,
+    /// room in the quotas as C xenstored's `create_node` counts them: the owner's node count (outside a
+    /// transaction in the live store; inside one, the live store must be below the quota, and the commit
+    /// counts again), and the node-size quota for every record written: each new node (an intermediate one
+    /// holds its child's name, the last one `value` bytes) and the ancestor, which gains a child name.
+    mutating func checkCreate(
+        _ absolute: String, value: Int, in current: XenStoreTree, _ context: OperationContext
+    ) throws(StoreFailure) {
         let ancestor = current.nearestExisting(absolute)
-        noteRead(context, ancestor.path, content: false, children: false)
+        // C xenstored reads the parent it adds a child to: the commit conflicts if it changed meanwhile.
+        noteRead(context, ancestor.path, content: true, children: true)
         guard access(context.domain, ancestor.node.permissions).canWrite else { throw StoreFailure(.eacces) }
         guard !isPrivileged(context.domain) else { return }
-        let depth = { (path: String) in path.utf8.count(where: { $0 == UInt8(ascii: "/") }) }
-        let newNodes = depth(absolute) - (ancestor.path == "/" ? 0 : depth(ancestor.path))
-        if current.ownedNodes[context.domain, default: 0] + newNodes > quotas.nodesPerDomain {
+        if context.transaction != 0 {
+            connections[context.connection]?.transactions[context.transaction]?.createdNode = true
+        }
+        // The names of the nodes to create, outermost first (`ancestor` is a proper prefix of `absolute`).
+        let names = absolute.utf8.dropFirst(ancestor.path == "/" ? 1 : ancestor.path.utf8.count + 1)
+            .split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        let owned = current.ownedNodes[context.domain, default: 0]
+        // Outside a transaction `current` is the live store. Inside one, its own view also stays within the
+        // quota, which bounds the transaction's memory (C xenstored bounds it by touched nodes instead).
+        if owned + names.count > quotas.nodesPerDomain
+            || (context.transaction != 0 && tree.ownedNodes[context.domain, default: 0] >= quotas.nodesPerDomain)
+        {
             throw StoreFailure(.enospc)
+        }
+        guard let first = names.first else { return }
+        if ancestor.node.recordSize + first.count + 1 >= quotas.nodeSize { throw StoreFailure(.enospc) }
+        let entries = ancestor.node.permissions.acl.count + 1
+        for index in names.indices {
+            let last = index == names.count - 1
+            let size = XenStoreNode.recordSize(
+                permissionEntries: entries, value: last ? value : 0, childNames: last ? 0 : names[index + 1].count + 1)
+            if size >= quotas.nodeSize { throw StoreFailure(.enospc) }
         }
     }
 
     mutating func rm(_ path: String, _ context: OperationContext) throws(StoreFailure) {
         let absolute = try canonical(path, context)
         guard absolute != "/" else { throw StoreFailure(.einval) }
-        noteRead(context, absolute, content: false, children: false)
+        // C xenstored's rm_node reads the node and the parent it leaves: the commit conflicts if either changed.
+        // Both are noted before the transaction's own change, so later reads of them do not see it.
+        let parent = XenStorePath.parent(of: absolute) ?? "/"
+        noteRead(context, absolute, content: true, children: true)
+        noteRead(context, parent, content: true, children: true)
         do {
             let current = currentTree(context)
             do {
                 _ = try lookup(absolute, in: current, need: .write, domain: context.domain)
             } catch let failure where failure.name == .enoent {
                 // Removing a missing node is fine if its parent exists (xenstored's do_rm).
-                let parent = XenStorePath.parent(of: absolute) ?? "/"
-                noteRead(context, parent, content: false, children: false)
                 if current[parent] != nil { return }
                 throw failure
             }
@@ -195,7 +219,7 @@ extension XenStoreState {
             return
         }
         let absolute = try canonical(path, context)
-        noteRead(context, absolute, content: false, children: false)
+        noteRead(context, absolute, content: true, children: true)
         let node = try lookup(absolute, in: currentTree(context), need: .write, domain: context.domain)
         if !privileged {
             // Only the owner (or a domain targeting it) may change permissions; only dom0 may give a node away.
@@ -205,6 +229,9 @@ extension XenStoreState {
             }
             guard permissions.owner == node.permissions.owner else { throw StoreFailure(.eperm) }
             guard permissions.acl.count <= quotas.permissionsPerNode else { throw StoreFailure(.enospc) }
+            let size = XenStoreNode.recordSize(
+                permissionEntries: permissions.acl.count + 1, value: node.value.count, childNames: node.childNameBytes)
+            guard size < quotas.nodeSize else { throw StoreFailure(.enospc) }
         }
         mutateTree(context) { tree, generation in
             tree.setPermissions(absolute, permissions, generation: &generation)

@@ -5,7 +5,12 @@ import XenStoreProtocol
 ///
 /// Conflicts follow C xenstored (since 4.9): a commit fails with `EAGAIN` iff a node the transaction *read*
 /// (before writing it) changed in the live tree meanwhile. What "read" means is recorded per node: its
-/// existence, its value and permissions, its list of children.
+/// existence, its value and permissions, its list of children. As in C xenstored, writing a node (value or
+/// permissions) reads it first, creating one reads the parent that gains it and removing one reads it and its
+/// parent, so those conflict on any change (C xenstored also reads a removed node's subtree; this does not).
+///
+/// Quotas: C xenstored counts a transaction's change to each domain's nodes again at commit, against the
+/// live store (`transaction_fix_domains`); `baseline` and `createdNode` let the commit do the same.
 ///
 /// OCaml: oxenstored `Transaction.t`
 struct XenStoreTransaction: Sendable {
@@ -22,8 +27,26 @@ struct XenStoreTransaction: Sendable {
     var reads: [String: ReadRecord] = [:]
     var written: Set<String> = []
     var operations: [XenStoreTransactionOperation] = []
+    /// Nodes per domain in the snapshot, to tell what the transaction changed.
+    let baseline: [DomainID: Int]
+    /// An unprivileged connection tried to create a node in it (C xenstored's `node_created`): only then
+    /// does the commit check the node quota.
+    var createdNode = false
 
-    init(snapshot: XenStoreTree) { self.tree = snapshot }
+    init(snapshot: XenStoreTree) {
+        self.tree = snapshot
+        self.baseline = snapshot.ownedNodes
+    }
+
+    /// How many nodes each domain gained (or lost) in this transaction; domains without change are left out.
+    var ownedNodeChanges: [DomainID: Int] {
+        var changes: [DomainID: Int] = [:]
+        for domain in Set(tree.ownedNodes.keys).union(baseline.keys) {
+            let change = tree.ownedNodes[domain, default: 0] - baseline[domain, default: 0]
+            if change != 0 { changes[domain] = change }
+        }
+        return changes
+    }
 
     mutating func noteRead(_ path: String, content: Bool, children: Bool) {
         guard !written.contains(path) else { return }
@@ -81,6 +104,15 @@ extension XenStoreState {
             throw StoreFailure(.enoent)
         }
         guard commit else { return }
+        // C xenstored's do_transaction_end: the quota first, then conflicts. Each domain's nodes after the
+        // commit (live count + the transaction's change) must stay below the quota (`>=` fails, as there).
+        if transaction.createdNode && !isPrivileged(context.domain) {
+            for (domain, change) in transaction.ownedNodeChanges where !isPrivileged(domain) {
+                if tree.ownedNodes[domain, default: 0] + change >= quotas.nodesPerDomain {
+                    throw StoreFailure(.enospc)
+                }
+            }
+        }
         guard transaction.isConsistent(with: tree) else { throw StoreFailure(.eagain) }
         for operation in transaction.operations {
             switch operation {

@@ -16,9 +16,19 @@ struct XenStoreNode: Sendable {
     /// Changes when a child is added or removed; `DIRECTORY_PART`'s generation.
     var childrenGeneration: UInt64
 
-    /// Bytes the node occupies for the node-size quota, close to C xenstored's record size.
-    var size: Int {
-        value.count + children.reduce(0) { $0 + $1.utf8.count + 1 } + 8 * (permissions.acl.count + 1)
+    /// Bytes of C xenstored's record of this node, what its node-size quota limits (`write_node_raw`): the
+    /// header `struct xs_tdb_record_hdr` (a 64-bit generation and three 32-bit lengths: 24 bytes with
+    /// padding), 8 bytes per permission entry (owner included), the value, and each child name with its NUL.
+    var recordSize: Int {
+        Self.recordSize(permissionEntries: permissions.acl.count + 1, value: value.count, childNames: childNameBytes)
+    }
+
+    /// The child list's bytes in the record: each name and its NUL.
+    var childNameBytes: Int { children.reduce(0) { $0 + $1.utf8.count + 1 } }
+
+    /// C xenstored's record size for a node with these contents.
+    static func recordSize(permissionEntries: Int, value: Int, childNames: Int) -> Int {
+        24 + 8 * permissionEntries + value + childNames
     }
 }
 

@@ -29,7 +29,7 @@ enum NBDBench {
         let quick = ProcessInfo.processInfo.environment["NBD_BENCH_QUICK"] != nil
         // Fill the export with data so nobody can skip holes.
         let filler = try await NBDClient.connect(uri: uri, options: NBDClientOptions(connections: 4))
-        try await parallel(filler, workers: 64) { offset, buffer in try await filler.pwrite([buffer], at: offset) }
+        try await parallel(filler, workers: 64) { offset, buffer in try await filler.write(at: offset, from: [buffer]) }
         await filler.disconnect()
 
         // Sequential read of 1 GiB with nbdcopy's default parallelism: min(4, cores) connections (nbdcopy
@@ -45,7 +45,7 @@ enum NBDBench {
             let client = try await NBDClient.connect(uri: uri, options: NBDClientOptions(connections: connections))
             let seconds = try await timed {
                 try await parallel(client, workers: 64 * connections) { offset, buffer in
-                    try await client.pread(into: [buffer], at: offset)
+                    try await client.read(at: offset, into: [buffer])
                 }
             }
             await client.disconnect()
@@ -183,7 +183,7 @@ enum RandomReader {
         while ContinuousClock.now < deadline {
             for _ in 0..<64 {
                 let block = UInt64.random(in: 0..<blocks, using: &generator)
-                try await client.pread(into: [buffer], at: block * 4096)
+                try await client.read(at: block * 4096, into: [buffer])
             }
             count += 64
         }

@@ -4,8 +4,10 @@ let groups: [(name: String, run: () async throws -> Void)] = [
     ("xenstore", XenStoreBench.run),
     ("grants", benchGrants),
     ("block", BlockBench.run),
+    ("net", NetBench.run),
     ("console", benchConsole),
     ("nbd", NBDBench.run),
+    ("nbd-server", NBDServerBench.run),
     ("vchan", VchanBench.run),
 ]
 

@@ -23,6 +23,9 @@ struct DemoCommand: AsyncParsableCommand {
         Section(
             title: "block: BlockFront <-> BlockBack serving a disk image on the simulated hypervisor", run: blockSection
         ),
+        Section(
+            title: "network: NetFront <-> NetBack between two simulated domains (ping-like, 16 MiB each way)",
+            run: netSection),
         Section(title: "console: a simulated guest prints through its PV console onto a pty", run: consoleSection),
     ]
 

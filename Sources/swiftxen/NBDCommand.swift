@@ -2,13 +2,12 @@ import ArgumentParser
 import Foundation
 import NBDClient
 import NBDProtocol
-import XenCore
 
-/// `swiftxen nbd list|info|copy`: an nbdinfo / nbdcopy twin over NBDClient.
+/// `swiftxen nbd list|info|copy|serve`: nbdinfo, nbdcopy and an NBD server over NBDClient and NBDServer.
 struct NBDCommandGroup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "nbd", abstract: "NBD client: list exports, show an export, copy between NBD and files.",
-        subcommands: [List.self, Info.self, Copy.self])
+        commandName: "nbd", abstract: "NBD: list exports, show an export and its map, copy, serve.",
+        subcommands: [List.self, Info.self, NBDCopy.self, NBDServe.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the exports of an NBD server (nbdinfo --list).")
@@ -25,179 +24,165 @@ struct NBDCommandGroup: AsyncParsableCommand {
                         export.description.isEmpty
                             ? "export=\(export.name)" : "export=\(export.name)\t\(export.description)")
                 }
-            case .failure(.policy): throw ValidationError("the server does not allow listing exports")
-            case .failure(.unsupported): throw ValidationError("the server cannot list exports")
+            case .failure(let error): throw ValidationError(error.description)
             }
         }
     }
 
     struct Info: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show size, flags and limits of an export (nbdinfo).")
+        static let configuration = CommandConfiguration(
+            abstract: "Show an export: size, flags, limits (nbdinfo), or its allocation map (nbdinfo --map).")
         @Argument(help: "NBD URI") var uri: String
         @Flag(help: "Print only the size in bytes.") var size = false
+        @Flag(help: "Print the base:allocation map.") var map = false
+        @Flag(help: "Print JSON, as nbdinfo --json does.") var json = false
 
         func run() async throws {
             let client = try await NBDClient.connect(uri: uri)
-            let session = client.session
-            if size {
-                print(client.size)
+            do {
+                if size {
+                    print(client.size)
+                } else if map {
+                    let extents = try await Self.map(client)
+                    print(json ? NBDInfoFormat.mapJSON(extents) : NBDInfoFormat.mapText(extents), terminator: "")
+                } else {
+                    let text = json ? NBDInfoFormat.json(client, uri: uri) : NBDInfoFormat.text(client, uri: uri)
+                    print(text, terminator: "")
+                }
+            } catch {
                 await client.disconnect()
-                return
-            }
-            print("export=\"\(session.export)\":")
-            if let description = session.description { print("\tdescription: \(description)") }
-            print("\texport-size: \(client.size)")
-            print("\tflags: \(client.flags)")
-            print("\tblock_size_minimum: \(session.blockSize.minimum)")
-            print("\tblock_size_preferred: \(session.blockSize.preferred)")
-            print("\tblock_size_maximum: \(session.blockSize.maximum)")
-            print("\tstructured replies: \(session.structuredReplies), extended headers: \(session.extendedHeaders)")
-            print("\tTLS: \(session.tls)")
-            for (name, id) in session.metaContexts.sorted(by: { $0.key < $1.key }) {
-                print("\tcontext: \(name) (id \(id))")
+                throw error
             }
             await client.disconnect()
         }
-    }
 
-    struct Copy: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Copy between NBD URIs and files (nbdcopy).")
-        @Argument(help: "Source: an NBD URI or a file") var source: String
-        @Argument(help: "Destination: an NBD URI or a file (created if missing)") var destination: String
-        @Option(help: "Connections per NBD side (used when the server allows multi-conn).") var connections = 4
-        @Option(help: "Requests in flight in total.") var requests = 64
-        @Option(help: "Bytes per request.") var requestSize = 256 << 10
-        @Flag(help: "Show a progress bar even when stderr is not a terminal.") var progress = false
-
-        func run() async throws {
-            let options = NBDClientOptions(connections: connections)
-            let input = try await Endpoint.open(source, options: options, writable: false, size: nil)
-            let output = try await Endpoint.open(destination, options: options, writable: true, size: input.size)
-            let size = input.size
-            guard output.size >= size else { throw ValidationError("destination is smaller than the source") }
-            let chunk = max(4096, requestSize - requestSize % 4096)
-            let pieces = Int((size + UInt64(chunk) - 1) / UInt64(chunk))
-            let bar = ProgressBar(total: size, enabled: progress || isatty(2) == 1)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for worker in 0..<max(1, requests) {
-                    group.addTask {
-                        let buffer = PageBuffer(pages: chunk / 4096)
-                        var piece = worker
-                        while piece < pieces {
-                            let offset = UInt64(piece) * UInt64(chunk)
-                            let view = buffer.slice(from: 0, count: Int(min(UInt64(chunk), size - offset)))
-                            try await input.read(view, at: offset)
-                            try await output.write(view, at: offset)
-                            bar.advance(UInt64(view.count))
-                            piece += max(1, requests)
-                        }
+        /// The whole export's map, adjacent extents of one type merged.
+        static func map(_ client: NBDClient) async throws -> [(offset: UInt64, length: UInt64, type: UInt64)] {
+            guard client.session.metaContexts["base:allocation"] != nil else {
+                throw ValidationError("the server does not offer base:allocation")
+            }
+            var result: [(offset: UInt64, length: UInt64, type: UInt64)] = []
+            var at: UInt64 = 0
+            while at < client.size {
+                let extents = try await client.blockStatus(at: at, length: min(client.size - at, 1 << 32))
+                guard !extents.isEmpty else { break }
+                for extent in extents where at < client.size && extent.length > 0 {
+                    let length = min(extent.length, client.size - at)
+                    if let last = result.last, last.type == extent.flags {
+                        result[result.count - 1].length += length
+                    } else {
+                        result.append((at, length, extent.flags))
                     }
+                    at += length
                 }
-                try await group.waitForAll()
             }
-            try await output.finish()
-            await input.close()
-            await output.close()
-            bar.finish()
+            return result
         }
     }
 }
 
-/// One side of a copy: an NBD export or a local file.
-private enum Endpoint: Sendable {
-    case nbd(NBDClient)
-    case file(Int32, UInt64)
-
-    static func open(_ text: String, options: NBDClientOptions, writable: Bool, size: UInt64?) async throws -> Endpoint
-    {
-        if text.contains("://") { return .nbd(try await NBDClient.connect(uri: text, options: options)) }
-        let fd = writable ? Glibc.open(text, O_RDWR | O_CREAT, 0o644) : Glibc.open(text, O_RDONLY)
-        guard fd >= 0 else { throw ValidationError("cannot open \(text): \(String(cString: strerror(errno)))") }
-        if writable, let size {
-            var status = stat()
-            fstat(fd, &status)
-            if UInt64(status.st_size) < size { ftruncate(fd, off_t(size)) }
-        }
-        return .file(fd, UInt64(lseek(fd, 0, SEEK_END)))
-    }
-
-    var size: UInt64 {
-        switch self {
-        case .nbd(let client): client.size
-        case .file(_, let size): size
+/// nbdinfo's output formats.
+enum NBDInfoFormat {
+    static func describe(_ type: UInt64) -> String {
+        switch type {
+        case 0: "data"
+        case 1: "hole"
+        case 2: "zero"
+        case 3: "hole,zero"
+        default: "unknown (\(type))"
         }
     }
 
-    func read(_ buffer: PageBuffer, at offset: UInt64) async throws {
-        switch self {
-        case .nbd(let client): try await client.pread(into: [buffer], at: offset)
-        case .file(let fd, _):
-            var done = 0
-            while done < buffer.count {
-                let got = pread(fd, buffer.pointer + done, buffer.count - done, off_t(offset) + off_t(done))
-                guard got > 0 else { throw ValidationError("short read from file at \(offset)") }
-                done += got
+    static func mapText(_ extents: [(offset: UInt64, length: UInt64, type: UInt64)]) -> String {
+        extents.map { extent in
+            pad(extent.offset, 10) + "  " + pad(extent.length, 10) + "  " + pad(extent.type, 3) + "  "
+                + describe(extent.type) + "\n"
+        }.joined()
+    }
+
+    static func mapJSON(_ extents: [(offset: UInt64, length: UInt64, type: UInt64)]) -> String {
+        "[\n"
+            + extents.map {
+                "{ \"offset\": \($0.offset), \"length\": \($0.length), \"type\": \($0.type), \"description\": \"\(describe($0.type))\"}"
+            }.joined(separator: ",\n") + "\n]\n"
+    }
+
+    private static func pad(_ value: UInt64, _ width: Int) -> String {
+        let text = String(value)
+        return String(repeating: " ", count: max(0, width - text.count)) + text
+    }
+
+    /// Each capability nbdinfo prints, in its order.
+    private static func capabilities(_ flags: NBDTransmissionFlags) -> [(String, Bool)] {
+        [
+            ("is_rotational", flags.contains(.rotational)), ("is_read_only", flags.contains(.readOnly)),
+            ("can_cache", flags.contains(.sendCache)), ("can_df", flags.contains(.sendDF)),
+            ("can_fast_zero", flags.contains(.sendFastZero)), ("can_flush", flags.contains(.sendFlush)),
+            ("can_fua", flags.contains(.sendFUA)), ("can_multi_conn", flags.contains(.canMultiConn)),
+            ("can_trim", flags.contains(.sendTrim)), ("can_zero", flags.contains(.sendWriteZeroes)),
+        ]
+    }
+
+    private static func protocolLine(_ session: NBDSession) -> String {
+        session.usedExportName ? "newstyle" : "newstyle-fixed"
+    }
+
+    static func text(_ client: NBDClient, uri: String) -> String {
+        let session = client.session
+        var lines = [
+            "protocol: \(protocolLine(session)) \(session.tls ? "with" : "without") TLS, using "
+                + (session.extendedHeaders ? "extended" : session.structuredReplies ? "structured" : "simple")
+                + " packets",
+            "export=\"\(session.export)\":",
+        ]
+        if let description = session.description { lines.append("\tdescription: \(description)") }
+        lines += ["\texport-size: \(client.size)", "\turi: \(uri)", "\tcontexts:"]
+        lines += session.metaContexts.keys.sorted().map { "\t\t\($0)" }
+        lines += capabilities(client.flags).map { "\t\($0.0): \($0.1)" }
+        lines += [
+            "\tblock_size_minimum: \(session.blockSize.minimum)",
+            "\tblock_size_preferred: \(session.blockSize.preferred)",
+            "\tblock_size_maximum: \(session.blockSize.maximum)",
+        ]
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func json(_ client: NBDClient, uri: String) -> String {
+        let session = client.session
+        func quoted(_ text: String) -> String {
+            var out = "\""
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+                default: out.unicodeScalars.append(scalar)
+                }
             }
+            return out + "\""
         }
-    }
-
-    func write(_ buffer: PageBuffer, at offset: UInt64) async throws {
-        switch self {
-        case .nbd(let client): try await client.pwrite([buffer], at: offset)
-        case .file(let fd, _):
-            var done = 0
-            while done < buffer.count {
-                let put = pwrite(fd, buffer.pointer + done, buffer.count - done, off_t(offset) + off_t(done))
-                guard put > 0 else { throw ValidationError("write to file failed at \(offset)") }
-                done += put
+        var fields = ["\t\"export-name\": \(quoted(session.export))"]
+        if let description = session.description { fields.append("\t\"description\": \(quoted(description))") }
+        fields.append("\t\"uri\": \(quoted(uri))")
+        let contexts = session.metaContexts.keys.sorted().map { "\t\t\(quoted($0))" }.joined(separator: ",\n")
+        fields.append("\t\"contexts\": [\n\(contexts)\n\t]")
+        fields += capabilities(client.flags).map { "\t\"\($0.0)\": \($0.1)" }
+        fields += [
+            "\t\"block_size_minimum\": \(session.blockSize.minimum)",
+            "\t\"block_size_preferred\": \(session.blockSize.preferred)",
+            "\t\"block_size_maximum\": \(session.blockSize.maximum)", "\t\"export-size\": \(client.size)",
+        ]
+        return """
+            {
+            "protocol": "\(protocolLine(session))",
+            "TLS": \(session.tls),
+            "structured": \(session.structuredReplies),
+            "exports": [
+            \t{
+            \(fields.joined(separator: ",\n"))
+            \t} ]
             }
-        }
+
+            """
     }
-
-    func finish() async throws {
-        switch self {
-        case .nbd(let client): try await client.flushWrites()
-        case .file(let fd, _): fsync(fd)
-        }
-    }
-
-    func close() async {
-        switch self {
-        case .nbd(let client): await client.disconnect()
-        case .file(let fd, _): Glibc.close(fd)
-        }
-    }
-}
-
-/// A one-line progress bar on stderr.
-private final class ProgressBar: @unchecked Sendable {
-    private let total: UInt64
-    private let enabled: Bool
-    private let lock = NSLock()
-    private var done: UInt64 = 0
-    private var lastPercent = -1
-
-    init(total: UInt64, enabled: Bool) {
-        self.total = max(total, 1)
-        self.enabled = enabled
-    }
-
-    func advance(_ bytes: UInt64) {
-        guard enabled else { return }
-        lock.lock()
-        done += bytes
-        let percent = Int(done * 100 / total)
-        let draw = percent != lastPercent
-        lastPercent = percent
-        lock.unlock()
-        if draw {
-            let filled = percent / 2
-            let line =
-                "\r[" + String(repeating: "#", count: filled) + String(repeating: ".", count: 50 - filled)
-                + "] \(percent)%"
-            FileHandle.standardError.write(Data(line.utf8))
-        }
-    }
-
-    func finish() { if enabled { FileHandle.standardError.write(Data("\n".utf8)) } }
 }

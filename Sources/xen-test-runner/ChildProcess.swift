@@ -1,3 +1,5 @@
+import XenCore
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -105,6 +107,8 @@ enum ChildProcess {
         }
         posix_spawn_file_actions_adddup2(&actions, stdout, 1)
         posix_spawn_file_actions_adddup2(&actions, stderr, 2)
+        // Only 0-2: never our pty master, gntdev/gntalloc/evtchn handles or sockets.
+        Posix.closeOtherDescriptors(&actions)
         // The spawning thread is a Dispatch/Swift worker with signals blocked, and the mask (and ignored
         // dispositions) would pass to the child: xl's libxl reaps its own children on SIGCHLD and would
         // wait forever. The child gets an empty mask and default dispositions.

@@ -141,7 +141,8 @@ enum ConsoleChecks {
         await front.close()
         let reason = try await within(30, "backend notices the frontend closing") { await session.closed() }
         if case .closed = reason {} else { throw CheckFailure("backend closed with \(reason)") }
-        try await within(30, "backend close") { await session.close() }
+        let released = try await within(30, "backend close") { await session.close() }
+        try require(released == nil, "the backend could not unmap the ring: \(String(describing: released))")
         let backendPath = try unwrap(id.backendPath(backend: .dom0), "no backend path")
         let backendState = try await client.immediate { handle in try await handle.read("\(backendPath)/state") }
         try require(XenbusState(xenstoreValue: backendState) == .closed, "backend state \(backendState) after close")
@@ -177,17 +178,17 @@ enum ConsoleChecks {
 
     /// Both sides' counters, failures and the four ring indices as each side's mapping shows them.
     static func state(front: ConsoleFrontend, session: ConsoleBackSession) -> String {
-        func indices(_ page: PageBuffer) -> String {
-            (0..<4).map { String(page.uint32(at: 3072 + 4 * $0)) }.joined(separator: "/")
+        func indices(_ page: PageBuffer?) -> String {
+            guard let page else { return "released" }
+            return (0..<4).map { String(page.uint32(at: 3072 + 4 * $0)) }.joined(separator: "/")
         }
-        let frontConnection = front.connection
-        let backConnection = session.connection
-        return "front \(frontConnection.statistics) \(String(describing: frontConnection.failure)) "
-            + "gone \(frontConnection.isPeerGone) idx \(indices(frontConnection.page)) flag "
-            + "\(frontConnection.ringConnectionFlag); back \(backConnection.statistics) "
-            + "\(String(describing: backConnection.failure)) gone \(backConnection.isPeerGone) "
-            + "idx \(indices(backConnection.page)); front \(mapsLine(frontConnection.page)); "
-            + "back \(mapsLine(backConnection.page))"
+        func side(_ connection: ConsoleConnection) -> String {
+            let page = connection.page
+            let failure = String(describing: connection.failure)
+            return "\(connection.statistics) \(failure) gone \(connection.isPeerGone) idx \(indices(page)) "
+                + "flag \(connection.ringConnectionFlag) \(page.map { mapsLine($0) } ?? "")"
+        }
+        return "front \(side(front.connection)); back \(side(session.connection))"
     }
 
     /// The /proc/self/maps line holding `page`'s first byte (what backs it: gntalloc, gntdev, anonymous).

@@ -66,7 +66,8 @@ final class ConsoleTranscript: Sendable {
     func tail(_ lineCount: Int = 30) -> String {
         // The harness watches dom0's console for "Kernel panic": a guest's panic quoted here must not read
         // as dom0's own.
-        let shown = lines.filter { !$0.isEmpty }.suffix(lineCount).map {
+        // The bulk lines say nothing a failure needs: leave them out (their own check reports them).
+        let shown = lines.filter { !$0.isEmpty && !$0.contains("XT-BULK ") }.suffix(lineCount).map {
             String($0.prefix(160)).split(separator: "Kernel panic", omittingEmptySubsequences: false)
                 .joined(separator: "domU kernel-panic")
         }

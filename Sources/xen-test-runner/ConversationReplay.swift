@@ -26,6 +26,14 @@ enum ConversationReplay {
         ("oxenstored", "abort, unknown and finished", 4, "oxenstored: EIO for a finished transaction id"),
         ("oxenstored", "abort, unknown and finished", 5, "oxenstored: EIO for an unknown transaction id"),
         ("oxenstored", "abort, unknown and finished", 10, "oxenstored: EIO for a transaction reset away"),
+        // oxenstored commits a transaction whose nodes changed meanwhile when it can merge them ("coalesce");
+        // C xenstored (and XenStoreServer, whose quotas at commit rely on it) answers EAGAIN.
+        ("oxenstored", "creating reads the parent", 6, "oxenstored merges a child created under a changed parent"),
+        ("oxenstored", "creating reads the parent", 7, "oxenstored: so /t/c exists too"),
+        ("oxenstored", "creating reads the parent", 11, "oxenstored merges a write of a node changed meanwhile"),
+        ("oxenstored", "creating reads the parent", 12, "oxenstored: so the transaction's value won"),
+        ("oxenstored", "creating reads the parent", 16, "oxenstored merges a write of a node that gained a child"),
+        ("oxenstored", "creating reads the parent", 17, "oxenstored: so the transaction's value won"),
     ]
 
     static func run(_ report: Report, daemon: String) async {

@@ -1,3 +1,5 @@
+import XenCore
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -59,9 +61,7 @@ enum Files {
         defer { closedir(dir) }
         var result: Set<String> = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            let name = String(decoding: Posix.name(of: entry), as: UTF8.self)
             guard !name.hasPrefix(".") else { continue }
             var target = [CChar](repeating: 0, count: 256)
             let count = readlink("/proc/self/fd/\(name)", &target, target.count - 1)

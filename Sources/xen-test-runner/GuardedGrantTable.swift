@@ -49,17 +49,18 @@ final class GuardedGrantTable: GrantTableBackend, Sendable {
 
     private func guarded(_ mapping: consuming GrantMapping) -> GrantMapping {
         let id = Self.sequence.wrappingAdd(1, ordering: .relaxed).newValue
-        let buffer = mapping.buffer
         let domain = mapping.domain
         let refs = mapping.refs
         let writable = mapping.writable
+        let address = mapping.buffer.pointer
+        let bytes = refs.count * xenPageSize
         let handle = GrantMappingHandle(mapping)
-        let address = buffer.pointer
-        let bytes = buffer.count
         let label = self.label
         Self.log("\(label) map #\(id) \(address) +\(bytes) refs \(refs.map(\.rawValue)) w=\(writable)")
         let bits = Int(bitPattern: address)
-        return GrantMapping(buffer: buffer, domain: domain, refs: refs, writable: writable) {
+        // The outer mapping owns the address now: the inner one is unmapped (and the range fenced) when the
+        // outer's last view goes.
+        return GrantMapping(address: address, domain: domain, refs: refs, writable: writable) {
             () throws(GrantTableError) in
             let raw = UnsafeMutableRawPointer(bitPattern: bits)
             try handle.unmap()

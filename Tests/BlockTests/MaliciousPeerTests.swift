@@ -44,26 +44,30 @@ import XenCore
                 return nil
             } catch { return error }
         }
-        var ring = try BackRing(
-            attaching: mapping.buffer, geometry: try SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: 1))
-        for await _ in events.notifications(port) {
-            if try ring.unconsumedRequests() > 0 { break }
-        }
-        let request = try BlkifRequest.decode(copying: ring.nextRequestSlot())
-        switch misbehaviour {
-        case .unknownID:
-            BlkifResponse(id: request.id &+ 1000, operation: 0, status: .okay).encode(into: ring.nextResponseSlot()!)
-            _ = ring.pushResponses()
-        case .badStatus:
-            let slot = ring.nextResponseSlot()!
-            BlkifResponse(id: request.id, operation: 0, status: .okay).encode(into: slot)
-            slot.setUInt16(77, at: 10)
-            _ = ring.pushResponses()
-        case .wrongOperation:
-            BlkifResponse(id: request.id, operation: 1, status: .okay).encode(into: ring.nextResponseSlot()!)
-            _ = ring.pushResponses()
-        case .responseOverflow:
-            mapping.buffer.setUInt32(40, at: 8)  // rsp_prod: 40 responses for 1 request
+        // The scripted backend's view of the ring lives in this scope only: it is gone before the unmap below.
+        do {
+            var ring = try BackRing(
+                attaching: mapping.buffer, geometry: try SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: 1))
+            for await _ in events.notifications(port) {
+                if try ring.unconsumedRequests() > 0 { break }
+            }
+            let request = try BlkifRequest.decode(copying: ring.nextRequestSlot())
+            switch misbehaviour {
+            case .unknownID:
+                BlkifResponse(id: request.id &+ 1000, operation: 0, status: .okay).encode(
+                    into: ring.nextResponseSlot()!)
+                _ = ring.pushResponses()
+            case .badStatus:
+                let slot = ring.nextResponseSlot()!
+                BlkifResponse(id: request.id, operation: 0, status: .okay).encode(into: slot)
+                slot.setUInt16(77, at: 10)
+                _ = ring.pushResponses()
+            case .wrongOperation:
+                BlkifResponse(id: request.id, operation: 1, status: .okay).encode(into: ring.nextResponseSlot()!)
+                _ = ring.pushResponses()
+            case .responseOverflow:
+                mapping.buffer.setUInt32(40, at: 8)  // rsp_prod: 40 responses for 1 request
+            }
         }
         try events.notify(port)
         let error = await reading.value
@@ -207,13 +211,20 @@ import XenCore
         _ = try await store.waitForState(of: nodes.frontendPath) { $0 == .initialised }
         try await store.write(back + "/state", XenbusState.connected.xenstoreValue)
         let front = try await connecting.value
+        // Listen on the frontend's event channel as its backend would: its first push notifies it.
+        let portText = try #require(try await store.read(nodes.frontendPath + "/event-channel"))
+        let remote = EventChannelPort(try #require(UInt32(portText)))
+        let events = harness.backDomain.eventChannel
+        let local = try events.bindInterdomain(remote: harness.frontDomain.id, remotePort: remote)
+        var kicks = events.notifications(local).makeAsyncIterator()
         let reading = Task { () -> BlockError? in
             do throws(BlockError) {
                 try await front.read(at: 0, into: [PageBuffer(pages: 1)])
                 return nil
             } catch { return error }
         }
-        try await Task.sleep(for: .milliseconds(20))
+        // The request is on the ring (and never answered) before the backend goes away.
+        #expect(await kicks.next() == local)
         try await store.remove(back)
         #expect(await reading.value == .disconnected)
         await front.disconnect()

@@ -114,7 +114,7 @@ import XenStoreServer
         while echoed.count < echo.count { echoed += try await frontend.read() }
         try await typed
         #expect(echoed == echo)
-        let page = frontend.connection.page
+        let page = try #require(frontend.connection.page)
         #expect(page.uint32(at: ConsoleRingLayout.outProdOffset) == start &+ UInt32(data.count))
         #expect(page.uint32(at: ConsoleRingLayout.inProdOffset) == start &+ UInt32(echo.count))
         await session.close()

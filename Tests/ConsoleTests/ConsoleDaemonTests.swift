@@ -139,7 +139,7 @@ import XenStoreServer
         #expect(attached == [goodID, evilID])
 
         // The evil guest claims to have produced 5000 bytes into a 2048-byte ring, and kicks.
-        evilFront.connection.page.setUInt32(5000, at: ConsoleRingLayout.outProdOffset)
+        try #require(evilFront.connection.page).setUInt32(5000, at: ConsoleRingLayout.outProdOffset)
         try evil.domain.eventChannel.notify(evilFront.localPort)
         guard case .detached(_, let reason)? = await Self.next(&events, Self.isDetached(evilID)) else {
             Issue.record("the evil console was not disconnected")

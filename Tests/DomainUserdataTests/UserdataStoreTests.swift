@@ -185,9 +185,10 @@ import XenCore
         await #expect(throws: UserdataError.noSuchDomain(8)) { try await store.retrieve(domid: 8, userid: .xl) }
     }
 
-    @Test func realDirectoryFailsTypedWithoutXen() {
-        // This host has no /dev/xen/privcmd: opening must fail with a typed error, not crash or pretend.
-        guard access("/dev/xen/privcmd", F_OK) != 0, access("/proc/xen/privcmd", F_OK) != 0 else { return }
+    // On a host without Xen, opening must fail with a typed error, not crash or pretend. (On a Xen host the
+    // real directory is checked by the Xen tier instead; here the test is reported as skipped.)
+    @Test(.enabled(if: !hostHasXen, "this host runs Xen: the real directory is checked in the Xen tier"))
+    func realDirectoryFailsTypedWithoutXen() {
         #expect {
             _ = try XenControlDomainDirectory()
         } throws: { error in
@@ -196,6 +197,9 @@ import XenCore
         }
     }
 }
+
+/// Whether this host has the privcmd device (it runs Xen).
+let hostHasXen = access("/dev/xen/privcmd", F_OK) == 0 || access("/proc/xen/privcmd", F_OK) == 0
 
 /// Answers each lookup with the next scripted UUID (the last one repeats): models a domain changing between
 /// libxl's path lookup and its post-lock re-check.

@@ -22,9 +22,9 @@ actor IOThreadWorker {
                     var bad = 0
                     for block in stride(from: first + slot, to: first + count, by: 8) {
                         let data = pattern(4096, seed: UInt8(truncatingIfNeeded: block))
-                        try await self.client.pwrite([data], at: UInt64(block) * 4096)
+                        try await self.client.write(at: UInt64(block) * 4096, from: [data])
                         let back = PageBuffer(pages: 1)
-                        try await self.client.pread(into: [back], at: UInt64(block) * 4096)
+                        try await self.client.read(at: UInt64(block) * 4096, into: [back])
                         if !back.contentsEqual(data) { bad += 1 }
                     }
                     return bad
@@ -48,7 +48,7 @@ struct DirectPathTests {
         let bad = try await IOThreadWorker(client).roundTrip(first: 0, count: 256)
         #expect(bad == 0)
         await client.disconnect()
-        await #expect(throws: NBDError.disconnected) { try await client.pread(into: [PageBuffer(pages: 1)], at: 0) }
+        await #expect(throws: NBDError.disconnected) { try await client.read(at: 0, into: [PageBuffer(pages: 1)]) }
     }
 
     @Test func splitReadsIntoManyBuffersOnEveryConnection() async throws {
@@ -58,11 +58,11 @@ struct DirectPathTests {
             uri: server.uri(), options: NBDClientOptions(connections: 3, maxRequestBytes: 20480))
         #expect(client.connectionCount == 3 && client.maxRequestBytes == 20480)
         let data = pattern(1 << 20, seed: 5)
-        try await client.pwrite([data], at: 4096)
+        try await client.write(at: 4096, from: [data])
         // Uneven buffers (one of them smaller than a page) so pieces and reads straddle buffer edges.
         let sizes = [4096, 12288, 1000, 3096, 65536, (1 << 20) - 86016]
         let buffers = sizes.map { PageBuffer(pages: ($0 + 4095) / 4096).slice(from: 0, count: $0) }
-        try await client.pread(into: buffers, at: 4096)
+        try await client.read(at: 4096, into: buffers)
         var offset = 0
         for buffer in buffers {
             #expect(buffer.contentsEqual(data.slice(from: offset, count: buffer.count)))
@@ -74,7 +74,7 @@ struct DirectPathTests {
                 group.addTask(executorPreference: client.taskExecutor(connection: worker)) {
                     let back = PageBuffer(pages: 5)
                     let at = UInt64(worker) * 20480
-                    try await client.pread(into: [back], at: 4096 + at)
+                    try await client.read(at: 4096 + at, into: [back])
                     return back.contentsEqual(data.slice(from: Int(at), count: 20480))
                 }
             }
@@ -91,7 +91,7 @@ struct DirectPathTests {
             for index in 0..<16 {
                 group.addTask {
                     do {
-                        try await client.pread(into: [PageBuffer(pages: 1)], at: UInt64(index) * 4096)
+                        try await client.read(at: UInt64(index) * 4096, into: [PageBuffer(pages: 1)])
                         return nil
                     } catch let error as NBDError { return error } catch { return .io("\(error)") }
                 }

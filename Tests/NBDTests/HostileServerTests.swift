@@ -33,7 +33,7 @@ struct HostileServerTests {
             for index in 0..<count {
                 group.addTask {
                     do {
-                        try await client.pread(into: [PageBuffer(pages: 1)], at: UInt64(index) * 4096)
+                        try await client.read(at: UInt64(index) * 4096, into: [PageBuffer(pages: 1)])
                         return nil
                     } catch let error as NBDError { return error } catch { return .io("\(error)") }
                 }
@@ -43,7 +43,7 @@ struct HostileServerTests {
             return all
         }
         // The connection is dead afterwards: further requests fail at once, typed.
-        await #expect(throws: NBDError.self) { try await client.pread(into: [PageBuffer(pages: 1)], at: 0) }
+        await #expect(throws: NBDError.self) { try await client.read(at: 0, into: [PageBuffer(pages: 1)]) }
         await client.disconnect()
         return results
     }
@@ -145,10 +145,10 @@ struct HostileServerTests {
         defer { server.stop() }
         let client = try await NBDClient.connect(uri: server.uri)
         await #expect(throws: NBDError.serverError(command: .read, offset: 0, errno: .eio, message: "")) {
-            try await client.pread(into: [PageBuffer(pages: 1)], at: 0)
+            try await client.read(at: 0, into: [PageBuffer(pages: 1)])
         }
         let buffer = PageBuffer(pages: 1)
-        try await client.pread(into: [buffer], at: 4096)
+        try await client.read(at: 4096, into: [buffer])
         #expect(buffer.bytes.allSatisfy { $0 == 9 })
         await client.disconnect()
     }
@@ -192,7 +192,7 @@ struct HostileServerTests {
         let client = try await NBDClient.connect(uri: server.uri)
         #expect(client.session.extendedHeaders)
         let buffer = PageBuffer(pages: 2)
-        try await client.pread(into: [buffer], at: 8192)
+        try await client.read(at: 8192, into: [buffer])
         #expect(buffer.bytes.allSatisfy { $0 == 0x33 })
         await client.disconnect()
     }
@@ -207,7 +207,7 @@ struct HostileServerTests {
         let client = try await NBDClient.connect(
             uri: server.uri, options: NBDClientOptions(requestTimeout: .milliseconds(50)))
         await #expect(throws: NBDError.timedOut(operation: "read request")) {
-            try await client.pread(into: [PageBuffer(pages: 1)], at: 0)
+            try await client.read(at: 0, into: [PageBuffer(pages: 1)])
         }
         await client.disconnect()
     }

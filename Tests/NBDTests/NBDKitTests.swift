@@ -22,45 +22,50 @@ struct NBDKitTests {
         #expect(client.session.structuredReplies)
         #expect(client.session.metaContexts["base:allocation"] != nil)
         #expect(!client.session.usedExportName)
-        let info = await client.info()
+        let device = client.blockDevice
+        let info = await device.info()
         #expect(info.readWrite && info.sectorSize == 512 && info.sizeSectors == 16384)
-        // Sector-addressed, two buffers back to back.
+        // Sector-addressed through the BlockDevice view, two buffers back to back; the same bytes through
+        // the byte-addressed calls.
         let data = [pattern(4096, seed: 1), pattern(8192, seed: 2)]
-        try await client.write(at: 8, from: data)
+        try await device.write(at: 8, from: data)
         let back = [PageBuffer(pages: 1), PageBuffer(pages: 2)]
-        try await client.read(at: 8, into: back)
+        try await device.read(at: 8, into: back)
         #expect(back[0].contentsEqual(data[0]) && back[1].contentsEqual(data[1]))
+        let bytes = PageBuffer(pages: 3)
+        try await client.read(at: 8 * 512, into: [bytes])
+        #expect(bytes.slice(from: 0, count: 4096).contentsEqual(data[0]))
         // Many requests in flight at once, larger than the 32 MiB split limit is not needed: 64 × 64 KiB.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<64 {
                 group.addTask {
                     let buffer = pattern(65536, seed: UInt8(index))
-                    try await client.pwrite([buffer], at: UInt64(index) * 65536)
+                    try await client.write(at: UInt64(index) * 65536, from: [buffer])
                     let check = PageBuffer(pages: 16)
-                    try await client.pread(into: [check], at: UInt64(index) * 65536)
+                    try await client.read(at: UInt64(index) * 65536, into: [check])
                     #expect(check.contentsEqual(buffer))
                 }
             }
             try await group.waitForAll()
         }
-        try await client.flushWrites()
         try await client.flush()
+        try await device.flush()
         // Zeroes, trim, cache, block status.
         try await client.writeZeroes(at: 0, length: 65536, fua: true, noHole: true)
         let zero = PageBuffer(pages: 16)
-        try await client.pread(into: [zero], at: 0)
+        try await client.read(at: 0, into: [zero])
         #expect(zero.bytes.allSatisfy { $0 == 0 })
         try await client.trim(at: 1 << 20, length: 1 << 20)
         try await client.cache(at: 0, length: 4096)
-        try await client.discard(at: 4096, count: 8)
+        try await device.discard(at: 4096, count: 8)
         let extents = try await client.blockStatus(at: 4 << 20, length: 4 << 20)
         #expect(!extents.isEmpty)
         #expect(extents.allSatisfy { NBDAllocationFlags(rawValue: $0.flags).contains(.hole) })
         // Typed errors.
-        await #expect(throws: NBDError.self) { try await client.pread(into: [PageBuffer(pages: 1)], at: 8 << 20) }
-        await #expect(throws: BlockError.self) { try await client.read(at: 16384, into: [PageBuffer(pages: 1)]) }
+        await #expect(throws: NBDError.self) { try await client.read(at: 8 << 20, into: [PageBuffer(pages: 1)]) }
+        await #expect(throws: BlockError.self) { try await device.read(at: 16384, into: [PageBuffer(pages: 1)]) }
         await client.disconnect()
-        await #expect(throws: BlockError.disconnected) { try await client.read(at: 0, into: [PageBuffer(pages: 1)]) }
+        await #expect(throws: BlockError.disconnected) { try await device.read(at: 0, into: [PageBuffer(pages: 1)]) }
     }
 
     @Test func integrityAgainstNbdcopy() async throws {
@@ -70,7 +75,7 @@ struct NBDKitTests {
         #expect(client.connectionCount == 4)
         // SwiftXen writes; nbdcopy reads back into a file.
         let data = pattern(4 << 20, seed: 9)
-        try await client.pwrite([data], at: 0)
+        try await client.write(at: 0, from: [data])
         await client.disconnect()
         let file = server.directory.appendingPathComponent("out.img").path
         try runTool("/usr/bin/nbdcopy", [server.uri(), file])
@@ -82,7 +87,7 @@ struct NBDKitTests {
         try runTool("/usr/bin/nbdcopy", [file, server.uri()])
         let reader = try await NBDClient.connect(uri: server.uri())
         let back = PageBuffer(pages: 1024)
-        try await reader.pread(into: [back], at: 0)
+        try await reader.read(at: 0, into: [back])
         #expect(back.contentsEqual(other))
         await reader.disconnect()
     }
@@ -105,7 +110,7 @@ struct NBDKitTests {
         #expect(
             String(decoding: size, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "\(client.size)")
         let buffer = PageBuffer(pages: 256)
-        try await client.pread(into: [buffer], at: 0)
+        try await client.read(at: 0, into: [buffer])
         #expect(buffer.contentsEqual(pattern(1 << 20, seed: 5)))
         await client.disconnect()
     }
@@ -115,8 +120,10 @@ struct NBDKitTests {
         defer { server.stop() }
         let client = try await NBDClient.connect(uri: server.uri())
         #expect(client.flags.contains(.readOnly))
-        await #expect(throws: BlockError.isReadOnly) { try await client.write(at: 0, from: [PageBuffer(pages: 1)]) }
-        await #expect(throws: NBDError.readOnly) { try await client.pwrite([PageBuffer(pages: 1)], at: 0) }
+        await #expect(throws: BlockError.isReadOnly) {
+            try await client.blockDevice.write(at: 0, from: [PageBuffer(pages: 1)])
+        }
+        await #expect(throws: NBDError.readOnly) { try await client.write(at: 0, from: [PageBuffer(pages: 1)]) }
         await client.disconnect()
     }
 
@@ -128,14 +135,14 @@ struct NBDKitTests {
         let client = try await NBDClient.connect(uri: server.uri())
         #expect(client.session.blockSize.minimum == 4096)
         #expect(client.maxRequestBytes == 65536)
-        #expect(await client.info().sectorSize == 4096)
+        #expect(await client.blockDevice.info().sectorSize == 4096)
         let data = pattern(1 << 20, seed: 3)
-        try await client.pwrite([data], at: 0)  // split into 16 requests of 64 KiB
+        try await client.write(at: 0, from: [data])  // split into 16 requests of 64 KiB
         let back = PageBuffer(pages: 256)
-        try await client.pread(into: [back], at: 0)
+        try await client.read(at: 0, into: [back])
         #expect(back.contentsEqual(data))
         await #expect(throws: NBDError.self) {
-            try await client.pread(into: [PageBuffer(pages: 1).slice(from: 0, count: 512)], at: 0)
+            try await client.read(at: 0, into: [PageBuffer(pages: 1).slice(from: 0, count: 512)])
         }
         await client.disconnect()
     }
@@ -153,9 +160,9 @@ struct NBDKitTests {
             let client = try await NBDClient.connect(uri: server.uri(tls: true, query: query))
             #expect(client.session.tls)
             let data = pattern(65536, seed: 77)
-            try await client.pwrite([data], at: 4096)
+            try await client.write(at: 4096, from: [data])
             let back = PageBuffer(pages: 16)
-            try await client.pread(into: [back], at: 4096)
+            try await client.read(at: 4096, into: [back])
             #expect(back.contentsEqual(data))
             await client.disconnect()
             // Plain nbd:// to a TLS-only server: refused, typed.

@@ -203,7 +203,7 @@ import XenStoreServer
         // Kill the server side of the connection.
         switch via {
         case .inProcess: await raw.close()
-        case .unixSocket: await rig.listener?.close()
+        case .unixSocket: for listener in rig.listeners { await listener.close() }
         }
         var total = 0
         for reader in readers { total += try await reader.value }

@@ -20,11 +20,11 @@ HALT_TIMEOUT=${XT_HALT_TIMEOUT:-30}
 for f in xen.elf vmlinuz initrd.img; do [ -f "$XT_OUT/$f" ] || { xt_log "missing $XT_OUT/$f"; exit 2; }; done
 command -v qemu-system-x86_64 >/dev/null || { xt_log "qemu-system-x86_64 missing"; exit 2; }
 
-# Xen: serial console, a fixed-size PV dom0 with 2 vCPUs, no boot-time scrubbing of free RAM (slow under
+# Xen: serial console, a fixed-size PV dom0 with XT_DOM0_VCPUS vCPUs (2; xen-test.sh gives the domu boot 1), no boot-time scrubbing of free RAM (slow under
 # emulation), CET off (QEMU's TCG does not emulate it). smap=0: with SMAP on, the PV dom0 kernel faults
 # on its first stack access under TCG ("d0v0 Unhandled: vec 14, #PF[0001]", dom0 crashes at once).
 XEN_CMDLINE="console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning dom0_mem=512M,max:512M"
-XEN_CMDLINE+=" dom0_max_vcpus=2 bootscrub=0 cet=no-shstk,no-ibt smap=0"
+XEN_CMDLINE+=" dom0_max_vcpus=${XT_DOM0_VCPUS:-2} bootscrub=0 cet=no-shstk,no-ibt smap=0 ${XT_XEN_EXTRA:-}"
 # dom0: console on Xen's hvc, little kernel chatter, our knobs for /init.
 DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.timeout=$RUN_TIMEOUT"
 # XT_ONLY=console,grants: run only those check groups (for debugging one area; default all).
@@ -32,12 +32,17 @@ DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.t
 [ -n "${XT_ONLY:-}" ] && DOM0_CMDLINE+=" xt.only=${XT_ONLY//,/+}"
 # XT_HEAP_DEBUG=1|check: heap and grant-mapping debugging in the runner (scripts/xen/guest-init.sh).
 [ -n "${XT_HEAP_DEBUG:-}" ] && DOM0_CMDLINE+=" xt.heapdebug=$XT_HEAP_DEBUG"
+# XT_ASAN=1: the runner was built with AddressSanitizer; /init sets ASAN_OPTIONS.
+[ "${XT_ASAN:-0}" = 1 ] && DOM0_CMDLINE+=" xt.asan=1"
+[ -n "${XT_CANARY:-}" ] && DOM0_CMDLINE+=" xt.canary=$XT_CANARY"
+[ -n "${XT_DOMU_DISK:-}" ] && DOM0_CMDLINE+=" xt.domu.disk=$XT_DOMU_DISK"
+[ -n "${XT_DOMU_CONSOLE:-}" ] && DOM0_CMDLINE+=" xt.domu.console=$XT_DOMU_CONSOLE"
 
 : > "$LOG"
 : > "$LOG.qemu"
 T0=$(xt_now)
 # Multiboot: Xen is the kernel; "vmlinuz cmdline" and the initramfs are its modules.
-qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1024 -smp 2 \
+qemu-system-x86_64 -accel "tcg,thread=${XT_TCG_THREAD:-multi}" -cpu "${XT_QEMU_CPU:-max}" -m 1024 -smp 2 \
     -nodefaults -no-user-config -nographic -vga none -nic none -no-reboot -monitor none \
     -kernel "$XT_OUT/xen.elf" -append "$XEN_CMDLINE" \
     -initrd "$XT_OUT/vmlinuz $DOM0_CMDLINE,$XT_OUT/initrd.img" \
@@ -96,6 +101,13 @@ if ! grep -a -q 'XT-STAGE runner-start' "$LOG.txt"; then
     xt_log "  last console lines:"; tail -n 15 "$LOG.txt" | sed 's/^/    | /' >&2
     [ -s "$LOG.qemu" ] && { xt_log "  QEMU stderr:"; sed 's/^/    | /' "$LOG.qemu" >&2; }
     exit 2
+fi
+# A sanitizer report fails the boot whatever the checks said (XT_ASAN=1 runners).
+if grep -a -q -E '(ERROR|WARNING): AddressSanitizer' "$LOG.txt"; then
+    xt_log "SANITIZER REPORT (xenstored=$VARIANT):"
+    grep -a -E -A 40 '(ERROR|WARNING): AddressSanitizer' "$LOG.txt" | head -n 60 | sed 's/^/    | /' >&2
+    [ -n "$summary" ] && echo "[$VARIANT] $summary"
+    exit 3
 fi
 if [ -z "$summary" ]; then
     xt_log "RUNNER FAILURE (xenstored=$VARIANT): no summary line (${reason:-runner crashed}); last lines:"

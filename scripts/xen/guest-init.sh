@@ -51,6 +51,12 @@ xen-init-dom0 >/dev/null 2>&1 || echo "XT-NOTE xen-init-dom0 failed"
 dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null && losetup /dev/loop0 /tmp/disk.img \
     || echo "XT-NOTE loop device setup failed"
 
+# Debugging knobs for the domU group (XT_DOMU_DISK=none, XT_DOMU_CONSOLE=xenconsoled on the host).
+DOMU_KNOBS="XT_DOMU_DISK=$(arg xt.domu.disk ours) XT_DOMU_CONSOLE=$(arg xt.domu.console ours)"
+[ -n "$(arg xt.canary "")" ] && DOMU_KNOBS="$DOMU_KNOBS XT_CANARY=$(arg xt.canary "")"
+if [ "$(arg xt.domu.console ours)" = xenconsoled ]; then
+    /usr/sbin/xenconsoled --pid-file=/run/xen/xenconsoled.pid || echo "XT-NOTE xenconsoled failed"
+fi
 stage runner-start variant=$XS
 # xt.heapdebug=1 (XT_HEAP_DEBUG=1 on the host): the runner logs every grant map/unmap (XT-GNT) and fences each
 # unmapped range PROT_NONE so a late access faults where it happens; glibc fills freed memory with 0xa5.
@@ -60,7 +66,12 @@ case "$(arg xt.heapdebug "")" in
     check) HEAPDEBUG="XT_GNT_GUARD=1 MALLOC_PERTURB_=165 MALLOC_CHECK_=3 LD_PRELOAD=/lib/x86_64-linux-gnu/libc_malloc_debug.so.0" ;;
     *) HEAPDEBUG="" ;;
 esac
+# xt.asan=1 (XT_ASAN=1 on the host): the runner is an AddressSanitizer build. Reports go to the console
+# unsymbolised (binary+offset: the host resolves them with addr2line); the first report ends the runner.
+if [ "$(arg xt.asan 0)" = 1 ]; then
+    HEAPDEBUG="$HEAPDEBUG XT_ASAN=1 ASAN_OPTIONS=symbolize=0:detect_leaks=0:halt_on_error=1:print_summary=1"
+fi
 # shellcheck disable=SC2086 # HEAPDEBUG is a list of NAME=VALUE words
-env $HEAPDEBUG XT_XENSTORED=$XS XT_ONLY=$(arg xt.only "") timeout -s KILL "$(arg xt.timeout 240)" /opt/bin/xen-test-runner
+env $HEAPDEBUG $DOMU_KNOBS XT_XENSTORED=$XS XT_ONLY=$(arg xt.only "") timeout -s KILL "$(arg xt.timeout 240)" /opt/bin/xen-test-runner
 stage runner-exit rc=$?
 halt

@@ -1,10 +1,14 @@
-import Glibc
-import XenCore
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
-/// Requests waiting to be written to a direct connection's socket, oldest first: each a header (in memory
-/// of its own, so `sendmsg` can point at it) and the WRITE payload pages, sent straight from the caller's
-/// pages with one gathering `sendmsg` for as many requests as are queued.
-struct NBDOutputQueue: ~Copyable {
+/// Messages waiting to be written to a socket, oldest first: each a header (in memory of its own, so
+/// `sendmsg` can point at it) and payload pages sent straight from where they are, with one gathering
+/// `sendmsg` for as many messages as are queued. NBDClient queues requests (WRITE payloads) with it,
+/// NBDServer replies (READ data).
+package struct SocketOutputQueue: ~Copyable {
     private struct Item {
         var header: UnsafeMutableRawBufferPointer
         var payload: [PageBuffer]
@@ -14,30 +18,33 @@ struct NBDOutputQueue: ~Copyable {
 
     private var items: [Item] = []
     /// Set by the I/O thread's own submissions: it flushes once after running its jobs (one `sendmsg` for
-    /// the whole batch) instead of once per request.
-    var flushPending = false
+    /// the whole batch) instead of once per message.
+    package var flushPending = false
     /// The first failed `sendmsg` errno; writing stops, the I/O thread ends the connection.
-    var failed: Int32 = 0
+    package private(set) var failed: Int32 = 0
+    /// Bytes queued and not yet sent (headers and payloads).
+    package private(set) var queuedBytes = 0
 
-    init() {}
+    package init() {}
 
     deinit {
         for item in items { item.header.deallocate() }
     }
 
     /// True when nothing is waiting.
-    var isEmpty: Bool { items.isEmpty }
+    package var isEmpty: Bool { items.isEmpty }
 
-    /// Queues a request header and its payload.
-    mutating func append(header: [UInt8], payload: [PageBuffer]) {
+    /// Queues a header and its payload.
+    package mutating func append(header: [UInt8], payload: [PageBuffer]) {
         let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: header.count, alignment: 8)
         memory.copyBytes(from: header)
         items.append(Item(header: memory, payload: payload, sent: 0))
+        queuedBytes += header.count + payload.reduce(0) { $0 + $1.count }
     }
 
     /// Sends as much as the socket takes without blocking. Returns 0 when everything was sent or the socket
     /// is full (the rest waits for POLLOUT), else the errno (recorded in `failed`).
-    mutating func flush(to descriptor: Int32) -> Int32 {
+    package mutating func flush(to descriptor: Int32) -> Int32 {
         if failed != 0 { return failed }
         var vectors = [iovec](repeating: iovec(), count: 64)
         while !items.isEmpty {
@@ -82,6 +89,7 @@ struct NBDOutputQueue: ~Copyable {
 
     /// Drops `count` sent bytes from the front.
     private mutating func advance(by count: Int) {
+        queuedBytes -= count
         var left = count
         var done = 0
         for index in items.indices {

@@ -1,0 +1,162 @@
+public import NBDProtocol
+import Synchronization
+import XenCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A listening socket whose accept loop hands each connection to its ``NBDServer``. The loop runs on a
+/// thread of its own (`accept` blocks) and `poll`s the socket and a wake-up pipe, so ``stop()`` ends it.
+///
+/// OCaml: none (`Nbd_lwt_unix` leaves listening to the application; `nbd-tool serve` has its own loop)
+public final class NBDServerListener: Sendable {
+    /// What it listens on (for TCP with the port actually bound).
+    public let endpoint: NBDEndpoint
+    private let descriptor: Int32
+    private let wakeup: Int32
+    private let wakeupWriter: Int32
+    private let server: NBDServer
+    private let stopped = Atomic<Bool>(false)
+    /// The unix socket path to remove when the listener stops.
+    private let socketPath: String?
+
+    init(endpoint: NBDEndpoint, server: NBDServer) throws(NBDServerError) {
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { throw .listen(endpoint: endpoint.description, reason: Self.reason(errno)) }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        let bound: (Int32, NBDEndpoint)
+        do { bound = try Self.bind(endpoint) } catch {
+            close(ends[0])
+            close(ends[1])
+            throw error
+        }
+        (descriptor, self.endpoint) = bound
+        wakeup = ends[0]
+        wakeupWriter = ends[1]
+        self.server = server
+        if case .unix(let path) = endpoint { socketPath = path } else { socketPath = nil }
+    }
+
+    deinit {
+        close(descriptor)
+        close(wakeup)
+        close(wakeupWriter)
+    }
+
+    func start() throws(NBDServerError) {
+        let status = DetachedThread.spawn { [self] in acceptLoop() }
+        guard status == 0 else {
+            throw .listen(endpoint: endpoint.description, reason: "cannot start a thread: \(Self.reason(status))")
+        }
+    }
+
+    /// Stops accepting (connections already accepted carry on) and removes the unix socket file.
+    ///
+    /// OCaml: none
+    public func stop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        var one: UInt8 = 1
+        _ = write(wakeupWriter, &one, 1)
+        if let socketPath { unlink(socketPath) }
+    }
+
+    private func acceptLoop() {
+        var fds = [
+            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+        ]
+        while !stopped.load(ordering: .acquiring) {
+            fds[0].revents = 0
+            fds[1].revents = 0
+            guard poll(&fds, 2, -1) >= 0 || errno == EINTR else { break }
+            if fds[1].revents != 0 { break }
+            guard fds[0].revents != 0 else { continue }
+            let client = accept(descriptor, nil, nil)
+            if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }
+            if client < 0 {
+                // EMFILE and the like: back off rather than spin, the listener stays open.
+                if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED { usleep(10_000) }
+                continue
+            }
+            var one: Int32 = 1
+            _ = setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            server.start(descriptor: client)
+        }
+    }
+
+    // MARK: - Binding
+
+    private static func reason(_ code: Int32) -> String { String(cString: strerror(code)) }
+
+    private static func bind(_ endpoint: NBDEndpoint) throws(NBDServerError) -> (Int32, NBDEndpoint) {
+        func failure(_ code: Int32) -> NBDServerError { .listen(endpoint: endpoint.description, reason: reason(code)) }
+        switch endpoint {
+        case .unix(let path):
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            guard !bytes.contains(0), bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+                throw .listen(endpoint: endpoint.description, reason: "socket path too long")
+            }
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                raw.copyBytes(from: bytes)
+                raw[bytes.count] = 0
+            }
+            // A socket file left by a previous server is replaced; any other file is not.
+            var status = stat()
+            if lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw failure(errno) }
+            let code = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 && Glibc.listen(fd, 128) == 0
+                        ? 0 : errno
+                }
+            }
+            guard code == 0 else {
+                close(fd)
+                throw failure(code)
+            }
+            return (fd, endpoint)
+        case .tcp(let host, let port):
+            var hints = addrinfo()
+            hints.ai_family = AF_UNSPEC
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            hints.ai_flags = AI_PASSIVE
+            var list: UnsafeMutablePointer<addrinfo>?
+            let status = getaddrinfo(host.isEmpty ? nil : host, String(port), &hints, &list)
+            guard status == 0, let list, let info = Optional(list.pointee), let address = info.ai_addr else {
+                throw .listen(endpoint: endpoint.description, reason: String(cString: gai_strerror(status)))
+            }
+            defer { freeaddrinfo(list) }
+            let fd = socket(
+                info.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), info.ai_protocol)
+            guard fd >= 0 else { throw failure(errno) }
+            var one: Int32 = 1
+            _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            guard Glibc.bind(fd, address, info.ai_addrlen) == 0, Glibc.listen(fd, 128) == 0 else {
+                let code = errno
+                close(fd)
+                throw failure(code)
+            }
+            var bound = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &bound) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            let family = bound.ss_family
+            let boundPort = withUnsafePointer(to: &bound) { pointer -> UInt16 in
+                if family == sa_family_t(AF_INET6) {
+                    return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+                        UInt16(bigEndian: $0.pointee.sin6_port)
+                    }
+                }
+                return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    UInt16(bigEndian: $0.pointee.sin_port)
+                }
+            }
+            return (fd, .tcp(host: host, port: Int(boundPort)))
+        }
+    }
+}

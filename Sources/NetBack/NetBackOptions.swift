@@ -1,0 +1,47 @@
+public import NetifProtocol
+public import XenCore
+
+/// What a network backend offers, and how it serves.
+///
+/// OCaml: `Features.supported` with `gso_tcpv4 = false` (mirage-net-xen's backend), `create_backend_device`
+public struct NetBackOptions: Sendable {
+    /// This (the backend's) domain.
+    public var domain: DomainID
+    /// The features advertised before InitWait (every one by default).
+    public var features = NetifBackendFeatures()
+    /// The backend's own MAC (the frontend's is in the `mac` key); libxl's convention by default.
+    public var mac = Netif.defaultBackendMAC
+    /// Frames received from the frontend and not yet read before its tx ring is held back.
+    public var frameQueueCapacity = 512
+    /// Fill in blank checksums of frames from the frontend (delivering them `.validated`); off, they arrive
+    /// `.blank` (a bridge to a TAP device passes them on for the kernel to finish).
+    public var completeBlankChecksums = false
+    /// Write `hotplug-status = connected` (what the vif hotplug script writes once the host side is plumbed;
+    /// the backend is its own script here).
+    public var writeHotplugStatus = true
+    /// How often a writer waiting for rx requests looks again when the frontend does not notify on them
+    /// (no `feature-rx-notify`).
+    public var rxPollInterval: Duration = .milliseconds(10)
+    /// How long ``NetBack/disconnect()`` waits for the frontend to close.
+    public var closeTimeout: Duration = .seconds(10)
+
+    /// Every feature offered, four queues.
+    public init(domain: DomainID) { self.domain = domain }
+}
+
+/// Why serving a vif stopped.
+///
+/// OCaml: `Netif.make_backend` fails with `Failure` / xenstore exceptions
+public enum NetBackError: Error, Sendable, CustomStringConvertible {
+    /// A xenstore operation failed at `path`.
+    case xenstore(path: String, underlying: String)
+    /// The toolstack's keys for the vif are absent or malformed.
+    case badKey(NetifKeyError, path: String)
+
+    public var description: String {
+        switch self {
+        case .xenstore(let path, let underlying): "xenstore \(path): \(underlying)"
+        case .badKey(let error, let path): "\(path): \(error)"
+        }
+    }
+}

@@ -1,0 +1,1 @@
+../../Tests/XenStoreServerTests/ConversationQuotaTable.swift

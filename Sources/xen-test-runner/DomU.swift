@@ -1,0 +1,254 @@
+import BlkifProtocol
+import BlockBack
+import BlockDevice
+import BlockFront
+import ConsoleBackend
+import EventChannel
+import GrantTable
+import XenCore
+import XenStoreClient
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// The one test domain and our backends serving it, carried from check to check (see ``DomUChecks``).
+actor DomU {
+    var domain: DomainID?
+    var client: XenStoreClient?
+    var daemon: ConsoleDaemon?
+    var tasks: [Task<Void, Never>] = []
+    let consoles = ConsoleEvents()
+    var nodes: VirtualBlockDeviceNodes?
+    /// The backend's serving loop (one `BlockBack.serve` per frontend connection, until the vbd goes
+    /// offline); answers how many times `serve` returned.
+    var blockBack: Task<Int, any Error>?
+    var blockGrants: (any GrantTableBackend)?
+    var blockEvents: (any EventChannelBackend)?
+    var expectedMD5 = ""
+    /// The primary console's pty, read as `xl console` would, and the second console's.
+    var primary: PtyReader?
+    var second: PtyReader?
+    var token = ""
+    private let started = ContinuousClock.now
+
+    func elapsed() -> String { "\((ContinuousClock.now - started).components.seconds)s" }
+
+    var transcript: ConsoleTranscript {
+        get throws { try unwrap(primary?.transcript, "the primary console was never opened") }
+    }
+
+    // MARK: - Create
+
+    func create(_ report: Report) async throws {
+        try writeDisk()
+        expectedMD5 = try await fileMD5()
+        // What xencommons leaves for libxl (dom0's name and domid, /local/pool/<id>/name), written again:
+        // an earlier group may have removed it (the conversation replay's `RM /` succeeds on oxenstored).
+        try await ChildProcess.checked(["/usr/sbin/xen-init-dom0"], seconds: 60)
+        // Ours replaces xenconsoled: none may be running.
+        let consoled = DomUChecks.processes(named: "xenconsoled")
+        try require(consoled.isEmpty, "xenconsoled is running (pids \(consoled))")
+        // The kernel's xen-blkback serves every backend/vbd directory of dom0: it must not race ours.
+        if Files.mode("/sys/module/xen_blkback") != nil {
+            try await ChildProcess.checked(["/bin/rmmod", "xen_blkback"], seconds: 30)
+        }
+        let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
+        self.client = client
+        // Our console daemon is up before the domain exists, as xenconsoled would be.
+        let daemon = ConsoleDaemon(
+            xenstore: client, grantTable: GuardedGrantTable.wrap(try XenGrantTable(), label: "console"),
+            eventChannel: try XenEventChannel()
+        ) { _ throws(ConsoleError) in try PtyConsoleSink() }
+        self.daemon = daemon
+        let consoles = self.consoles
+        tasks.append(Task { try? await daemon.run() })
+        tasks.append(
+            Task {
+                for await event in daemon.events {
+                    switch event {
+                    case .attached(let session): consoles.attached.withLock { $0[session.id] = session }
+                    case .detached(let id, let reason): consoles.detached.withLock { $0.append((id, reason)) }
+                    }
+                }
+            })
+        let created = try await ChildProcess.run(
+            [DomUChecks.xl, "create", "-p", "-e", DomUChecks.config], seconds: 120)
+        try require(created.status == 0 && !created.timedOut, "xl create: \(created)")
+        let domid = try await ChildProcess.checked([DomUChecks.xl, "domid", DomUChecks.name], seconds: 30)
+        let id = try unwrap(
+            UInt16(domid.split(whereSeparator: \.isWhitespace).first ?? ""), "xl domid printed \"\(domid)\"")
+        domain = DomainID(id)
+        // The second console's device, as a toolstack creates it before the guest runs.
+        try await ConsoleToolstack.createDevice(
+            ConsoleID(domain: DomainID(id), device: .extra(DomUChecks.secondConsole)), name: "second",
+            xenstore: client)
+        let type = try await client.immediate { handle in try await handle.read("/local/domain/\(id)/console/type") }
+        // The tier boots dom0 with one vCPU for this group (README: a platform defect corrupts dom0's memory
+        // while a domU lives beside a two-vCPU dom0 under this emulation).
+        let online = Files.trimmed("/sys/devices/system/cpu/online") ?? "?"
+        report.detail("domid \(id), console type \(type), created in \(elapsed()); dom0 CPUs online: \(online)")
+    }
+
+    /// A 16 MiB file whose every 8-byte word names its own offset: any misplaced sector shows.
+    private func writeDisk() throws {
+        let fd = open(DomUChecks.diskPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        try require(fd >= 0, errnoText("open \(DomUChecks.diskPath)"))
+        defer { close(fd) }
+        let chunk = 1 << 20
+        var words = [UInt64](repeating: 0, count: chunk / 8)
+        for base in stride(from: 0, to: DomUChecks.diskBytes, by: chunk) {
+            for index in words.indices { words[index] = 0x5357_4946_0000_0000 | UInt64(base + index * 8) }
+            let written = words.withUnsafeBytes { pwrite(fd, $0.baseAddress, chunk, off_t(base)) }
+            try require(written == chunk, errnoText("pwrite \(DomUChecks.diskPath)"))
+        }
+    }
+
+    /// The md5 of the backing file now.
+    func fileMD5() async throws -> String {
+        String(try await ChildProcess.checked(["/bin/md5sum", DomUChecks.diskPath], seconds: 60).prefix(32))
+    }
+
+    // MARK: - Boot
+
+    func boot(_ report: Report) async throws {
+        let domain = try unwrap(domain, "no domain (xl create failed)")
+        let client = try unwrap(client, "no xenstore client")
+        let primaryID = ConsoleID(domain: domain, device: .primary)
+        let session = try await consoles.session(primaryID, within: 60)
+        // xl create returned only once the daemon had published the pty (libxl waits for `tty`).
+        let ttyKey = "\(primaryID.frontendPath)/\(ConsoleKeys.tty)"
+        let tty = try await client.immediate { handle in try await handle.read(ttyKey) }
+        primary = try PtyReader(path: tty, marker: "XT-DOMU")
+        let transcript = try self.transcript
+
+        let bus = XenStoreBus(client: client)
+        let nodes = VirtualBlockDeviceNodes(
+            backendDomain: .dom0, frontendDomain: domain, deviceID: DomUChecks.virtualDevice)
+        try await nodes.destroy(in: bus)
+        try await nodes.create(in: bus)
+        self.nodes = nodes
+        blockGrants = GuardedGrantTable.wrap(try XenGrantTable(), label: "blkback")
+        blockEvents = try XenEventChannel()
+        try startServing()
+        try await ChildProcess.checked([DomUChecks.xl, "unpause", "\(domain)"], seconds: 30)
+
+        _ = try await transcript.wait(for: "up", seconds: 240)
+        let upAt = elapsed()
+        let disk1: String
+        do {
+            disk1 = try await transcript.wait(for: "disk ", seconds: 90)
+        } catch {
+            // Where the handshake stood, for the failure line.
+            let front = try? await ChildProcess.run(["/usr/bin/xenstore-ls", "-f", nodes.frontendPath], seconds: 20)
+            let back = try? await ChildProcess.run(["/usr/bin/xenstore-ls", "-f", nodes.backendPath], seconds: 20)
+            let dump = [front, back].compactMap { $0?.output }.joined(separator: "\n")
+            throw CheckFailure("\(error); xenstore: \(dump.split(separator: "\n").joined(separator: "; "))")
+        }
+        let backendState = try await bus.state(of: nodes.backendPath)
+        try require(backendState == .connected, "our backend is \(String(describing: backendState))")
+        try require(
+            disk1 == "size=\(DomUChecks.diskBytes) md5=\(expectedMD5)",
+            "the domU read \"\(disk1)\", the file has size=\(DomUChecks.diskBytes) md5=\(expectedMD5)")
+        // What the guest's xen-blkfront negotiated with our backend: two queues, a multi-page ring.
+        let keys = try await bus.readKeys(
+            ["multi-queue-num-queues", "ring-page-order", "feature-persistent"], in: nodes.frontendPath)
+        try require(
+            keys["multi-queue-num-queues"] == "\(DomUChecks.queues)"
+                && keys["ring-page-order"] == "\(DomUChecks.ringPageOrder)",
+            "blkfront negotiated \(keys)")
+        let queues = try await transcript.wait(for: "queues=", seconds: 30)
+        try require(queues == "\(DomUChecks.queues)", "the guest's xvda has \(queues) hardware queue(s)")
+        let negotiated = keys.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        report.detail(
+            "\(session.id) on pty \(tty); domU init at \(upAt), disk md5 verified at \(elapsed()), "
+                + "\(transcript.count) console bytes; blkfront: \(negotiated)")
+    }
+
+    /// Starts the loop serving xvda: one `BlockBack.serve` per frontend connection (a guest reloading its
+    /// driver connects again) until the toolstack takes the vbd offline.
+    func startServing() throws {
+        let nodes = try unwrap(nodes, "no vbd nodes")
+        let client = try unwrap(client, "no xenstore client")
+        let grants = try unwrap(blockGrants, "no grant table")
+        let events = try unwrap(blockEvents, "no event channels")
+        let disk = try FileBlockDevice(path: DomUChecks.diskPath)
+        let bus = XenStoreBus(client: client)
+        blockBack = Task {
+            var served = 0
+            while try await nodes.isOnline(in: bus) {
+                try await BlockBack.serve(
+                    disk, backendPath: nodes.backendPath, store: bus, grants: grants, events: events,
+                    options: BlockBackOptions(domain: .dom0))
+                served += 1
+            }
+            await disk.disconnect()
+            return served
+        }
+    }
+
+    // MARK: - Both directions
+
+    /// The guest's numbered lines, each exactly once, in order, payload intact: many ring-fulls, each
+    /// drained by us and announced to the guest by event.
+    func bulk(_ report: Report) async throws {
+        let transcript = try self.transcript
+        let before = elapsed()
+        let done = try await transcript.wait(for: "bulk-done ", seconds: 150)
+        try require(done == "count=\(DomUChecks.bulkLines)", "bulk-done \(done)")
+        let payload = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+        let bulk = transcript.lines.filter { $0.contains("XT-BULK ") }
+        if bulk.count != DomUChecks.bulkLines {
+            // Say which lines are missing and quote what arrived around the first gap (escaped), so that a
+            // loss can be told from a line split by a guest kernel message or garbled bytes.
+            let seen = Set(bulk.compactMap { line in line.split(separator: " ").dropFirst().first.flatMap { Int($0) } })
+            let missing = (0..<DomUChecks.bulkLines).filter { !seen.contains($0) }
+            let context =
+                missing.first.map { first in
+                    transcript.lines.filter {
+                        $0.contains("XT-BULK \(first - 1) ") || $0.contains("XT-BULK \(first + 1) ")
+                    }
+                    .map { $0.debugDescription }.joined(separator: " | ")
+                } ?? ""
+            throw CheckFailure(
+                "\(bulk.count) XT-BULK lines, want \(DomUChecks.bulkLines); missing \(missing.prefix(8)); "
+                    + "around the first: \(context); lines without the marker near it: "
+                    + transcript.lines.filter { !$0.contains("XT-") && !$0.isEmpty }.suffix(6)
+                    .map { $0.debugDescription }.joined(separator: " | "))
+        }
+        for (index, line) in bulk.enumerated() where !line.hasSuffix("XT-BULK \(index) \(payload)") {
+            throw CheckFailure("line \(index) arrived as \"\(line)\"")
+        }
+        report.detail("\(transcript.count) console bytes by \(elapsed()) (bulk from \(before))")
+    }
+
+    func exchange(_ report: Report) async throws {
+        let domain = try unwrap(domain, "no domain")
+        let session = try unwrap(
+            consoles.attached.withLock { $0[ConsoleID(domain: domain, device: .primary)] }, "no console session")
+        let transcript = try self.transcript
+        _ = try await transcript.wait(for: "ready", seconds: 30)
+        token = "swiftxen-\(UInt32.random(in: 0...UInt32.max))"
+        try unwrap(primary, "no pty").type("\(token)\n")
+        let echoed = try await transcript.wait(for: "echo=", seconds: 60)
+        try require(echoed == token, "typed \(token), the domU read \"\(echoed)\"")
+        _ = try await transcript.wait(for: "wrote", seconds: 90)
+
+        let fd = open(DomUChecks.diskPath, O_RDONLY | O_CLOEXEC)
+        try require(fd >= 0, errnoText("open \(DomUChecks.diskPath)"))
+        defer { close(fd) }
+        var copied = [UInt64](repeating: 0, count: (1 << 20) / 8)
+        let count = copied.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(8 << 20)) }
+        try require(count == 1 << 20, errnoText("pread"))
+        for (index, word) in copied.enumerated() where word != 0x5357_4946_0000_0000 | UInt64(index * 8) {
+            throw CheckFailure("word \(index) of the copy at 8 MiB is \(word): the domU's write did not land")
+        }
+        var line = [UInt8](repeating: 0, count: token.utf8.count + 1)
+        let lineCount = line.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(20480 * 512)) }
+        try require(lineCount == line.count, errnoText("pread"))
+        try require(line == Array("\(token)\n".utf8), "at 10 MiB: \(String(decoding: line, as: UTF8.self))")
+        report.detail("echo and 1 MiB + \(line.count) B written at \(elapsed()); \(session.statistics)")
+    }
+}

@@ -1,0 +1,74 @@
+import BlkifProtocol
+import BlockBack
+import BlockDevice
+import BlockFront
+import SimulatedHypervisor
+import Testing
+import XenCore
+
+/// A backend that keeps serving its vbd across connections (a guest reloading its driver) and lets the
+/// toolstack detach the device while a guest uses it.
+@Suite struct BlockReconnectTests {
+    /// Serves the vbd again after each close, until the toolstack takes it offline; returns how many times
+    /// `serve` returned.
+    static func serveWhileOnline(_ harness: BlockHarness, _ device: any BlockDevice) -> Task<Int, any Error> {
+        let store = harness.store
+        let nodes = harness.nodes
+        let grants = harness.backDomain.grantTable
+        let events = harness.backDomain.eventChannel
+        let options = BlockBackOptions(domain: harness.backDomain.id)
+        return Task {
+            var served = 0
+            while try await nodes.isOnline(in: store) {
+                try await BlockBack.serve(
+                    device, backendPath: nodes.backendPath, store: store, grants: grants, events: events,
+                    options: options)
+                served += 1
+            }
+            return served
+        }
+    }
+
+    @Test func aFrontendReconnectsAfterItsDisconnect() async throws {
+        let harness = try BlockHarness()
+        let disk = MemoryBlockDevice(sizeSectors: 2048)
+        try await harness.nodes.create(in: harness.store)
+        let backend = Self.serveWhileOnline(harness, disk)
+        for round in 0..<3 {
+            let front = try await harness.connectFront()
+            let data = PageBuffer(copying: [UInt8](repeating: UInt8(round + 1), count: 4096))
+            try await front.write(at: UInt64(round * 8), from: [data])
+            let back = PageBuffer(pages: 1)
+            try await front.read(at: UInt64(round * 8), into: [back])
+            #expect(back.contentsEqual(data))
+            await front.disconnect()
+            #expect(try await harness.store.state(of: harness.nodes.frontendPath) == .closed)
+        }
+        try await harness.nodes.detach(in: harness.store)
+        // Three connections served, then a fourth serve ends without one: the toolstack detached the device.
+        #expect(try await backend.value == 4)
+        #expect(harness.hypervisor.memoryRecords(of: harness.backDomain.id).allSatisfy { $0.released })
+    }
+
+    @Test func theToolstackDetachesADeviceInUse() async throws {
+        let harness = try BlockHarness()
+        try await harness.nodes.create(in: harness.store)
+        let backend = Self.serveWhileOnline(harness, MemoryBlockDevice(sizeSectors: 2048))
+        let front = try await harness.connectFront()
+        try await front.write(at: 0, from: [PageBuffer(pages: 1)])
+        // libxl's remove: online 0, backend Closing; the backend closes and releases everything.
+        let detaching = Task { try await harness.nodes.detach(in: harness.store) }
+        #expect(try await backend.value == 1)
+        // The guest's frontend is told by the backend's Closing: its requests now fail and it closes.
+        await #expect(throws: BlockError.self) {
+            for _ in 0..<100 {
+                try await front.read(at: 0, into: [PageBuffer(pages: 1)])
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        await front.disconnect()
+        try await detaching.value
+        #expect(try await harness.store.read(harness.nodes.backendPath + "/state") == nil)
+        #expect(harness.hypervisor.memoryRecords(of: harness.backDomain.id).allSatisfy { $0.released })
+    }
+}

@@ -1,0 +1,74 @@
+import CXen
+import NetBack
+import NetifProtocol
+import NetworkDevice
+import Testing
+import XenCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The TAP side of a NetBack bridge on this host's kernel: a TAP interface (no address: IPv6 off before it
+/// goes up, no IPv4 ever), with a raw packet socket on it playing the kernel's side.
+@Suite struct TapDeviceTests {
+    @Test func virtioHeaderMatchesTheKernelHeader() {
+        #expect(MemoryLayout<virtio_net_hdr>.size == VirtioNetHeader.size)
+        #expect(VirtioNetHeader.needsChecksum == VIRTIO_NET_HDR_F_NEEDS_CSUM)
+        #expect(VirtioNetHeader.dataValid == VIRTIO_NET_HDR_F_DATA_VALID)
+        #expect(VirtioNetHeader.gsoTCPv4 == VIRTIO_NET_HDR_GSO_TCPV4)
+        #expect(VirtioNetHeader.gsoTCPv6 == VIRTIO_NET_HDR_GSO_TCPV6)
+        #expect(VirtioNetHeader.gsoECN == VIRTIO_NET_HDR_GSO_ECN)
+        let frame = tcpFrame(payload: 3000, seed: 1, from: .broadcast, to: .broadcast)
+        let header = VirtioNetHeader(for: frame, checksum: .blank, gso: NetworkGSO(type: .tcpv4, segmentSize: 1448))
+        let buffer = PageBuffer(pages: 1).slice(from: 0, count: VirtioNetHeader.size)
+        header?.encode(into: buffer)
+        let c = buffer.pointer.load(as: virtio_net_hdr.self)
+        #expect(c.flags == 1 && c.gso_type == 1 && c.hdr_len == 54 && c.gso_size == 1448)
+        #expect(c.csum_start == 34 && c.csum_offset == 16)
+        #expect(VirtioNetHeader(decoding: buffer) == header)
+        #expect(
+            VirtioNetHeader(
+                for: testFrame(size: 100, seed: 1, from: .broadcast, to: .broadcast), checksum: .unverified,
+                gso: NetworkGSO(type: .tcpv4, segmentSize: 1)) == nil, "GSO needs TCP")
+    }
+
+    @Test func framesCrossATapInterfaceBothWays() async throws {
+        let tap = try TapDevice(name: "sxnet\(getpid() % 100_000)")
+        #expect(PacketSocket.disableIPv6(tap.name))
+        let kernel = try PacketSocket(interface: tap.name)
+        try kernel.setLinkUp(true)
+        let us = MACAddress.local(seed: 0x5EED)
+        // Into the kernel: frames of every size, plain, validated, blank and a 20000-byte GSO frame.
+        for (index, size) in [60, 1514, 9000].enumerated() {
+            let frame = testFrame(size: size, seed: UInt32(index), from: us, to: tap.mac)
+            try await tap.write(NetworkFrame(data: frame, checksum: index == 1 ? .validated : .unverified))
+            let seen = kernel.receive(within: 5000) { $0.count == size && testSeed($0) == UInt32(index) }
+            #expect(seen?.contentsEqual(frame) == true, "\(size) bytes")
+        }
+        let gso = tcpFrame(payload: 20000 - 54, seed: 4, from: us, to: tap.mac)
+        let expected = PageBuffer(copying: gso.bytes)
+        FrameChecksum.setPseudoHeader(expected)
+        try await tap.write(NetworkFrame(data: gso, checksum: .blank, gso: NetworkGSO(type: .tcpv4, segmentSize: 1460)))
+        let seenGSO = kernel.receive(within: 5000) { $0.count == 20000 }
+        #expect(seenGSO?.contentsEqual(expected) == true, "the kernel took the GSO frame whole, checksum partial")
+
+        // Out of the kernel: what is sent on the interface comes out of the TAP device.
+        var frames = tap.listen().makeAsyncIterator()
+        for (index, size) in [64, 1000, 1514].enumerated() {
+            let frame = testFrame(size: size, seed: UInt32(100 + index), from: tap.mac, to: us)
+            #expect(kernel.send(frame))
+            var received: NetworkFrame?
+            while let next = await frames.next() {
+                if testSeed(next.data) == UInt32(100 + index) {
+                    received = next
+                    break
+                }
+            }
+            #expect(received?.data.contentsEqual(frame) == true, "\(size) bytes")
+        }
+        #expect(tap.statistics.txPackets == 4 && tap.statistics.rxPackets >= 3)
+        await tap.disconnect()
+        #expect(access("/sys/class/net/\(tap.name)", F_OK) != 0, "the interface went with the device")
+    }
+}
