@@ -51,6 +51,8 @@ public final class VchanConnection: Sendable {
     private let eventChannel: any EventChannelBackend
     private let resources: VchanResources
     private let lifecycle = Mutex<(tasks: [Task<Void, Never>], closing: Task<Void, Never>?)>(([], nil))
+    /// Bursts of events received from the peer (for ``debugDescription``).
+    let eventsReceived = Atomic<UInt64>(0)
 
     /// Who and where a connection is, as the server or client worked it out.
     struct Endpoint {
@@ -172,7 +174,10 @@ public final class VchanConnection: Sendable {
         let notifications = eventChannel.notifications(localPort)
         var tasks = [
             Task { [weak self] in
-                for await _ in notifications { gate.kick() }
+                for await _ in notifications {
+                    self?.eventsReceived.add(1, ordering: .relaxed)
+                    gate.kick()
+                }
                 // The port went away: ours on close, or the interface under us.
                 self?.fail(.eventChannel(op: "notifications", underlying: .closed))
             }

@@ -131,8 +131,7 @@ enum VchanChecks {
                     domain: .dom0, port: try VchanPort("cserver"), environment: environment,
                     options: eventsOnly(path: path))
                 try await closing(client) {
-                    let seconds = try await exchange(
-                        client, send: volume, outgoing: up, receive: volume, incoming: down)
+                    let seconds = try await timedExchange(client, outgoing: up, incoming: down)
                     _ = try await finished(peer)
                     await client.close()
                     try require(await peer.wait(seconds: 30) == 0, "libxenvchan peer exit")
@@ -153,8 +152,7 @@ enum VchanChecks {
                 try await quoting(peer) {
                     try await expectLine(peer, "CONNECTED")
                     try await within(30, "the C client") { try await server.waitForPeer() }
-                    let seconds = try await exchange(
-                        server, send: volume, outgoing: down, receive: volume, incoming: up)
+                    let seconds = try await timedExchange(server, outgoing: down, incoming: up)
                     _ = try await finished(peer)
                     try require(await peer.wait(seconds: 30) == 0, "libxenvchan peer exit")
                     try await expectPeerClosed(server)
@@ -309,13 +307,24 @@ enum VchanChecks {
         let fd = (input: peer.inputDescriptor, output: peer.output)
         async let fed = feedPipe(fd.input, count: volume, pattern: incoming)
         async let drained = drainPipe(fd.output, count: volume, pattern: outgoing)
-        let seconds = try await within(200, "16 MiB each way") {
-            try await exchange(connection, send: volume, outgoing: outgoing, receive: volume, incoming: incoming)
-        }
+        let seconds = try await timedExchange(connection, outgoing: outgoing, incoming: incoming)
         let (written, read) = await (fed, drained)
         try require(written == volume, "fed \(written) bytes to the proxy")
         try require(read == volume, "the proxy printed \(read) good bytes")
         return seconds
+    }
+
+    /// `exchange` of 16 MiB each way within 200 s; a failure quotes the shared page as our side sees it.
+    private static func timedExchange(
+        _ connection: VchanConnection, outgoing: VchanPattern, incoming: VchanPattern
+    ) async throws -> Double {
+        do {
+            return try await within(200, "16 MiB each way") {
+                try await exchange(connection, send: volume, outgoing: outgoing, receive: volume, incoming: incoming)
+            }
+        } catch {
+            throw CheckFailure("\(error) [\(connection.debugDescription)]")
+        }
     }
 
     private static func expectPeerClosed(_ connection: VchanConnection) async throws {

@@ -53,22 +53,25 @@ import XenCore
         try shared.unshare()
     }
 
+    /// The peer watches through its own mapping: the sharer keeps no view past its unshare.
     @Test func byteOnlyOrEventOnly() throws {
         let (sharerPort, mapperPort) = try ports()
         let byteOnly = try sharer.openGntshr().sharePage(
             with: mapper.id, writable: true, notify: UnmapNotification(byteOffset: 0, port: nil))
-        byteOnly.buffer.setUInt8(9, at: 0)
-        let view = byteOnly.buffer
+        let first = try mapper.grantTable.map(domain: sharer.id, ref: byteOnly.refs[0], writable: true)
+        first.buffer.setUInt8(9, at: 0)
         try byteOnly.unshare()
-        #expect(view.uint8(at: 0) == 0)
+        #expect(first.buffer.uint8(at: 0) == 0)
         #expect(!mapper.eventChannel.isPending(mapperPort))
+        try first.unmap()
         let eventOnly = try sharer.openGntshr().sharePage(
             with: mapper.id, writable: true, notify: UnmapNotification(byteOffset: nil, port: sharerPort))
-        eventOnly.buffer.setUInt8(9, at: 0)
-        let second = eventOnly.buffer
+        let second = try mapper.grantTable.map(domain: sharer.id, ref: eventOnly.refs[0], writable: true)
+        second.buffer.setUInt8(9, at: 0)
         try eventOnly.unshare()
-        #expect(second.uint8(at: 0) == 9)
+        #expect(second.buffer.uint8(at: 0) == 9)
         #expect(mapper.eventChannel.isPending(mapperPort))
+        try second.unmap()
     }
 
     @Test func offsetOutsideThePage() throws {
