@@ -46,7 +46,9 @@ extension SimulatedHypervisor {
     /// Runs an armed unmap notification as the kernel would: clears the byte of the page at `address` (still
     /// mapped), then signals the port of `domain` (skipped when that domain is gone: a dead domain's kernel
     /// sends nothing).
-    func fireUnmapNotification(_ notify: UnmapNotification, at address: UnsafeMutableRawPointer, from domain: DomainID) {
+    func fireUnmapNotification(
+        _ notify: UnmapNotification, at address: UnsafeMutableRawPointer, from domain: DomainID
+    ) {
         if let offset = notify.byteOffset { address.storeBytes(of: 0, toByteOffset: offset, as: UInt8.self) }
         if let port = notify.port, let owner = self.domain(domain) { try? owner.eventChannel.notify(port) }
     }

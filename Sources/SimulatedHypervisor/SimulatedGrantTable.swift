@@ -335,7 +335,8 @@ public final class SimulatedGntshr: UnmapNotifyingGntshr {
     /// Shares `count` fresh pages; `beforeUnshare` runs on the sharer's address just before the share goes
     /// (an unmap notification).
     func sharePages(
-        with grantee: DomainID, count: Int, writable: Bool, beforeUnshare: (@Sendable (UnsafeMutableRawPointer) -> Void)?
+        with grantee: DomainID, count: Int, writable: Bool,
+        beforeUnshare: (@Sendable (UnsafeMutableRawPointer) -> Void)?
     ) throws(GrantTableError) -> SharedPages {
         guard count > 0, count <= Int(Int32.max) / xenPageSize else { throw .invalidCount(count) }
         if closed.withLock({ $0 }) { throw .closed }

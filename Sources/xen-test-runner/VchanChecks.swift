@@ -87,7 +87,7 @@ enum VchanChecks {
             let server = try await VchanServer.publish(
                 domain: .dom0, port: try VchanPort("proxy\(writeSize)"), readSize: readSize, writeSize: writeSize,
                 environment: environment, options: eventsOnly())
-            try await closing(server) {
+            try await closing(server, report) {
                 let peer = try SpawnedProcess([proxy, "0", server.xenstorePath, "-"], name: "proxy-client")
                 try await quoting(peer) {
                     try await within(60, "vchan-socket-proxy connecting") { try await server.waitForPeer() }
@@ -110,7 +110,7 @@ enum VchanChecks {
                 let client = try await VchanClient.connect(
                     domain: .dom0, port: try VchanPort("proxyserver"), environment: environment,
                     options: eventsOnly(path: path))
-                try await closing(client) {
+                try await closing(client, report) {
                     let seconds = try await exchangeThroughProxy(client, peer, outgoing: up, incoming: down)
                     await client.close()  // the proxy sees the client leave, flushes and exits
                     let status = await peer.wait(seconds: 30)
@@ -130,7 +130,7 @@ enum VchanChecks {
                 let client = try await VchanClient.connect(
                     domain: .dom0, port: try VchanPort("cserver"), environment: environment,
                     options: eventsOnly(path: path))
-                try await closing(client) {
+                try await closing(client, report) {
                     let seconds = try await timedExchange(client, outgoing: up, incoming: down)
                     _ = try await finished(peer)
                     await client.close()
@@ -146,7 +146,7 @@ enum VchanChecks {
             let server = try await VchanServer.publish(
                 domain: .dom0, port: try VchanPort("cclient"), readSize: 1 << 20, writeSize: 65536,
                 environment: environment, options: eventsOnly())
-            try await closing(server) {
+            try await closing(server, report) {
                 let peer = try startPeer(
                     "c", "client", server.xenstorePath, 0, 0, send: volume, receive: volume, up, down)
                 try await quoting(peer) {
@@ -180,7 +180,7 @@ enum VchanChecks {
                 peer = try SpawnedProcess([proxy, "0", path, "-"], name: "proxy-killed")
                 try await within(60, "vchan-socket-proxy connecting") { try await ours.waitForPeer() }
             }
-            try await closing(ours) {
+            try await closing(ours, report) {
                 try await quoting(peer) { try await killMidStream(ours, peer, report: report) }
             }
         }
@@ -246,8 +246,12 @@ enum VchanChecks {
 
     // MARK: - Helpers
 
-    /// Runs `body` and closes `connection` after it, also when it throws.
-    private static func closing(_ connection: VchanConnection, _ body: () async throws -> Void) async throws {
+    /// Runs `body` and closes `connection` after it, also when it throws; if the watchdog stops the check
+    /// meanwhile, its line shows the connection as our side sees it.
+    private static func closing(
+        _ connection: VchanConnection, _ report: Report, _ body: () async throws -> Void
+    ) async throws {
+        report.onTimeout { connection.debugDescription }
         do { try await body() } catch {
             await connection.close()
             throw error

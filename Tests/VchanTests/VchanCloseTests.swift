@@ -21,12 +21,18 @@ import XenCore
                 options: VchanOptions(recheckInterval: nil))
         }
 
-        /// Both closed: no grant of the server's left (share or mapping), both ports unbound, no xenstore entry.
+        /// Both closed: no grant of the server's left (share or mapping), no memory of either domain still mapped
+        /// or shared, both ports unbound, no xenstore entry.
         func expectAllReleased() {
             #expect(rig.hypervisor.grantMappingCount(granter: server.id, ref: serverEnd.ringRef) == nil)
             #expect(server.eventChannel.status(serverEnd.localPort) == nil)
             #expect(client.eventChannel.status(clientEnd.localPort) == nil)
             #expect(rig.read(serverEnd.xenstorePath) == nil)
+            #expect(rig.hypervisor.grants(of: server.id).isEmpty, "every grant revoked")
+            for domain in [server.id, client.id] {
+                let live = rig.hypervisor.memoryRecords(of: domain).filter { !$0.released }
+                #expect(live.isEmpty, "dom\(domain.rawValue) still maps or shares \(live)")
+            }
         }
     }
 
