@@ -36,11 +36,18 @@ public enum BlockBack {
         // After a close the frontend may come back (a guest reloading its driver): wait until it is
         // (re)initialising before offering the device again, as Linux blkback's "prepare for reconnect" —
         // unless the toolstack takes the device offline meanwhile (then Closed, and nothing to serve).
+        // A frontend with no state yet is awaited (the toolstack may write its nodes after starting us) while
+        // its domain's directory stands; gone with its domain (`xl destroy`), there is nothing to serve.
+        let domainDirectory = Self.domainDirectory(of: frontend)
         let ready = try await xs(frontend) {
-            try await store.wait(watching: [frontend + "/state", backendPath + "/online"]) { () -> Bool? in
+            try await store.wait(
+                watching: [frontend + "/state", backendPath + "/online"] + (domainDirectory.map { [$0] } ?? [])
+            ) { () -> Bool? in
                 if try await store.read(backendPath + "/online") == "0" { return false }
-                // No state yet: the toolstack may write the frontend's nodes after starting us.
-                guard let state = try await store.state(of: frontend) else { return nil }
+                guard let state = try await store.state(of: frontend) else {
+                    guard let domainDirectory else { return false }
+                    return try await store.read(domainDirectory) == nil ? false : nil
+                }
                 return state != .closing && state != .closed && state != .unknown ? true : nil
             }
         }
@@ -200,6 +207,13 @@ public enum BlockBack {
     }
 
     /// Whether `device` implements discard: a zero-length discard answers `.unimplemented` when it does not.
+    /// `/local/domain/N` for a path below it (a frontend's domain directory), else nil.
+    static func domainDirectory(of path: String) -> String? {
+        let parts = path.split(separator: "/")
+        guard parts.count > 3, parts[0] == "local", parts[1] == "domain", UInt16(parts[2]) != nil else { return nil }
+        return "/local/domain/\(parts[2])"
+    }
+
     private static func probeDiscard(_ device: any BlockDevice) async -> Bool {
         do {
             try await device.discard(at: 0, count: 0)
