@@ -98,4 +98,23 @@ import XenCore
         #expect(try await backend.value == 2)
         #expect(harness.hypervisor.memoryRecords(of: harness.backDomain.id).allSatisfy { $0.released })
     }
+
+    /// Linux's xenbus leaves a rebound blkfront (unbind + bind) in Closed, and blkfront takes InitWait from
+    /// there: once both sides closed, the backend offers the device again without waiting for Initialising.
+    @Test func aClosedFrontendIsOfferedTheDeviceAgain() async throws {
+        let harness = try BlockHarness()
+        try await harness.nodes.create(in: harness.store)
+        let backend = Self.serveWhileOnline(harness, MemoryBlockDevice(sizeSectors: 2048))
+        let front = try await harness.connectFront()
+        await front.disconnect()
+        let store = harness.store
+        let backendPath = harness.nodes.backendPath
+        let offered = try await store.wait(watching: [backendPath + "/state"]) { () -> Bool? in
+            try await store.state(of: backendPath) == .initWait ? true : nil
+        }
+        #expect(offered)
+        #expect(try await store.state(of: harness.nodes.frontendPath) == .closed)
+        try await harness.nodes.detach(in: store)
+        #expect(try await backend.value == 2)
+    }
 }
