@@ -33,17 +33,28 @@ public enum BlockBack {
         guard let frontend = try await xs(backendPath, { try await store.read(backendPath + "/frontend") }) else {
             throw .badKey(path: backendPath, underlying: "no frontend key")
         }
-        // After a close the frontend may come back (a guest reloading its driver): wait until it is
-        // (re)initialising before offering the device again, as Linux blkback's "prepare for reconnect" —
-        // unless the toolstack takes the device offline meanwhile (then Closed, and nothing to serve).
+        // After a close the frontend may come back (a guest reloading its driver). Linux's xenbus leaves a
+        // rebound frontend in Closed and blkfront then takes InitWait from there, so once the previous
+        // connection is closed on both sides the device is offered again; a frontend that says Initialising
+        // is served at once (Linux blkback's "prepare for reconnect"). The toolstack taking the device offline
+        // meanwhile ends it (then Closed, and nothing to serve). A frontend with no state yet is awaited (the
+        // toolstack may write its nodes after starting us) while its domain's directory stands; gone with its
+        // domain (`xl destroy`), there is nothing to serve.
+        let domainDirectory = Self.domainDirectory(of: frontend)
         let ready = try await xs(frontend) {
-            try await store.wait(watching: [frontend + "/state", backendPath + "/online"]) { () -> Bool? in
+            try await store.wait(
+                watching: [frontend + "/state", backendPath + "/online"] + (domainDirectory.map { [$0] } ?? [])
+            ) { () -> Bool? in
                 if try await store.read(backendPath + "/online") == "0" { return false }
-                // No state yet: the toolstack may write the frontend's nodes after starting us.
-                guard let state = try await store.state(of: frontend) else { return nil }
-                return state != .closing && state != .closed && state != .unknown ? true : nil
+                guard let state = try await store.state(of: frontend) else {
+                    guard let domainDirectory else { return false }
+                    return try await store.read(domainDirectory) == nil ? false : nil
+                }
+                if state == .closed { return try await store.state(of: backendPath) == .closed ? true : nil }
+                return state != .closing && state != .unknown ? true : nil
             }
         }
+        let offeredToAClosedFrontend = try await xs(frontend) { try await store.state(of: frontend) } == .closed
         guard ready else {
             try? await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue)
             return
@@ -79,10 +90,19 @@ public enum BlockBack {
         pairs.append((backendPath + "/state", XenbusState.initWait.xenstoreValue))
         try await xs(backendPath) { try await store.write(pairs) }
 
-        // 2 → 3: wait for the frontend's rings.
+        // 2 → 3: wait for the frontend's rings (a frontend we offered the device to in Closed may stay there:
+        // keep waiting, as blkback does in InitWait), unless the toolstack takes the device away meanwhile.
         let frontState = try await xs(frontend) {
-            try await store.waitForState(of: frontend, orGone: true) {
-                $0 == .initialised || $0 == .connected || $0 == .closing || $0 == .closed
+            try await store.wait(watching: [frontend + "/state", backendPath + "/online", backendPath + "/state"]) {
+                () -> XenbusState? in
+                if try await store.read(backendPath + "/online") == "0" { return .closed }
+                if try await store.state(of: backendPath) == .closing { return .closed }
+                guard let state = try await store.state(of: frontend) else { return .closed }
+                switch state {
+                case .initialised, .connected, .closing: return state
+                case .closed: return offeredToAClosedFrontend ? nil : state
+                default: return nil
+                }
             }
         }
         guard frontState == .initialised || frontState == .connected else {
@@ -200,6 +220,13 @@ public enum BlockBack {
     }
 
     /// Whether `device` implements discard: a zero-length discard answers `.unimplemented` when it does not.
+    /// `/local/domain/N` for a path below it (a frontend's domain directory), else nil.
+    static func domainDirectory(of path: String) -> String? {
+        let parts = path.split(separator: "/")
+        guard parts.count > 3, parts[0] == "local", parts[1] == "domain", UInt16(parts[2]) != nil else { return nil }
+        return "/local/domain/\(parts[2])"
+    }
+
     private static func probeDiscard(_ device: any BlockDevice) async -> Bool {
         do {
             try await device.discard(at: 0, count: 0)

@@ -3,8 +3,7 @@
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
 // client, conversation, blockback, blockfront, console, net, vchan, domu (last: it unloads the kernel's
-// xen-blkback); `main` = all but domu. scripts/xen/xen-test.sh boots dom0 twice per xenstored: `main` on two
-// vCPUs and `domu` on one (README: a platform defect).
+// xen-blkback); `main` = all but domu. scripts/xen/xen-test.sh boots dom0 once per xenstored with every group.
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -18,7 +17,7 @@ if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "vchan-peer" {
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
-/// Every group by default; `main` is every group but `domu` (the tier boots dom0 with one vCPU for that one).
+/// Every group by default; `main` is every group but `domu` (a boot without a guest).
 func wanted(_ group: String) -> Bool {
     only.isEmpty || only.contains(group) || only.contains("all") || (only.contains("main") && group != "domu")
 }

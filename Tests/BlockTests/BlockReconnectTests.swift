@@ -71,4 +71,50 @@ import XenCore
         #expect(try await harness.store.read(harness.nodes.backendPath + "/state") == nil)
         #expect(harness.hypervisor.memoryRecords(of: harness.backDomain.id).allSatisfy { $0.released })
     }
+
+    @Test func aBackendStartedBeforeItsFrontendHasAStateWaitsForIt() async throws {
+        let harness = try BlockHarness()
+        try await harness.nodes.create(in: harness.store)
+        try await harness.store.remove(harness.nodes.frontendPath + "/state")
+        let backend = Self.serveWhileOnline(harness, MemoryBlockDevice(sizeSectors: 2048))
+        try await Task.sleep(for: .milliseconds(100))
+        // The toolstack writes the frontend's nodes after starting the backend (the real-Xen BlockBack check).
+        try await harness.store.write(harness.nodes.frontendPath + "/state", XenbusState.initialising.xenstoreValue)
+        let front = try await harness.connectFront()
+        try await front.write(at: 0, from: [PageBuffer(copying: [UInt8](repeating: 7, count: 4096))])
+        await front.disconnect()
+        try await harness.nodes.detach(in: harness.store)
+        #expect(try await backend.value == 2)
+    }
+
+    @Test func theFrontendsDomainGoingAwayEndsTheServing() async throws {
+        let harness = try BlockHarness()
+        try await harness.nodes.create(in: harness.store)
+        let backend = Self.serveWhileOnline(harness, MemoryBlockDevice(sizeSectors: 2048))
+        let front = try await harness.connectFront()
+        await front.disconnect()
+        // `xl destroy`: the toolstack removes the guest's whole directory, the backend's stays (online 1).
+        try await harness.store.remove("/local/domain/\(harness.frontDomain.id.rawValue)")
+        #expect(try await backend.value == 2)
+        #expect(harness.hypervisor.memoryRecords(of: harness.backDomain.id).allSatisfy { $0.released })
+    }
+
+    /// Linux's xenbus leaves a rebound blkfront (unbind + bind) in Closed, and blkfront takes InitWait from
+    /// there: once both sides closed, the backend offers the device again without waiting for Initialising.
+    @Test func aClosedFrontendIsOfferedTheDeviceAgain() async throws {
+        let harness = try BlockHarness()
+        try await harness.nodes.create(in: harness.store)
+        let backend = Self.serveWhileOnline(harness, MemoryBlockDevice(sizeSectors: 2048))
+        let front = try await harness.connectFront()
+        await front.disconnect()
+        let store = harness.store
+        let backendPath = harness.nodes.backendPath
+        let offered = try await store.wait(watching: [backendPath + "/state"]) { () -> Bool? in
+            try await store.state(of: backendPath) == .initWait ? true : nil
+        }
+        #expect(offered)
+        #expect(try await store.state(of: harness.nodes.frontendPath) == .closed)
+        try await harness.nodes.detach(in: store)
+        #expect(try await backend.value == 2)
+    }
 }

@@ -36,17 +36,8 @@ fi
 stop_hog() { [ ${#HOG_PIDS[@]} -gt 0 ] && kill "${HOG_PIDS[@]}" 2>/dev/null; HOG_PIDS=(); }
 trap stop_hog EXIT
 
-# Two boots per xenstored: `main` (every group but domu) on a two-vCPU dom0, and `domu` on a one-vCPU dom0.
-# A platform defect corrupts dom0's user memory while a domU lives beside a two-vCPU dom0 under this
-# emulation (README, "Real Xen tier"); XT_DOMU_DOM0_VCPUS=2 reproduces it. XT_ONLY picks the groups.
-PLANS=()
-only=",${XT_ONLY:-main,domu},"
-others=$(echo "${XT_ONLY:-main}" | tr ',+' '\n\n' | grep -v -x -e domu -e '' | paste -s -d, -)
-[ "$only" != "${only/,all,/}" ] && others=main
-[ -n "$others" ] && PLANS+=("main:$others:${XT_DOM0_VCPUS:-2}")
-if [ "$only" != "${only/,domu,/}" ] || [ "$only" != "${only/,all,/}" ]; then
-    PLANS+=("domu:domu:${XT_DOMU_DOM0_VCPUS:-1}")
-fi
+# One boot per xenstored, every group (domu last), dom0 with XT_DOM0_VCPUS (2) vCPUs. XT_ONLY picks groups.
+PLANS=("all:${XT_ONLY:-all}:${XT_DOM0_VCPUS:-2}")
 
 total_pass=0; total_fail=0; status=0; lines=(); boots=0; clean_boots=0
 for round in $(seq "$REPEAT"); do
