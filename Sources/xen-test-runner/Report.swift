@@ -108,6 +108,7 @@ final class Report: Sendable {
                 }
                 if let (name, passed, failed, explain) = expired {
                     emit("XT-NOTE threads at the watchdog: \(ThreadStates.describe())")
+                    emit("XT-NOTE global executor: \(ThreadStates.probeGlobalExecutor())")
                     emit("FAIL \(prefix)\(name): timed out (watchdog)\(explain.map { " [\($0())]" } ?? "")")
                     emit("\(passed) passed, \(failed) failed")
                     _exit(1)

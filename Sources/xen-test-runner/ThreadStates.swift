@@ -1,3 +1,4 @@
+import Synchronization
 import XenCore
 
 #if canImport(Glibc)
@@ -25,6 +26,23 @@ enum ThreadStates {
             threads.append("\(tid):\(firstLine("\(base)/comm")):\(state):\(firstLine("\(base)/wchan")):\(call)")
         }
         return threads.joined(separator: " ")
+    }
+
+    /// Whether Swift's global executor still runs work: a task started from this thread (not a pool thread)
+    /// must run within 2 s. A pool that lost its workers' wake-ups runs no task, so neither an event's waiter
+    /// nor a timeout's timer can make progress, and a hang there is not the check's own.
+    static func probeGlobalExecutor() -> String {
+        let flag = ProbeFlag()
+        Task.detached { flag.ran.store(true, ordering: .releasing) }
+        for tenth in 0..<20 {
+            if flag.ran.load(ordering: .acquiring) { return "a new task ran within \(tenth * 100) ms" }
+            usleep(100_000)
+        }
+        return "a new task did not run within 2 s (the cooperative pool runs nothing)"
+    }
+
+    private final class ProbeFlag: Sendable {
+        let ran = Atomic<Bool>(false)
     }
 
     /// The first line of a small /proc file, or "?".
