@@ -311,7 +311,15 @@ enum VchanChecks {
         let fd = (input: peer.inputDescriptor, output: peer.output)
         async let fed = feedPipe(fd.input, count: volume, pattern: incoming)
         async let drained = drainPipe(fd.output, count: volume, pattern: outgoing)
-        let seconds = try await timedExchange(connection, outgoing: outgoing, incoming: incoming)
+        let seconds: Double
+        do {
+            seconds = try await timedExchange(connection, outgoing: outgoing, incoming: incoming)
+        } catch {
+            // The pipe threads may be blocked on the proxy: end it, or leaving this scope (which awaits the
+            // `async let`s) would hang the check past its own time limit.
+            peer.send(SIGKILL)
+            throw error
+        }
         let (written, read) = await (fed, drained)
         try require(written == volume, "fed \(written) bytes to the proxy")
         try require(read == volume, "the proxy printed \(read) good bytes")
