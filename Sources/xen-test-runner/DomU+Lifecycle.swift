@@ -64,7 +64,12 @@ extension DomU {
         let nodes = try unwrap(nodes, "no vbd nodes")
         let bus = XenStoreBus(client: try unwrap(client, "no xenstore client"))
         let how = try await transcript.wait(for: "reload=", seconds: 60)
-        let md5 = try await transcript.wait(for: "reloaded md5=", seconds: 240)
+        let md5: String
+        do { md5 = try await transcript.wait(for: "reloaded md5=", seconds: 240) } catch {
+            let states = "our backend \(String(describing: try? await bus.state(of: nodes.backendPath))), frontend "
+                + "\(String(describing: try? await bus.state(of: nodes.frontendPath)))"
+            throw CheckFailure("\(error) [\(states); \(transcript.report("reload-status ") ?? "no status")]")
+        }
         try require(md5 == expectedMD5, "after reloading xen-blkfront the guest read md5 \(md5), want \(expectedMD5)")
         _ = try await transcript.wait(for: "done", seconds: 30)
         let state = try await bus.state(of: nodes.backendPath)

@@ -89,12 +89,16 @@ say "reattached md5=$sum"
 # `rmmod xen_blkfront` is refused while xvda is bound; the driver's sysfs unbind + bind is the same remove
 # and probe (and leaves the frontend in Closed, from which blkfront takes the backend's InitWait).
 say "reload=unbind+bind ($(grep xen_blkfront /proc/modules | cut -d' ' -f1,3) bound device)"
+# If the reload is not over in 60 s, say where it stands (xenbus state, requests in flight, blocked tasks).
+( sleep 60; say "reload-status state=$(cat /sys/bus/xen/devices/vbd-51712/state 2>&1) inflight=$(cat /sys/block/xvda/inflight 2>&1) blocked=$(grep -l '^State:.D' /proc/[0-9]*/status 2>/dev/null | while read -r f; do d=${f%/status}; printf '%s:%s ' "$(cat "$d/comm")" "$(cat "$d/wchan" 2>/dev/null)"; done)" ) &
+watch=$!
 echo vbd-51712 > /sys/bus/xen/drivers/vbd/unbind || fail "unbind vbd-51712"
 i=0
 while [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 300 ] && fail "/dev/xvda still present after unbind"; sleep 0.1; done
 echo vbd-51712 > /sys/bus/xen/drivers/vbd/bind || fail "bind vbd-51712"
 wait_disk 60 || fail "no /dev/xvda after reloading xen-blkfront"
 sum=$(disk_md5) || fail "reading /dev/xvda after reload"
+kill $watch 2>/dev/null
 say "reloaded md5=$sum"
 say done
 while true; do sleep 3600; done
