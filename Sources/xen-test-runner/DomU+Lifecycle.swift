@@ -66,7 +66,8 @@ extension DomU {
         let how = try await transcript.wait(for: "reload=", seconds: 60)
         let md5: String
         do { md5 = try await transcript.wait(for: "reloaded md5=", seconds: 240) } catch {
-            let states = "our backend \(String(describing: try? await bus.state(of: nodes.backendPath))), frontend "
+            let states =
+                "our backend \(String(describing: try? await bus.state(of: nodes.backendPath))), frontend "
                 + "\(String(describing: try? await bus.state(of: nodes.frontendPath)))"
             throw CheckFailure("\(error) [\(states); \(transcript.report("reload-status ") ?? "no status")]")
         }

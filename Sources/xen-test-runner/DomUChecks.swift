@@ -53,7 +53,9 @@ enum DomUChecks {
         await report.check("domU: the toolstack detaches xvda and attaches it again while the guest runs", limit: 240) {
             try await domU.detachAndReattach(report)
         }
-        await report.check("domU: the guest reloads xen-blkfront (unbind, rmmod, insmod); it reconnects to our backend", limit: 300) {
+        await report.check(
+            "domU: the guest reloads xen-blkfront (unbind, rmmod, insmod); it reconnects to our backend", limit: 300
+        ) {
             try await domU.reload(report)
         }
         await report.check("domU: xl destroy; our BlockBack and ConsoleDaemon notice and let go", limit: 120) {
