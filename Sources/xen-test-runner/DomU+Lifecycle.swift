@@ -76,7 +76,7 @@ extension DomU {
 
     func destroy(_ report: Report) async throws {
         let domain = try unwrap(domain, "no domain")
-        try await ChildProcess.checked([DomUChecks.xl, "destroy", "\(domain)"], seconds: 90)
+        try await ChildProcess.checked([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 90)
         self.domain = nil
         if let blockBack {
             // The frontend directory went with the domain: the serving loop ends normally.
@@ -84,13 +84,8 @@ extension DomU {
                 try await blockBack.value
             }
         }
-        let consoles = self.consoles
         for device in [ConsoleDevice.primary, .extra(DomUChecks.secondConsole)] {
-            let id = ConsoleID(domain: domain, device: device)
-            let reason = try await Poll.poll(60, "ConsoleDaemon to detach \(id)") {
-                consoles.detached.withLock { $0.first { $0.0 == id } }.map { "\($0.1.map { "\($0)" } ?? "")" }
-            }
-            try require(reason.isEmpty, "\(id) detached with \(reason)")
+            try await GuestToolstack.waitDetached(device, of: domain, consoles: consoles)
         }
         let transcript = try self.transcript
         try await within(30, "the primary console's pty to hang up") {
@@ -106,22 +101,13 @@ extension DomU {
             try await nodes.destroy(in: bus)
         }
         // With every grant of the guest unmapped, Xen can free it: the domain leaves xl list entirely.
-        try await within(60, "domain \(domain) to disappear (mappings released)") {
-            while true {
-                let listed = try await ChildProcess.run([DomUChecks.xl, "list"], seconds: 30)
-                let ids = listed.output.split(separator: "\n").dropFirst().compactMap {
-                    $0.split(whereSeparator: \.isWhitespace).dropFirst().first.flatMap { UInt16($0) }
-                }
-                if listed.status == 0, !ids.contains(domain.rawValue) { return }
-                try await Task.sleep(for: .milliseconds(500))
-            }
-        }
+        try await GuestToolstack.waitUntilGone(domain)
         report.detail("destroyed and released at \(elapsed())")
     }
 
     /// Best effort whatever failed: no domain, no daemon, no nodes left behind.
     func cleanUp() async {
-        if let domain { _ = try? await ChildProcess.run([DomUChecks.xl, "destroy", "\(domain)"], seconds: 60) }
+        if let domain { _ = try? await ChildProcess.run([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 60) }
         blockBack?.cancel()
         for task in tasks { task.cancel() }
         await primary?.close()

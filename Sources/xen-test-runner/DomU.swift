@@ -45,45 +45,21 @@ actor DomU {
     func create(_ report: Report) async throws {
         try writeDisk()
         expectedMD5 = try await fileMD5()
-        // What xencommons leaves for libxl (dom0's name and domid, /local/pool/<id>/name), written again:
-        // an earlier group may have removed it (the conversation replay's `RM /` succeeds on oxenstored).
-        try await ChildProcess.checked(["/usr/sbin/xen-init-dom0"], seconds: 60)
-        // Ours replaces xenconsoled: none may be running.
-        let consoled = DomUChecks.processes(named: "xenconsoled")
-        try require(consoled.isEmpty, "xenconsoled is running (pids \(consoled))")
+        try await GuestToolstack.prepare()
         // The kernel's xen-blkback serves every backend/vbd directory of dom0: it must not race ours.
         if Files.mode("/sys/module/xen_blkback") != nil {
             try await ChildProcess.checked(["/bin/rmmod", "xen_blkback"], seconds: 30)
         }
         let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
         self.client = client
-        // Our console daemon is up before the domain exists, as xenconsoled would be.
-        let daemon = ConsoleDaemon(
-            xenstore: client, grantTable: GuardedGrantTable.wrap(try XenGrantTable(), label: "console"),
-            eventChannel: try XenEventChannel()
-        ) { _ throws(ConsoleError) in try PtyConsoleSink() }
+        let (daemon, running) = try GuestToolstack.startConsoles(client: client, into: consoles)
         self.daemon = daemon
-        let consoles = self.consoles
-        tasks.append(Task { try? await daemon.run() })
-        tasks.append(
-            Task {
-                for await event in daemon.events {
-                    switch event {
-                    case .attached(let session): consoles.attached.withLock { $0[session.id] = session }
-                    case .detached(let id, let reason): consoles.detached.withLock { $0.append((id, reason)) }
-                    }
-                }
-            })
-        let created = try await ChildProcess.run(
-            [DomUChecks.xl, "create", "-p", "-e", DomUChecks.config], seconds: 120)
-        try require(created.status == 0 && !created.timedOut, "xl create: \(created)")
-        let domid = try await ChildProcess.checked([DomUChecks.xl, "domid", DomUChecks.name], seconds: 30)
-        let id = try unwrap(
-            UInt16(domid.split(whereSeparator: \.isWhitespace).first ?? ""), "xl domid printed \"\(domid)\"")
-        domain = DomainID(id)
+        tasks += running
+        let id = try await GuestToolstack.createPaused(config: DomUChecks.config, name: DomUChecks.name)
+        domain = id
         // The second console's device, as a toolstack creates it before the guest runs.
         try await ConsoleToolstack.createDevice(
-            ConsoleID(domain: DomainID(id), device: .extra(DomUChecks.secondConsole)), name: "second",
+            ConsoleID(domain: id, device: .extra(DomUChecks.secondConsole)), name: "second",
             xenstore: client)
         let type = try await client.immediate { handle in try await handle.read("/local/domain/\(id)/console/type") }
         // The tier boots dom0 with one vCPU for this group (README: a platform defect corrupts dom0's memory
@@ -116,12 +92,9 @@ actor DomU {
     func boot(_ report: Report) async throws {
         let domain = try unwrap(domain, "no domain (xl create failed)")
         let client = try unwrap(client, "no xenstore client")
-        let primaryID = ConsoleID(domain: domain, device: .primary)
-        let session = try await consoles.session(primaryID, within: 60)
-        // xl create returned only once the daemon had published the pty (libxl waits for `tty`).
-        let ttyKey = "\(primaryID.frontendPath)/\(ConsoleKeys.tty)"
-        let tty = try await client.immediate { handle in try await handle.read(ttyKey) }
-        primary = try PtyReader(path: tty, marker: "XT-DOMU")
+        let (session, reader, tty) = try await GuestToolstack.openPrimary(
+            of: domain, client: client, consoles: consoles)
+        primary = reader
         let transcript = try self.transcript
 
         let bus = XenStoreBus(client: client)
@@ -133,7 +106,7 @@ actor DomU {
         blockGrants = GuardedGrantTable.wrap(try XenGrantTable(), label: "blkback")
         blockEvents = try XenEventChannel()
         try startServing()
-        try await ChildProcess.checked([DomUChecks.xl, "unpause", "\(domain)"], seconds: 30)
+        try await ChildProcess.checked([GuestToolstack.xl, "unpause", "\(domain)"], seconds: 30)
 
         _ = try await transcript.wait(for: "up", seconds: 240)
         let upAt = elapsed()
