@@ -217,10 +217,11 @@ actor DomUNet {
             while back.connectionCount < 2 || back.negotiated == nil { try await Task.sleep(for: .milliseconds(100)) }
         }
         try await ping("r1p", DomUNetChecks.tapAddress)
-        let up = try await upload("r1u", to: DomUNetChecks.tapAddress, port: 5003)
+        try await ping("r1k", DomUNetChecks.kernelAddress)
+        let down = try await download("r1d", from: DomUNetChecks.tapAddress, port: 5003)
         try require(back.lastBreak == nil, "NetBack broke a connection: \(back.lastBreak ?? "")")
         report.detail(
-            "\(answer); NetBack connection \(back.connectionCount), ping 5/5, 16 MiB up again md5 equal (\(up)) "
-                + "at \(elapsed())")
+            "\(answer); NetBack connection \(back.connectionCount), ping 5/5 through both vifs, 16 MiB down again "
+                + "md5 equal (\(DomUNetChecks.rate(down)) MiB/s) at \(elapsed())")
     }
 }

@@ -11,7 +11,8 @@
 #   ID ping ADDR         -> ID ping=R/5         five pings, R answered
 #   ID send ADDR PORT    -> ID sent rc=N cs=C   /tmp/up.bin to ADDR:PORT with nc (C centiseconds)
 #   ID recv ADDR PORT    -> ID received md5=M bytes=B cs=C   what ADDR:PORT sends, through nc
-#   ID reload            -> ID reloaded ours=IF kernel=IF   rmmod xen-netfront; insmod it again; addresses again
+#   ID reload            -> ID reloaded how=H ours=IF kernel=IF   rmmod xen-netfront (H: rmmod, or unbind+rmmod),
+#                           insmod it again, addresses again
 # Only addresses inside this VM, on interfaces the tier creates; IPv6 off.
 export PATH=/bin
 say() { echo "XT-DOMU $*"; }
@@ -60,13 +61,23 @@ while read -r id verb a b; do
             say "$id received md5=${sum%% *} bytes=$(wc -c < /tmp/down.bin) cs=$((t1 - t0))"
             rm -f /tmp/down.bin ;;
         reload)
-            rmmod xen_netfront || fail "rmmod xen_netfront"
+            # Linux 6.1's xenbus takes a reference on the driver's module for every device it binds
+            # (xenbus_dev_probe), so rmmod fails (EAGAIN) while a vif is bound: if it does, unbind every vif
+            # first (the driver's remove, as rmmod would run it: the frontends close), then rmmod.
+            how=rmmod
+            if ! rmmod xen_netfront 2>/dev/null; then
+                how="unbind+rmmod"
+                for d in /sys/bus/xen/drivers/vif/vif-*; do
+                    echo "${d##*/}" > /sys/bus/xen/drivers/vif/unbind || fail "unbind ${d##*/}"
+                done
+                rmmod xen_netfront || fail "rmmod xen_netfront after unbinding ($(grep xen_netfront /proc/modules))"
+            fi
             i=0
             while iface $OURS_MAC >/dev/null; do
                 i=$((i + 1)); [ $i -gt 50 ] && fail "$OURS_MAC still present after rmmod"; sleep 0.1
             done
             load || fail "xen-netfront again: no interface or no address"
-            say "$id reloaded ours=$ours kernel=$kernel" ;;
+            say "$id reloaded how=$how ours=$ours kernel=$kernel" ;;
         *) say "$id unknown=$verb" ;;
     esac
 done
