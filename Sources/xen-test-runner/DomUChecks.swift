@@ -52,7 +52,10 @@ enum DomUChecks {
         await report.check("domU: the toolstack detaches xvda and attaches it again while the guest runs", limit: 240) {
             try await domU.detachAndReattach(report)
         }
-        await report.check("domU: the guest reloads xen-blkfront (rmmod + insmod, or unbind + bind) and reconnects to our backend", limit: 180) {
+        await report.check(
+            "domU: the guest reloads xen-blkfront (rmmod + insmod, or unbind + bind) and reconnects to our backend",
+            limit: 180
+        ) {
             try await domU.reload(report)
         }
         await report.check("domU: xl destroy; our BlockBack and ConsoleDaemon notice and let go", limit: 120) {

@@ -122,7 +122,8 @@ actor DomUNet {
         try require(back.connectionCount == 1, "our NetBack served \(back.connectionCount) connections")
         try require(
             fields["queues"] == "\(negotiated.queues)",
-            "the guest's \(fields["ours"] ?? "?") has \(fields["queues"] ?? "?") tx queues, NetBack \(negotiated.queues)")
+            "the guest's \(fields["ours"] ?? "?") has \(fields["queues"] ?? "?") tx queues, NetBack \(negotiated.queues)"
+        )
         let bus = XenStoreBus(client: client)
         let kernel = try unwrap(self.kernel, "no kernel vif")
         let kernelState = try await bus.state(of: kernel.backendPath)
@@ -160,7 +161,8 @@ actor DomUNet {
         unlink(DomUNetChecks.upPath)
         try require(
             transfer.bytes == DomUNetChecks.transferBytes && sum == upMD5,
-            "dom0 received \(transfer.bytes) B md5 \(sum); the guest sent \(DomUNetChecks.transferBytes) B md5 \(upMD5)")
+            "dom0 received \(transfer.bytes) B md5 \(sum); the guest sent \(DomUNetChecks.transferBytes) B md5 \(upMD5)"
+        )
         return transfer
     }
 

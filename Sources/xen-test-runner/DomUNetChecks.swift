@@ -34,10 +34,13 @@ enum DomUNetChecks {
 
     static func run(_ report: Report) async {
         let guest = DomUNet()
-        await report.check("domU net: xl create -p; vif 0 to our NetBack (TAP bridge), vif 1 to xen-netback", limit: 180) {
+        await report.check(
+            "domU net: xl create -p; vif 0 to our NetBack (TAP bridge), vif 1 to xen-netback", limit: 180
+        ) {
             try await guest.create(report)
         }
-        await report.check("domU net: the guest's xen-netfront connects to our NetBack and to xen-netback", limit: 300) {
+        await report.check("domU net: the guest's xen-netfront connects to our NetBack and to xen-netback", limit: 300)
+        {
             try await guest.boot(report)
         }
         await report.check("domU net: ping and 16 MiB nc each way through our NetBack (md5 both ways)", limit: 300) {
@@ -49,7 +52,9 @@ enum DomUNetChecks {
         await report.check("domU net: throughput, our NetBack against the kernel's xen-netback", limit: 30) {
             try await guest.comparison(report)
         }
-        await report.check("domU net: rmmod + insmod xen-netfront; it reconnects to our NetBack, traffic flows", limit: 300) {
+        await report.check(
+            "domU net: rmmod + insmod xen-netfront; it reconnects to our NetBack, traffic flows", limit: 300
+        ) {
             try await guest.reload(report)
         }
         await report.check("domU net: xl destroy; NetBack stops, TAP and vifN.1 go, the domain is freed", limit: 150) {
