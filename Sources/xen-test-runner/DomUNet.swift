@@ -18,12 +18,7 @@ import XenStoreClient
 /// The network test domain and what serves it, carried from check to check (see ``DomUNetChecks``): vif 0
 /// served by our ``NetBack`` bridged to a ``TapDevice``, vif 1 by the dom0 kernel's xen-netback.
 actor DomUNet {
-    var domain: DomainID?
-    var client: XenStoreClient?
-    var daemon: ConsoleDaemon?
-    var tasks: [Task<Void, Never>] = []
-    let consoles = ConsoleEvents()
-    var primary: PtyReader?
+    var guest = GuestSession()
     var ours: VirtualInterfaceNodes?
     var kernel: VirtualInterfaceNodes?
     var kernelInterface = ""
@@ -38,29 +33,16 @@ actor DomUNet {
     var downMD5 = ""
     /// Measured rates, in MiB/s: [path: (up, down)].
     var rates: [String: (up: Double, down: Double)] = [:]
-    private let started = ContinuousClock.now
-
-    func elapsed() -> String { "\((ContinuousClock.now - started).components.seconds)s" }
-
-    var transcript: ConsoleTranscript {
-        get throws { try unwrap(primary?.transcript, "the primary console was never opened") }
-    }
-
     // MARK: - Create
 
     func create(_ report: Report) async throws {
-        try await GuestToolstack.prepare()
         try require(Files.mode("/sys/module/xen_netback") != nil, "the kernel's xen-netback is not loaded")
         _ = try await ChildProcess.checked(
             ["/bin/dd", "if=/dev/urandom", "of=\(DomUNetChecks.downPath)", "bs=1048576", "count=16"], seconds: 120)
         downMD5 = try await md5(DomUNetChecks.downPath)
-        let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
-        self.client = client
-        let (daemon, running) = try GuestToolstack.startConsoles(client: client, into: consoles)
-        self.daemon = daemon
-        tasks += running
-        let domain = try await GuestToolstack.createPaused(config: DomUNetChecks.config, name: DomUNetChecks.name)
-        self.domain = domain
+        guest = try await GuestToolstack.start(config: DomUNetChecks.config, name: DomUNetChecks.name)
+        let domain = try unwrap(guest.domain, "no domain")
+        let client = try unwrap(guest.client, "no xenstore client")
         let bus = XenStoreBus(client: client)
 
         // vif 0: ours. The frontend directory is the guest's device/vif/0 (its xen-netfront claims it); the
@@ -94,7 +76,7 @@ actor DomUNet {
         }
         try await DomUNetChecks.address(interface, DomUNetChecks.kernelAddress)
         report.detail(
-            "domid \(domain) created in \(elapsed()); vif 0 \(ours.backendPath) -> NetBack -> TAP \(tap.name) "
+            "domid \(domain) created in \(guest.elapsed()); vif 0 \(ours.backendPath) -> NetBack -> TAP \(tap.name) "
                 + "\(dotted(DomUNetChecks.tapAddress)); vif 1 \(kernel.backendPath) -> xen-netback -> \(interface) "
                 + "\(dotted(DomUNetChecks.kernelAddress))")
     }
@@ -106,13 +88,13 @@ actor DomUNet {
     // MARK: - Boot
 
     func boot(_ report: Report) async throws {
-        let domain = try unwrap(domain, "no domain (xl create failed)")
-        let client = try unwrap(client, "no xenstore client")
+        let domain = try unwrap(guest.domain, "no domain (xl create failed)")
+        let client = try unwrap(guest.client, "no xenstore client")
         let (session, reader, tty) = try await GuestToolstack.openPrimary(
-            of: domain, client: client, consoles: consoles)
-        primary = reader
+            of: domain, client: client, consoles: guest.consoles)
+        guest.primary = reader
         try await ChildProcess.checked([GuestToolstack.xl, "unpause", "\(domain)"], seconds: 30)
-        let transcript = try self.transcript
+        let transcript = try guest.transcript
         _ = try await transcript.wait(for: "up", seconds: 240)
         upMD5 = try await transcript.wait(for: "data md5=", seconds: 120)
         let interfaces = try await transcript.wait(for: "ifaces ", seconds: 120)
@@ -129,7 +111,7 @@ actor DomUNet {
         let kernelState = try await bus.state(of: kernel.backendPath)
         try require(kernelState == .connected, "xen-netback is \(String(describing: kernelState))")
         report.detail(
-            "\(session.id) on \(tty); guest up, interfaces \(interfaces) at \(elapsed()); NetBack: "
+            "\(session.id) on \(tty); guest up, interfaces \(interfaces) at \(guest.elapsed()); NetBack: "
                 + "\(negotiated.queues) queue(s), split channels \(negotiated.splitEventChannels), GSO from the "
                 + "guest \(negotiated.txGSO.map { "\($0)" }.sorted()), to it \(negotiated.rxGSO.map { "\($0)" }.sorted()), "
                 + "rx-notify \(negotiated.rxNotify)")
@@ -139,8 +121,8 @@ actor DomUNet {
 
     /// Types `command` (prefixed with `id`) on the guest's console and returns its answer's text.
     func ask(_ id: String, _ command: String, seconds: Int) async throws -> String {
-        try unwrap(primary, "no console").type("\(id) \(command)\n")
-        return try await transcript.wait(for: "\(id) ", seconds: seconds)
+        try unwrap(guest.primary, "no console").type("\(id) \(command)\n")
+        return try await guest.transcript.wait(for: "\(id) ", seconds: seconds)
     }
 
     func ping(_ id: String, _ address: UInt32) async throws {
@@ -152,10 +134,10 @@ actor DomUNet {
     func upload(_ id: String, to address: UInt32, port: UInt16) async throws -> KernelTCP.Transfer {
         let listener = try KernelTCP(address: address, port: port)
         async let received = listener.receive(into: DomUNetChecks.upPath, within: 60)
-        try unwrap(primary, "no console").type("\(id) send \(dotted(address)) \(port)\n")
+        try unwrap(guest.primary, "no console").type("\(id) send \(dotted(address)) \(port)\n")
         let transfer = try await received
         listener.close()
-        let answer = try await transcript.wait(for: "\(id) ", seconds: 60)
+        let answer = try await guest.transcript.wait(for: "\(id) ", seconds: 60)
         try require(answer.hasPrefix("sent rc=0"), "the guest's nc to \(dotted(address)):\(port): \(answer)")
         let sum = try await md5(DomUNetChecks.upPath)
         unlink(DomUNetChecks.upPath)
@@ -171,10 +153,10 @@ actor DomUNet {
     func download(_ id: String, from address: UInt32, port: UInt16) async throws -> Double {
         let listener = try KernelTCP(address: address, port: port)
         async let sent = listener.send(DomUNetChecks.downPath, within: 60)
-        try unwrap(primary, "no console").type("\(id) recv \(dotted(address)) \(port)\n")
+        try unwrap(guest.primary, "no console").type("\(id) recv \(dotted(address)) \(port)\n")
         let transfer = try await sent
         listener.close()
-        let answer = DomUNetChecks.fields(try await transcript.wait(for: "\(id) received ", seconds: 120))
+        let answer = DomUNetChecks.fields(try await guest.transcript.wait(for: "\(id) received ", seconds: 120))
         try require(
             answer["md5"] == downMD5 && answer["bytes"] == "\(DomUNetChecks.transferBytes)"
                 && transfer.bytes == DomUNetChecks.transferBytes,
@@ -224,6 +206,6 @@ actor DomUNet {
         try require(back.lastBreak == nil, "NetBack broke a connection: \(back.lastBreak ?? "")")
         report.detail(
             "\(answer); NetBack connection \(back.connectionCount), ping 5/5 through both vifs, 16 MiB down again "
-                + "md5 equal (\(DomUNetChecks.rate(down)) MiB/s) at \(elapsed())")
+                + "md5 equal (\(DomUNetChecks.rate(down)) MiB/s) at \(guest.elapsed())")
     }
 }

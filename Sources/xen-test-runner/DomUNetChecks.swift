@@ -89,11 +89,11 @@ extension DomUNet {
     // MARK: - Destroy
 
     func destroy(_ report: Report) async throws {
-        let domain = try unwrap(domain, "no domain")
-        let client = try unwrap(client, "no xenstore client")
+        let domain = try unwrap(guest.domain, "no domain")
+        let client = try unwrap(guest.client, "no xenstore client")
         let bus = XenStoreBus(client: client)
         try await ChildProcess.checked([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 90)
-        self.domain = nil
+        guest.domain = nil
         // The frontend directory went with the domain: NetBack's serve returns, the bridge ends.
         if let serving {
             try await within(60, "NetBack to stop serving after the domain was destroyed") { try await serving.value }
@@ -123,29 +123,27 @@ extension DomUNet {
                 while access("/sys/class/net/\(interface)", F_OK) == 0 { try await Task.sleep(for: .milliseconds(100)) }
             }
         }
-        try await GuestToolstack.waitDetached(.primary, of: domain, consoles: consoles)
+        try await GuestToolstack.waitDetached(.primary, of: domain, consoles: guest.consoles)
         try await GuestToolstack.waitUntilGone(domain)
         let back = try unwrap(back, "no NetBack")
         try require(back.lastBreak == nil, "NetBack broke a connection: \(back.lastBreak ?? "")")
         report.detail(
-            "destroyed and released at \(elapsed()); NetBack served \(back.connectionCount) connections; "
+            "destroyed and released at \(guest.elapsed()); NetBack served \(back.connectionCount) connections; "
                 + "\(back.statistics)")
     }
 
     /// Best effort whatever failed: no domain, no backend, no interface, no nodes left behind.
     func cleanUp() async {
-        if let domain { _ = try? await ChildProcess.run([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 60) }
+        await guest.destroyDomain()
         await back?.disconnect()
         bridge?.cancel()
-        for task in tasks { task.cancel() }
         await tap?.disconnect()
-        await primary?.close()
-        if let client {
+        if let client = guest.client {
             let bus = XenStoreBus(client: client)
             if let ours { try? await ours.destroy(in: bus) }
             if let kernel { try? await kernel.destroy(in: bus) }
-            await client.close()
         }
+        await guest.close()
         unlink(DomUNetChecks.upPath)
         unlink(DomUNetChecks.downPath)
     }

@@ -10,6 +10,26 @@ import XenStoreClient
 enum GuestToolstack {
     static let xl = "/usr/sbin/xl"
 
+    /// ``prepare()``, a xenstore connection, our console daemon (``startConsoles(client:into:)``), then
+    /// `xl create -p` of `config`: the session of a paused guest. Whatever was started is stopped again if a
+    /// step fails.
+    static func start(config: String, name: String) async throws -> GuestSession {
+        try await prepare()
+        var session = GuestSession()
+        session.client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
+        do {
+            let (daemon, running) = try startConsoles(
+                client: try unwrap(session.client, "no xenstore client"), into: session.consoles)
+            session.daemon = daemon
+            session.tasks = running
+            session.domain = try await createPaused(config: config, name: name)
+        } catch {
+            await session.close()
+            throw error
+        }
+        return session
+    }
+
     /// What xencommons leaves for libxl (dom0's name and domid, /local/pool/<id>/name), written again: an
     /// earlier group may have removed it (the conversation replay's `RM /` succeeds on oxenstored). Ours
     /// replaces xenconsoled: none may be running.
@@ -84,5 +104,39 @@ enum GuestToolstack {
             consoles.detached.withLock { $0.first { $0.0 == id } }.map { "\($0.1.map { "\($0)" } ?? "")" }
         }
         try require(reason.isEmpty, "\(id) detached with \(reason)")
+    }
+}
+
+/// The toolstack side of one test guest, kept by its group's actor (``DomU``, ``DomUNet``): the domain, the
+/// xenstore connection, our console daemon with its tasks and what it reported, the primary console's pty, and
+/// when the session started.
+struct GuestSession: Sendable {
+    var domain: DomainID?
+    var client: XenStoreClient?
+    var daemon: ConsoleDaemon?
+    var tasks: [Task<Void, Never>] = []
+    let consoles = ConsoleEvents()
+    /// The primary console's pty, read as `xl console` would.
+    var primary: PtyReader?
+    let started = ContinuousClock.now
+
+    /// Seconds since the session started, for the check details.
+    func elapsed() -> String { "\((ContinuousClock.now - started).components.seconds)s" }
+
+    /// What the guest printed on its primary console.
+    var transcript: ConsoleTranscript {
+        get throws { try unwrap(primary?.transcript, "the primary console was never opened") }
+    }
+
+    /// `xl destroy` of the domain, if it still exists (best effort).
+    func destroyDomain() async {
+        if let domain { _ = try? await ChildProcess.run([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 60) }
+    }
+
+    /// Stops the console daemon's tasks, closes the pty and the xenstore connection.
+    func close() async {
+        for task in tasks { task.cancel() }
+        await primary?.close()
+        await client?.close()
     }
 }

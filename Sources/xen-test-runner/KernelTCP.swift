@@ -46,15 +46,9 @@ final class KernelTCP: Sendable {
     /// Accepts one connection within `seconds` and writes everything it carries to `path`, until the peer ends
     /// the stream (or nothing arrives for `idle` seconds: a failure).
     func receive(into path: String, within seconds: Int32, idle: Int32 = 60) async throws -> Transfer {
-        let listener = descriptor
         let name = name
-        return try await blocking { () -> Result<Transfer, CheckFailure> in
-            let connection = Self.accept(listener, seconds: seconds)
-            guard connection >= 0 else { return .failure(CheckFailure("no connection to \(name) within \(seconds)s")) }
-            defer { Glibc.close(connection) }
-            let file = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            guard file >= 0 else { return .failure(CheckFailure(errnoText("open \(path)"))) }
-            defer { Glibc.close(file) }
+        return try await connection(within: seconds, file: path, flags: O_WRONLY | O_CREAT | O_TRUNC) {
+            connection, file in
             var buffer = [UInt8](repeating: 0, count: 1 << 16)
             var total = 0
             var first: ContinuousClock.Instant?
@@ -73,20 +67,13 @@ final class KernelTCP: Sendable {
             }
             let elapsed = first.map { ContinuousClock.now - $0 } ?? .zero
             return .success(Transfer(bytes: total, seconds: Self.seconds(elapsed)))
-        }.get()
+        }
     }
 
     /// Accepts one connection within `seconds`, sends all of `path` and closes the connection.
     func send(_ path: String, within seconds: Int32) async throws -> Transfer {
-        let listener = descriptor
         let name = name
-        return try await blocking { () -> Result<Transfer, CheckFailure> in
-            let connection = Self.accept(listener, seconds: seconds)
-            guard connection >= 0 else { return .failure(CheckFailure("no connection to \(name) within \(seconds)s")) }
-            defer { Glibc.close(connection) }
-            let file = open(path, O_RDONLY | O_CLOEXEC)
-            guard file >= 0 else { return .failure(CheckFailure(errnoText("open \(path)"))) }
-            defer { Glibc.close(file) }
+        return try await connection(within: seconds, file: path, flags: O_RDONLY) { connection, file in
             // A bounded send: a guest that stops reading fails the transfer instead of holding this thread.
             var limit = timeval(tv_sec: 60, tv_usec: 0)
             _ = setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
@@ -112,11 +99,30 @@ final class KernelTCP: Sendable {
             }
             shutdown(connection, Int32(SHUT_WR))
             return .success(Transfer(bytes: total, seconds: Self.seconds(ContinuousClock.now - start)))
-        }.get()
+        }
     }
 
     /// Closes the listening socket (no transfer may be running).
     func close() { Glibc.close(descriptor) }
+
+    /// On a thread of its own: accepts one connection within `seconds`, opens `path` with `flags`, runs `body`
+    /// with both descriptors, then closes them.
+    private func connection(
+        within seconds: Int32, file path: String, flags: Int32,
+        _ body: @escaping @Sendable (_ connection: Int32, _ file: Int32) -> Result<Transfer, CheckFailure>
+    ) async throws -> Transfer {
+        let listener = descriptor
+        let name = name
+        return try await blocking { () -> Result<Transfer, CheckFailure> in
+            let connection = Self.accept(listener, seconds: seconds)
+            guard connection >= 0 else { return .failure(CheckFailure("no connection to \(name) within \(seconds)s")) }
+            defer { Glibc.close(connection) }
+            let file = open(path, flags | O_CLOEXEC, 0o600)
+            guard file >= 0 else { return .failure(CheckFailure(errnoText("open \(path)"))) }
+            defer { Glibc.close(file) }
+            return body(connection, file)
+        }.get()
+    }
 
     private static func accept(_ listener: Int32, seconds: Int32) -> Int32 {
         guard Files.waitReadable(listener, milliseconds: seconds * 1000) else { return -1 }
