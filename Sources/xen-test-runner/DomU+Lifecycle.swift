@@ -54,7 +54,8 @@ extension DomU {
         try unwrap(guest.primary, "no pty").type("attached\n")
         let md5 = try await transcript.wait(for: "reattached md5=", seconds: 150)
         try require(md5 == expectedMD5, "after re-attaching the guest read md5 \(md5), the file has \(expectedMD5)")
-        report.detail("served \(served) connection(s) before the detach; re-attached and read back at \(guest.elapsed())")
+        report.detail(
+            "served \(served) connection(s) before the detach; re-attached and read back at \(guest.elapsed())")
     }
 
     // MARK: - The guest's driver reconnects
