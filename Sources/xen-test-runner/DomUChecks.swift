@@ -20,7 +20,6 @@ import XenCore
 enum DomUChecks {
     static let name = "swiftxen-domu"
     static let config = "/opt/domu/domu.cfg"
-    static let xl = "/usr/sbin/xl"
     static let diskPath = "/tmp/domu-disk.img"
     static let diskBytes = 16 << 20
     /// xvda: major 202, minor 0.
