@@ -65,7 +65,7 @@ enum DomUNetChecks {
 
     /// Gives `interface` `address`/24 (IPv6 off) and brings it up.
     static func address(_ interface: String, _ address: UInt32) async throws {
-        try require(PacketSocket.disableIPv6(interface), "cannot disable IPv6 on \(interface)")
+        try await NetChecks.disableIPv6(interface)
         _ = try await ChildProcess.checked(
             ["/bin/ip", "addr", "add", "\(dotted(address))/24", "dev", interface], seconds: 10)
         _ = try await ChildProcess.checked(["/bin/ip", "link", "set", "dev", interface, "up"], seconds: 10)
