@@ -34,8 +34,8 @@ public enum BlockBack {
             throw .badKey(path: backendPath, underlying: "no frontend key")
         }
         // After a close the frontend may come back (a guest reloading its driver). Linux's xenbus leaves a
-        // rebound frontend in Closed and blkfront then takes InitWait from there, so once the previous
-        // connection is closed on both sides the device is offered again; a frontend that says Initialising
+        // rebound frontend in Closed, so once the previous connection is closed on both sides the device is
+        // offered again (see below for how); a frontend that says Initialising
         // is served at once (Linux blkback's "prepare for reconnect"). The toolstack taking the device offline
         // meanwhile ends it (then Closed, and nothing to serve). A frontend with no state yet is awaited (the
         // toolstack may write its nodes after starting us) while its domain's directory stands; gone with its
@@ -87,7 +87,12 @@ public enum BlockBack {
         var pairs = advertised.featureKeys.map { (path: backendPath + "/" + $0.0, value: $0.1) }
         pairs += advertised.deviceKeys.map { (path: backendPath + "/" + $0.0, value: $0.1) }
         pairs.append((backendPath + "/hotplug-status", "online"))
-        pairs.append((backendPath + "/state", XenbusState.initWait.xenstoreValue))
+        // A frontend rebound from Closed (Linux blkfront after unbind/bind or rmmod/insmod) takes no notice of
+        // InitWait: it connects when it sees the backend Connected (talk_to_blkback, then blkfront_connect),
+        // and the features and device keys are all here already. Its rings are mapped once it says
+        // Initialised; requests it queues before that wait in the ring.
+        let offered: XenbusState = offeredToAClosedFrontend ? .connected : .initWait
+        pairs.append((backendPath + "/state", offered.xenstoreValue))
         try await xs(backendPath) { try await store.write(pairs) }
 
         // 2 → 3: wait for the frontend's rings (a frontend we offered the device to in Closed may stay there:

@@ -41,6 +41,13 @@ enum ConsoleChecks {
             report.detail("driver \(driver ?? "none"), kernel's ring-ref \(ringRef ?? "none")")
             try await ConsoleToolstack.destroyDevice(id, xenstore: client)
             try require(driver != nil, "no driver bound to console-\(devid) within 5 s")
+            // The kernel lets its device go when it sees the directory removed: wait for that, or the next
+            // check's fresh console-N would find the old one still bound.
+            try await within(30, "the kernel to drop console-\(devid)") {
+                while access("/sys/bus/xen/devices/console-\(devid)", F_OK) == 0 {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
         }
         let previous = Files.trimmed(autoprobe) ?? "1"
         Files.write(autoprobe, "0")

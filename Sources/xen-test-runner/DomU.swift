@@ -16,11 +16,7 @@ import XenStoreClient
 
 /// The one test domain and our backends serving it, carried from check to check (see ``DomUChecks``).
 actor DomU {
-    var domain: DomainID?
-    var client: XenStoreClient?
-    var daemon: ConsoleDaemon?
-    var tasks: [Task<Void, Never>] = []
-    let consoles = ConsoleEvents()
+    var guest = GuestSession()
     var nodes: VirtualBlockDeviceNodes?
     /// The backend's serving loop (one `BlockBack.serve` per frontend connection, until the vbd goes
     /// offline); answers how many times `serve` returned.
@@ -28,68 +24,29 @@ actor DomU {
     var blockGrants: (any GrantTableBackend)?
     var blockEvents: (any EventChannelBackend)?
     var expectedMD5 = ""
-    /// The primary console's pty, read as `xl console` would, and the second console's.
-    var primary: PtyReader?
+    /// The second console's pty, read as `xl console` would.
     var second: PtyReader?
     var token = ""
-    private let started = ContinuousClock.now
-
-    func elapsed() -> String { "\((ContinuousClock.now - started).components.seconds)s" }
-
-    var transcript: ConsoleTranscript {
-        get throws { try unwrap(primary?.transcript, "the primary console was never opened") }
-    }
 
     // MARK: - Create
 
     func create(_ report: Report) async throws {
         try writeDisk()
         expectedMD5 = try await fileMD5()
-        // What xencommons leaves for libxl (dom0's name and domid, /local/pool/<id>/name), written again:
-        // an earlier group may have removed it (the conversation replay's `RM /` succeeds on oxenstored).
-        try await ChildProcess.checked(["/usr/sbin/xen-init-dom0"], seconds: 60)
-        // Ours replaces xenconsoled: none may be running.
-        let consoled = DomUChecks.processes(named: "xenconsoled")
-        try require(consoled.isEmpty, "xenconsoled is running (pids \(consoled))")
         // The kernel's xen-blkback serves every backend/vbd directory of dom0: it must not race ours.
         if Files.mode("/sys/module/xen_blkback") != nil {
             try await ChildProcess.checked(["/bin/rmmod", "xen_blkback"], seconds: 30)
         }
-        let client = try await XenStoreClient.connect(socketPath: "/var/run/xenstored/socket")
-        self.client = client
-        // Our console daemon is up before the domain exists, as xenconsoled would be.
-        let daemon = ConsoleDaemon(
-            xenstore: client, grantTable: GuardedGrantTable.wrap(try XenGrantTable(), label: "console"),
-            eventChannel: try XenEventChannel()
-        ) { _ throws(ConsoleError) in try PtyConsoleSink() }
-        self.daemon = daemon
-        let consoles = self.consoles
-        tasks.append(Task { try? await daemon.run() })
-        tasks.append(
-            Task {
-                for await event in daemon.events {
-                    switch event {
-                    case .attached(let session): consoles.attached.withLock { $0[session.id] = session }
-                    case .detached(let id, let reason): consoles.detached.withLock { $0.append((id, reason)) }
-                    }
-                }
-            })
-        let created = try await ChildProcess.run(
-            [DomUChecks.xl, "create", "-p", "-e", DomUChecks.config], seconds: 120)
-        try require(created.status == 0 && !created.timedOut, "xl create: \(created)")
-        let domid = try await ChildProcess.checked([DomUChecks.xl, "domid", DomUChecks.name], seconds: 30)
-        let id = try unwrap(
-            UInt16(domid.split(whereSeparator: \.isWhitespace).first ?? ""), "xl domid printed \"\(domid)\"")
-        domain = DomainID(id)
+        guest = try await GuestToolstack.start(config: DomUChecks.config, name: DomUChecks.name)
+        let id = try unwrap(guest.domain, "no domain")
+        let client = try unwrap(guest.client, "no xenstore client")
         // The second console's device, as a toolstack creates it before the guest runs.
         try await ConsoleToolstack.createDevice(
-            ConsoleID(domain: DomainID(id), device: .extra(DomUChecks.secondConsole)), name: "second",
+            ConsoleID(domain: id, device: .extra(DomUChecks.secondConsole)), name: "second",
             xenstore: client)
         let type = try await client.immediate { handle in try await handle.read("/local/domain/\(id)/console/type") }
-        // The tier boots dom0 with one vCPU for this group (README: a platform defect corrupts dom0's memory
-        // while a domU lives beside a two-vCPU dom0 under this emulation).
         let online = Files.trimmed("/sys/devices/system/cpu/online") ?? "?"
-        report.detail("domid \(id), console type \(type), created in \(elapsed()); dom0 CPUs online: \(online)")
+        report.detail("domid \(id), console type \(type), created in \(guest.elapsed()); dom0 CPUs online: \(online)")
     }
 
     /// A 16 MiB file whose every 8-byte word names its own offset: any misplaced sector shows.
@@ -114,15 +71,12 @@ actor DomU {
     // MARK: - Boot
 
     func boot(_ report: Report) async throws {
-        let domain = try unwrap(domain, "no domain (xl create failed)")
-        let client = try unwrap(client, "no xenstore client")
-        let primaryID = ConsoleID(domain: domain, device: .primary)
-        let session = try await consoles.session(primaryID, within: 60)
-        // xl create returned only once the daemon had published the pty (libxl waits for `tty`).
-        let ttyKey = "\(primaryID.frontendPath)/\(ConsoleKeys.tty)"
-        let tty = try await client.immediate { handle in try await handle.read(ttyKey) }
-        primary = try PtyReader(path: tty, marker: "XT-DOMU")
-        let transcript = try self.transcript
+        let domain = try unwrap(guest.domain, "no domain (xl create failed)")
+        let client = try unwrap(guest.client, "no xenstore client")
+        let (session, reader, tty) = try await GuestToolstack.openPrimary(
+            of: domain, client: client, consoles: guest.consoles)
+        guest.primary = reader
+        let transcript = try guest.transcript
 
         let bus = XenStoreBus(client: client)
         let nodes = VirtualBlockDeviceNodes(
@@ -133,10 +87,10 @@ actor DomU {
         blockGrants = GuardedGrantTable.wrap(try XenGrantTable(), label: "blkback")
         blockEvents = try XenEventChannel()
         try startServing()
-        try await ChildProcess.checked([DomUChecks.xl, "unpause", "\(domain)"], seconds: 30)
+        try await ChildProcess.checked([GuestToolstack.xl, "unpause", "\(domain)"], seconds: 30)
 
         _ = try await transcript.wait(for: "up", seconds: 240)
-        let upAt = elapsed()
+        let upAt = guest.elapsed()
         let disk1: String
         do {
             disk1 = try await transcript.wait(for: "disk ", seconds: 90)
@@ -163,7 +117,7 @@ actor DomU {
         try require(queues == "\(DomUChecks.queues)", "the guest's xvda has \(queues) hardware queue(s)")
         let negotiated = keys.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         report.detail(
-            "\(session.id) on pty \(tty); domU init at \(upAt), disk md5 verified at \(elapsed()), "
+            "\(session.id) on pty \(tty); domU init at \(upAt), disk md5 verified at \(guest.elapsed()), "
                 + "\(transcript.count) console bytes; blkfront: \(negotiated)")
     }
 
@@ -171,7 +125,7 @@ actor DomU {
     /// driver connects again) until the toolstack takes the vbd offline.
     func startServing() throws {
         let nodes = try unwrap(nodes, "no vbd nodes")
-        let client = try unwrap(client, "no xenstore client")
+        let client = try unwrap(guest.client, "no xenstore client")
         let grants = try unwrap(blockGrants, "no grant table")
         let events = try unwrap(blockEvents, "no event channels")
         let disk = try FileBlockDevice(path: DomUChecks.diskPath)
@@ -194,8 +148,8 @@ actor DomU {
     /// The guest's numbered lines, each exactly once, in order, payload intact: many ring-fulls, each
     /// drained by us and announced to the guest by event.
     func bulk(_ report: Report) async throws {
-        let transcript = try self.transcript
-        let before = elapsed()
+        let transcript = try guest.transcript
+        let before = guest.elapsed()
         let done = try await transcript.wait(for: "bulk-done ", seconds: 150)
         try require(done == "count=\(DomUChecks.bulkLines)", "bulk-done \(done)")
         let payload = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
@@ -221,17 +175,17 @@ actor DomU {
         for (index, line) in bulk.enumerated() where !line.hasSuffix("XT-BULK \(index) \(payload)") {
             throw CheckFailure("line \(index) arrived as \"\(line)\"")
         }
-        report.detail("\(transcript.count) console bytes by \(elapsed()) (bulk from \(before))")
+        report.detail("\(transcript.count) console bytes by \(guest.elapsed()) (bulk from \(before))")
     }
 
     func exchange(_ report: Report) async throws {
-        let domain = try unwrap(domain, "no domain")
+        let domain = try unwrap(guest.domain, "no domain")
         let session = try unwrap(
-            consoles.attached.withLock { $0[ConsoleID(domain: domain, device: .primary)] }, "no console session")
-        let transcript = try self.transcript
+            guest.consoles.attached.withLock { $0[ConsoleID(domain: domain, device: .primary)] }, "no console session")
+        let transcript = try guest.transcript
         _ = try await transcript.wait(for: "ready", seconds: 30)
         token = "swiftxen-\(UInt32.random(in: 0...UInt32.max))"
-        try unwrap(primary, "no pty").type("\(token)\n")
+        try unwrap(guest.primary, "no pty").type("\(token)\n")
         let echoed = try await transcript.wait(for: "echo=", seconds: 60)
         try require(echoed == token, "typed \(token), the domU read \"\(echoed)\"")
         _ = try await transcript.wait(for: "wrote", seconds: 90)
@@ -249,6 +203,6 @@ actor DomU {
         let lineCount = line.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(20480 * 512)) }
         try require(lineCount == line.count, errnoText("pread"))
         try require(line == Array("\(token)\n".utf8), "at 10 MiB: \(String(decoding: line, as: UTF8.self))")
-        report.detail("echo and 1 MiB + \(line.count) B written at \(elapsed()); \(session.statistics)")
+        report.detail("echo and 1 MiB + \(line.count) B written at \(guest.elapsed()); \(session.statistics)")
     }
 }

@@ -20,7 +20,6 @@ import XenCore
 enum DomUChecks {
     static let name = "swiftxen-domu"
     static let config = "/opt/domu/domu.cfg"
-    static let xl = "/usr/sbin/xl"
     static let diskPath = "/tmp/domu-disk.img"
     static let diskBytes = 16 << 20
     /// xvda: major 202, minor 0.
@@ -53,7 +52,9 @@ enum DomUChecks {
         await report.check("domU: the toolstack detaches xvda and attaches it again while the guest runs", limit: 240) {
             try await domU.detachAndReattach(report)
         }
-        await report.check("domU: the guest unbinds and rebinds xen-blkfront; it reconnects to our backend", limit: 300) {
+        await report.check(
+            "domU: the guest reloads xen-blkfront (unbind, rmmod, insmod); it reconnects to our backend", limit: 300
+        ) {
             try await domU.reload(report)
         }
         await report.check("domU: xl destroy; our BlockBack and ConsoleDaemon notice and let go", limit: 120) {

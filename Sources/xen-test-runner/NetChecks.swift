@@ -77,6 +77,14 @@ enum NetChecks {
         try require(refused, "a copy from a ref never granted succeeded")
     }
 
+    /// IPv6 off on a new interface; its sysctl directory appears a moment after its sysfs node (seen once
+    /// on a loaded host), so the write is retried for a while.
+    static func disableIPv6(_ interface: String) async throws {
+        try await within(10, "IPv6 to be disabled on \(interface)") {
+            while !PacketSocket.disableIPv6(interface) { try await Task.sleep(for: .milliseconds(100)) }
+        }
+    }
+
     // MARK: - NetFront against xen-netback
 
     static func frontAgainstKernel(_ report: Report) async throws {
@@ -96,7 +104,7 @@ enum NetChecks {
         try await within(60, "xen-netback creates \(interface)") {
             while access("/sys/class/net/\(interface)", F_OK) != 0 { try await Task.sleep(for: .milliseconds(100)) }
         }
-        try require(PacketSocket.disableIPv6(interface), "cannot disable IPv6 on \(interface)")
+        try await disableIPv6(interface)
         _ = try await ChildProcess.checked(["/bin/ip", "addr", "add", "10.99.0.1/24", "dev", interface], seconds: 10)
         _ = try await ChildProcess.checked(["/bin/ip", "link", "set", "dev", interface, "up"], seconds: 10)
         defer { Task { try? await bus.remove(nodes.backendPath) } }
@@ -261,7 +269,7 @@ enum NetChecks {
         try await bus.remove(nodes.frontendPath)
         try await nodes.create(in: bus)
         let tap = try TapDevice(name: "sxtap0")
-        try require(PacketSocket.disableIPv6(tap.name), "cannot disable IPv6 on \(tap.name)")
+        try await disableIPv6(tap.name)
         _ = try await ChildProcess.checked(["/bin/ip", "addr", "add", "10.98.0.1/24", "dev", tap.name], seconds: 10)
         _ = try await ChildProcess.checked(["/bin/ip", "link", "set", "dev", tap.name, "up"], seconds: 10)
         let back = try await NetBack.open(

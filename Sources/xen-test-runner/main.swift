@@ -2,8 +2,9 @@
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
-// client, conversation, blockback, blockfront, console, net, vchan, domu (last: it unloads the kernel's
-// xen-blkback); `main` = all but domu. scripts/xen/xen-test.sh boots dom0 once per xenstored with every group.
+// client, conversation, blockback, blockfront, console, net, vchan, domu (it unloads the kernel's
+// xen-blkback), domunet (a guest on our NetBack and the kernel's xen-netback); `main` = all but the two
+// guests. scripts/xen/xen-test.sh boots dom0 once per xenstored with every group.
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -17,9 +18,10 @@ if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "vchan-peer" {
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
-/// Every group by default; `main` is every group but `domu` (a boot without a guest).
+/// Every group by default; `main` is every group but `domu` and `domunet` (a boot without a guest).
 func wanted(_ group: String) -> Bool {
-    only.isEmpty || only.contains(group) || only.contains("all") || (only.contains("main") && group != "domu")
+    only.isEmpty || only.contains(group) || only.contains("all")
+        || (only.contains("main") && group != "domu" && group != "domunet")
 }
 // Under AddressSanitizer (XT_ASAN=1) its own handlers report faults, with the shadow memory's verdict.
 if getenv("XT_ASAN") == nil { CrashReport.install() }
@@ -46,6 +48,7 @@ if wanted("console") { await ConsoleChecks.run(report) }
 if wanted("net") { await NetChecks.run(report) }
 if wanted("vchan") { await VchanChecks.run(report) }
 if wanted("domu") { await DomUChecks.run(report) }
+if wanted("domunet") { await DomUNetChecks.run(report) }
 
 report.check("dom0 memory integrity: no page of the runner changed underneath it (canary)") {
     let (changed, rounds) = HeapCanary.findings

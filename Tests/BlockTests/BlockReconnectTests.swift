@@ -99,8 +99,9 @@ import XenCore
         #expect(harness.hypervisor.memoryRecords(of: harness.backDomain.id).allSatisfy { $0.released })
     }
 
-    /// Linux's xenbus leaves a rebound blkfront (unbind + bind) in Closed, and blkfront takes InitWait from
-    /// there: once both sides closed, the backend offers the device again without waiting for Initialising.
+    /// Linux's xenbus leaves a rebound blkfront (unbind + bind) in Closed, and blkfront reconnects from there
+    /// only when it sees the backend Connected: once both sides closed, the backend offers the device again
+    /// as Connected (features and device keys published), and serves the frontend that then connects.
     @Test func aClosedFrontendIsOfferedTheDeviceAgain() async throws {
         let harness = try BlockHarness()
         try await harness.nodes.create(in: harness.store)
@@ -110,11 +111,20 @@ import XenCore
         let store = harness.store
         let backendPath = harness.nodes.backendPath
         let offered = try await store.wait(watching: [backendPath + "/state"]) { () -> Bool? in
-            try await store.state(of: backendPath) == .initWait ? true : nil
+            try await store.state(of: backendPath) == .connected ? true : nil
         }
         #expect(offered)
         #expect(try await store.state(of: harness.nodes.frontendPath) == .closed)
+        #expect(try await store.read(backendPath + "/sectors") == "2048")
+        // Our frontend connects again (through Initialising) and its I/O is served.
+        let again = try await harness.connectFront()
+        let data = PageBuffer(copying: [UInt8](repeating: 9, count: 4096))
+        try await again.write(at: 16, from: [data])
+        let back = PageBuffer(pages: 1)
+        try await again.read(at: 16, into: [back])
+        #expect(back.contentsEqual(data))
+        await again.disconnect()
         try await harness.nodes.detach(in: store)
-        #expect(try await backend.value == 2)
+        #expect(try await backend.value == 3)
     }
 }

@@ -14,7 +14,7 @@
 #   XT-DOMU detach-ready             waiting for the runner to detach xvda (it then types "detached")
 #   XT-DOMU detached=yes|no          whether /dev/xvda went away
 #   XT-DOMU reattached md5=M         after the runner re-attached the vbd (it types "attached"): the disk again
-#   XT-DOMU reloaded md5=M           after unbinding and rebinding xen-blkfront: reconnected, the disk again
+#   XT-DOMU reloaded md5=M           after unbind + rmmod + insmod of xen-blkfront: reconnected, the disk again
 #   XT-DOMU done                     every step passed
 #   XT-DOMU error=WHY                something failed (the runner fails the check with WHY)
 # Then it idles until the runner destroys the domain. With xt.disk=none on its command line (a debugging
@@ -23,6 +23,8 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# The network mode (the `domunet` group's guest: xt.mode=net on the kernel command line) is a script of its own.
+grep -q 'xt.mode=net' /proc/cmdline && exec /bin/sh /domunet-init.sh
 say() { echo "XT-DOMU $*"; }
 fail() { say "error=$*"; while true; do sleep 3600; done; }
 # The blkfront module with a multi-page ring (4 pages); one queue per vCPU (its default).
@@ -86,15 +88,21 @@ say "reattached md5=$sum"
 
 # Our own driver goes and comes back: blkfront closes and reconnects to the same backend. Since Linux 5.5
 # xenbus holds a reference on a driver's module for every device bound to it (xenbus_dev_probe), so
-# `rmmod xen_blkfront` is refused while xvda is bound; the driver's sysfs unbind + bind is the same remove
-# and probe (and leaves the frontend in Closed, from which blkfront takes the backend's InitWait).
-say "reload=unbind+bind ($(grep xen_blkfront /proc/modules | cut -d' ' -f1,3) bound device)"
+# `rmmod xen_blkfront` is refused while xvda is bound: unbind it first (blkfront's remove; the frontend goes
+# Closed), then rmmod and insmod (the new driver probes the device, still Closed, and connects when the
+# backend says Connected).
+say "reload=unbind+rmmod+insmod ($(grep xen_blkfront /proc/modules | cut -d' ' -f1,3) bound device)"
+# If the reload is not over in 60 s, say where it stands (xenbus state, requests in flight, blocked tasks).
+( sleep 60; say "reload-status state=$(cat /sys/bus/xen/devices/vbd-51712/state 2>&1) inflight=$(cat /sys/block/xvda/inflight 2>&1) blocked=$(grep -l '^State:.D' /proc/[0-9]*/status 2>/dev/null | while read -r f; do d=${f%/status}; printf '%s:%s ' "$(cat "$d/comm")" "$(cat "$d/wchan" 2>/dev/null)"; done)" ) &
+watch=$!
 echo vbd-51712 > /sys/bus/xen/drivers/vbd/unbind || fail "unbind vbd-51712"
 i=0
 while [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 300 ] && fail "/dev/xvda still present after unbind"; sleep 0.1; done
-echo vbd-51712 > /sys/bus/xen/drivers/vbd/bind || fail "bind vbd-51712"
+why=$(rmmod xen_blkfront 2>&1) || fail "rmmod xen_blkfront after unbind: $why"
+load_blkfront || fail "insmod xen-blkfront again"
 wait_disk 60 || fail "no /dev/xvda after reloading xen-blkfront"
 sum=$(disk_md5) || fail "reading /dev/xvda after reload"
+kill $watch 2>/dev/null
 say "reloaded md5=$sum"
 say done
 while true; do sleep 3600; done

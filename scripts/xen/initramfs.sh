@@ -17,6 +17,8 @@ LIBPATH=$SYS/usr/lib/x86_64-linux-gnu:$SYS/lib/x86_64-linux-gnu
 # Loaded in this order by /init: xenfs needs xen-privcmd; the block modules serve the block checks, xen-netback
 # and tun the net checks.
 MODULES="xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc loop xen-blkback xen-blkfront xen-netback tun"
+# Only copied for the domU (its network mode, domunet-init.sh); dom0 never loads it.
+DOMU_MODULES="xen-netfront"
 
 [ -f "$SYS/.stamp" ] || xt_die "guest packages missing: run scripts/xen/fetch.sh"
 mkdir -p "$XT_OUT"
@@ -77,7 +79,7 @@ if cmp -s "$ROOT/lib/x86_64-linux-gnu/libc.so.6" /lib/x86_64-linux-gnu/libc.so.6
     install -m 0755 /lib/x86_64-linux-gnu/libc_malloc_debug.so.0 "$ROOT/lib/x86_64-linux-gnu/"
 fi
 
-for m in $MODULES; do
+for m in $MODULES $DOMU_MODULES; do
     f=$(find "$SYS/lib/modules/$KVER" -name "$m.ko*" | head -1)
     case "$f" in
         *.ko) cp "$f" "$ROOT/lib/modules/$m.ko" ;;
@@ -99,7 +101,9 @@ for applet in $("$SYS/bin/busybox" --list); do
     [ -e "$DROOT/bin/$applet" ] || ln -s busybox "$DROOT/bin/$applet"
 done
 cp "$ROOT/lib/modules/xen-blkfront.ko" "$DROOT/lib/modules/"
+mv "$ROOT/lib/modules/xen-netfront.ko" "$DROOT/lib/modules/"
 install -m 0755 "$HERE/domu-init.sh" "$DROOT/init"
+install -m 0755 "$HERE/domunet-init.sh" "$DROOT/domunet-init.sh"
 (cd "$DROOT" && find . | LC_ALL=C sort | "$SYS/bin/busybox" cpio -o -H newc 2>/dev/null) \
     | gzip -1 > "$ROOT/opt/domu/initrd.img"
 cp "$SYS/boot/vmlinuz-$KVER" "$ROOT/opt/domu/vmlinuz"
@@ -119,6 +123,10 @@ on_poweroff = "destroy"
 on_reboot = "destroy"
 on_crash = "preserve"
 CFG
+# The same guest in its network mode (the `domunet` group, scripts/xen/domunet-init.sh): no disk, no vif in the
+# config either; the runner writes two vifs (ours and the kernel's xen-netback) before unpausing it.
+sed -e 's/^name = .*/name = "swiftxen-domunet"/' -e 's/^extra = "\(.*\)"/extra = "\1 xt.mode=net"/' \
+    "$ROOT/opt/domu/domu.cfg" > "$ROOT/opt/domu/domunet.cfg"
 echo "root:x:0:0:root:/root:/bin/sh" > "$ROOT/etc/passwd"
 echo "root:x:0:" > "$ROOT/etc/group"
 
