@@ -95,6 +95,6 @@ extension VchanConnection {
             half.ring?.control.setOwnState(.connected)
             half.ring?.control.setPeerRequests(VchanLayout.notifyWrite)
         }
-        signalPeer()
+        notifyPeer()
     }
 }

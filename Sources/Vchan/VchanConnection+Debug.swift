@@ -20,6 +20,7 @@ extension VchanConnection: CustomDebugStringConvertible {
         }
         let (received, sent) = statistics
         return "\(role) port \(localPort) \(ringSizes): \(read); \(write); \(received) bytes in, \(sent) out, "
-            + "\(eventsReceived.load(ordering: .relaxed)) events, failure \(failure.map { "\($0)" } ?? "none")"
+            + "\(eventsReceived.load(ordering: .relaxed)) events (\(eventStatistics.resent) resent, "
+            + "\(eventStatistics.rescued) rescued by the timer), failure \(failure.map { "\($0)" } ?? "none")"
     }
 }

@@ -73,9 +73,12 @@ extension VchanConnection {
                     if ready > 0 {
                         let (count, notify) = try copy(&half.ring!, received, min(ready, maximum - received))
                         half.bytes &+= UInt64(count)
+                        half.asleep = false
                         return .moved(count, notify: notify)
                     }
-                    return state == .exited ? .fail(.peerClosed) : .wait
+                    if state == .exited { return .fail(.peerClosed) }
+                    half.asleep = true
+                    return .wait
                 } catch {
                     return .violation(error)
                 }
@@ -84,7 +87,7 @@ extension VchanConnection {
                 try await settle(step, seen: seen)
                 continue
             }
-            if notify { signalPeer() }
+            if notify { signalPeer(afterRead: true) }
             received += count
             if received >= minimum { return received }
         }
@@ -155,9 +158,13 @@ extension VchanConnection {
                 guard half.turns.isServing(ticket) else { return .queued }
                 do throws(VchanError) {
                     if try half.ring!.control.peerState() == .exited { return .fail(.peerClosed) }
-                    guard try half.ring!.space(requestingNotifyBelow: total - sent) > 0 else { return .wait }
+                    guard try half.ring!.space(requestingNotifyBelow: total - sent) > 0 else {
+                        half.asleep = true
+                        return .wait
+                    }
                     let (count, notify) = try put(&half.ring!, sent)
                     half.bytes &+= UInt64(count)
+                    half.asleep = false
                     return .moved(count, notify: notify)
                 } catch {
                     return .violation(error)
@@ -176,7 +183,7 @@ extension VchanConnection {
                 try await settle(step, seen: seen)
                 continue
             }
-            if notify { signalPeer() }
+            if notify { signalPeer(afterRead: false) }
             sent += count
             waitingSince = nil
             if sent == total || !whole { return sent }

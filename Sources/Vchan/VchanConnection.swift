@@ -42,6 +42,8 @@ public final class VchanConnection: Sendable {
         var failure: VchanError?
         var turns = TurnQueue()
         var bytes: UInt64 = 0
+        /// The serving caller found nothing to move and sleeps until the next kick.
+        var asleep = false
     }
 
     let options: VchanOptions
@@ -53,6 +55,8 @@ public final class VchanConnection: Sendable {
     private let lifecycle = Mutex<(tasks: [Task<Void, Never>], closing: Task<Void, Never>?)>(([], nil))
     /// Bursts of events received from the peer (for ``debugDescription``).
     let eventsReceived = Atomic<UInt64>(0)
+    /// The re-check timer's watch for lost events.
+    let lostEvents = Mutex(VchanLostEvents())
 
     /// Who and where a connection is, as the server or client worked it out.
     struct Endpoint {
@@ -185,10 +189,12 @@ public final class VchanConnection: Sendable {
         // The stall timeout needs wake-ups to be noticed even when nothing else happens.
         let intervals = [options.recheckInterval, options.stallTimeout.map { $0 / 4 }].compactMap { $0 }
         if let interval = intervals.min() {
+            let resend = options.recheckInterval != nil
             tasks.append(
-                Task {
+                Task { [weak self] in
                     while !Task.isCancelled {
                         do { try await Task.sleep(for: interval) } catch { return }
+                        if resend { self?.repeatLostSignal(interval: interval) }
                         gate.kick()
                     }
                 })
@@ -220,11 +226,52 @@ public final class VchanConnection: Sendable {
         gate.kick()
     }
 
-    /// Sends an event to the peer (it asked for one).
-    func signalPeer() {
+    /// Sends an event to the peer (it asked for one) after a read (`afterRead`: it may write now) or a write
+    /// (it may read), and notes the index the peer should move in answer.
+    func signalPeer(afterRead: Bool) {
+        guard notifyPeer() else { return }
+        let index =
+            afterRead
+            ? inbound.withLock { $0.ring?.cursor.peer } : outbound.withLock { $0.ring?.cursor.peer }
+        guard let index else { return }
+        lostEvents.withLock { $0.signalled(afterRead: afterRead, peerIndex: index, at: .now) }
+    }
+
+    /// Sends an event to the peer; a failure fails the connection (and answers false).
+    @discardableResult
+    func notifyPeer() -> Bool {
         do throws(EventChannelError) { try eventChannel.notify(localPort) } catch {
             fail(.eventChannel(op: "notify", underlying: error))
+            return false
         }
+        return true
+    }
+
+    /// The re-check timer's look for lost events: sends the last event again when the peer has not answered
+    /// it for a whole interval (see ``VchanLostEvents``).
+    func repeatLostSignal(interval: Duration) {
+        let (producer, readerStuck) = inbound.withLock { half in
+            (half.ring?.cursor.peer, half.asleep && ((try? half.ring?.available()) ?? 0) > 0)
+        }
+        let (consumer, writerStuck) = outbound.withLock { half in
+            (half.ring?.cursor.peer, half.asleep && ((try? half.ring?.space()) ?? 0) > 0)
+        }
+        let again = lostEvents.withLock {
+            $0.tick(
+                receiveProducer: producer, sendConsumer: consumer, readerStuck: readerStuck,
+                writerStuck: writerStuck, now: .now, interval: interval)
+        }
+        if again { try? eventChannel.notify(localPort) }
+    }
+
+    /// Events received; events sent a second time because the peer did not answer the first for a whole
+    /// re-check interval; and wake-ups the re-check timer gave our reader (writer) asleep over bytes (room)
+    /// that had already come, i.e. incoming events lost or late.
+    ///
+    /// OCaml: none
+    public var eventStatistics: (received: UInt64, resent: UInt64, rescued: UInt64) {
+        let (resent, rescued) = lostEvents.withLock { ($0.resent, $0.rescued) }
+        return (eventsReceived.load(ordering: .relaxed), resent, rescued)
     }
 
     /// Closes this end: pending and later operations fail with ``VchanError/closed`` (or the failure that
