@@ -6,7 +6,7 @@
 /// ring whose writer consumed the request and sent the event. libxenvchan then hangs for ever. We do not:
 /// - **incoming**: the timer's kick makes a sleeping reader or writer look again, so a lost event costs at
 ///   most one interval; the timer counts the reader or writer it found asleep over bytes or room that had
-///   already come (``rescued``);
+///   already come (``rescued``: lost events, and under load events still on their way);
 /// - **outgoing**: after we signal the peer, if the index it should move has not moved for a whole interval,
 ///   the event is sent once more (``resent``). A duplicate is harmless (libxenvchan's wait consumes it and
 ///   looks at the ring); a peer with nothing to do gets at most one duplicate per event we sent it.
