@@ -42,11 +42,11 @@ import XenCore
         let writer = Task { try await pair.serverEnd.write(patternBytes(count: 100_000, seed: 1)) }
         try await Task.sleep(for: .milliseconds(50))
         await pair.serverEnd.close()
-        await #expect(throws: VchanError.closed) { try await within(5, "reader") { try await reader.value } }
-        await #expect(throws: VchanError.closed) { try await within(5, "writer") { try await writer.value } }
+        await #expect(throws: VchanError.closed) { try await within(60, "reader") { try await reader.value } }
+        await #expect(throws: VchanError.closed) { try await within(60, "writer") { try await writer.value } }
         await #expect(throws: VchanError.closed) { try await pair.serverEnd.read() }
         // The client still gets what was written before the close, then the end of the stream.
-        let got = try await within(5, "the client draining") { try await drain(pair.clientEnd) }
+        let got = try await within(60, "the client draining") { try await drain(pair.clientEnd) }
         #expect(got == Array(patternBytes(count: 100_000, seed: 1).prefix(got.count)))
         #expect(got.count == 2048, "exactly one ring-full made it")
         await pair.clientEnd.close()
@@ -71,7 +71,7 @@ import XenCore
         let writer = Task { try await pair.serverEnd.write(patternBytes(count: 1_000_000, seed: 2)) }
         _ = try await pair.clientEnd.read(exactly: 10_000)
         await pair.clientEnd.close()
-        await #expect(throws: VchanError.peerClosed) { try await within(5, "writer") { try await writer.value } }
+        await #expect(throws: VchanError.peerClosed) { try await within(60, "writer") { try await writer.value } }
         await pair.serverEnd.close()
         pair.expectAllReleased()
     }
@@ -82,7 +82,7 @@ import XenCore
         let reader = Task { try await pair.serverEnd.read() }
         try await Task.sleep(for: .milliseconds(30))
         reader.cancel()
-        await #expect(throws: VchanError.cancelled) { try await within(5, "reader") { try await reader.value } }
+        await #expect(throws: VchanError.cancelled) { try await within(60, "reader") { try await reader.value } }
         try await pair.clientEnd.write([5])
         #expect(try await pair.serverEnd.read() == [5])
         await pair.clientEnd.close()
@@ -98,7 +98,7 @@ import XenCore
             let pair = try await Pair()
             let delay = Int(generator.next() % 20)
             let serverCloses = generator.next() % 2 == 0
-            try await within(10, "round \(round)") {
+            try await within(60, "round \(round)") {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for (writer, reader) in [(pair.serverEnd, pair.clientEnd), (pair.clientEnd, pair.serverEnd)] {
                         group.addTask {
@@ -159,7 +159,7 @@ import XenCore
         let reader = Task { try await serverEnd.read() }
         try await Task.sleep(for: .milliseconds(30))
         pair = nil
-        await #expect(throws: VchanError.peerClosed) { try await within(5, "reader") { try await reader.value } }
+        await #expect(throws: VchanError.peerClosed) { try await within(60, "reader") { try await reader.value } }
         #expect(client.eventChannel.status(clientPort) == nil)
         #expect(rig.hypervisor.grantMappingCount(granter: server.id, ref: ref) == 0)
         await serverEnd.close()

@@ -186,7 +186,7 @@ import XenStoreClient
         }
         let path = "/local/domain/\(server.id.rawValue)/data/vchan/\(client.id.rawValue)/nobody"
         await #expect(throws: VchanError.timedOut(operation: "vchan client on \(path)")) {
-            try await within(10, "listen with a connect timeout") {
+            try await within(60, "listen with a connect timeout") {
                 _ = try await VchanServer.listen(
                     domain: client.id, port: port, environment: rig.environment(server),
                     options: VchanOptions(connectTimeout: .milliseconds(100)))

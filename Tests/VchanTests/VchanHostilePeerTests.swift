@@ -31,7 +31,7 @@ import XenCore
         func expectClosedAndReleased(_ reason: VchanError) async throws {
             let ref = serverEnd.ringRef
             let port = serverEnd.localPort
-            try await within(5, "the connection closing itself") {
+            try await within(60, "the connection closing itself") {
                 while rig.hypervisor.grantMappingCount(granter: server.id, ref: ref) == 0
                     || server.eventChannel.status(port) != nil
                 {
@@ -55,7 +55,7 @@ import XenCore
         setup.raw.page?.setUInt32(1025, at: VchanLayout.leftProducerOffset)
         try setup.raw.signal()
         let error = VchanError.producerOutOfRange(producer: 1025, consumer: 0, size: 1024)
-        await #expect(throws: error) { try await within(5, "read") { try await setup.serverEnd.read() } }
+        await #expect(throws: error) { try await within(60, "read") { try await setup.serverEnd.read() } }
         try await setup.expectClosedAndReleased(error)
     }
 
@@ -66,7 +66,7 @@ import XenCore
         setup.raw.page?.setUInt32(1, at: VchanLayout.leftProducerOffset)
         try setup.raw.signal()
         let error = VchanError.producerOutOfRange(producer: 1, consumer: 3, size: 1024)
-        await #expect(throws: error) { try await within(5, "read") { try await setup.serverEnd.read() } }
+        await #expect(throws: error) { try await within(60, "read") { try await setup.serverEnd.read() } }
         try await setup.expectClosedAndReleased(error)
     }
 
@@ -74,7 +74,7 @@ import XenCore
         let setup = try await Setup()
         setup.raw.page?.setUInt32(0x8000_0000, at: VchanLayout.rightConsumerOffset)
         let error = VchanError.consumerOutOfRange(producer: 0, consumer: 0x8000_0000, size: 2048)
-        await #expect(throws: error) { try await within(5, "write") { try await setup.serverEnd.write([1]) } }
+        await #expect(throws: error) { try await within(60, "write") { try await setup.serverEnd.write([1]) } }
         try await setup.expectClosedAndReleased(error)
     }
 
@@ -86,7 +86,7 @@ import XenCore
         setup.raw.page?.setUInt32(0xDEAD_BEEF, at: VchanLayout.rightConsumerOffset)
         try setup.raw.signal()
         let error = VchanError.consumerOutOfRange(producer: 2048, consumer: 0xDEAD_BEEF, size: 2048)
-        await #expect(throws: error) { try await within(5, "the waiting writer") { try await writer.value } }
+        await #expect(throws: error) { try await within(60, "the waiting writer") { try await writer.value } }
         try await setup.expectClosedAndReleased(error)
     }
 
@@ -95,7 +95,7 @@ import XenCore
         setup.raw.page?.setUInt8(0x41, at: VchanLayout.clientLiveOffset)
         try setup.raw.signal()
         let error = VchanError.invalidLiveState(0x41)
-        await #expect(throws: error) { try await within(5, "read") { try await setup.serverEnd.read() } }
+        await #expect(throws: error) { try await within(60, "read") { try await setup.serverEnd.read() } }
         try await setup.expectClosedAndReleased(error)
     }
 
@@ -103,7 +103,7 @@ import XenCore
     @Test func peerThatNeverSignals() async throws {
         let setup = try await Setup(options: VchanOptions(recheckInterval: .milliseconds(20)))
         let data = patternBytes(count: 3000, seed: 2)
-        let received = try await within(10, "bytes from a silent peer") {
+        let received = try await within(60, "bytes from a silent peer") {
             var offset = 0
             var received: [UInt8] = []
             while received.count < data.count {
@@ -122,7 +122,7 @@ import XenCore
         let setup = try await Setup(options: VchanOptions(recheckInterval: nil, stallTimeout: .milliseconds(200)))
         let error = VchanError.peerStalled(waited: .milliseconds(200))
         await #expect(throws: error) {
-            try await within(5, "stalled write") { try await setup.serverEnd.write(patternBytes(count: 5000, seed: 3)) }
+            try await within(60, "stalled write") { try await setup.serverEnd.write(patternBytes(count: 5000, seed: 3)) }
         }
         try await setup.expectClosedAndReleased(error)
     }
@@ -143,7 +143,7 @@ import XenCore
         }
         try await Task.sleep(for: .milliseconds(50))
         setup.raw.die()
-        let got = try await within(5, "the reader after the peer died") { await reader.value }
+        let got = try await within(60, "the reader after the peer died") { await reader.value }
         #expect(got == [7, 7], "what the peer wrote before dying is delivered")
         await #expect(throws: VchanError.peerClosed) { try await setup.serverEnd.write([1]) }
         await setup.serverEnd.close()
@@ -167,7 +167,7 @@ import XenCore
         try raw!.share.unshare()  // what gntalloc does when the server's process exits
         raw = nil
         await #expect(throws: VchanError.peerClosed) {
-            try await within(5, "the reader after the server died") { try await reader.value }
+            try await within(60, "the reader after the server died") { try await reader.value }
         }
         await clientEnd.close()
     }
@@ -184,7 +184,7 @@ import XenCore
         rig.hypervisor.destroyDomain(client.id)
         _ = rig.store.releaseDomain(client.id)
         await #expect(throws: VchanError.peerDied(client.id)) {
-            try await within(5, "the reader after the domain died") { try await reader.value }
+            try await within(60, "the reader after the domain died") { try await reader.value }
         }
         await serverEnd.close()
         withExtendedLifetime(clientEnd) {}  // a dead domain's endpoint never closes (nor notifies) by itself

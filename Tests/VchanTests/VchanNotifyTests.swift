@@ -29,7 +29,7 @@ import XenCore
                 }
             }
         }
-        let got = try await within(10, "a read whose data landed in the window") {
+        let got = try await within(60, "a read whose data landed in the window") {
             try await serverEnd.read(exactly: 3)
         }
         #expect(got == [1, 2, 3])
@@ -55,7 +55,7 @@ import XenCore
                 }
             }
         }
-        try await within(10, "a write whose room appeared in the window") {
+        try await within(60, "a write whose room appeared in the window") {
             try await serverEnd.write(patternBytes(count: 2048, seed: 21))
         }
         #expect(signalled.withLock { $0 } == [false], "the peer read once, without an event")
@@ -127,7 +127,7 @@ import XenCore
         let first = try await clientEnd.read(exactly: 2048)
         #expect(first == Array(data.prefix(2048)))
         // No further read: the remaining 1000 bytes fit now, so the write must complete by itself.
-        try await within(10, "the writer woken by the read") { try await writer.value }
+        try await within(60, "the writer woken by the read") { try await writer.value }
         #expect(clientEnd.dataReady == 1000)
         await clientEnd.close()
         await serverEnd.close()
@@ -142,7 +142,7 @@ import XenCore
         try await Task.sleep(for: .milliseconds(50))
         await clientEnd.close()
         await #expect(throws: VchanError.peerClosed) {
-            try await within(10, "the reader woken by close") { try await reader.value }
+            try await within(60, "the reader woken by close") { try await reader.value }
         }
         await serverEnd.close()
     }
