@@ -32,6 +32,7 @@ let package = Package(
         .library(name: "NBDClient", targets: ["NBDClient"]),
         .library(name: "NBDServer", targets: ["NBDServer"]),
         .library(name: "DomainUserdata", targets: ["DomainUserdata"]),
+        .library(name: "Vchan", targets: ["Vchan"]),
         .executable(name: "swiftxen", targets: ["swiftxen"]),
         .executable(name: "swiftxen-bench", targets: ["swiftxen-bench"]),
         .executable(name: "xen-test-runner", targets: ["xen-test-runner"]),
@@ -46,7 +47,7 @@ let package = Package(
         // MARK: - C shim over libxen-dev (Xen ABI headers and the C libraries)
         .systemLibrary(
             name: "CXen",
-            pkgConfig: "xencontrol xenstore xengnttab xenevtchn",
+            pkgConfig: "xencontrol xenstore xengnttab xenevtchn xenvchan",
             providers: [.apt(["libxen-dev"])]
         ),
 
@@ -172,6 +173,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: - Vchan: libxenvchan-compatible byte streams between domains
+        .target(
+            name: "Vchan",
+            dependencies: ["XenCore", "GrantTable", "EventChannel", "XenStoreClient"],
+            swiftSettings: strict
+        ),
+
         // MARK: - Command-line tool
         .executableTarget(
             name: "swiftxen",
@@ -179,7 +187,7 @@ let package = Package(
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
                 "NBDServer", "NBDProtocol", "DomainUserdata", "BlkifProtocol", "NetFront", "NetBack", "NetifProtocol",
-                "NetworkDevice",
+                "NetworkDevice", "Vchan",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -190,7 +198,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
                 "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "NBDServer", "CXen", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice",
+                "NBDServer", "CXen", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan",
             ],
             swiftSettings: strict
         ),
@@ -201,7 +209,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
                 "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
-                "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice",
+                "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan",
             ],
             swiftSettings: strict
         ),
@@ -241,6 +249,13 @@ let package = Package(
         ),
         .testTarget(
             name: "NBDTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevice", "XenCore"]),
+        .testTarget(
+            name: "VchanTests",
+            dependencies: [
+                "Vchan", "CXen", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "GrantTable",
+                "EventChannel", "XenCore",
+            ]
+        ),
         .testTarget(
             name: "DomainUserdataTests",
             dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor"]

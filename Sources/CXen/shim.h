@@ -9,6 +9,8 @@
 #include <xenstore.h>
 #include <xengnttab.h>
 #include <xenevtchn.h>
+// libxenvchan.h brings xen/io/libxenvchan.h (the shared page), which has no include guard: include it once.
+#include <libxenvchan.h>
 
 #include <xen/io/xs_wire.h>
 #include <xen/io/ring.h>
@@ -113,6 +115,20 @@ static inline size_t cxen_xenstore_rsp_prod_offset(void) {
 static inline size_t cxen_xenstore_connection_offset(void) {
     return offsetof(struct xenstore_domain_interface, connection);
 }
+
+// MARK: - vchan (libxenvchan.h): the Vchan layout tests compare VchanLayout with these.
+static inline size_t cxen_vchan_left_offset(void) { return offsetof(struct vchan_interface, left); }
+static inline size_t cxen_vchan_right_offset(void) { return offsetof(struct vchan_interface, right); }
+static inline size_t cxen_vchan_ring_cons_offset(void) { return offsetof(struct ring_shared, cons); }
+static inline size_t cxen_vchan_ring_prod_offset(void) { return offsetof(struct ring_shared, prod); }
+static inline size_t cxen_vchan_left_order_offset(void) { return offsetof(struct vchan_interface, left_order); }
+static inline size_t cxen_vchan_right_order_offset(void) { return offsetof(struct vchan_interface, right_order); }
+static inline size_t cxen_vchan_cli_live_offset(void) { return offsetof(struct vchan_interface, cli_live); }
+static inline size_t cxen_vchan_srv_live_offset(void) { return offsetof(struct vchan_interface, srv_live); }
+static inline size_t cxen_vchan_cli_notify_offset(void) { return offsetof(struct vchan_interface, cli_notify); }
+static inline size_t cxen_vchan_srv_notify_offset(void) { return offsetof(struct vchan_interface, srv_notify); }
+static inline size_t cxen_vchan_grants_offset(void) { return offsetof(struct vchan_interface, grants); }
+static inline size_t cxen_vchan_interface_size(void) { return sizeof(struct vchan_interface); }
 
 // MARK: - TAP devices (NetBack's bridge to the backend domain's network)
 #include <linux/if_tun.h>

@@ -25,9 +25,7 @@ public final class ConsoleConnection: Sendable {
         var peerGone = false
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
-        var nextTicket: UInt64 = 0
-        var servingTicket: UInt64 = 0
-        var abandonedTickets: Set<UInt64> = []
+        var writers = TurnQueue()
         var bytesRead: UInt64 = 0
         var bytesWritten: UInt64 = 0
     }
@@ -208,23 +206,20 @@ public final class ConsoleConnection: Sendable {
     /// OCaml: `Console_xen.write` / the `read_the_console` loop of `Conback`
     public func write(_ bytes: some Collection<UInt8>) async throws(ConsoleError) {
         let data = Array(bytes)
-        let ticket = state.withLock { state in
-            defer { state.nextTicket &+= 1 }
-            return state.nextTicket
-        }
+        let ticket = state.withLock { $0.writers.take() }
         defer { finishTurn(ticket) }
         // Wait for our turn so concurrent writers never interleave inside one write.
         while true {
             let ready = state.withLock { state -> Result<Bool, ConsoleError> in
                 if let failure = state.failure { return .failure(failure) }
                 if state.peerGone { return .failure(.closed) }
-                return .success(state.servingTicket == ticket)
+                return .success(state.writers.isServing(ticket))
             }
             switch ready {
             case .failure(let error): throw error
             case .success(true): break
             case .success(false):
-                try await waitForKick { $0.failure != nil || $0.peerGone || $0.servingTicket == ticket }
+                try await waitForKick { $0.failure != nil || $0.peerGone || $0.writers.isServing(ticket) }
                 continue
             }
             break
@@ -287,14 +282,7 @@ public final class ConsoleConnection: Sendable {
 
     /// Passes the write turn on; a writer that gave up before its turn is skipped when the turn reaches it.
     private func finishTurn(_ ticket: UInt64) {
-        state.withLock { state in
-            guard state.servingTicket == ticket else {
-                state.abandonedTickets.insert(ticket)
-                return
-            }
-            state.servingTicket &+= 1
-            while state.abandonedTickets.remove(state.servingTicket) != nil { state.servingTicket &+= 1 }
-        }
+        _ = state.withLock { $0.writers.finish(ticket) }
         wakeAll()
     }
 

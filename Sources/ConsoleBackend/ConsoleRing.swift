@@ -1,14 +1,6 @@
 import Synchronization
 public import XenCore
 
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Musl)
-    import Musl
-#elseif canImport(Darwin)
-    import Darwin
-#endif
-
 // MARK: - Layout
 
 /// The byte layout of `struct xencons_interface` (xen/include/public/io/console.h), one shared 4 KiB page.
@@ -264,21 +256,13 @@ public struct ConsoleRing: Sendable {
         ring: RingGeometry,
         from index: UInt32, count: Int, to destination: UnsafeMutableRawPointer
     ) {
-        let start = Int(index & UInt32(ring.size - 1))
-        let first = min(count, ring.size - start)
-        let base = page.pointer + ring.offset
-        memcpy(destination, base + start, first)
-        if count > first { memcpy(destination + first, base, count - first) }
+        page.slice(from: ring.offset, count: ring.size).copyOutOfRing(at: index, count: count, to: destination)
     }
 
     private func copyIn(
         ring: RingGeometry,
         at index: UInt32, count: Int, from source: UnsafeRawPointer
     ) {
-        let start = Int(index & UInt32(ring.size - 1))
-        let first = min(count, ring.size - start)
-        let base = page.pointer + ring.offset
-        memcpy(base + start, source, first)
-        if count > first { memcpy(base, source + first, count - first) }
+        page.slice(from: ring.offset, count: ring.size).copyIntoRing(at: index, count: count, from: source)
     }
 }

@@ -31,6 +31,10 @@ public enum GrantTableError: Error, Equatable, Sendable {
     case busy(GrantRef)
     /// The page is not page-aligned or shorter than a page.
     case invalidPage(offset: Int, count: Int)
+    /// An unmap notification's byte lies outside the page.
+    ///
+    /// OCaml: none (C: `EINVAL` from `IOCTL_GNTALLOC_SET_UNMAP_NOTIFY`)
+    case invalidNotifyOffset(Int)
     /// `mapv` of grants the simulator cannot present as one contiguous buffer (see `SimulatedGrantTable`).
     case notContiguous([GrantRef])
     /// The domain does not exist (or was destroyed).

@@ -14,7 +14,7 @@ import XenToolLog
 /// Opening fails with `.interfaceUnavailable` where `/dev/xen/gntalloc` is missing, without stderr noise.
 /// Shares keep the handle open until unshared, so ``close()`` only stops new shares.
 /// OCaml: `Gnt.Gntshr.interface`
-public final class XenGntshr: GntshrBackend, @unchecked Sendable {
+public final class XenGntshr: UnmapNotifyingGntshr, @unchecked Sendable {
     // @unchecked: the handle is only used through libxengntshr's thread-safe ioctls; `closed` is a Mutex.
     private let handle: OpaquePointer
     private let closed = Mutex(false)
@@ -63,6 +63,29 @@ public final class XenGntshr: GntshrBackend, @unchecked Sendable {
         return SharedPages(
             refs: raw.map(GrantRef.init(rawValue:)), address: address, domain: domain, writable: writable,
             unshare: { [self] () throws(GrantTableError) in try self.unshare(bits, count) }
+        )
+    }
+
+    /// Allocates and shares one page with `xengntshr_share_page_notify`.
+    ///
+    /// OCaml: none; C: `xengntshr_share_page_notify`
+    public func sharePage(
+        with domain: DomainID, writable: Bool, notify: UnmapNotification
+    ) throws(GrantTableError) -> SharedPages {
+        guard let (offset, port) = notify.cArguments else { throw .invalidNotifyOffset(notify.byteOffset ?? -1) }
+        if closed.withLock({ $0 }) { throw .closed }
+        var ref: UInt32 = 0
+        guard
+            let address = xengntshr_share_page_notify(
+                handle, UInt32(domain.rawValue), &ref, writable ? 1 : 0, offset, port)
+        else {
+            let code = errno
+            throw code == ENOSPC ? .tableFull : .system(operation: "xengntshr_share_page_notify", errno: code)
+        }
+        let bits = Int(bitPattern: address)
+        return SharedPages(
+            refs: [GrantRef(rawValue: ref)], address: address, domain: domain, writable: writable,
+            unshare: { [self] () throws(GrantTableError) in try self.unshare(bits, 1) }
         )
     }
 

@@ -14,7 +14,7 @@ import XenToolLog
 /// `xen-gntdev` module not loaded), without libxen writing to stderr. Export (`grantAccess`) needs kernel
 /// space and throws `.unsupported`: share memory with ``XenGntshr`` instead. Mappings keep the handle open.
 /// OCaml: `Gnt.Gnttab.interface` (Unix stubs over `xc_gnttab_*`)
-public final class XenGrantTable: GrantTableBackend, @unchecked Sendable {
+public final class XenGrantTable: UnmapNotifyingGrantTable, @unchecked Sendable {
     // @unchecked: the handle is only used through libxengnttab calls, which are thread-safe ioctls.
     let handle: OpaquePointer
 
@@ -91,6 +91,27 @@ public final class XenGrantTable: GrantTableBackend, @unchecked Sendable {
         return GrantMapping(
             address: address, domain: domain, refs: refs, writable: writable,
             unmap: { [self] () throws(GrantTableError) in try self.unmap(bits, count) }
+        )
+    }
+
+    /// Maps one grant with `xengnttab_map_grant_ref_notify`.
+    ///
+    /// OCaml: none; C: `xengnttab_map_grant_ref_notify`
+    public func map(
+        domain: DomainID, ref: GrantRef, writable: Bool, notify: UnmapNotification
+    ) throws(GrantTableError) -> GrantMapping {
+        guard let (offset, port) = notify.cArguments else { throw .invalidNotifyOffset(notify.byteOffset ?? -1) }
+        let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
+        guard
+            let address = xengnttab_map_grant_ref_notify(
+                handle, UInt32(domain.rawValue), ref.rawValue, prot, offset, port)
+        else {
+            throw .system(operation: "xengnttab_map_grant_ref_notify", errno: errno)
+        }
+        let bits = Int(bitPattern: address)
+        return GrantMapping(
+            address: address, domain: domain, refs: [ref], writable: writable,
+            unmap: { [self] () throws(GrantTableError) in try self.unmap(bits, 1) }
         )
     }
 

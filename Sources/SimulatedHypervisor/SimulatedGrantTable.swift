@@ -20,7 +20,7 @@ public import XenCore
 /// write-protected for read-only mappings: the simulator refuses writable *maps* of read-only grants, but
 /// cannot trap stray writes through a read-only mapping.
 /// OCaml: `Xen_os.Xen.Export` + `Xen_os.Xen.Import` of one domain
-public struct SimulatedGrantTable: GrantTableBackend {
+public struct SimulatedGrantTable: UnmapNotifyingGrantTable {
     let hypervisor: SimulatedHypervisor
     /// The domain this table belongs to.
     public let domain: DomainID
@@ -92,6 +92,15 @@ public struct SimulatedGrantTable: GrantTableBackend {
     public func mapv(
         domain granter: DomainID, refs grantRefs: [GrantRef], writable: Bool
     ) throws(GrantTableError) -> GrantMapping {
+        try mapPages(granter: granter, refs: grantRefs, writable: writable, beforeUnmap: nil)
+    }
+
+    /// Maps `grantRefs`; `beforeUnmap` runs on the mapped address just before the mapping goes (an unmap
+    /// notification).
+    func mapPages(
+        granter: DomainID, refs grantRefs: [GrantRef], writable: Bool,
+        beforeUnmap: (@Sendable (UnsafeMutableRawPointer) -> Void)?
+    ) throws(GrantTableError) -> GrantMapping {
         guard !grantRefs.isEmpty else { throw .invalidCount(0) }
         let mapper = domain
         let result: Result<[GrantedMemory], GrantTableError> = hypervisor.state.withLock { state in
@@ -128,7 +137,10 @@ public struct SimulatedGrantTable: GrantTableBackend {
             return GrantMapping(
                 address: view.pointer, domain: granter, refs: grantRefs, writable: writable, shareable: false,
                 unmap: { () throws(GrantTableError) in
-                    withExtendedLifetime(view) { undo() }
+                    withExtendedLifetime(view) {
+                        beforeUnmap?(view.pointer)
+                        undo()
+                    }
                     hypervisor.recordReleased(id)
                 })
         }
@@ -151,6 +163,7 @@ public struct SimulatedGrantTable: GrantTableBackend {
             address: region, domain: granter, refs: grantRefs, writable: writable, shareable: true,
             unmap: { () throws(GrantTableError) in
                 if let region = UnsafeMutableRawPointer(bitPattern: bits) {
+                    beforeUnmap?(region)
                     hypervisor.release(region, byteCount: bytes)
                 }
                 undo()
@@ -301,7 +314,7 @@ extension SimulatedHypervisor {
 /// Like gntalloc, an unshare while the other side still maps the pages revokes the grants only when it
 /// unmaps. The sharer's own address is released (fenced) at unshare, when its last view is gone.
 /// OCaml: `Gnt.Gntshr.interface`
-public final class SimulatedGntshr: GntshrBackend {
+public final class SimulatedGntshr: UnmapNotifyingGntshr {
     let hypervisor: SimulatedHypervisor
     /// The sharing domain.
     public let domain: DomainID
@@ -316,6 +329,15 @@ public final class SimulatedGntshr: GntshrBackend {
 
     /// OCaml: `Gnt.Gntshr.share_pages_exn`
     public func sharePages(with grantee: DomainID, count: Int, writable: Bool) throws(GrantTableError) -> SharedPages {
+        try sharePages(with: grantee, count: count, writable: writable, beforeUnshare: nil)
+    }
+
+    /// Shares `count` fresh pages; `beforeUnshare` runs on the sharer's address just before the share goes
+    /// (an unmap notification).
+    func sharePages(
+        with grantee: DomainID, count: Int, writable: Bool,
+        beforeUnshare: (@Sendable (UnsafeMutableRawPointer) -> Void)?
+    ) throws(GrantTableError) -> SharedPages {
         guard count > 0, count <= Int(Int32.max) / xenPageSize else { throw .invalidCount(count) }
         if closed.withLock({ $0 }) { throw .closed }
         let grantRefs = refs.getNonblocking(count: count)
@@ -357,7 +379,10 @@ public final class SimulatedGntshr: GntshrBackend {
         return SharedPages(
             refs: grantRefs, address: view, domain: grantee, writable: writable, shareable: true,
             unshare: { () throws(GrantTableError) in
-                if let view = UnsafeMutableRawPointer(bitPattern: bits) { hypervisor.release(view, byteCount: bytes) }
+                if let view = UnsafeMutableRawPointer(bitPattern: bits) {
+                    beforeUnshare?(view)
+                    hypervisor.release(view, byteCount: bytes)
+                }
                 hypervisor.unshare(granter: granter, refs: grantRefs)
                 hypervisor.recordReleased(id)
             }

@@ -31,4 +31,19 @@ package enum DetachedThread {
         pthread_detach(thread)
         return 0
     }
+
+    /// Runs `body` on a new detached thread and resumes the caller with its result, so a blocking call
+    /// never occupies the cooperative pool (inline, as a last resort, when no thread can be started).
+    package static func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
+            let job = OneShot { continuation.resume(returning: body()) }
+            if spawn({ job.run() }) != 0 { job.run() }
+        }
+    }
+
+    private final class OneShot: @unchecked Sendable {
+        // @unchecked: run by exactly one thread.
+        let run: () -> Void
+        init(_ run: @escaping () -> Void) { self.run = run }
+    }
 }

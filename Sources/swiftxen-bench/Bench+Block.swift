@@ -118,11 +118,11 @@ enum BlockBench {
         }
     }
 
-    private static func format(_ value: Double) -> String {
+    static func format(_ value: Double) -> String {
         value >= 1000 ? String(Int(value.rounded())) : String(Double(Int(value * 10)) / 10)
     }
 
-    private static func ratio(_ value: Double, _ baseline: Double) -> String {
+    static func ratio(_ value: Double, _ baseline: Double) -> String {
         String(Double(Int(value / baseline * 1000)) / 1000)
     }
 }

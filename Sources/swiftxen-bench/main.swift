@@ -8,6 +8,7 @@ let groups: [(name: String, run: () async throws -> Void)] = [
     ("console", benchConsole),
     ("nbd", NBDBench.run),
     ("nbd-server", NBDServerBench.run),
+    ("vchan", VchanBench.run),
 ]
 
 let only = CommandLine.arguments.dropFirst().first

@@ -5,10 +5,10 @@ import ArgumentParser
 struct SwiftXen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftxen",
-        abstract: "The Xen device stack in Swift: xenstore, grants, block, network, console, NBD, userdata.",
+        abstract: "The Xen device stack in Swift: xenstore, grants, block, network, console, NBD, userdata, vchan.",
         subcommands: [
             StoreCommand.self, BlockCommand.self, NetCommand.self, ConsoleCommand.self, NBDCommandGroup.self,
-            UserdataCommand.self, DemoCommand.self,
+            UserdataCommand.self, VchanCommand.self, DemoCommand.self,
         ]
     )
 }

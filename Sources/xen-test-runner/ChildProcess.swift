@@ -44,35 +44,14 @@ enum ChildProcess {
         guard pipe(&fds) == 0 else { return .failure(CheckFailure(errnoText("pipe"))) }
         // Close-on-exec: the child gets only the dup2'ed copies (other threads may spawn too).
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        // Only 0-2: never our pty master, gntdev/gntalloc/evtchn handles or sockets.
-        Posix.closeOtherDescriptors(&actions)
-        // The spawning thread is a Dispatch/Swift worker with signals blocked, and the mask (and ignored
-        // dispositions) would pass to the child: xl's libxl reaps its own children on SIGCHLD and would
-        // wait forever. The child gets an empty mask and default dispositions.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { for pointer in cArgs { free(pointer) } }
-        var pid = pid_t()
-        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, environ)
+        let launched = launch(argv, stdin: nil, stdout: fds[1], stderr: fds[1])
         close(fds[1])
-        guard rc == 0 else {
+        let pid: pid_t
+        switch launched {
+        case .success(let started): pid = started
+        case .failure(let failure):
             close(fds[0])
-            return .failure(CheckFailure("posix_spawn \(argv[0]): \(String(cString: strerror(rc)))"))
+            return .failure(failure)
         }
         defer { close(fds[0]) }
 
@@ -116,7 +95,42 @@ enum ChildProcess {
             ChildResult(status: exitStatus, output: String(decoding: output, as: UTF8.self), timedOut: timedOut))
     }
 
-    private static func monotonicSeconds() -> Double {
+    /// Starts `argv` with `stdin` (or /dev/null), `stdout` and `stderr` as its descriptors 0, 1, 2.
+    static func launch(_ argv: [String], stdin: Int32?, stdout: Int32, stderr: Int32) -> Result<pid_t, CheckFailure> {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let stdin {
+            posix_spawn_file_actions_adddup2(&actions, stdin, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        posix_spawn_file_actions_adddup2(&actions, stdout, 1)
+        posix_spawn_file_actions_adddup2(&actions, stderr, 2)
+        // Only 0-2: never our pty master, gntdev/gntalloc/evtchn handles or sockets.
+        Posix.closeOtherDescriptors(&actions)
+        // The spawning thread is a Dispatch/Swift worker with signals blocked, and the mask (and ignored
+        // dispositions) would pass to the child: xl's libxl reaps its own children on SIGCHLD and would
+        // wait forever. The child gets an empty mask and default dispositions.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArgs { free(pointer) } }
+        var pid = pid_t()
+        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, environ)
+        guard rc == 0 else { return .failure(CheckFailure("posix_spawn \(argv[0]): \(String(cString: strerror(rc)))")) }
+        return .success(pid)
+    }
+
+    static func monotonicSeconds() -> Double {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9

@@ -45,6 +45,8 @@ final class Report: Sendable {
         var current: String?
         var detail: String?
         var deadline: UInt64 = 0
+        /// What the running check says about itself if the watchdog stops it.
+        var explain: (@Sendable () -> String)?
     }
     private let state = Mutex(State())
     /// Prefix of every check name, e.g. the xenstored variant: lines stay distinguishable across boots.
@@ -79,6 +81,12 @@ final class Report: Sendable {
         state.withLock { $0.detail = text }
     }
 
+    /// Gives the watchdog words for the running check: if it expires, `explain()` (run on the watchdog's
+    /// thread, so it must not wait for tasks) is quoted on the FAIL line, with every thread's state.
+    func onTimeout(_ explain: @escaping @Sendable () -> String) {
+        state.withLock { $0.explain = explain }
+    }
+
     /// Prints the summary line; the process exit status is 0 only when nothing failed.
     func finish() -> Int32 {
         let (passed, failed) = state.withLock { ($0.passed, $0.failed) }
@@ -92,14 +100,16 @@ final class Report: Sendable {
         let status = DetachedThread.spawn { [self] in
             while true {
                 usleep(200_000)
-                let expired: (String, Int, Int)? = state.withLock { state in
+                let expired: (String, Int, Int, (@Sendable () -> String)?)? = state.withLock { state in
                     guard let current = state.current, Report.monotonicNanos() > state.deadline else { return nil }
                     state.current = nil
                     state.failed += 1
-                    return (current, state.passed, state.failed)
+                    return (current, state.passed, state.failed, state.explain)
                 }
-                if let (name, passed, failed) = expired {
-                    emit("FAIL \(prefix)\(name): timed out (watchdog)")
+                if let (name, passed, failed, explain) = expired {
+                    emit("XT-NOTE threads at the watchdog: \(ThreadStates.describe())")
+                    emit("XT-NOTE global executor: \(ThreadStates.probeGlobalExecutor())")
+                    emit("FAIL \(prefix)\(name): timed out (watchdog)\(explain.map { " [\($0())]" } ?? "")")
                     emit("\(passed) passed, \(failed) failed")
                     _exit(1)
                 }
@@ -113,6 +123,7 @@ final class Report: Sendable {
     private func begin(_ name: String, limit seconds: UInt64) {
         state.withLock {
             $0.current = name
+            $0.explain = nil
             $0.deadline = Report.monotonicNanos() + seconds * 1_000_000_000
         }
     }

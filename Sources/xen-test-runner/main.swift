@@ -2,13 +2,19 @@
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
-// client, conversation, blockback, blockfront, console, net, domu (it unloads the kernel's xen-blkback),
-// domunet (a guest on our NetBack and the kernel's xen-netback); `main` = all but the two guests. scripts/xen/xen-test.sh boots dom0 once per xenstored with every group.
+// client, conversation, blockback, blockfront, console, net, vchan, domu (it unloads the kernel's
+// xen-blkback), domunet (a guest on our NetBack and the kernel's xen-netback); `main` = all but the two
+// guests. scripts/xen/xen-test.sh boots dom0 once per xenstored with every group.
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
     import Musl
 #endif
+
+// A child of the vchan checks: one vchan endpoint in a process of its own (see VchanPeer).
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "vchan-peer" {
+    exit(await VchanPeer.main(Array(CommandLine.arguments.dropFirst(2))))
+}
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
@@ -40,6 +46,7 @@ if wanted("blockback") { await BlockBackChecks.run(report) }
 if wanted("blockfront") { await BlockFrontChecks.run(report) }
 if wanted("console") { await ConsoleChecks.run(report) }
 if wanted("net") { await NetChecks.run(report) }
+if wanted("vchan") { await VchanChecks.run(report) }
 if wanted("domu") { await DomUChecks.run(report) }
 if wanted("domunet") { await DomUNetChecks.run(report) }
 

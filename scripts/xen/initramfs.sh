@@ -2,8 +2,9 @@
 # initramfs.sh RUNNER — pack the dom0 initramfs and lay out the boot images in $XT_OUT:
 #   xen.elf     the hypervisor, uncompressed (QEMU's multiboot loader wants a plain 32-bit ELF)
 #   vmlinuz     the dom0 kernel (Debian's linux-image, PV dom0 capable)
-#   initrd.img  busybox, both xenstoreds, xen-init-dom0, xl, the Xen kernel modules, the runner, /init, and
-#               /opt/domu: the test domU (the same kernel, its own tiny initramfs, its xl config)
+#   initrd.img  busybox, both xenstoreds, xen-init-dom0, xl, vchan-socket-proxy, the Xen kernel modules, the
+#               runner, /init, and /opt/domu: the test domU (the same kernel, its own tiny initramfs, its xl
+#               config)
 # Everything comes from $XT_SYSROOT (fetch.sh); shared libraries are resolved there first, then on the host.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -63,6 +64,8 @@ stage() {
 for b in xenstored oxenstored xen-init-dom0 xenconsoled; do stage "$XENBIN/$b" "/usr/sbin/$b"; done
 stage "$SYS/usr/bin/xenstore" /usr/bin/xenstore
 for c in read write rm ls list exists watch chmod; do ln -s xenstore "$ROOT/usr/bin/xenstore-$c"; done
+# Xen's libxenvchan peer for the vchan checks (the binary itself: /usr/bin holds only Debian's wrapper).
+stage "$XENBIN/vchan-socket-proxy" /usr/bin/vchan-socket-proxy
 cp "$SYS/etc/xen/oxenstored.conf" "$ROOT/etc/xen/"
 # xl/libxl for the domU check: no xenconsoled, no hotplug scripts (the domU gets no kernel-backed device).
 # dom0_mem is fixed on Xen's command line, so xl must not try to balloon dom0 down.
