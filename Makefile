@@ -46,7 +46,7 @@ docs: setup
 	  $(addprefix --target ,$(DOC_TARGETS)) --output-path $(DOCS_DIR) --warnings-as-errors
 
 # Boot Xen 4.17 + a Linux dom0 under QEMU TCG (no network) and run xen-test-runner in it, once per
-# xenstored (C and OCaml). Fetches what it needs from Debian into .build-xen; see README "Real Xen tier".
+# xenstored (C and OCaml). Fetches what it needs from Debian into .build-xen; see Documentation/RealXen.md.
 xen-test: setup
 	scripts/xen/xen-test.sh
 
