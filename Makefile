@@ -39,11 +39,12 @@ test: unit-test
 
 # DocC documentation of every library product (swift-docc-plugin), warnings as errors: one archive per
 # product under $(DOCS_DIR)/ (`swift package --disable-sandbox preview-documentation --target X` serves one).
+# The compiler flags are unit-test's, so after it the symbol graphs come from the same build (no rebuild).
 DOCS_DIR     ?= .build-docs
 DOC_TARGETS  := $(shell sed -n 's/^ *\.library.name: "\([A-Za-z0-9]*\)".*/\1/p' Package.swift)
 docs: setup
-	$(SWIFT) package $(SWIFT_FLAGS) --allow-writing-to-directory $(DOCS_DIR) generate-documentation \
-	  $(addprefix --target ,$(DOC_TARGETS)) --output-path $(DOCS_DIR) --warnings-as-errors
+	$(SWIFT) package $(SWIFT_FLAGS) -Xswiftc -warnings-as-errors --allow-writing-to-directory $(DOCS_DIR) \
+	  generate-documentation $(addprefix --target ,$(DOC_TARGETS)) --output-path $(DOCS_DIR) --warnings-as-errors
 
 # Boot Xen 4.17 + a Linux dom0 under QEMU TCG (no network) and run xen-test-runner in it, once per
 # xenstored (C and OCaml). Fetches what it needs from Debian into .build-xen; see Documentation/RealXen.md.
