@@ -10,7 +10,7 @@ APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bi
 FUZZ_SECONDS    ?= 60
 CI_FUZZ_SECONDS ?= 20
 
-.PHONY: setup build test unit-test demo bench lint format xen-test fuzz sanitize clean
+.PHONY: setup build test unit-test docs demo bench lint format xen-test fuzz sanitize clean
 
 setup:
 	@missing=""; \
@@ -32,12 +32,22 @@ unit-test: setup
 # not otherwise), and always under CI=true so CI never skips it silently. XEN_TEST=0 skips it.
 # Under CI=true (or FUZZ=1) a short fuzzing pass runs first: every target for CI_FUZZ_SECONDS, two at a time.
 test: unit-test
+	$(MAKE) --no-print-directory docs
 	@if [ "$${CI:-}" = true ] || [ "$${FUZZ:-}" = 1 ]; then \
 	  $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS) FUZZ_JOBS=$${FUZZ_JOBS:-2}; fi
 	@if [ "$${CI:-}" = true ] || scripts/xen/can-run.sh; then $(MAKE) --no-print-directory xen-test; fi
 
+# DocC documentation of every library product (swift-docc-plugin), warnings as errors: one archive per
+# product under $(DOCS_DIR)/ (`swift package --disable-sandbox preview-documentation --target X` serves one).
+# The compiler flags are unit-test's, so after it the symbol graphs come from the same build (no rebuild).
+DOCS_DIR     ?= .build-docs
+DOC_TARGETS  := $(shell sed -n 's/^ *\.library.name: "\([A-Za-z0-9]*\)".*/\1/p' Package.swift)
+docs: setup
+	$(SWIFT) package $(SWIFT_FLAGS) -Xswiftc -warnings-as-errors --allow-writing-to-directory $(DOCS_DIR) \
+	  generate-documentation $(addprefix --target ,$(DOC_TARGETS)) --output-path $(DOCS_DIR) --warnings-as-errors
+
 # Boot Xen 4.17 + a Linux dom0 under QEMU TCG (no network) and run xen-test-runner in it, once per
-# xenstored (C and OCaml). Fetches what it needs from Debian into .build-xen; see README "Real Xen tier".
+# xenstored (C and OCaml). Fetches what it needs from Debian into .build-xen; see Documentation/RealXen.md.
 xen-test: setup
 	scripts/xen/xen-test.sh
 

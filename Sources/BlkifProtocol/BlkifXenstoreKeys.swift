@@ -135,7 +135,7 @@ public struct BlkifBackendInfo: Sendable, Equatable {
 
 /// A xenstore key held a value the other end should not have written.
 ///
-/// OCaml: `Blkproto` returns `` `Msg `` errors for these
+/// OCaml: `Blkproto` returns `Msg` errors for these
 public enum BlkifKeyError: Error, Sendable, Equatable, CustomStringConvertible {
     /// `key` holds `value`, which is not what blkif.h allows there.
     case malformed(key: String, value: String)

@@ -6,7 +6,7 @@ import SharedRing
 import Synchronization
 import XenCore
 
-/// A Xen block backend: serves any ``BlockDevice`` to one frontend over blkif rings.
+/// A Xen block backend: serves any `BlockDevice` to one frontend over blkif rings.
 ///
 /// It advertises every feature of blkif.h (flush, barrier, discard, persistent grants, indirect descriptors,
 /// multi-page rings, multi-queue), follows the whole xenbus handshake, and treats the frontend as hostile:

@@ -33,15 +33,15 @@ public enum BlockError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The device was disconnected (by the application or the other end); an unknown amount of a write
     /// may have happened.
     ///
-    /// OCaml: `` `Disconnected ``
+    /// OCaml: `Disconnected` (polymorphic variant)
     case disconnected
     /// The operation is not implemented by this device; nothing was done.
     ///
-    /// OCaml: `` `Unimplemented ``
+    /// OCaml: `Unimplemented` (polymorphic variant)
     case unimplemented(operation: String)
     /// The device is read-only; nothing was written.
     ///
-    /// OCaml: `` `Is_read_only ``
+    /// OCaml: `Is_read_only` (polymorphic variant)
     case isReadOnly
     /// A buffer is not a whole number of sectors, or a request lies outside the device.
     case invalidRequest(String)

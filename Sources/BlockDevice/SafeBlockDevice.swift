@@ -4,7 +4,7 @@ public import XenCore
 /// the sector range inside the device, the device writable for writes and discards. A bad request fails
 /// with ``BlockError/invalidRequest(_:)`` (or ``BlockError/isReadOnly``) and never reaches the base device.
 ///
-/// OCaml: `Mirage_block_safe.Make` (its `` `Unsafe `` error is ``BlockError/invalidRequest(_:)`` here)
+/// OCaml: `Mirage_block_safe.Make` (its `Unsafe` error is ``BlockError/invalidRequest(_:)`` here)
 public struct SafeBlockDevice<Base: BlockDevice>: BlockDevice {
     /// The device requests are forwarded to.
     public let base: Base

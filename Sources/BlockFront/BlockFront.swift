@@ -10,7 +10,7 @@ public import XenCore
     import Glibc
 #endif
 
-/// A Xen block frontend: a ``BlockDevice`` whose requests travel over blkif shared rings to a backend in
+/// A Xen block frontend: a `BlockDevice` whose requests travel over blkif shared rings to a backend in
 /// another domain (or the same one, on the simulated hypervisor).
 ///
 /// It negotiates every feature blkif.h defines (multi-page rings, multi-queue, indirect descriptors over up

@@ -1,8 +1,9 @@
 public import BlkifProtocol
 public import XenCore
 
-/// Why connecting a block frontend failed, or why a connection ended. Reported by ``BlockFront/connect``
-/// and kept as ``BlockFront/failure`` after the backend broke the protocol.
+/// Why connecting a block frontend failed, or why a connection ended. Reported by
+/// ``BlockFront/connect(_:store:grants:events:options:)`` and kept as ``BlockFront/failure`` after the backend
+/// broke the protocol.
 ///
 /// OCaml: `Blkfront.connect` fails with `Failure`/`Xs_protocol.Enoent`; these carry the path and the step
 public enum BlockFrontError: Error, Sendable, CustomStringConvertible {

@@ -16,8 +16,8 @@ public struct BlockFrontOptions: Sendable {
     /// Use persistent grants when the backend offers them.
     public var persistentGrants: Bool
     /// Share ring, indirect and data pages through this gntshr interface instead of `grantAccess`. When nil
-    /// and the grant table cannot export (``GrantTable/XenGrantTable`` in userspace: `.unsupported`), the
-    /// frontend opens ``GrantTable/XenGntshr`` (`/dev/xen/gntalloc`) itself.
+    /// and the grant table cannot export (`XenGrantTable` in userspace: `.unsupported`), the
+    /// frontend opens `XenGntshr` (`/dev/xen/gntalloc`) itself.
     public var gntshr: (any GntshrBackend)?
     /// Most data and indirect pages shared through gntshr at once (gntalloc's `limit` parameter caps every
     /// user of the device together, 1024 pages by default). Ignored on the `grantAccess` path.

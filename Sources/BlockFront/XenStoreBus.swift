@@ -3,7 +3,7 @@ public import XenCore
 public import XenStoreClient
 import XenStoreProtocol
 
-/// The ``XenbusStore`` seam over a real ``XenStoreClient`` (xenstored, the xenbus device, or an in-process
+/// The `XenbusStore` seam over a real `XenStoreClient` (xenstored, the xenbus device, or an in-process
 /// `XenStoreServer` connection). BlockFront and BlockBack both take it.
 ///
 /// OCaml: the `Xs` module Blkfront/Blkback are applied to (`Xs_client_lwt.Client(Xs_transport_unix)`)

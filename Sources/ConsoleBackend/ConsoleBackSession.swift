@@ -113,7 +113,7 @@ public final class ConsoleBackSession: Sendable {
     /// Disconnects: stops the tasks, ends the connection (which lets go of the ring), unbinds the port,
     /// (extra consoles) writes backend state `Closed`, waits for the tasks to finish and only then unmaps the
     /// ring: nothing that could still touch the page outlives the mapping. Idempotent. Returns why the unmap
-    /// failed, if it did (``GrantTableError/stillInUse(refs:)`` means a view of the page was kept elsewhere:
+    /// failed, if it did (`GrantTableError.stillInUse(refs:)` means a view of the page was kept elsewhere:
     /// the page is then unmapped when that view goes).
     ///
     /// OCaml: `Lwt.cancel be_thread` + `Gnttab.unmap_exn` in `Conback`

@@ -309,7 +309,7 @@ extension ConsoleConnection {
 
 /// An async sequence of byte chunks read from a console. See ``ConsoleConnection/bytes``.
 ///
-/// OCaml: a loop over `Mirage_console.S.read` until `` `Eof ``
+/// OCaml: a loop over `Mirage_console.S.read` until `Eof`
 public struct ConsoleByteStream: AsyncSequence, Sendable {
     /// Each element is a non-empty chunk of console bytes, in order.
     public typealias Element = [UInt8]

@@ -1,7 +1,7 @@
 /// Why a console operation failed. Each case carries the context (path, console, operation) the OCaml
-/// failures (`Failure "..."`, `` `Eof ``, `` `Invalid_console ``) lack.
+/// failures (`Failure "..."`, `Eof`, `Invalid_console`) lack.
 ///
-/// OCaml: `Mirage_console.error` (`` `Invalid_console ``), `Conback` `Failure`s, `Console_xen` `Eof`
+/// OCaml: `Mirage_console.error` (`Invalid_console`), `Conback` `Failure`s, `Console_xen` `Eof`
 public enum ConsoleError: Error, Sendable, CustomStringConvertible {
     /// The other side broke the ring protocol (impossible indices); the console is disconnected.
     case protocolViolation(ConsoleRingError)

@@ -71,7 +71,7 @@ final class ReleaseOutcome: Sendable {
 
 /// Foreign pages mapped into this domain: one grant, or several presented as one contiguous buffer.
 ///
-/// The mapping lives as long as anything can reach its memory: every ``PageBuffer`` view of ``buffer`` (a
+/// The mapping lives as long as anything can reach its memory: every `PageBuffer` view of ``buffer`` (a
 /// slice, a ring over it, a request in flight) keeps it mapped, and the pages are unmapped when the last one
 /// goes. Non-copyable so that it has one owner: ``unmap()`` consumes it and reports errors, and
 /// ``GrantTableError/stillInUse(refs:)`` if views are still alive (the unmap then follows the last of them);
@@ -166,7 +166,7 @@ public final class GrantMappingHandle: Sendable {
 
 /// Pages allocated in this domain and shared with another through gntshr (`/dev/xen/gntalloc`).
 ///
-/// Like a ``GrantMapping``, the share lives while any ``PageBuffer`` view of ``buffer`` does. Non-copyable:
+/// Like a ``GrantMapping``, the share lives while any `PageBuffer` view of ``buffer`` does. Non-copyable:
 /// ``unshare()`` consumes it (``GrantTableError/stillInUse(refs:)`` while views are alive), and dropping it
 /// unshares once no view is left. As with gntalloc, if the other side still maps the pages, the grants are
 /// only revoked once it unmaps.

@@ -17,8 +17,8 @@ public protocol GrantTableBackend: Sendable {
     var refs: GrantRefPool { get }
 
     /// `count` zeroed pages to grant with ``grantAccess(_:to:writable:page:)``. Any page-aligned
-    /// ``PageBuffer`` may be granted; pages from here are what the simulated hypervisor can map at the
-    /// mapper's own, fenceable address (the default is plain ``PageBuffer/init(pages:)``).
+    /// `PageBuffer` may be granted; pages from here are what the simulated hypervisor can map at the
+    /// mapper's own, fenceable address (the default is plain `PageBuffer(pages:)`).
     ///
     /// OCaml: `Io_page.get`
     func allocatePages(_ count: Int) -> PageBuffer

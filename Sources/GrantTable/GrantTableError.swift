@@ -49,7 +49,7 @@ public enum GrantTableError: Error, Equatable, Sendable {
     case unsupported(operation: String)
     /// The interface was closed.
     case closed
-    /// An explicit unmap or unshare while a ``PageBuffer`` view of the pages (a slice, a ring, a request in
+    /// An explicit unmap or unshare while a `PageBuffer` view of the pages (a slice, a ring, a request in
     /// flight) is still alive. Nothing is released early: the pages are released when the last view goes.
     ///
     /// OCaml: none (the OCaml GC keeps the bigarray alive; an explicit unmap under a live view is undefined)

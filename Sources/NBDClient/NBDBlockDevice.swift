@@ -2,7 +2,7 @@ public import BlockDevice
 import NBDProtocol
 public import XenCore
 
-/// An ``NBDClient`` seen as a sector-addressed ``BlockDevice`` (`Mirage_block.S`): sectors of 512 bytes,
+/// An ``NBDClient`` seen as a sector-addressed `BlockDevice` (`Mirage_block.S`): sectors of 512 bytes,
 /// or the server's minimum block size if larger. The size is rounded down to whole sectors, so the tail
 /// of an odd-sized export is reachable only through the client's byte-addressed calls.
 ///
@@ -68,7 +68,7 @@ public struct NBDBlockDevice: BlockDevice {
     }
 
     /// `NBD_CMD_WRITE_ZEROES` (`NO_HOLE` unless `unmap`, `FAST_ZERO` when `fast`); without the server's
-    /// support, zero-filled writes (or, when `fast`, ``BlockError/unimplemented(operation:)``).
+    /// support, zero-filled writes (or, when `fast`, `BlockError.unimplemented(operation:)`).
     ///
     /// OCaml: none (libnbd: `nbd_zero`)
     public func writeZeroes(at sector: UInt64, count: UInt64, unmap: Bool, fast: Bool) async throws(BlockError) {

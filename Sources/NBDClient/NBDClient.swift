@@ -6,7 +6,7 @@ import XenCore
 /// An NBD client: one export over one or more connections, many requests in flight on each.
 ///
 /// A `Sendable` final class. Plain connections run the transmission phase on an I/O thread per connection
-/// (``NBDDirectConnection``): requests are written by the caller, READ data is read straight into the
+/// (`NBDDirectConnection`): requests are written by the caller, READ data is read straight into the
 /// caller's pages. TLS connections stay on NIO: requests go to the connection's event loop, replies are
 /// decoded there and copied once into the caller's pages.
 ///
@@ -205,7 +205,7 @@ public final class NBDClient: Sendable {
     public func taskExecutor(connection index: Int) -> (any TaskExecutor)? { directs[index % directs.count] }
 
     /// The sector-addressed `Mirage_block.S` view of this client (``NBDBlockDevice``), for code written
-    /// against ``BlockDevice``.
+    /// against `BlockDevice`.
     ///
     /// OCaml: `Nbd.Client` used as a `Mirage_block.S`
     public var blockDevice: NBDBlockDevice { NBDBlockDevice(self) }

@@ -5,7 +5,7 @@ public import NBDProtocol
 /// `invalidRequest`, `readOnly`) leave the connection usable; the others end it, and every request in
 /// flight on it fails with the same error.
 ///
-/// OCaml: `Nbd.Client.error` (`` `Protocol_error of Protocol.Error.t `` plus `Mirage_block.error`)
+/// OCaml: `Nbd.Client.error` (`Protocol_error of Protocol.Error.t` plus `Mirage_block.error`)
 public enum NBDError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The socket could not be opened.
     case connectFailed(endpoint: String, reason: String)
@@ -19,23 +19,23 @@ public enum NBDError: Error, Sendable, Equatable, CustomStringConvertible {
     case tlsFailed(String)
     /// The server answered a request with an error.
     ///
-    /// OCaml: `` `Protocol_error `` (the errno of a simple reply)
+    /// OCaml: `Protocol_error` polymorphic variant (the errno of a simple reply)
     case serverError(command: NBDCommand, offset: UInt64, errno: NBDErrno, message: String)
     /// The connection is closed (by `disconnect`, the server, or an earlier failure).
     ///
-    /// OCaml: `` `Disconnected ``
+    /// OCaml: `Disconnected` (polymorphic variant)
     case disconnected
     /// A connect or request timeout fired.
     case timedOut(operation: String)
     /// The server does not offer this command or flag.
     ///
-    /// OCaml: `` `Unimplemented ``
+    /// OCaml: `Unimplemented` (polymorphic variant)
     case unsupported(String)
     /// Bad arguments (misaligned, beyond the end, too large).
     case invalidRequest(String)
     /// The export is read-only.
     ///
-    /// OCaml: `` `Is_read_only ``
+    /// OCaml: `Is_read_only` (polymorphic variant)
     case readOnly
     /// Some other I/O failure of the transport.
     case io(String)
@@ -75,18 +75,18 @@ public enum NBDError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// Why `list` returned no names.
 ///
-/// OCaml: `` [ `Policy | `Unsupported ] `` of `Nbd.Client.list` (+ TLS and connection failures)
+/// OCaml: the `Policy | Unsupported` polymorphic variants of `Nbd.Client.list` (+ TLS and connection failures)
 public enum NBDListError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The server disabled listing deliberately (`NBD_REP_ERR_POLICY`).
     ///
-    /// OCaml: `` `Policy ``
+    /// OCaml: `Policy` (polymorphic variant)
     case policy
     /// The server lists exports only over TLS (`NBD_REP_ERR_TLS_REQD`): connect with TLS options.
     case tlsRequired
     /// The server cannot list: oldstyle or plain newstyle, or `NBD_OPT_LIST` answered with
     /// `NBD_REP_ERR_UNSUP` (or another error, kept here).
     ///
-    /// OCaml: `` `Unsupported ``
+    /// OCaml: `Unsupported` (polymorphic variant)
     case unsupported(NBDOptionError?)
     /// The connection, TLS or the protocol failed before the server answered.
     case failed(NBDError)

@@ -8,11 +8,11 @@ import XenCore
     import Glibc
 #endif
 
-/// An NBD server: exports ``BlockDevice``s over unix sockets and TCP.
+/// An NBD server: exports `BlockDevice`s over unix sockets and TCP.
 ///
 /// Each connection runs on a thread of its own: the handshake (a pure ``NBDServerHandshake`` fed from
 /// the socket), then transmission, where the thread decodes requests, answers reads that need no waiting
-/// (``BlockDevice/readWithoutWaiting(at:into:)``) on the spot and runs every other request as a task on
+/// (`BlockDevice.readWithoutWaiting(at:into:)`) on the spot and runs every other request as a task on
 /// itself (it is their task executor), so a device's completion and the reply go out without a thread hop.
 /// Replies are sent out of order, as requests complete, with one gathering `sendmsg` per batch. TLS
 /// connections run the same code on one end of a socket pair whose other end swift-nio-ssl encrypts.

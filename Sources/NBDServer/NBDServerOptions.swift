@@ -13,7 +13,7 @@ public struct NBDServerExport: Sendable {
     /// Refuse writes even if the device accepts them.
     public var readOnly: Bool
     /// Advertise `CAN_MULTI_CONN`. It holds whenever every connection serves this one device object and
-    /// the device's `flush` covers every completed write, as ``BlockDevice/flush()`` promises: a write
+    /// the device's `flush` covers every completed write, as `BlockDevice.flush()` promises: a write
     /// completed on one connection is then seen by reads on any other, and one flush makes them all
     /// durable. Turn it off for a device whose flush covers less.
     public var multiConnection: Bool

@@ -6,7 +6,7 @@ import XenCore
 extension NetBack {
     /// Serves the vif until the frontend's directory goes (or it closes while the toolstack unplugs the
     /// device: `online` = 0), or until ``disconnect()``: publishes the features (and `hotplug-status`), then
-    /// follows every frontend state change with ``VifBackendStateMachine``, setting up and tearing down one
+    /// follows every frontend state change with `VifBackendStateMachine`, setting up and tearing down one
     /// connection after another. A connection the frontend breaks is closed (Closing, then Closed once the
     /// frontend closes) and the next one served. Returns once everything is released.
     ///

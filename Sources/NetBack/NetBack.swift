@@ -6,8 +6,8 @@ public import NetworkDevice
 import Synchronization
 public import XenCore
 
-/// A Xen network backend for one vif: a ``NetworkDevice`` whose frames come from and go to the frontend in
-/// another domain (Linux xen-netfront, or ``NetFront``).
+/// A Xen network backend for one vif: a `NetworkDevice` whose frames come from and go to the frontend in
+/// another domain (Linux xen-netfront, or `NetFront`).
 ///
 /// ``serve()`` runs the backend half of the xenbus handshake for as long as the vif exists, connection after
 /// connection: it answers a frontend that closes before connecting, one that jumps to Closed, a runtime close

@@ -25,7 +25,7 @@ public enum TapError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// A Linux TAP interface as a ``NetworkDevice``: frames written here appear as received on the interface in
+/// A Linux TAP interface as a `NetworkDevice`: frames written here appear as received on the interface in
 /// the kernel; frames the kernel sends out of the interface come out of ``listen(headerSize:)``. Opened with
 /// `IFF_VNET_HDR`, so checksum and segmentation offload metadata cross in both directions (``VirtioNetHeader``).
 ///

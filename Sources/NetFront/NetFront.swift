@@ -9,8 +9,8 @@ public import XenCore
     import Glibc
 #endif
 
-/// A Xen network frontend: a ``NetworkDevice`` whose frames travel over netif rings to a backend in another
-/// domain (Linux xen-netback, or ``NetBack`` on the same simulated hypervisor).
+/// A Xen network frontend: a `NetworkDevice` whose frames travel over netif rings to a backend in another
+/// domain (Linux xen-netback, or `NetBack` on the same simulated hypervisor).
 ///
 /// It negotiates every netif feature that shapes the data path (scatter-gather, TCPv4/v6 GSO both ways,
 /// checksum offload both ways, multiple queues, split event channels, multicast control), copies frames of

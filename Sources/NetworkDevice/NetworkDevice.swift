@@ -67,7 +67,7 @@ public struct NetworkFrame: Sendable {
 
 /// Why a network operation failed.
 ///
-/// OCaml: `Mirage_net.Net.error` (`` `Invalid_length ``, `` `Unimplemented ``, `` `Disconnected ``)
+/// OCaml: `Mirage_net.Net.error` (`Invalid_length`, `Unimplemented`, `Disconnected`)
 public enum NetworkError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The device is not connected (never was, closed, or its peer left).
     case disconnected

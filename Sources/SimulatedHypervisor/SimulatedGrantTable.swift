@@ -13,9 +13,9 @@ public import XenCore
 /// Grants enforce the granted domid and writability. A mapping is the granting domain's very memory, mapped
 /// a second time at an address of the mapper's own (as Xen maps a foreign frame): pages from
 /// ``allocatePages(_:)`` or a gntshr share can be mapped that way, in any order and any number. When the
-/// mapping is released (its last ``PageBuffer`` view gone) that address is fenced: turned inaccessible and
+/// mapping is released (its last `PageBuffer` view gone) that address is fenced: turned inaccessible and
 /// never reused, so a stale pointer traps (see ``SimulatedHypervisor/fenceReleasedPages``). Pages granted
-/// from other memory (a plain ``PageBuffer``) are shown at their own address instead, which cannot be fenced
+/// from other memory (a plain `PageBuffer`) are shown at their own address instead, which cannot be fenced
 /// and needs `mapv` refs to be consecutive pages of one buffer (else `.notContiguous`). The memory is not
 /// write-protected for read-only mappings: the simulator refuses writable *maps* of read-only grants, but
 /// cannot trap stray writes through a read-only mapping.

@@ -12,7 +12,7 @@ import XenCore
 /// writes there, so any word that changes was changed from outside the process's code (the kernel, the
 /// hypervisor, a stale translation): it prints `XT-CANARY` lines with the address and what the memory holds
 /// instead, and the run's last check fails. This is how the domU group's heap corruption was pinned on the
-/// platform (see README, "Real Xen tier"): the canary's pages took other pages' contents and Xen's list
+/// platform (see Documentation/RealXen.md): the canary's pages took other pages' contents and Xen's list
 /// poison values within seconds of `xl create` on a two-vCPU dom0, with none of our code touching the guest.
 enum HeapCanary {
     private static let changed = Atomic<Int>(0)

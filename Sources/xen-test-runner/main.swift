@@ -1,4 +1,4 @@
-// xen-test-runner: the checks the real-Xen tier runs inside dom0 (see scripts/xen/ and README).
+// xen-test-runner: the checks the real-Xen tier runs inside dom0 (see scripts/xen/ and Documentation/RealXen.md).
 // One console line per check ("PASS name" / "FAIL name: why"), then "N passed, N failed".
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,

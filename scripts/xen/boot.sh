@@ -44,7 +44,7 @@ T0=$(xt_now)
 # Multiboot: Xen is the kernel; "vmlinuz cmdline" and the initramfs are its modules.
 # The emulated CPU: every feature TCG offers except XSAVE (and with it AVX and every XSAVE-managed state).
 # With XSAVE, vector-register state leaks between contexts under Xen PV: memcpy/memset in dom0 and the
-# guests write other contexts' bytes (issue 13, README "Real Xen tier"); XT_QEMU_CPU=max reproduces it.
+# guests write other contexts' bytes (issue 13, Documentation/RealXen.md); XT_QEMU_CPU=max reproduces it.
 qemu-system-x86_64 -accel "tcg,thread=${XT_TCG_THREAD:-multi}" -cpu "${XT_QEMU_CPU:-max,-xsave}" -m 1024 -smp 2 \
     -nodefaults -no-user-config -nographic -vga none -nic none -no-reboot -monitor none \
     -kernel "$XT_OUT/xen.elf" -append "$XEN_CMDLINE" \
