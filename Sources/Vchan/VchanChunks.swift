@@ -4,7 +4,7 @@ extension VchanConnection {
     /// lost peer domain. Pull-driven: bytes stay in the ring until asked for, so a slow consumer holds the
     /// peer back.
     ///
-    /// OCaml: a loop over `Vchan.Endpoint.read` until `` `Eof ``
+    /// OCaml: a loop over `Vchan.Endpoint.read` until `Eof` (polymorphic variant)
     public func chunks(maximum: Int = 65536) -> VchanChunks { VchanChunks(connection: self, maximum: maximum) }
 }
 

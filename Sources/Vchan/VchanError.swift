@@ -6,7 +6,7 @@ public import XenStoreClient
 /// Why a vchan operation failed. The peer is untrusted: anything it makes impossible (indices, orders, live
 /// bytes, xenstore values) is a typed error that closes this vchan only, never a trap or a silent hang.
 ///
-/// OCaml: `Vchan.Endpoint.error` (`` `Unknown of string ``) and `` `Eof ``; the C library's `-1`
+/// OCaml: `Vchan.Endpoint.error` (`Unknown of string` (polymorphic variant)) and `Eof` (polymorphic variant); the C library's `-1`
 public enum VchanError: Error, Sendable, Equatable, CustomStringConvertible {
     // MARK: - A hostile or broken peer
 
@@ -35,12 +35,12 @@ public enum VchanError: Error, Sendable, Equatable, CustomStringConvertible {
 
     /// This end was closed: no more reads or writes.
     ///
-    /// OCaml: `` `Eof `` after `Endpoint.close`
+    /// OCaml: `Eof` (polymorphic variant) after `Endpoint.close`
     case closed
     /// The peer's live byte says it has gone: it closed, or its process died and the kernel's unmap
     /// notification cleared the byte. Reads first deliver what is left in the ring.
     ///
-    /// OCaml: `` `Eof `` (`Endpoint.state <> Connected`)
+    /// OCaml: `Eof` (polymorphic variant) (`Endpoint.state <> Connected`)
     case peerClosed
     /// The peer's domain was destroyed (it can no longer close anything itself).
     ///
@@ -68,7 +68,7 @@ public enum VchanError: Error, Sendable, Equatable, CustomStringConvertible {
     case ringTooLarge(requested: Int, maximum: Int)
     /// A port name outside `[a-zA-Z0-9_-]+`.
     ///
-    /// OCaml: `Vchan.Port.of_string` returning `` `Error ``
+    /// OCaml: `Vchan.Port.of_string` returning `Error` (polymorphic variant)
     case invalidPort(String)
 
     // MARK: - The IO seam
