@@ -22,7 +22,10 @@ enum ConversationReplay {
         ("", "@introduceDomain and @releaseDomain", 8, "no @releaseDomain event (nothing released)"),
         // oxenstored-only behaviours; XenStoreServer answers as C xenstored does.
         ("oxenstored", "path rules", 3, "oxenstored reads the special node @introduceDomain (empty value)"),
-        ("oxenstored", "path rules", 4, "oxenstored accepts RM / (and keeps the root)"),
+        (
+            "oxenstored", "path rules", 4,
+            "oxenstored accepts RM / (and keeps the root; asked in an aborted transaction)"
+        ),
         ("oxenstored", "abort, unknown and finished", 4, "oxenstored: EIO for a finished transaction id"),
         ("oxenstored", "abort, unknown and finished", 5, "oxenstored: EIO for an unknown transaction id"),
         ("oxenstored", "abort, unknown and finished", 10, "oxenstored: EIO for a transaction reset away"),
@@ -81,7 +84,19 @@ enum ConversationReplay {
                 switch step.action {
                 case .request(let request, let label, let expected):
                     let tid = label.map { transactions[$0] ?? 0xDEAD } ?? 0
-                    var reply = try connection.call(request, transaction: tid)
+                    var reply: XenStoreReply
+                    if case .rm(path: "/") = request, label == nil {
+                        // oxenstored accepts RM / and empties the whole tree (`domid` and every home with
+                        // it), which broke every later group of the boot: ask inside a transaction, then
+                        // abort it. C xenstored refuses it there as outside (EINVAL).
+                        guard case .transactionStarted(let scratch) = try connection.call(.transactionStart) else {
+                            return [(index, "step \(index): no transaction for RM /")]
+                        }
+                        reply = try connection.call(request, transaction: scratch)
+                        _ = try connection.call(.transactionEnd(commit: false), transaction: scratch)
+                    } else {
+                        reply = try connection.call(request, transaction: tid)
+                    }
                     if case .directory(path: "/") = request, case .directory(let names) = reply {
                         reply = .directory(names.filter { !baseline.contains($0) })
                     }
