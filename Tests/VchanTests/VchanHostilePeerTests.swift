@@ -122,7 +122,9 @@ import XenCore
         let setup = try await Setup(options: VchanOptions(recheckInterval: nil, stallTimeout: .milliseconds(200)))
         let error = VchanError.peerStalled(waited: .milliseconds(200))
         await #expect(throws: error) {
-            try await within(60, "stalled write") { try await setup.serverEnd.write(patternBytes(count: 5000, seed: 3)) }
+            try await within(60, "stalled write") {
+                try await setup.serverEnd.write(patternBytes(count: 5000, seed: 3))
+            }
         }
         try await setup.expectClosedAndReleased(error)
     }
