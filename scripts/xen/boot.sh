@@ -6,7 +6,7 @@
 #               2 boot-stage failure: QEMU or the kernel never reached the runner (worth a retry)
 #               3 the runner started but never printed its summary (crash or hang: a test failure)
 # Timeouts (seconds, environment): XT_BOOT_TIMEOUT (QEMU start -> runner start, default 300),
-# XT_RUN_TIMEOUT (runner start -> runner exit, default 900), XT_HALT_TIMEOUT (runner exit -> QEMU gone, 30).
+# XT_RUN_TIMEOUT (runner start -> runner exit, default 1200), XT_HALT_TIMEOUT (runner exit -> QEMU gone, 30).
 # XT_ONLY (comma-separated check groups, passed to the runner as xt.only; default: all).
 # QEMU is always ended by its PID, never by name.
 set -uo pipefail
@@ -15,7 +15,7 @@ set -uo pipefail
 VARIANT=${1:?usage: boot.sh c|ocaml LOG}
 LOG=${2:?usage: boot.sh c|ocaml LOG}
 BOOT_TIMEOUT=${XT_BOOT_TIMEOUT:-300}
-RUN_TIMEOUT=${XT_RUN_TIMEOUT:-900}
+RUN_TIMEOUT=${XT_RUN_TIMEOUT:-1200}
 HALT_TIMEOUT=${XT_HALT_TIMEOUT:-30}
 for f in xen.elf vmlinuz initrd.img; do [ -f "$XT_OUT/$f" ] || { xt_log "missing $XT_OUT/$f"; exit 2; }; done
 command -v qemu-system-x86_64 >/dev/null || { xt_log "qemu-system-x86_64 missing"; exit 2; }
