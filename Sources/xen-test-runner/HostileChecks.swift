@@ -85,6 +85,11 @@ enum HostileChecks {
         await report.check("hostile: state flapping Initialised <-> Closed \(flaps) times; then served", limit: 300) {
             try await hostile.flap(report)
         }
+        await report.check(
+            "hostile: two extra consoles broken (out_prod, ring ref): each dropped, primary serves", limit: 300
+        ) {
+            try await hostile.consoleAttacks(report)
+        }
         await report.check("hostile: then a well-behaved connection of the same guest: write, read back", limit: 240) {
             let outcome = try await hostile.attempt("c1", "clean")
             try expectServed(outcome)

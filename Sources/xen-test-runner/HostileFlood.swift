@@ -15,8 +15,10 @@ enum HostileFlood {
     static func run(home: String, client: XenStoreClient) async throws -> String {
         let started = ContinuousClock.now
         let root = home + "/data/flood"
+        // One word for the report line: the error's case (`quota`, `tooBig`, ...), else its text without spaces.
         func name(_ error: any Error) -> String {
-            "\(error)".split(separator: "(").first.map(String.init) ?? "\(error)"
+            Mirror(reflecting: error).children.first?.label
+                ?? "\(error)".split(separator: " ").joined(separator: "_")
         }
         func put(_ path: String, _ value: String) async throws {
             try await client.immediate { handle async throws(XenStoreError) in try await handle.write(path, value) }

@@ -15,6 +15,7 @@ import XenStoreClient
 ///   ID blk MODE FRONT BACK   -> one blkif connection attempt in MODE (``HostileAttacks/blk(_:front:back:devices:)``)
 ///   ID flap N FRONT BACK     -> the frontend state Initialised <-> Closed N times, then one clean READ
 ///   ID flood HOME            -> a flood of xenstore nodes, watches and transactions until the daemon refuses
+///   ID con MODE FRONT        -> an extra console whose ring this guest breaks (``HostileConsole``)
 /// A command that fails answers "ID failed WHY".
 enum HostileGuest {
     static func main() async -> Int32 {
@@ -44,6 +45,8 @@ enum HostileGuest {
             return try await HostileAttacks.blk(arguments[0], front: arguments[1], back: arguments[2], devices: devices)
         case ("flap", 3):
             return try await flap(Int(arguments[0]) ?? 1, front: arguments[1], back: arguments[2], devices: devices)
+        case ("con", 2):
+            return try await HostileConsole.run(arguments[0], front: arguments[1], devices: devices)
         case ("flood", 1):
             return try await HostileFlood.run(home: arguments[0], client: devices.client)
         default:
