@@ -66,6 +66,14 @@ actor Hostile {
         let answer: [String: String]
         let text: String
         let served: Result<Void, any Error>
+
+        /// How serve ended, for the details: "returned" or the typed error it threw.
+        var ending: String {
+            switch served {
+            case .success: "serve returned"
+            case .failure(let error): "serve threw \(type(of: error)): \(error)"
+            }
+        }
     }
 
     /// Fresh vbd directories, one `BlockBack.serve` of them, the guest's `blk mode` against it; then the

@@ -44,19 +44,19 @@ enum HostileChecks {
             let outcome = try await hostile.attempt("o1", "overflow")
             try expectBroken(outcome)
             try require(outcome.answer["first"] == "OKAY", "the request before the overflow: \(outcome.text)")
-            report.detail("guest: \(outcome.text); \(await hostile.summary())")
+            report.detail("guest: \(outcome.text); \(outcome.ending); \(await hostile.summary())")
         }
         await report.check("hostile: rsp_* overwritten, 96 replayed requests answered, req_prod rewound", limit: 240) {
             let outcome = try await hostile.attempt("r1", "replay")
             try expectBroken(outcome)
             try require(outcome.answer["okay"] == "96", "replayed requests answered OKAY: \(outcome.text)")
-            report.detail("guest: \(outcome.text); \(await hostile.summary())")
+            report.detail("guest: \(outcome.text); \(outcome.ending); \(await hostile.summary())")
         }
         await report.check("hostile: slots rewritten while BlockBack reads them: each answered once", limit: 240) {
             let outcome = try await hostile.attempt("f1", "flip")
             try expectServed(outcome)
             try require(outcome.answer["answered"] == "128/128", "answers: \(outcome.text)")
-            report.detail("guest: \(outcome.text); \(await hostile.summary())")
+            report.detail("guest: \(outcome.text); \(outcome.ending); \(await hostile.summary())")
         }
         await report.check(
             "hostile: ring never granted, read-only ring, bogus port: typed error, vbd closed", limit: 300
@@ -68,7 +68,7 @@ enum HostileChecks {
                     case .resources = error
                 else { throw CheckFailure("\(mode): serve ended with \(outcome.served); guest: \(outcome.text)") }
                 try require(outcome.answer["backend"] != "Connected", "\(mode): the guest saw \(outcome.text)")
-                seen.append("\(mode): \(outcome.answer["backend"] ?? "?")")
+                seen.append("\(mode): guest saw \(outcome.answer["backend"] ?? "?"), \(outcome.ending)")
             }
             report.detail("\(seen.joined(separator: ", ")); \(await hostile.summary())")
         }
@@ -77,7 +77,7 @@ enum HostileChecks {
             try expectServed(outcome)
             try require(
                 outcome.answer["answered"] == "24/24" && outcome.answer["mismatches"] == "", "answers: \(outcome.text)")
-            report.detail("guest: \(outcome.text); \(await hostile.summary())")
+            report.detail("guest: \(outcome.text); \(outcome.ending); \(await hostile.summary())")
         }
         await report.check("hostile: a xenstore flood stops at the daemon's quotas; dom0 keeps serving", limit: 300) {
             try await hostile.flood(report)
@@ -97,7 +97,7 @@ enum HostileChecks {
                 outcome.answer["write"] == "OKAY" && outcome.answer["read"] == "OKAY"
                     && outcome.answer["same"] == "true",
                 "clean attempt: \(outcome.text)")
-            report.detail("guest: \(outcome.text); \(await hostile.summary())")
+            report.detail("guest: \(outcome.text); \(outcome.ending); \(await hostile.summary())")
         }
         await report.check("hostile: xl destroy frees the domain; dom0's gntdev mappings are as before", limit: 180) {
             try await hostile.destroy(report)
