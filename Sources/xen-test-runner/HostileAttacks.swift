@@ -138,7 +138,7 @@ enum HostileAttacks {
         return try verdict(try await link.responses(), want: want)
     }
 
-    /// "answered=N/M mismatches=..." (empty when every request got exactly its status once).
+    /// "answered=N/M mismatches=..." ("none" when every request got exactly its status once).
     static func verdict(_ answers: [BlkifResponse], want: [UInt64: BlkifStatus]) throws -> String {
         var seen: [UInt64: [BlkifStatus]] = [:]
         for answer in answers { seen[answer.id, default: []].append(answer.status) }
@@ -146,7 +146,8 @@ enum HostileAttacks {
             seen[id] == [want[id]!] ? nil : "\(id):\(seen[id].map { "\($0)" } ?? "none")/\(want[id]!)"
         }
         let extra = seen.keys.filter { want[$0] == nil }.sorted().map { "\($0):unasked" }
-        return "answered=\(answers.count)/\(want.count) mismatches=\((wrong + extra).joined(separator: ","))"
+        return
+            "answered=\(answers.count)/\(want.count) mismatches=\(wrong.isEmpty && extra.isEmpty ? "none" : (wrong + extra).joined(separator: ","))"
     }
 
     // MARK: - Indices (step 1)

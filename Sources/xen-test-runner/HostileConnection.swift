@@ -13,11 +13,12 @@ import XenStoreClient
 
 /// What the hostile guest opens once (`xen-test-runner hostile-guest`, inside the domU): xenstore through
 /// the xenbus device, gntalloc to share its pages with dom0, evtchn for its ports.
+/// (The unit tests hand it a simulated domain's instead: Tests/XenTestRunnerTests.)
 struct GuestDevices: Sendable {
     let client: XenStoreClient
     let bus: XenStoreBus
-    let gntshr: XenGntshr
-    let events: XenEventChannel
+    let gntshr: any GntshrBackend
+    let events: any EventChannelBackend
 
     static func open() async throws -> GuestDevices {
         let client = try await XenStoreClient.make()
