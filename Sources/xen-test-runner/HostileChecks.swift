@@ -76,7 +76,8 @@ enum HostileChecks {
             let outcome = try await hostile.attempt("q1", "requests")
             try expectServed(outcome)
             try require(
-                outcome.answer["answered"] == "24/24" && outcome.answer["mismatches"] == "none", "answers: \(outcome.text)")
+                outcome.answer["answered"] == "24/24" && outcome.answer["mismatches"] == "none",
+                "answers: \(outcome.text)")
             report.detail("guest: \(outcome.text); \(outcome.ending); \(await hostile.summary())")
         }
         await report.check("hostile: a xenstore flood stops at the daemon's quotas; dom0 keeps serving", limit: 300) {
