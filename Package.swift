@@ -246,7 +246,7 @@ let package = Package(
             name: "XenTestRunnerTests",
             dependencies: [
                 "xen-test-runner", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "BlockBack", "BlockFront",
-                "BlockDevice", "XenCore",
+                "BlockDevice", "XenCore", "ConsoleBackend",
             ]
         ),
         .testTarget(
