@@ -26,13 +26,15 @@ enum HostileAttacks {
             default: .normal
             }
         let link = HostileConnection(devices: devices, front: front, back: back)
+        // "requests-persistent": the same garbage with persistent grants negotiated (BlockBack's grant cache).
+        link.persistent = mode.hasSuffix("-persistent")
         do {
             try link.setUp(offer)
             let state = try await link.offer()
             var result = "backend=\(state.map { "\($0)" } ?? "gone")"
             if state == .connected {
                 switch mode {
-                case "requests": result += " " + (try await requests(link))
+                case "requests", "requests-persistent": result += " " + (try await requests(link))
                 case "replay": result += " " + (try await replay(link))
                 case "overflow": result += " " + (try await overflow(link))
                 case "flip": result += " " + (try await flip(link))

@@ -72,13 +72,19 @@ enum HostileChecks {
             }
             report.detail("\(seen.joined(separator: ", ")); \(await hostile.summary())")
         }
-        await report.check("hostile: 24 garbage requests, each answered ERROR (valid ones OKAY)", limit: 240) {
-            let outcome = try await hostile.attempt("q1", "requests")
-            try expectServed(outcome)
-            try require(
-                outcome.answer["answered"] == "24/24" && outcome.answer["mismatches"] == "none",
-                "answers: \(outcome.text)")
-            report.detail("guest: \(outcome.text); \(outcome.ending); \(await hostile.summary())")
+        await report.check(
+            "hostile: 24 garbage requests, each ERROR (valid ones OKAY), without and with persistent grants", limit: 300
+        ) {
+            var seen: [String] = []
+            for (id, mode) in [("q1", "requests"), ("q2", "requests-persistent")] {
+                let outcome = try await hostile.attempt(id, mode)
+                try expectServed(outcome)
+                try require(
+                    outcome.answer["answered"] == "24/24" && outcome.answer["mismatches"] == "none",
+                    "\(mode): \(outcome.text)")
+                seen.append("\(mode): \(outcome.text)")
+            }
+            report.detail("guest: \(seen.joined(separator: "; ")); \(await hostile.summary())")
         }
         await report.check("hostile: a xenstore flood stops at the daemon's quotas; dom0 keeps serving", limit: 300) {
             try await hostile.flood(report)

@@ -59,6 +59,8 @@ final class HostileConnection {
     private(set) var revoked = GrantRef(0)
     private(set) var port: EventChannelPort?
     private(set) var ringRef = GrantRef(0)
+    /// Whether to offer `feature-persistent` (the backend then keeps our grants mapped across requests).
+    var persistent = false
     /// Our private request producer and response consumer.
     var requestProducer: UInt32 = 0
     var responseConsumer: UInt32 = 0
@@ -110,7 +112,8 @@ final class HostileConnection {
         guard offered == .initWait || offered == .connected else { return offered }
         try await bus.write([
             (front + "/ring-ref", "\(ringRef)"), (front + "/event-channel", portText),
-            (front + "/protocol", Blkif.protocolX86_64), (front + "/state", XenbusState.initialised.xenstoreValue),
+            (front + "/protocol", Blkif.protocolX86_64), (front + "/feature-persistent", persistent ? "1" : "0"),
+            (front + "/state", XenbusState.initialised.xenstoreValue),
         ])
         return try await within(60, "the backend to answer Initialised") { [back] in
             try await bus.waitForState(of: back, orGone: true) {

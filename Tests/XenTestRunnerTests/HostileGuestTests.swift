@@ -85,8 +85,9 @@ import XenStoreServer
         #expect(error == nil, "\(String(describing: error))")
     }
 
-    @Test func garbageRequestsAreAnsweredWithErrors() async throws {
-        let (answer, text, error) = try await Rig().attempt("requests")
+    @Test(arguments: ["requests", "requests-persistent"])
+    func garbageRequestsAreAnsweredWithErrors(_ mode: String) async throws {
+        let (answer, text, error) = try await Rig().attempt(mode)
         #expect(answer["answered"] == "24/24" && answer["mismatches"] == "none", "\(text)")
         #expect(error == nil, "\(String(describing: error))")
     }
