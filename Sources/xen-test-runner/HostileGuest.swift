@@ -26,7 +26,7 @@ enum HostileGuest {
         }
         say("ready")
         while let line = await blocking({ readLine() }) {
-            let words = line.split(separator: " ").map(String.init)
+            let words = line.split { $0 == " " || $0 == "\r" }.map(String.init)
             guard words.count >= 2 else { continue }
             let (id, verb, arguments) = (words[0], words[1], Array(words.dropFirst(2)))
             do {
