@@ -251,6 +251,14 @@ let package = Package(
         ),
         .testTarget(
             name: "NBDTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevice", "XenCore"]),
+        // The hostile guest's attacks (xen-test-runner hostile-guest) against BlockBack on the simulated hypervisor.
+        .testTarget(
+            name: "XenTestRunnerTests",
+            dependencies: [
+                "xen-test-runner", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "BlockBack", "BlockFront",
+                "BlockDevice", "XenCore", "ConsoleBackend",
+            ]
+        ),
         .testTarget(
             name: "VchanTests",
             dependencies: [

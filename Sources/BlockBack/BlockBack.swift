@@ -17,7 +17,8 @@ import XenCore
 public enum BlockBack {
     /// Serves `device` at the backend directory `backendPath` until the frontend closes (or disappears) or the
     /// toolstack detaches the device (backend `state` set to Closing), then goes Closing → Closed and releases
-    /// everything. Returns normally on a clean close. Called again on the same directory it waits for the
+    /// everything. Returns normally on a clean close; throws `.frontendBroke` (after the same release) when the
+    /// frontend corrupted a ring. Called again on the same directory it waits for the
     /// frontend to reinitialise and serves the new connection (a guest reloading its driver).
     ///
     /// OCaml: `Blkback.run t name (domid, devid)`
@@ -204,6 +205,7 @@ public enum BlockBack {
             throw error
         }
         try await shutDown(queues, tasks: tasks, backendPath: backendPath, store: store, events: events)
+        if let reason = broken.withLock({ $0 }) { throw .frontendBroke(path: frontend, reason: reason) }
     }
 
     private static func shutDown(

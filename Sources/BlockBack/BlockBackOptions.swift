@@ -37,12 +37,16 @@ public enum BlockBackError: Error, Sendable, CustomStringConvertible {
     case badKey(path: String, underlying: String)
     /// Mapping the rings or binding the event channels failed.
     case resources(String)
+    /// The frontend corrupted its ring (indices claiming more requests than the ring holds): the device was
+    /// disconnected (Closed) and everything of it released before this was thrown.
+    case frontendBroke(path: String, reason: String)
 
     public var description: String {
         switch self {
         case .xenstore(let path, let underlying): "xenstore \(path): \(underlying)"
         case .badKey(let path, let underlying): "frontend \(path): \(underlying)"
         case .resources(let why): "block backend resources: \(why)"
+        case .frontendBroke(let path, let reason): "frontend \(path) broke its ring: \(reason)"
         }
     }
 }

@@ -16,19 +16,28 @@ public struct VirtualBlockDeviceNodes: Sendable, Equatable {
     public var deviceID: UInt32
     /// Whether the guest may write.
     public var writable: Bool
+    /// The backend directory's device class: `vbd`, or another name where the dom0 kernel's xen-blkback
+    /// (which serves every `backend/vbd` directory of its domain) must leave the device to us.
+    public var backendClass: String
 
     /// A vbd description.
-    public init(backendDomain: DomainID, frontendDomain: DomainID, deviceID: UInt32, writable: Bool = true) {
+    public init(
+        backendDomain: DomainID, frontendDomain: DomainID, deviceID: UInt32, writable: Bool = true,
+        backendClass: String = "vbd"
+    ) {
         self.backendDomain = backendDomain
         self.frontendDomain = frontendDomain
         self.deviceID = deviceID
         self.writable = writable
+        self.backendClass = backendClass
     }
 
     /// `/local/domain/<guest>/device/vbd/<id>`.
     public var frontendPath: String { "/local/domain/\(frontendDomain)/device/vbd/\(deviceID)" }
-    /// `/local/domain/<backend>/backend/vbd/<guest>/<id>`.
-    public var backendPath: String { "/local/domain/\(backendDomain)/backend/vbd/\(frontendDomain)/\(deviceID)" }
+    /// `/local/domain/<backend>/backend/<backendClass>/<guest>/<id>`.
+    public var backendPath: String {
+        "/local/domain/\(backendDomain)/backend/\(backendClass)/\(frontendDomain)/\(deviceID)"
+    }
 
     /// Creates both directories, sets their permissions, then writes their keys (state Initialising), which
     /// inherit the directory's permissions as xenstored gives new nodes.

@@ -121,8 +121,7 @@ actor DomUNet {
 
     /// Types `command` (prefixed with `id`) on the guest's console and returns its answer's text.
     func ask(_ id: String, _ command: String, seconds: Int) async throws -> String {
-        try unwrap(guest.primary, "no console").type("\(id) \(command)\n")
-        return try await guest.transcript.wait(for: "\(id) ", seconds: seconds)
+        try await guest.ask(id, command, seconds: seconds)
     }
 
     func ping(_ id: String, _ address: UInt32) async throws {

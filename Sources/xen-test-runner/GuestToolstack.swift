@@ -128,6 +128,13 @@ struct GuestSession: Sendable {
         get throws { try unwrap(primary?.transcript, "the primary console was never opened") }
     }
 
+    /// Types `command` (prefixed with `id`) on the guest's primary console and returns the text of its answer,
+    /// the report line "XT-DOMU `id` ...".
+    func ask(_ id: String, _ command: String, seconds: Int) async throws -> String {
+        try unwrap(primary, "no console").type("\(id) \(command)\n")
+        return try await transcript.wait(for: "\(id) ", seconds: seconds)
+    }
+
     /// `xl destroy` of the domain, if it still exists (best effort).
     func destroyDomain() async {
         if let domain { _ = try? await ChildProcess.run([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 60) }

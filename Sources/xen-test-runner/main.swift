@@ -3,8 +3,10 @@
 // Exit status 0 when every check passed. XT_ONLY=group,group (from `make xen-test XT_ONLY=...` via the
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
 // client, conversation, blockback, blockfront, console, net, vchan, domu (it unloads the kernel's
-// xen-blkback), domunet (a guest on our NetBack and the kernel's xen-netback); `main` = all but the two
-// guests. scripts/xen/xen-test.sh boots dom0 once per xenstored with every group.
+// xen-blkback), domunet (a guest on our NetBack and the kernel's xen-netback), hostile (a guest running this
+// runner as a frontend gone bad against our BlockBack); `main` = all but the three guests.
+// scripts/xen/xen-test.sh boots dom0 once per xenstored with every group. `xen-test-runner hostile-guest` is
+// the hostile guest's side.
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -15,13 +17,15 @@
 if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "vchan-peer" {
     exit(await VchanPeer.main(Array(CommandLine.arguments.dropFirst(2))))
 }
+// Inside the hostile domU (scripts/xen/hostile-init.sh): the guest's side, nothing of dom0's.
+if CommandLine.arguments.dropFirst().first == "hostile-guest" { exit(await HostileGuest.main()) }
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
-/// Every group by default; `main` is every group but `domu` and `domunet` (a boot without a guest).
+/// Every group by default; `main` is every group but the guests' (a boot without a guest).
 func wanted(_ group: String) -> Bool {
     only.isEmpty || only.contains(group) || only.contains("all")
-        || (only.contains("main") && group != "domu" && group != "domunet")
+        || (only.contains("main") && !["domu", "domunet", "hostile"].contains(group))
 }
 // Under AddressSanitizer (XT_ASAN=1) its own handlers report faults, with the shadow memory's verdict.
 if getenv("XT_ASAN") == nil { CrashReport.install() }
@@ -49,6 +53,7 @@ if wanted("net") { await NetChecks.run(report) }
 if wanted("vchan") { await VchanChecks.run(report) }
 if wanted("domu") { await DomUChecks.run(report) }
 if wanted("domunet") { await DomUNetChecks.run(report) }
+if wanted("hostile") { await HostileChecks.run(report) }
 
 report.check("dom0 memory integrity: no page of the runner changed underneath it (canary)") {
     let (changed, rounds) = HeapCanary.findings

@@ -192,7 +192,17 @@ import XenCore
         memory.setUInt32(memory.uint32(at: 0) &+ 1000, at: 0)
         try events.notify(port)
         _ = try await store.waitForState(of: nodes.backendPath) { $0 == .closed }
-        try await serving.value
+        // The typed error comes after the release: serve returns only once Closed and unmapped.
+        do {
+            try await serving.value
+            Issue.record("serve returned normally after the frontend broke its ring")
+        } catch let error as BlockBackError {
+            guard case .frontendBroke(let path, _) = error else {
+                Issue.record("expected frontendBroke, got \(error)")
+                return
+            }
+            #expect(path == nodes.frontendPath)
+        }
         try events.unbind(port)
     }
 

@@ -4,7 +4,7 @@
 #   vmlinuz     the dom0 kernel (Debian's linux-image, PV dom0 capable)
 #   initrd.img  busybox, both xenstoreds, xen-init-dom0, xl, vchan-socket-proxy, the Xen kernel modules, the
 #               runner, /init, and /opt/domu: the test domU (the same kernel, its own tiny initramfs, its xl
-#               config)
+#               configs) and the hostile guest's initramfs (busybox and this runner again)
 # Everything comes from $XT_SYSROOT (fetch.sh); shared libraries are resolved there first, then on the host.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -42,10 +42,10 @@ for applet in $("$SYS/bin/busybox" --list); do
     [ -e "$ROOT/bin/$applet" ] || ln -s busybox "$ROOT/bin/$applet"
 done
 
-# stage SRC DEST: an executable plus every shared library it loads, all libraries flat in
-# /lib/x86_64-linux-gnu (on the guest's default search path) and the loader in /lib64.
+# stage SRC DEST [ROOT]: an executable plus every shared library it loads, all libraries flat in
+# /lib/x86_64-linux-gnu (on the guest's default search path) and the loader in /lib64, under ROOT (dom0's).
 stage() {
-    local src=$1 dst=$2 line name path
+    local src=$1 dst=$2 ROOT=${3:-$ROOT} line name path
     install -D -m 0755 "$src" "$ROOT$dst"
     while read -r line; do
         case "$line" in
@@ -102,6 +102,19 @@ for applet in $("$SYS/bin/busybox" --list); do
 done
 cp "$ROOT/lib/modules/xen-blkfront.ko" "$DROOT/lib/modules/"
 mv "$ROOT/lib/modules/xen-netfront.ko" "$DROOT/lib/modules/"
+# The hostile guest (the `hostile` group, hostile-init.sh): the same busybox tree, no block or net frontend, but
+# this runner with its libraries and the evtchn and gntalloc modules: it runs as `xen-test-runner hostile-guest`.
+HROOT=$XT_OUT/rootfs-hostile
+rm -rf "$HROOT"
+cp -a "$DROOT" "$HROOT"
+rm -f "$HROOT"/lib/modules/*
+cp "$ROOT/lib/modules/xen-evtchn.ko" "$ROOT/lib/modules/xen-gntalloc.ko" "$HROOT/lib/modules/"
+mkdir -p "$HROOT"/{lib/x86_64-linux-gnu,lib64,opt/bin}
+stage "$XT_OUT/xen-test-runner" /opt/bin/xen-test-runner "$HROOT"
+install -m 0755 "$HERE/hostile-init.sh" "$HROOT/init"
+(cd "$HROOT" && find . | LC_ALL=C sort | "$SYS/bin/busybox" cpio -o -H newc 2>/dev/null) \
+    | gzip -1 > "$ROOT/opt/domu/initrd-hostile.img"
+
 install -m 0755 "$HERE/domu-init.sh" "$DROOT/init"
 install -m 0755 "$HERE/domunet-init.sh" "$DROOT/domunet-init.sh"
 (cd "$DROOT" && find . | LC_ALL=C sort | "$SYS/bin/busybox" cpio -o -H newc 2>/dev/null) \
@@ -127,6 +140,10 @@ CFG
 # config either; the runner writes two vifs (ours and the kernel's xen-netback) before unpausing it.
 sed -e 's/^name = .*/name = "swiftxen-domunet"/' -e 's/^extra = "\(.*\)"/extra = "\1 xt.mode=net"/' \
     "$ROOT/opt/domu/domu.cfg" > "$ROOT/opt/domu/domunet.cfg"
+# The hostile guest (the `hostile` group): the domU's config with its own initramfs (two vCPUs, so the guest
+# runner's cooperative pool has more than one thread); no disk, no vif either (dom0 writes the vbd it attacks).
+sed -e 's/^name = .*/name = "swiftxen-hostile"/' -e 's|^ramdisk = .*|ramdisk = "/opt/domu/initrd-hostile.img"|' \
+    "$ROOT/opt/domu/domu.cfg" > "$ROOT/opt/domu/hostile.cfg"
 echo "root:x:0:0:root:/root:/bin/sh" > "$ROOT/etc/passwd"
 echo "root:x:0:" > "$ROOT/etc/group"
 

@@ -1,0 +1,58 @@
+import BlockFront
+import ConsoleBackend
+import SimulatedHypervisor
+import Testing
+import XenCore
+import XenStoreClient
+import XenStoreServer
+
+@testable import xen_test_runner
+
+/// The hostile guest's console attacks (`con MODE FRONT`) against our ConsoleDaemon on the simulated
+/// hypervisor: the daemon drops the broken extra console with a typed error, as the real-Xen check expects.
+@Suite struct HostileConsoleTests {
+    /// Reads the console until it ends; its protocol violation is the serve's error.
+    struct DrainSink: ConsoleSink {
+        func serve(_ console: ConsoleConnection) async throws(ConsoleError) {
+            for try await _ in console.bytes {}
+        }
+    }
+
+    @Test(arguments: [("overflow", "protocol violation"), ("never-granted", "grant map")])
+    func aBrokenExtraConsoleIsDropped(_ mode: String, _ expected: String) async throws {
+        let hypervisor = SimulatedHypervisor(grantTableSize: 256)
+        let guest = try hypervisor.createDomain(name: "hostile")
+        let server = XenStoreServer()
+        let dom0 = XenStoreClient(transport: server.connect(domain: .dom0))
+        let path = "/local/domain/\(guest.id.rawValue)"
+        let guestID = guest.id
+        try await dom0.transaction { handle in
+            try await handle.write(path, "")
+            try await handle.setperms(path, XenStorePermissions(owner: .dom0, acl: [.init(.read, guestID)]))
+            try await handle.write("\(path)/device", "")
+            try await handle.setperms("\(path)/device", XenStorePermissions(owner: guestID, acl: [.init(.read, .dom0)]))
+            try await handle.write("\(path)/name", "hostile")
+        }
+        server.introduceDomain(guestID)
+        let daemon = ConsoleDaemon(
+            xenstore: dom0, grantTable: hypervisor.dom0.grantTable, eventChannel: hypervisor.dom0.eventChannel
+        ) { _ throws(ConsoleError) in DrainSink() }
+        let running = Task { try await daemon.run() }
+        var events = daemon.events.makeAsyncIterator()
+        let id = ConsoleID(domain: guestID, device: .extra(1))
+        try await ConsoleToolstack.createDevice(id, name: "hostile-1", xenstore: dom0)
+        let client = XenStoreClient(transport: server.connect(domain: guestID))
+        let devices = GuestDevices(
+            client: client, bus: XenStoreBus(client: client), gntshr: guest.openGntshr(), events: guest.eventChannel)
+        let text = try await HostileConsole.run(mode, front: id.frontendPath, devices: devices)
+        var reason: String?
+        while reason == nil, let event = await events.next() {
+            if case .detached(let gone, let why) = event, gone == id { reason = why.map { "\($0)" } ?? "no error" }
+        }
+        #expect(reason?.contains(expected) == true, "\(String(describing: reason)); guest: \(text)")
+        #expect(await daemon.failedConsoles.contains(id))
+        if mode == "overflow" { #expect(text.hasSuffix("after=Closed"), "\(text)") }
+        running.cancel()
+        _ = await running.result
+    }
+}
