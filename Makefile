@@ -3,8 +3,9 @@ SHELL := /bin/bash
 SWIFT        ?= swift
 SWIFT_FLAGS  ?=
 CONFIG_BENCH ?= release
-# Debian packages the build, the tests, the demo and the benchmarks use (installed only when missing).
-APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl python3-libnbd
+# Debian packages the build, the tests, the demo and the benchmarks use (installed only when missing); gdb
+# prints where a hung unit test waits (scripts/unit-test.sh).
+APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl python3-libnbd gdb
 
 # Fuzzing (`make fuzz`, scripts/fuzz.sh): seconds per target; CI runs a short pass of every target inside `make test`.
 FUZZ_SECONDS    ?= 60
@@ -26,7 +27,7 @@ build: setup
 
 unit-test: setup
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
-	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
+	SWIFT=$(SWIFT) SWIFT_FLAGS="$(SWIFT_FLAGS)" scripts/unit-test.sh
 
 # The real-Xen tier runs after the unit tests whenever QEMU can run here (scripts/xen/can-run.sh says why
 # not otherwise), and always under CI=true so CI never skips it silently. XEN_TEST=0 skips it.
