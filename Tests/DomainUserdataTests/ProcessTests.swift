@@ -103,22 +103,30 @@ import XenCore
             let done = Atomic<Int>(0)
             let statuses = Mutex<[Int32]>([])
             let reads = Mutex<[Bool]>([])
-            DispatchQueue.concurrentPerform(iterations: 5) { worker in
-                if worker < 4 {
-                    for _ in 0..<6 {
-                        let status = Child.spawn(args, stdin: inputs[worker]).wait()
-                        statuses.withLock { $0.append(status) }
-                    }
-                    done.add(1, ordering: .sequentiallyConsistent)
-                } else {
-                    // A reader in this process, taking the same lock, never sees a torn or mixed value.
-                    while done.load(ordering: .sequentiallyConsistent) < 4 {
-                        let value = try? store.retrieve(domid: 5, userid: .xl)
-                        let ok = value == nil || candidates.contains { Self.same(value, $0) }
-                        reads.withLock { $0.append(ok) }
+            // Five threads of their own (concurrentPerform runs iterations one after another on one CPU, and
+            // the reader would then start after the last writer).
+            let workers = DispatchGroup()
+            for worker in 0..<5 {
+                workers.enter()
+                Thread.detachNewThread {
+                    defer { workers.leave() }
+                    if worker < 4 {
+                        for _ in 0..<6 {
+                            let status = Child.spawn(args, stdin: inputs[worker]).wait()
+                            statuses.withLock { $0.append(status) }
+                        }
+                        done.add(1, ordering: .sequentiallyConsistent)
+                    } else {
+                        // A reader in this process, taking the same lock, never sees a torn or mixed value.
+                        while done.load(ordering: .sequentiallyConsistent) < 4 {
+                            let value = try? store.retrieve(domid: 5, userid: .xl)
+                            let ok = value == nil || candidates.contains { Self.same(value, $0) }
+                            reads.withLock { $0.append(ok) }
+                        }
                     }
                 }
             }
+            workers.wait()
             return (statuses.withLock { $0 }, reads.withLock { $0 })
         }
         #expect(outcome.0.count == 24)

@@ -34,8 +34,15 @@ import XenStoreServer
                 backendDomain: .dom0, frontendDomain: guest.id, deviceID: 51712, backendClass: "swiftxen-vbd")
         }
 
-        /// One serve of fresh nodes and the guest's `blk mode`: its report and how serve ended.
+        /// One serve of fresh nodes and the guest's `blk mode`: its report and how serve ended. Fails after
+        /// two minutes instead of hanging the suite.
         func attempt(_ mode: String) async throws -> (answer: [String: String], text: String, error: (any Error)?) {
+            try await hangBound("blk \(mode)") { try await attemptUnbounded(mode) }
+        }
+
+        private func attemptUnbounded(
+            _ mode: String
+        ) async throws -> (answer: [String: String], text: String, error: (any Error)?) {
             try await nodes.destroy(in: store)
             try await nodes.create(in: store)
             let serving = serve()
@@ -111,6 +118,10 @@ import XenStoreServer
     @Test func stateFlappingEndsServedAgain() async throws {
         let rig = try Rig()
         try await rig.nodes.create(in: rig.store)
+        try await hangBound("20 flaps") { try await flap(rig) }
+    }
+
+    private func flap(_ rig: Rig) async throws {
         let nodes = rig.nodes
         let store = rig.store
         let serving = Task {
@@ -146,7 +157,7 @@ import XenStoreServer
             try await handle.setperms(home + "/name", XenStorePermissions(owner: guest, others: .none, acl: []))
         }
         let client = XenStoreClient(transport: server.connect(domain: guest))
-        let text = try await HostileFlood.run(home: home, client: client)
+        let text = try await hangBound("the flood") { try await HostileFlood.run(home: home, client: client) }
         let answer = DomUNetChecks.fields(text)
         #expect(answer["after"] == "ok", "\(text)")
         #expect(answer["big"] != "none", "\(text)")
