@@ -12,17 +12,35 @@ trap 'rm -f "$log"' EXIT
 # The test binary is run directly, not through `swift test`: SwiftPM relays the test process's output through
 # a buffer that is not flushed when the process hangs, so a CI log would end long before the hang. The package
 # has Swift Testing tests only (no XCTest cases). A session of its own, so everything it starts can be stopped.
+# UNIT_TEST_FILTER passes --filter (a regular expression over test names).
 # shellcheck disable=SC2086
 bin=$($SWIFT build ${SWIFT_FLAGS:-} --show-bin-path)
 tests=$(ls -d "$bin"/*PackageTests.xctest)
-NO_COLOR=1 setsid "$tests" --testing-library swift-testing > >(tee "$log") 2>&1 &
+NO_COLOR=1 setsid "$tests" --testing-library swift-testing ${UNIT_TEST_FILTER:+--filter "$UNIT_TEST_FILTER"} \
+  > >(tee "$log") 2>&1 &
 runner=$!
 deadline=$((SECONDS + LIMIT))
 while kill -0 "$runner" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 2; done
 
+# Servers a test started (nbdkit, qemu-nbd, ...) inherit the test process's output, and a child of a Dispatch
+# thread inherits a mask that blocks SIGTERM, so nbdkit's --exit-with-parent cannot fire: one left behind
+# (a crash, a test that never stopped it) would hold the output pipe open for ever. Whatever is still in the
+# session when the test process ends is named, stopped, and fails the run.
+stop_leftovers() {
+  local left
+  left=$(pgrep -s "$runner" 2>/dev/null | grep -vx "$runner")
+  [ -z "$left" ] && return 0
+  echo "unit-test: processes the tests left running:"
+  for pid in $left; do echo "  $pid $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)"; done
+  pkill -KILL -s "$runner" 2>/dev/null
+  return 1
+}
+
 if ! kill -0 "$runner" 2>/dev/null; then
   wait "$runner"
-  exit $?
+  status=$?
+  stop_leftovers || { [ $status -eq 0 ] && status=1; }
+  exit $status
 fi
 
 echo
@@ -41,7 +59,7 @@ for pid in $(pgrep -s "$runner" -f 'PackageTests.xctest'); do  # the process its
     echo "  (gdb missing)"
   fi
 done
-# Everything in the session: the test process and what it started (servers, tools).
-pkill -KILL -s "$runner" 2>/dev/null
+kill -KILL "$runner" 2>/dev/null
+stop_leftovers
 wait "$runner" 2>/dev/null
 exit 124
