@@ -2,6 +2,12 @@ public import Logging
 import Synchronization
 @_exported public import XenStoreProtocol
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// A multiplexing xenstore client: any number of tasks share one connection; requests carry distinct
 /// req_ids and are matched to replies as they arrive (in any order), watch events are routed by token.
 /// Requests are batched into as few writes as possible and one reader task parses replies, so 64 requests in
@@ -85,22 +91,27 @@ public final class XenStoreClient: Sendable {
             transport: try await opener(), retryPolicy: retryPolicy, reconnect: opener, logger: logger)
     }
 
-    /// libxenstore's choice of connection: the daemon socket if it connects, else the xenbus device.
+    /// libxenstore's choice of connection: the daemon socket if it connects, else the xenbus device. When
+    /// neither opens, `.connectionFailed` names the socket with its errno if the socket exists (a daemon that
+    /// refused or a socket we may not use), else the device with the device's errno.
     ///
     /// OCaml: not in OCaml (libxenstore `xs_open`)
     public static func openDefaultTransport(
         environment: [String: String] = XenStoreEnvironment.current()
     ) throws(XenStoreError) -> any XenStoreTransport {
         let socketPath = UnixSocketTransport.defaultPath(environment: environment)
+        let socketErrno: Int32
         do {
             return try UnixSocketTransport.connect(path: socketPath)
         } catch {
-            let devicePath = XenbusDeviceTransport.defaultPath(environment: environment)
-            do {
-                return try XenbusDeviceTransport.open(path: devicePath)
-            } catch {
-                throw XenStoreError.connectionFailed(path: socketPath, errno: connectionErrno(error))
-            }
+            socketErrno = connectionErrno(error)
+        }
+        let devicePath = XenbusDeviceTransport.defaultPath(environment: environment)
+        do {
+            return try XenbusDeviceTransport.open(path: devicePath)
+        } catch {
+            if socketErrno != ENOENT { throw XenStoreError.connectionFailed(path: socketPath, errno: socketErrno) }
+            throw XenStoreError.connectionFailed(path: devicePath, errno: connectionErrno(error))
         }
     }
 

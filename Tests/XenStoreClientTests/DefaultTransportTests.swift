@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+import XenStoreClient
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `openDefaultTransport` when neither the daemon socket nor the xenbus device opens: the error names the
+/// path that failed together with that path's own errno. (On a Xen host the device opens: nothing to test.)
+@Suite(.enabled(if: noXenbusDevice, "a host without /dev/xen/xenbus and /proc/xen/xenbus"))
+struct DefaultTransportTests {
+    @Test func noSocketNamesTheDeviceWithItsErrno() throws {
+        let directory = NSTemporaryDirectory() + "swiftxen-default-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let device = XenbusDeviceTransport.defaultPath(environment: [:])
+        #expect(throws: XenStoreError.connectionFailed(path: device, errno: ENOENT)) {
+            _ = try XenStoreClient.openDefaultTransport(environment: ["XENSTORED_RUNDIR": directory])
+        }
+    }
+
+    @Test func aSocketNobodyListensOnIsNamedWithItsErrno() throws {
+        let directory = NSTemporaryDirectory() + "swiftxen-default-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // A socket file that was bound and closed: connecting to it is refused.
+        let path = directory + "/socket"
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        close(descriptor)
+        try #require(bound == 0)
+        #expect(throws: XenStoreError.connectionFailed(path: path, errno: ECONNREFUSED)) {
+            _ = try XenStoreClient.openDefaultTransport(environment: ["XENSTORED_RUNDIR": directory])
+        }
+    }
+}
+
+let noXenbusDevice = access("/dev/xen/xenbus", F_OK) != 0 && access("/proc/xen/xenbus", F_OK) != 0
