@@ -197,7 +197,7 @@ public struct BlkifIndirectRequest: Sendable, Equatable {
 /// `struct blkif_request_discard`: op=5 u8 @0, flag u8 @1, handle u16 @2, id u64 @8, sector_number u64 @16,
 /// nr_sectors u64 @24 (32 bytes).
 ///
-/// OCaml: not in mirage-block-xen (no discard); Linux `struct blkif_request_discard`
+/// OCaml: none (not in mirage-block-xen: no discard); Linux `struct blkif_request_discard`
 public struct BlkifDiscardRequest: Sendable, Equatable {
     /// `BLKIF_DISCARD_SECURE`.
     public var secure: Bool

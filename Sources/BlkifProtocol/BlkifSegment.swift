@@ -49,7 +49,7 @@ public struct BlkifSegment: Sendable, Equatable, CustomStringConvertible {
     /// Copies `count` descriptors out of an indirect page once and decodes them; nil if the page is too small.
     /// The page belongs to the frontend, so it is read exactly once (no double fetch).
     ///
-    /// OCaml: not in mirage-block-xen (it reads indirect descriptors in place); Linux `xen_blkbk_parse_indirect`
+    /// OCaml: none (not in mirage-block-xen: it reads indirect descriptors in place); Linux `xen_blkbk_parse_indirect`
     public static func decodeIndirect(from page: PageBuffer, count: Int) -> [BlkifSegment]? {
         guard count >= 0, count <= Blkif.segmentsPerIndirectPage, count * Blkif.segmentSize <= page.count else {
             return nil

@@ -120,7 +120,7 @@ public final class BlockFront: BlockDevice {
     /// Writes after every earlier write is durable (`BLKIF_OP_WRITE_BARRIER`); `.unimplemented` without
     /// `feature-barrier`.
     ///
-    /// OCaml: not in mirage-block-xen; Linux `REQ_PREFLUSH|REQ_FUA` on a barrier backend
+    /// OCaml: none (not in mirage-block-xen); Linux `REQ_PREFLUSH|REQ_FUA` on a barrier backend
     public func writeBarrier(at sector: UInt64, from buffers: [PageBuffer]) async throws(BlockError) {
         guard deviceInfo.readWrite else { throw .isReadOnly }
         guard negotiated.backend.barrier else { throw .unimplemented(operation: "write barrier") }
@@ -129,7 +129,7 @@ public final class BlockFront: BlockDevice {
 
     /// `BLKIF_OP_FLUSH_DISKCACHE` (or an empty barrier); returns at once when the backend offers neither.
     ///
-    /// OCaml: not in mirage-block-xen
+    /// OCaml: none (not in mirage-block-xen)
     public func flush() async throws(BlockError) {
         let operation: BlkifOperation
         if negotiated.backend.flush {
@@ -148,7 +148,7 @@ public final class BlockFront: BlockDevice {
 
     /// `BLKIF_OP_DISCARD` of `count` sectors; `.unimplemented` without `feature-discard`.
     ///
-    /// OCaml: not in mirage-block-xen
+    /// OCaml: none (not in mirage-block-xen)
     public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
         guard deviceInfo.readWrite else { throw .isReadOnly }
         guard negotiated.backend.discard else { throw .unimplemented(operation: "discard") }

@@ -3,7 +3,7 @@ public import XenCore
 
 /// What a frontend asks for; each is capped by what the backend advertises.
 ///
-/// OCaml: not in mirage-block-xen (its limits are constants: ring order ≤ 2, one indirect page)
+/// OCaml: none (not in mirage-block-xen: its limits are constants: ring order ≤ 2, one indirect page)
 public struct BlockFrontOptions: Sendable {
     /// This domain's id (the frontend directory is `/local/domain/<domain>/device/vbd/<id>`).
     public var domain: DomainID
@@ -46,7 +46,7 @@ public struct BlockFrontOptions: Sendable {
 
 /// What was negotiated with the backend: the features in use on this connection.
 ///
-/// OCaml: not in mirage-block-xen (it keeps only `max_indirect_segments` and the disk info)
+/// OCaml: none (not in mirage-block-xen: it keeps only `max_indirect_segments` and the disk info)
 public struct BlockFrontNegotiated: Sendable, Equatable {
     /// Everything the backend advertised.
     public var backend: BlkifBackendSummary

@@ -16,7 +16,7 @@ struct GrantedPage: Sendable {
 /// `sharePages` and stays granted until disconnect: a pool that grows on demand up to `capacity`, reused by
 /// every request whether or not persistent grants were negotiated.
 ///
-/// OCaml: not in mirage-block-xen (no persistent grants); Linux xen-blkfront `get_free_grant`/`persistent_gnts`
+/// OCaml: none (not in mirage-block-xen: no persistent grants); Linux xen-blkfront `get_free_grant`/`persistent_gnts`
 final class FrontDataPages: Sendable {
     private struct State {
         var free: [GrantedPage] = []

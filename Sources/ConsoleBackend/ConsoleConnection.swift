@@ -332,6 +332,6 @@ public struct ConsoleByteStream: AsyncSequence, Sendable {
         }
     }
 
-    /// OCaml: n/a (Swift iteration)
+    /// OCaml: none (Swift iteration)
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(connection: connection) }
 }

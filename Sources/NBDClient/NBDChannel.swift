@@ -6,7 +6,7 @@ import Synchronization
 
 /// TLS settings for `STARTTLS`.
 ///
-/// OCaml: not in OCaml (ocaml-nbd has TLS on the server only)
+/// OCaml: none (ocaml-nbd has TLS on the server only)
 public struct NBDTLSOptions: Sendable, Equatable {
     /// PEM file of the CA that signed the server certificate (nil: the system trust store).
     public var caFile: String?

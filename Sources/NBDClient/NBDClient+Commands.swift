@@ -51,7 +51,7 @@ extension NBDClient {
     /// `NBD_CMD_FLUSH`: every completed write reaches stable storage. A no-op when the server has no
     /// write cache to flush (it does not advertise `SEND_FLUSH`).
     ///
-    /// OCaml: not in OCaml (Mirage_block 3 has no flush; libnbd: `nbd_flush`)
+    /// OCaml: none (Mirage_block 3 has no flush; libnbd: `nbd_flush`)
     public func flush() async throws(NBDError) {
         if closed { throw .disconnected }
         guard flags.contains(.sendFlush) else { return }
@@ -60,7 +60,7 @@ extension NBDClient {
 
     /// `NBD_CMD_TRIM`: the range's contents become unspecified.
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_trim`)
+    /// OCaml: none (libnbd: `nbd_trim`)
     public func trim(at offset: UInt64, length: UInt64, fua: Bool = false) async throws(NBDError) {
         try check(offset: offset, length: length, write: true)
         guard flags.contains(.sendTrim) else { throw .unsupported("trim") }
@@ -70,7 +70,7 @@ extension NBDClient {
     /// `NBD_CMD_WRITE_ZEROES`. `noHole` asks the server to allocate; `fastZero` asks it to fail with
     /// `ENOTSUP` rather than zero slowly.
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_zero`)
+    /// OCaml: none (libnbd: `nbd_zero`)
     public func writeZeroes(
         at offset: UInt64, length: UInt64, fua: Bool = false, noHole: Bool = false, fastZero: Bool = false
     ) async throws(NBDError) {
@@ -87,7 +87,7 @@ extension NBDClient {
 
     /// `NBD_CMD_CACHE`: asks the server to prefetch the range.
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_cache`)
+    /// OCaml: none (libnbd: `nbd_cache`)
     public func cache(at offset: UInt64, length: UInt64) async throws(NBDError) {
         try check(offset: offset, length: length, write: false)
         guard flags.contains(.sendCache) else { throw .unsupported("cache") }
@@ -97,7 +97,7 @@ extension NBDClient {
     /// `NBD_CMD_BLOCK_STATUS` for a negotiated metadata context (`base:allocation` by default): the
     /// extents the server describes from `offset` (they may cover less than `length`, or a little more).
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_block_status`)
+    /// OCaml: none (libnbd: `nbd_block_status`)
     public func blockStatus(at offset: UInt64, length: UInt64, context: String = "base:allocation")
         async throws(NBDError) -> [NBDExtent]
     {

@@ -88,7 +88,7 @@ public final class NBDClient: Sendable {
 
     /// Parses `uri` and connects.
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_connect_uri`)
+    /// OCaml: none (libnbd: `nbd_connect_uri`)
     public static func connect(uri: String, options: NBDClientOptions = NBDClientOptions()) async throws(NBDError)
         -> NBDClient
     {
@@ -130,7 +130,7 @@ public final class NBDClient: Sendable {
 
     /// Like ``list(_:tls:)`` with each export's description.
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_opt_list` + `nbd_get_list_export_description`)
+    /// OCaml: none (libnbd: `nbd_opt_list` + `nbd_get_list_export_description`)
     public static func listWithDescriptions(_ channel: NBDChannel, tls: NBDTLSOptions? = nil) async
         -> Result<[(name: String, description: String)], NBDListError>
     {
@@ -171,12 +171,12 @@ public final class NBDClient: Sendable {
 
     /// Open connections (more than one only with `CAN_MULTI_CONN`).
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_can_multi_conn`; nbdcopy opens N handles)
+    /// OCaml: none (libnbd: `nbd_can_multi_conn`; nbdcopy opens N handles)
     public var connectionCount: Int { channels.count }
 
     /// Largest request this client sends.
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_get_block_size(LIBNBD_SIZE_MAXIMUM)`)
+    /// OCaml: none (libnbd: `nbd_get_block_size(LIBNBD_SIZE_MAXIMUM)`)
     public var maxRequestBytes: Int { Int(maxRequest) }
 
     /// The serial executor of the first connection: its I/O thread (plain connections) or its event loop
@@ -185,12 +185,12 @@ public final class NBDClient: Sendable {
     /// read it (one wake-up per round trip, as libnbd's aio loop), whereas the runtime resumes an actor's
     /// continuation through the global pool first.
     ///
-    /// OCaml: not in OCaml (Lwt runs everything on one thread)
+    /// OCaml: none (Lwt runs everything on one thread)
     public var executor: any SerialExecutor { executor(connection: 0) }
 
     /// The serial executor of connection `index` (see ``executor``).
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func executor(connection index: Int) -> any SerialExecutor {
         if let direct = directs[index % directs.count] { return direct }
         return channels[index % channels.count].channel.eventLoop.executor
@@ -201,7 +201,7 @@ public final class NBDClient: Sendable {
     /// connection, have their requests batched into the thread's next `sendmsg`, and are resumed on the
     /// thread that read their reply: one thread wake-up per round trip, like a blocking `nbd_pread`.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func taskExecutor(connection index: Int) -> (any TaskExecutor)? { directs[index % directs.count] }
 
     /// The sector-addressed `Mirage_block.S` view of this client (``NBDBlockDevice``), for code written

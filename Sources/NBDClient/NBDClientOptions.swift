@@ -1,6 +1,6 @@
 /// How ``NBDClient/connect(_:options:)`` connects.
 ///
-/// OCaml: not in OCaml (ocaml-nbd has no options; libnbd's `nbd_set_*` calls)
+/// OCaml: none (ocaml-nbd has no options; libnbd's `nbd_set_*` calls)
 public struct NBDClientOptions: Sendable, Equatable {
     /// What to negotiate (TLS is filled in from `nbds` URIs).
     public var negotiation: NBDNegotiationOptions

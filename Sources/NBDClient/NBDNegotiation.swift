@@ -2,7 +2,7 @@ public import NBDProtocol
 
 /// What the client asks for during the handshake.
 ///
-/// OCaml: not in OCaml (ocaml-nbd negotiates a fixed minimum)
+/// OCaml: none (ocaml-nbd negotiates a fixed minimum)
 public struct NBDNegotiationOptions: Sendable, Equatable {
     /// Run `STARTTLS` first and fail rather than continue in plaintext.
     public var tls: NBDTLSOptions?

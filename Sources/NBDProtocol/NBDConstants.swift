@@ -218,7 +218,7 @@ public enum NBDOptionError: Sendable, Equatable, CustomStringConvertible {
 
 /// `NBD_INFO_*` items carried by `NBD_REP_INFO`.
 ///
-/// OCaml: not in OCaml (ocaml-nbd has no `OPT_INFO`/`OPT_GO`)
+/// OCaml: none (ocaml-nbd has no `OPT_INFO`/`OPT_GO`)
 public enum NBDInfoType: UInt16, Sendable {
     case export = 0
     case name = 1
@@ -256,7 +256,7 @@ public enum NBDCommand: UInt16, Sendable, CustomStringConvertible {
 
 /// Command flags (`NBD_CMD_FLAG_*`).
 ///
-/// OCaml: not in OCaml (ocaml-nbd sends no command flags)
+/// OCaml: none (ocaml-nbd sends no command flags)
 public struct NBDCommandFlags: OptionSet, Sendable, Hashable {
     /// The wire value.
     public let rawValue: UInt16
@@ -278,7 +278,7 @@ public struct NBDCommandFlags: OptionSet, Sendable, Hashable {
 
 /// Structured reply chunk types (`NBD_REPLY_TYPE_*`).
 ///
-/// OCaml: not in OCaml (ocaml-nbd has no structured replies)
+/// OCaml: none (ocaml-nbd has no structured replies)
 public enum NBDChunkType {
     /// `none`.
     public static let none: UInt16 = 0
@@ -300,7 +300,7 @@ public enum NBDChunkType {
 
 /// `base:allocation` extent flags.
 ///
-/// OCaml: not in OCaml
+/// OCaml: none
 public struct NBDAllocationFlags: OptionSet, Sendable, Hashable {
     /// The wire value.
     public let rawValue: UInt64

@@ -84,7 +84,7 @@ extension NBDOptionRequest {
     /// `OPT_GO` / `OPT_INFO`: the export name and the raw `NBD_INFO_*` types asked for (unknown types are
     /// kept so the server can ignore them, as the spec says).
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public static func decodeGoData(_ data: [UInt8]) throws(NBDProtocolError) -> (export: String, requests: [UInt16]) {
         var reader = NBDReader(data, what: "OPT_GO data")
         let export = try string(&reader)
@@ -99,7 +99,7 @@ extension NBDOptionRequest {
     /// `OPT_LIST_META_CONTEXT` / `OPT_SET_META_CONTEXT`: the export name and the queries. `maxQueries`
     /// bounds the work a client can ask for in one option.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public static func decodeMetaContextData(_ data: [UInt8], maxQueries: Int = 1024) throws(NBDProtocolError)
         -> (export: String, queries: [String])
     {
@@ -165,7 +165,7 @@ extension NBDOptionReplyHeader {
 extension NBDInfo {
     /// Encodes the data of an `NBD_REP_INFO` reply (``decode(_:)`` reads it back).
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func encode() -> [UInt8] {
         var writer = NBDWriter(capacity: 18)
         switch self {
@@ -203,7 +203,7 @@ extension NBDOptionReplyData {
 
     /// The data of `NBD_REP_META_CONTEXT`: the context id and its name.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public static func encodeMetaContext(id: UInt32, name: String) -> [UInt8] {
         var writer = NBDWriter()
         writer.put(id)

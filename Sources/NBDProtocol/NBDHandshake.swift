@@ -52,7 +52,7 @@ public struct NBDExportInfo: Sendable, Equatable {
 
 /// Size constraints from `NBD_INFO_BLOCK_SIZE`.
 ///
-/// OCaml: not in OCaml
+/// OCaml: none
 public struct NBDBlockSize: Sendable, Equatable {
     /// Minimum block size (alignment of every offset and length).
     public var minimum: UInt32
@@ -89,7 +89,7 @@ public enum NBDOptionRequest {
 
     /// The data of `OPT_GO` / `OPT_INFO`: export name and the info items requested.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public static func goData(export: String, requests: [NBDInfoType]) -> [UInt8] {
         var writer = NBDWriter()
         writer.put(lengthPrefixed: export)
@@ -100,7 +100,7 @@ public enum NBDOptionRequest {
 
     /// The data of `OPT_LIST_META_CONTEXT` / `OPT_SET_META_CONTEXT`.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public static func metaContextData(export: String, queries: [String]) -> [UInt8] {
         var writer = NBDWriter()
         writer.put(lengthPrefixed: export)
@@ -152,7 +152,7 @@ public struct NBDOptionReplyHeader: Sendable, Equatable {
 
 /// One item of an `NBD_REP_INFO` reply.
 ///
-/// OCaml: not in OCaml
+/// OCaml: none
 public enum NBDInfo: Sendable, Equatable {
     case export(NBDExportInfo)
     case name(String)
@@ -198,7 +198,7 @@ public enum NBDOptionReplyData {
 
     /// `NBD_REP_META_CONTEXT`: the context id and its name.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public static func metaContext(_ data: [UInt8]) throws(NBDProtocolError) -> (id: UInt32, name: String) {
         var reader = NBDReader(data, what: "NBD_REP_META_CONTEXT")
         let id = try reader.uint32()

@@ -15,7 +15,7 @@ public enum NBDReplyHeader: Sendable, Equatable {
     /// A chunk header in the format the session negotiated: extended when `extended`, else structured
     /// (`offset` is the request's offset, carried only by extended headers).
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public static func chunk(
         extended: Bool, done: Bool, type: UInt16, cookie: UInt64, offset: UInt64, length: UInt64
     ) -> NBDReplyHeader {
@@ -95,7 +95,7 @@ public enum NBDReplyHeader: Sendable, Equatable {
 
 /// Encoders for the payloads of structured and extended reply chunks (``NBDReplyDecoder`` decodes them).
 ///
-/// OCaml: not in OCaml (ocaml-nbd has no structured replies)
+/// OCaml: none (ocaml-nbd has no structured replies)
 public enum NBDChunkPayload {
     /// The 8-byte prefix of an `NBD_REPLY_TYPE_OFFSET_DATA` payload; the data follows.
     ///

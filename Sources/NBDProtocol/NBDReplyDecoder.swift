@@ -3,7 +3,7 @@
 
 /// What the decoder needs to know about a request in flight to check a reply against it.
 ///
-/// OCaml: not in OCaml (ocaml-nbd's `Mux` keeps only the handle)
+/// OCaml: none (ocaml-nbd's `Mux` keeps only the handle)
 public struct NBDRequestInfo: Sendable, Equatable {
     /// The `command` field.
     public var command: NBDCommand
@@ -100,7 +100,7 @@ public struct NBDReplyDecoder: Sendable {
     /// absolute offset of the next byte and how many bytes remain. A caller that owns the destination may
     /// read those bytes straight into it and report them with ``skipData(_:)`` instead of feeding them.
     ///
-    /// OCaml: not in OCaml (ocaml-nbd always reads into a staging buffer)
+    /// OCaml: none (ocaml-nbd always reads into a staging buffer)
     public var pendingData: (cookie: UInt64, offset: UInt64, remaining: UInt64)? {
         if case .data(let cookie, let offset, let remaining, _) = state, remaining > 0 {
             return (cookie, offset, remaining)
@@ -111,7 +111,7 @@ public struct NBDReplyDecoder: Sendable {
     /// Accounts for `count` bytes of the pending data run that the caller read itself (at most
     /// ``pendingData``'s `remaining`; more is clamped). The next ``next(_:lookup:)`` carries on after them.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public mutating func skipData(_ count: UInt64) {
         guard case .data(let cookie, let offset, let remaining, let done) = state else { return }
         let take = min(count, remaining)

@@ -72,7 +72,7 @@ public struct NBDRequestHeader: Sendable, Equatable {
     /// Bytes of payload that follow this header on the wire: WRITE's data in compact headers; with extended
     /// headers, `length` whenever `PAYLOAD_LEN` is set (also on commands that must then fail with `EINVAL`).
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func payloadLength(extended: Bool) -> UInt64 {
         if extended { return flags.contains(.payloadLength) ? length : 0 }
         return type == NBDCommand.write.rawValue ? length : 0
@@ -126,7 +126,7 @@ public struct NBDRequestHeader: Sendable, Equatable {
 
 /// One extent of a `BLOCK_STATUS` reply.
 ///
-/// OCaml: not in OCaml
+/// OCaml: none
 public struct NBDExtent: Sendable, Equatable {
     /// Length in bytes.
     public var length: UInt64

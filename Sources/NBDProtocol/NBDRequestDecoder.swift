@@ -51,7 +51,7 @@ public struct NBDRequestDecoder: Sendable {
     /// Accounts for `count` payload bytes the caller read itself, straight into its pages (clamped to
     /// ``pendingPayload``).
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public mutating func skipPayload(_ count: UInt64) {
         payloadRemaining -= min(count, payloadRemaining)
     }

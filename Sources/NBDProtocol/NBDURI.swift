@@ -2,7 +2,7 @@
 
 /// Where an NBD server listens.
 ///
-/// OCaml: not in OCaml (ocaml-nbd takes a host and port)
+/// OCaml: none (ocaml-nbd takes a host and port)
 public enum NBDEndpoint: Sendable, Equatable, CustomStringConvertible {
     /// A TCP host (name, IPv4 or IPv6 literal) and port.
     case tcp(host: String, port: Int)
@@ -20,7 +20,7 @@ public enum NBDEndpoint: Sendable, Equatable, CustomStringConvertible {
 
 /// Why a URI was rejected.
 ///
-/// OCaml: not in OCaml
+/// OCaml: none
 public enum NBDURIError: Error, Sendable, Equatable, CustomStringConvertible {
     case unsupportedScheme(String)
     case malformed(String)
@@ -36,7 +36,7 @@ public enum NBDURIError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// A parsed NBD URI.
 ///
-/// OCaml: not in OCaml (libnbd: `nbd_connect_uri`)
+/// OCaml: none (libnbd: `nbd_connect_uri`)
 public struct NBDURI: Sendable, Equatable, CustomStringConvertible {
     /// Where to connect.
     public var endpoint: NBDEndpoint
@@ -70,7 +70,7 @@ public struct NBDURI: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses `nbd[s][+unix|+tcp]://[host[:port]]/[export][?key=value&...]`.
     ///
-    /// OCaml: not in OCaml (libnbd: `nbd_connect_uri`)
+    /// OCaml: none (libnbd: `nbd_connect_uri`)
     public init(parsing text: String) throws(NBDURIError) {
         guard let schemeEnd = text.firstRange(of: "://") else { throw .malformed("no scheme in \(text)") }
         let scheme = text[..<schemeEnd.lowerBound].lowercased()

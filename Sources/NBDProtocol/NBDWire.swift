@@ -33,7 +33,7 @@ public enum NBDProtocolError: Error, Sendable, Equatable, CustomStringConvertibl
 
 /// Appends big-endian integers and bytes to an array.
 ///
-/// OCaml: not in OCaml (ocaml-nbd uses `Cstruct.BE.set_*` on fixed layouts)
+/// OCaml: none (ocaml-nbd uses `Cstruct.BE.set_*` on fixed layouts)
 public struct NBDWriter: Sendable {
     /// The bytes written so far.
     public private(set) var bytes: [UInt8]
@@ -70,7 +70,7 @@ public struct NBDWriter: Sendable {
 
 /// Reads big-endian integers from untrusted bytes; every read is bounds-checked and throws when short.
 ///
-/// OCaml: not in OCaml (ocaml-nbd uses `Cstruct.BE.get_*`, which raise on short buffers)
+/// OCaml: none (ocaml-nbd uses `Cstruct.BE.get_*`, which raise on short buffers)
 public struct NBDReader: Sendable {
     private let bytes: [UInt8]
     /// Position of the next byte.

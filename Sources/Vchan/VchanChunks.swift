@@ -35,6 +35,6 @@ public struct VchanChunks: AsyncSequence, Sendable {
         }
     }
 
-    /// OCaml: n/a (Swift iteration)
+    /// OCaml: none (Swift iteration)
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(connection: connection, maximum: maximum) }
 }

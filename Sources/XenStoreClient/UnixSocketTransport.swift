@@ -15,7 +15,7 @@ public final class UnixSocketTransport: XenStoreTransport {
     /// libxenstore's socket path: `XENSTORED_PATH`, else `XENSTORED_RUNDIR/socket`, else
     /// `/var/run/xenstored/socket`.
     ///
-    /// OCaml: not in OCaml (libxenstore `xs_daemon_socket`; ocaml-xenstore hard-codes the path)
+    /// OCaml: none (libxenstore `xs_daemon_socket`; ocaml-xenstore hard-codes the path)
     public static func defaultPath(environment: [String: String] = XenStoreEnvironment.current()) -> String {
         if let path = environment["XENSTORED_PATH"], !path.isEmpty { return path }
         let directory = environment["XENSTORED_RUNDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/run/xenstored"
@@ -85,11 +85,11 @@ public final class UnixSocketTransport: XenStoreTransport {
 
 /// The process environment as libxenstore reads it (`XENSTORED_PATH`, `XENSTORED_RUNDIR`).
 ///
-/// OCaml: not in OCaml
+/// OCaml: none
 public enum XenStoreEnvironment {
     /// The variables that choose a xenstore connection, from the process environment.
     ///
-    /// OCaml: not in OCaml (libxenstore's `getenv` calls)
+    /// OCaml: none (libxenstore's `getenv` calls)
     public static func current() -> [String: String] {
         var result: [String: String] = [:]
         for name in ["XENSTORED_PATH", "XENSTORED_RUNDIR"] {

@@ -4,7 +4,7 @@ import Synchronization
 /// the body read in its last run (add the new ones, remove the ones no longer read). Keeping exactly the
 /// last run's paths is what stops watches from piling up over thousands of re-runs.
 ///
-/// OCaml: not in OCaml (`Xs_client_lwt.S.wait` adds `accessed_paths` to `watched_paths` and never removes)
+/// OCaml: none (`Xs_client_lwt.S.wait` adds `accessed_paths` to `watched_paths` and never removes)
 struct WatchedPaths: Equatable {
     /// Watched paths in the order they were added.
     private(set) var paths: [String] = []

@@ -319,7 +319,7 @@ extension XenStoreClient {
     /// Closes the connection: requests in flight and parked ones fail with `.disconnected`, watch sequences
     /// and waits end with `.disconnected`, later requests fail at once.
     ///
-    /// OCaml: not in OCaml (`Xs_client_lwt` clients live forever)
+    /// OCaml: none (`Xs_client_lwt` clients live forever)
     public func close() async {
         let (out, sinks, gate) = state.withLock {
             state -> (MultiplexerState.Dispatch, [any WatchSink], [GateContinuation]) in

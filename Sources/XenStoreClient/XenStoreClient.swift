@@ -95,7 +95,7 @@ public final class XenStoreClient: Sendable {
     /// neither opens, `.connectionFailed` names the socket with its errno if the socket exists (a daemon that
     /// refused or a socket we may not use), else the device with the device's errno.
     ///
-    /// OCaml: not in OCaml (libxenstore `xs_open`)
+    /// OCaml: none (libxenstore `xs_open`)
     public static func openDefaultTransport(
         environment: [String: String] = XenStoreEnvironment.current()
     ) throws(XenStoreError) -> any XenStoreTransport {
@@ -121,7 +121,7 @@ public final class XenStoreClient: Sendable {
     /// blocking `xs_read` does, instead of two. Keep such tasks' own work short: it runs between that
     /// connection's reads. After `resume` over a new connection, ask again.
     ///
-    /// OCaml: not in OCaml (Lwt runs everything on one thread anyway)
+    /// OCaml: none (Lwt runs everything on one thread anyway)
     public var executor: (any TaskExecutor)? {
         (transport.withLock { $0.transport } as? any PushingTransport)?.ioExecutor
     }
@@ -277,7 +277,7 @@ public final class XenStoreClient: Sendable {
     /// arrives at once). The watch is registered before this returns and removed (`UNWATCH`) when the
     /// sequence ends: iterating task cancelled, `cancel()` called, or the sequence dropped.
     ///
-    /// OCaml: not in OCaml (`Xs_client_lwt` only has `wait`)
+    /// OCaml: none (`Xs_client_lwt` only has `wait`)
     public func watches(_ path: String) async throws(XenStoreError) -> XenStoreWatchEvents {
         let token = state.withLock { $0.makeToken("watch") }
         let subscription = WatchSubscription(token: token) { [weak self] _ in
@@ -308,7 +308,7 @@ public final class XenStoreClient: Sendable {
     /// Subscribe before (or right after) registering; events for a token nobody subscribed to are dropped,
     /// as ocaml-xenstore does. The subscription survives `suspend`/`resume` (the watches are re-registered).
     ///
-    /// OCaml: not in OCaml (libxenstore `xs_read_watch`)
+    /// OCaml: none (libxenstore `xs_read_watch`)
     public func events(token: String) -> XenStoreWatchEvents {
         let subscription = WatchSubscription(token: token) { [weak self] subscription in
             self?.state.withLock { $0.removeRoute(token, subscription) }

@@ -44,19 +44,19 @@ public enum XenStoreError: Error, Hashable, Sendable, CustomStringConvertible {
     /// OCaml: `Xs_protocol.Eagain` raised by the function given to `Xs_client_lwt.S.wait`
     case again
     /// A transaction kept conflicting (`EAGAIN` at commit) for all attempts of its retry policy.
-    /// OCaml: not in OCaml (`Xs_client_lwt.S.transaction` retries forever)
+    /// OCaml: none (`Xs_client_lwt.S.transaction` retries forever)
     case transactionConflict(attempts: Int)
     /// The connection is closed or was lost; requests in flight and new ones fail with this.
     /// OCaml: `Xs_client_lwt.Dispatcher_failed` / `End_of_file`
     case disconnected
     /// The client was suspended: watches (and `wait`s blocked on them) are cancelled with this.
-    /// OCaml: not in OCaml (`suspend` wakes watchers with `Lwt.Canceled`)
+    /// OCaml: none (`suspend` wakes watchers with `Lwt.Canceled`)
     case suspended
     /// The request payload exceeds `XENSTORE_PAYLOAD_MAX` (4096 bytes); xenstored would drop the
-    /// connection, so it is not sent. OCaml: not in OCaml (sent anyway)
+    /// connection, so it is not sent. OCaml: none (sent anyway)
     case requestTooLarge(path: String, op: XenStoreMessageType, length: Int)
     /// A path or value holds a NUL byte, which the wire format cannot carry.
-    /// OCaml: not in OCaml
+    /// OCaml: none
     case invalidArgument(path: String, op: XenStoreMessageType, reason: String)
     /// The reply has the type of a different operation. OCaml: `Failure "unexpected packet"` from `Unmarshal`
     case unexpectedReply(path: String, op: XenStoreMessageType, received: XenStoreMessageType)
@@ -93,7 +93,7 @@ public enum XenStoreError: Error, Hashable, Sendable, CustomStringConvertible {
 
     /// True for `.again` and `.eagain`: the conditions `wait` retries on.
     ///
-    /// OCaml: not in OCaml (`with Eagain ->` in `Xs_client_lwt.S.wait`)
+    /// OCaml: none (`with Eagain ->` in `Xs_client_lwt.S.wait`)
     public var isAgain: Bool {
         switch self {
         case .again, .eagain: true
@@ -103,7 +103,7 @@ public enum XenStoreError: Error, Hashable, Sendable, CustomStringConvertible {
 
     /// True for the server's `EAGAIN`: the transaction conflicted and should be run again.
     ///
-    /// OCaml: not in OCaml (`with Eagain ->` in `Xs_client_lwt.S.transaction`)
+    /// OCaml: none (`with Eagain ->` in `Xs_client_lwt.S.transaction`)
     public var isConflict: Bool {
         if case .eagain = self { return true }
         return false

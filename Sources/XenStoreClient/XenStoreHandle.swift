@@ -94,7 +94,7 @@ public struct XenStoreHandle: Sendable {
 
     /// The raw value of `path` (values are bytes; the reply carries no trailing NUL).
     ///
-    /// OCaml: not in OCaml (`read` returns the bytes as an OCaml string)
+    /// OCaml: none (`read` returns the bytes as an OCaml string)
     public func readBytes(_ path: String) async throws(XenStoreError) -> [UInt8] {
         recorder?.record(path)
         return try await call(.read, path, [path])
@@ -102,7 +102,7 @@ public struct XenStoreHandle: Sendable {
 
     /// True if `path` exists (a `READ` that does not fail with `ENOENT`).
     ///
-    /// OCaml: not in OCaml (xenstore-utils' `xenstore-exists`)
+    /// OCaml: none (xenstore-utils' `xenstore-exists`)
     public func exists(_ path: String) async throws(XenStoreError) -> Bool {
         do throws(XenStoreError) {
             _ = try await readBytes(path)
@@ -187,7 +187,7 @@ public struct XenStoreHandle: Sendable {
     /// Removes every watch (and transaction) of this connection, including the client's own, so running
     /// `wait`s and `watches` sequences stop receiving events. The manual-watch list is cleared.
     ///
-    /// OCaml: not in OCaml (libxenstore `xs_reset_watches`)
+    /// OCaml: none (libxenstore `xs_reset_watches`)
     public func resetWatches() async throws(XenStoreError) {
         client.state.withLock { $0.manualWatches.removeAll() }
         try expectOK(.resetWatches, "", try await call(.resetWatches, "", [""]))

@@ -3,7 +3,7 @@
 /// delay between runs so that contending clients spread out instead of colliding again in lock step.
 /// When the attempts are used up the transaction throws `XenStoreError.transactionConflict(attempts:)`.
 ///
-/// OCaml: not in OCaml (`Xs_client_lwt.S.transaction` retries immediately and forever)
+/// OCaml: none (`Xs_client_lwt.S.transaction` retries immediately and forever)
 public struct XenStoreRetryPolicy: Hashable, Sendable {
     /// Runs of the body before giving up (at least 1).
     public var maxAttempts: Int
@@ -14,7 +14,7 @@ public struct XenStoreRetryPolicy: Hashable, Sendable {
 
     /// A policy. `maxAttempts` below 1 counts as 1.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public init(maxAttempts: Int, initialBackoff: Duration, maxBackoff: Duration) {
         self.maxAttempts = max(1, maxAttempts)
         self.initialBackoff = initialBackoff
@@ -31,7 +31,7 @@ public struct XenStoreRetryPolicy: Hashable, Sendable {
     /// The delay before attempt `attempt + 1` after `attempt` conflicts ("full jitter": uniform between zero
     /// and the capped exponential), drawn from `generator`.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func backoff(afterAttempt attempt: Int, using generator: inout some RandomNumberGenerator) -> Duration {
         let capNanoseconds = Self.nanoseconds(maxBackoff)
         var cap = Self.nanoseconds(initialBackoff)

@@ -9,7 +9,7 @@ public struct XenStoreWatchEvent: Hashable, Sendable, CustomStringConvertible {
     /// The token given when the watch was registered.
     public var token: String
 
-    /// An event. OCaml: not in OCaml (a pair)
+    /// An event. OCaml: none (a pair)
     public init(path: String, token: String) {
         self.path = path
         self.token = token
@@ -26,7 +26,7 @@ public struct XenStoreWatchEvent: Hashable, Sendable, CustomStringConvertible {
 /// For `XenStoreClient.watches(_:)` the watch is removed from the server (`UNWATCH`) when the sequence ends:
 /// on cancellation, on `cancel()`, or once the last copy of the sequence and its iterator is gone.
 ///
-/// OCaml: not in OCaml (`Xs_client_lwt` only offers `wait`; this is the stream its users keep rebuilding)
+/// OCaml: none (`Xs_client_lwt` only offers `wait`; this is the stream its users keep rebuilding)
 public struct XenStoreWatchEvents: AsyncSequence, Sendable {
     /// The elements.
     public typealias Element = XenStoreWatchEvent
@@ -44,24 +44,24 @@ public struct XenStoreWatchEvents: AsyncSequence, Sendable {
 
     /// Ends the sequence (pending `next()` calls return nil) and removes its watch, if it owns one.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func cancel() { owner.subscription.cancel() }
 
     /// An iterator. Several iterators of one sequence share (split) its events.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func makeAsyncIterator() -> Iterator { Iterator(owner: owner) }
 
     /// Pulls events one by one.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public struct Iterator: AsyncIteratorProtocol {
         let owner: WatchSubscriptionOwner
         var subscription: WatchSubscription { owner.subscription }
 
         /// The next event; nil once the sequence ended; throws when the connection was lost or suspended.
         ///
-        /// OCaml: not in OCaml (`Xs_client_lwt`'s `Watcher.get`)
+        /// OCaml: none (`Xs_client_lwt`'s `Watcher.get`)
         public mutating func next(
             isolation actor: isolated (any Actor)? = #isolation
         ) async throws(XenStoreError) -> XenStoreWatchEvent? {

@@ -16,7 +16,7 @@ import XenStoreProtocol
 ///
 /// Pure state machine (no IO, no lock); `DescriptorStream` keeps it in a `Mutex` and writes what it returns.
 ///
-/// OCaml: not in OCaml (mirage talks to the ring directly; this mirrors libxenstore's one-request-at-a-time
+/// OCaml: none (mirage talks to the ring directly; this mirrors libxenstore's one-request-at-a-time
 /// use of the device)
 struct XenbusDeviceGate {
     /// Packets waiting for the device, oldest first from `head`.

@@ -14,7 +14,7 @@ public import XenStoreProtocol
 /// request's req_id (`XenbusDeviceGate` has the details). The client may still have any number of
 /// requests outstanding; they wait in the transport and go one round trip at a time, as libxenstore's do.
 ///
-/// OCaml: not in OCaml (libxenstore's `xs_open` device fallback; mirage uses the ring directly)
+/// OCaml: none (libxenstore's `xs_open` device fallback; mirage uses the ring directly)
 public final class XenbusDeviceTransport: XenStoreTransport {
     let stream: DescriptorStream
 
@@ -25,7 +25,7 @@ public final class XenbusDeviceTransport: XenStoreTransport {
     /// libxenstore's device path: `XENSTORED_PATH`, else `/dev/xen/xenbus` if it exists, else
     /// `/proc/xen/xenbus`.
     ///
-    /// OCaml: not in OCaml (libxenstore `xs_domain_dev`)
+    /// OCaml: none (libxenstore `xs_domain_dev`)
     public static func defaultPath(environment: [String: String] = XenStoreEnvironment.current()) -> String {
         if let path = environment["XENSTORED_PATH"], !path.isEmpty { return path }
         if access("/dev/xen/xenbus", F_OK) == 0 { return "/dev/xen/xenbus" }
@@ -34,7 +34,7 @@ public final class XenbusDeviceTransport: XenStoreTransport {
 
     /// Opens the device at `path`.
     ///
-    /// OCaml: not in OCaml (libxenstore `get_handle` on the device)
+    /// OCaml: none (libxenstore `get_handle` on the device)
     public static func open(path: String) throws(XenStoreError) -> XenbusDeviceTransport {
         let descriptor = Glibc.open(path, O_RDWR | O_CLOEXEC)
         guard descriptor >= 0 else { throw .connectionFailed(path: path, errno: errno) }
@@ -55,21 +55,21 @@ public final class XenbusDeviceTransport: XenStoreTransport {
 
     /// Writes each packet of `bytes` with its own `write(2)`.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func write(_ bytes: [UInt8]) async throws {
         try await stream.write(bytes)
     }
 
     /// The next bytes from the device; nil once closed.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func read() async throws -> [UInt8]? {
         try await stream.read()
     }
 
     /// Stops the I/O thread; the descriptor is closed once nothing uses it.
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func close() async {
         stream.close()
     }

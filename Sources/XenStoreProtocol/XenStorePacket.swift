@@ -14,7 +14,7 @@ public struct XenStoreHeader: Hashable, Sendable {
     /// Payload bytes that follow.
     public var length: UInt32
 
-    /// A header with the given fields. OCaml: not in OCaml (headers are built by `Xs_protocol.create`)
+    /// A header with the given fields. OCaml: none (headers are built by `Xs_protocol.create`)
     public init(type: XenStoreMessageType, requestID: UInt32, transactionID: UInt32, length: UInt32) {
         self.type = type
         self.requestID = requestID

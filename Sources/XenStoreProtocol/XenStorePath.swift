@@ -26,7 +26,7 @@ public enum XenStorePath {
     /// and checks it, as xenstored does before every path operation. `allowSpecial` admits `@...` paths
     /// (only watches may use them).
     ///
-    /// OCaml: not in OCaml (C xenstored `canonicalize` + `is_valid_nodename`)
+    /// OCaml: none (C xenstored `canonicalize` + `is_valid_nodename`)
     public static func canonicalize(
         _ path: String, for domain: DomainID, allowSpecial: Bool = false
     ) throws(XenStoreProtocolError) -> String {
@@ -53,7 +53,7 @@ public enum XenStorePath {
     /// Checks an absolute path: starts with `/`, no trailing `/` (except the root), no `//`, only
     /// `[A-Za-z0-9-/_@]`, at most 3072 bytes, and at most 2048 below `/local/domain/<domid>/`.
     ///
-    /// OCaml: not in OCaml (C xenstored `is_valid_nodename`)
+    /// OCaml: none (C xenstored `is_valid_nodename`)
     public static func validateAbsolute(_ path: String) throws(XenStoreProtocolError) {
         // Walks the UTF-8 view once, without allocating: this runs for every request.
         let bytes = path.utf8

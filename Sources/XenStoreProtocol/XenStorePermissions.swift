@@ -80,7 +80,7 @@ public struct XenStorePermissions: Hashable, Sendable, CustomStringConvertible {
 
     /// Permissions from wire entries (first = owner); nil for an empty list.
     ///
-    /// OCaml: not in OCaml (the record is built by `ACL.of_string`)
+    /// OCaml: none (the record is built by `ACL.of_string`)
     public init?(entries: [XenStorePermission]) {
         guard let first = entries.first else { return nil }
         self.init(owner: first.domain, others: first.access, acl: Array(entries.dropFirst()))
@@ -109,7 +109,7 @@ public struct XenStorePermissions: Hashable, Sendable, CustomStringConvertible {
     /// (the first one if listed twice), everybody else `others`. xenstored applies this after checking for
     /// privileged callers.
     ///
-    /// OCaml: not in OCaml (oxenstored `Perms.check`, C `perm_for_conn`)
+    /// OCaml: none (oxenstored `Perms.check`, C `perm_for_conn`)
     public func access(for domain: DomainID) -> XenStoreAccess {
         if domain == owner { return .both }
         for entry in acl where entry.domain == domain { return entry.access }

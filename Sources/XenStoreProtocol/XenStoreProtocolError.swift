@@ -12,7 +12,7 @@ public enum XenStoreProtocolError: Error, Hashable, Sendable, CustomStringConver
     /// an unknown number). Servers answer `ENOSYS`. OCaml: `Xs_protocol.Parser.Unknown_operation`
     case unsupportedMessageType(XenStoreMessageType)
     /// A path is empty, too long or holds forbidden characters. Servers answer `EINVAL`.
-    /// OCaml: not in OCaml (xenstored's `is_valid_nodename`)
+    /// OCaml: none (xenstored's `is_valid_nodename`)
     case invalidPath(path: String, reason: String)
     /// A reply's type does not belong to the request it answers.
     /// OCaml: `Xs_protocol.Unmarshal` failures ("unexpected packet")

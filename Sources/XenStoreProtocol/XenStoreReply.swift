@@ -8,7 +8,7 @@ public enum XenStoreReply: Hashable, Sendable {
     /// `XS_DIRECTORY`: child names. OCaml: `Directory names`
     case directory([String])
     /// `XS_DIRECTORY_PART`: the node's generation, the children in this chunk and whether it is the last
-    /// chunk (marked by an extra NUL). OCaml: not in OCaml's `Response` (parsed by `Xs_client_unix.directory`)
+    /// chunk (marked by an extra NUL). OCaml: none in `Response` (parsed by `Xs_client_unix.directory`)
     case directoryPart(generation: String, children: [String], complete: Bool)
     /// `XS_GET_PERMS`. OCaml: `Getperms acl`
     case permissions(XenStorePermissions)

@@ -34,7 +34,7 @@ public struct XenStoreQuotas: Sendable, Hashable {
 
 /// Identifies one connection to a `XenStoreServer`.
 ///
-/// OCaml: not in OCaml (xenstored's `struct connection *`)
+/// OCaml: none (xenstored's `struct connection *`)
 public struct XenStoreConnectionID: Hashable, Sendable, CustomStringConvertible {
     /// A number unique within the server.
     public let rawValue: UInt64

@@ -30,7 +30,7 @@ public final class XenStoreServer: Sendable {
     /// A new in-process connection acting as `domain`; it is a `XenStoreTransport`, so a client can speak
     /// the wire protocol over it directly. Relative paths resolve to `/local/domain/<domain>`.
     ///
-    /// OCaml: not in OCaml (`Xs_server` tests call `Call.reply` with a domid)
+    /// OCaml: none (`Xs_server` tests call `Call.reply` with a domid)
     public func connect(domain: DomainID = .dom0) -> XenStoreServerConnection {
         let sink = InProcessSink()
         let id = attach(domain: domain, sink: sink)
@@ -89,7 +89,7 @@ public final class XenStoreServer: Sendable {
     /// Forgets `domain`, as `XS_RELEASE` does, and fires `@releaseDomain`; false if it was not introduced
     /// (or is dom0).
     ///
-    /// OCaml: not in OCaml's client (xenstored `do_release`)
+    /// OCaml: none in the client (xenstored `do_release`)
     @discardableResult
     public func releaseDomain(_ domain: DomainID) -> Bool {
         var released = false
@@ -99,24 +99,24 @@ public final class XenStoreServer: Sendable {
 
     /// True if `domain` is introduced (dom0 always is).
     ///
-    /// OCaml: not in OCaml (xenstored `do_is_domain_introduced`)
+    /// OCaml: none (xenstored `do_is_domain_introduced`)
     public func isDomainIntroduced(_ domain: DomainID) -> Bool { state.withLock { $0.domains[domain] != nil } }
 
     // MARK: - Direct inspection (as dom0, outside any transaction)
 
     /// The value at an absolute path, nil if there is no such node.
     ///
-    /// OCaml: not in OCaml (oxenstored `Store.read`)
+    /// OCaml: none (oxenstored `Store.read`)
     public func value(at path: String) -> [UInt8]? { state.withLock { $0.tree[path]?.value } }
 
     /// The children of an absolute path in listing order, nil if there is no such node.
     ///
-    /// OCaml: not in OCaml (oxenstored `Store.ls`)
+    /// OCaml: none (oxenstored `Store.ls`)
     public func children(of path: String) -> [String]? { state.withLock { $0.tree[path]?.children } }
 
     /// The permissions of an absolute path, nil if there is no such node.
     ///
-    /// OCaml: not in OCaml (oxenstored `Store.getperms`)
+    /// OCaml: none (oxenstored `Store.getperms`)
     public func permissions(at path: String) -> XenStorePermissions? {
         state.withLock { $0.tree[path]?.permissions }
     }
@@ -126,6 +126,6 @@ public final class XenStoreServer: Sendable {
 
     /// Runs xenstored's consistency check (`CONTROL check`); the problems found, empty if none.
     ///
-    /// OCaml: not in OCaml (xenstored `check_store`)
+    /// OCaml: none (xenstored `check_store`)
     public func check() -> [String] { state.withLock { $0.tree.check() } }
 }

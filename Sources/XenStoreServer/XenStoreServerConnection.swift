@@ -4,7 +4,7 @@ public import XenStoreProtocol
 
 /// Errors of the server's own connections.
 ///
-/// OCaml: not in OCaml
+/// OCaml: none
 public enum XenStoreServerError: Error, Hashable, Sendable {
     /// The connection was closed (by `close()` or by the server after an oversize packet).
     case connectionClosed
@@ -17,7 +17,7 @@ public enum XenStoreServerError: Error, Hashable, Sendable {
 /// An in-process connection to a `XenStoreServer` with a fixed domain identity. Bytes written are processed
 /// at once under the server lock; replies and watch events come back through `read()`.
 ///
-/// OCaml: not in OCaml (the in-process `Xs_server` test transport)
+/// OCaml: none (the in-process `Xs_server` test transport)
 public final class XenStoreServerConnection: XenStoreTransport {
     /// The server this connection belongs to.
     public let server: XenStoreServer

@@ -7,7 +7,7 @@ public import XenCore
 /// connections to C xenstored do, unless the listener was opened for another domain (a test aid: it lets the
 /// stock tools act as an unprivileged domain).
 ///
-/// OCaml: not in OCaml (`ocaml-xenstore-server --enable-unix --path`)
+/// OCaml: none (`ocaml-xenstore-server --enable-unix --path`)
 public final class XenStoreSocketListener: Sendable {
     /// The socket path.
     public let path: String
@@ -23,7 +23,7 @@ public final class XenStoreSocketListener: Sendable {
     /// Stops accepting, closes every accepted connection and removes nothing else (the socket file is removed
     /// by the close of the listening socket).
     ///
-    /// OCaml: not in OCaml
+    /// OCaml: none
     public func close() async {
         try? await channel.close()
         let open = registry.channels.withLock { Array($0.values) }
@@ -40,7 +40,7 @@ extension XenStoreServer {
     /// Listens on a unix socket at `path` (an existing socket file there is replaced). Point libxenstore at it
     /// with `XENSTORED_PATH=<path>`. Connections act as `domain` (dom0, as in C xenstored, by default).
     ///
-    /// OCaml: not in OCaml (C xenstored `init_sockets`)
+    /// OCaml: none (C xenstored `init_sockets`)
     public func listen(
         unixSocketPath path: String, domain: DomainID = .dom0
     ) async throws(XenStoreServerError) -> XenStoreSocketListener {
