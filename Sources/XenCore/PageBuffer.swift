@@ -15,6 +15,19 @@ public let xenPageSize = 4096
 /// domain and written by it while Swift code holds it. Accessors are little-endian, as every Xen ABI is on
 /// the architectures SwiftXen supports. Copying a `PageBuffer` copies the view, not the bytes.
 ///
+/// ## Concurrency
+/// `PageBuffer` is `Sendable` because shared memory is concurrent by nature: the domain at the other end
+/// writes it whenever it likes, and no Swift type can stop that. The view therefore promises only memory
+/// safety of each access (bounds-checked, and the pages stay mapped while any view is alive), not atomicity
+/// between accesses: the same rules as `Cstruct.t` in Lwt, made explicit.
+/// - Bytes the peer may write are read once into a local copy, validated, then used (never read twice and
+///   trusted both times: the XSA-155 double fetch).
+/// - Indices shared with the peer go through the ring code of each protocol (`SharedRing`'s header,
+///   the console and vchan rings): acquiring loads of the peer's index, releasing stores of our own and the
+///   barriers of Xen's `ring.h` — the plain accessors here order nothing.
+/// - Within one process, give each writable region one writer (one task, or one lock-protected state
+///   machine); two tasks writing the same bytes of a view get no ordering between them.
+///
 /// OCaml: `Cstruct.t` / `Io_page.t`
 public struct PageBuffer: Sendable {
     /// The memory behind this view.
