@@ -49,8 +49,10 @@ docs: setup
 	  generate-documentation $(addprefix --target ,$(DOC_TARGETS)) --output-path $(DOCS_DIR) --warnings-as-errors
 
 # Examples/: a package of its own that depends on this one by path and uses only its public products, as a
-# user's would; built (warnings as errors) and tested in its own scratch path, Examples/.build.
+# user's would; built (warnings as errors) and tested in its own scratch path, Examples/.build. The docs'
+# copies of its code (a swift block introduced by its file name) must be verbatim (scripts/check-doc-examples.py).
 examples: setup
+	scripts/check-doc-examples.py
 	$(SWIFT) build $(SWIFT_FLAGS) --package-path Examples --build-tests -Xswiftc -warnings-as-errors
 	$(SWIFT) test $(SWIFT_FLAGS) --package-path Examples --skip-build
 
