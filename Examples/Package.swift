@@ -4,66 +4,39 @@
 // its tests, so the code the documentation shows keeps compiling and passing.
 import PackageDescription
 
+/// SwiftXen's products `names`, as target dependencies.
+func swiftXen(_ names: String...) -> [Target.Dependency] {
+    names.map { .product(name: $0, package: "SwiftXen") }
+}
+
 let package = Package(
     name: "SwiftXenExamples",
     platforms: [.macOS(.v15)],
     dependencies: [.package(name: "SwiftXen", path: "..")],
     targets: [
         // A toolstack function, tested against the in-memory xenstored.
-        .target(
-            name: "ToolstackExample",
-            dependencies: [
-                .product(name: "XenCore", package: "SwiftXen"),
-                .product(name: "XenStoreClient", package: "SwiftXen"),
-            ]
-        ),
+        .target(name: "ToolstackExample", dependencies: swiftXen("XenCore", "XenStoreClient")),
         .testTarget(
             name: "ToolstackExampleTests",
-            dependencies: [
-                "ToolstackExample",
-                .product(name: "XenStoreClient", package: "SwiftXen"),
-                .product(name: "XenStoreServer", package: "SwiftXen"),
-            ]
+            dependencies: ["ToolstackExample"] + swiftXen("XenStoreClient", "XenStoreServer")
         ),
         // A guest's BlockFront on dom0's BlockBack, on the simulated hypervisor.
         .target(
             name: "BlockPairExample",
-            dependencies: [
-                .product(name: "XenCore", package: "SwiftXen"),
-                .product(name: "BlockDevice", package: "SwiftXen"),
-                .product(name: "BlockFront", package: "SwiftXen"),
-                .product(name: "BlockBack", package: "SwiftXen"),
-                .product(name: "SimulatedHypervisor", package: "SwiftXen"),
-                .product(name: "XenStoreClient", package: "SwiftXen"),
-                .product(name: "XenStoreServer", package: "SwiftXen"),
-            ]
+            dependencies: swiftXen(
+                "XenCore", "BlockDevice", "BlockFront", "BlockBack", "SimulatedHypervisor", "XenStoreClient",
+                "XenStoreServer")
         ),
         .testTarget(
             name: "BlockPairExampleTests",
-            dependencies: [
-                "BlockPairExample",
-                .product(name: "XenCore", package: "SwiftXen"),
-                .product(name: "BlockDevice", package: "SwiftXen"),
-                .product(name: "SimulatedHypervisor", package: "SwiftXen"),
-                .product(name: "XenStoreServer", package: "SwiftXen"),
-            ]
+            dependencies: ["BlockPairExample"]
+                + swiftXen("XenCore", "BlockDevice", "SimulatedHypervisor", "XenStoreServer")
         ),
         // A disk copied from one NBD export to another.
-        .target(
-            name: "NBDCopyExample",
-            dependencies: [
-                .product(name: "XenCore", package: "SwiftXen"),
-                .product(name: "NBDClient", package: "SwiftXen"),
-            ]
-        ),
+        .target(name: "NBDCopyExample", dependencies: swiftXen("XenCore", "NBDClient")),
         .testTarget(
             name: "NBDCopyExampleTests",
-            dependencies: [
-                "NBDCopyExample",
-                .product(name: "XenCore", package: "SwiftXen"),
-                .product(name: "BlockDevice", package: "SwiftXen"),
-                .product(name: "NBDServer", package: "SwiftXen"),
-            ]
+            dependencies: ["NBDCopyExample"] + swiftXen("XenCore", "BlockDevice", "NBDServer")
         ),
     ]
 )

@@ -32,10 +32,16 @@ public struct SimulatedDisk: Sendable {
                 device, backendPath: nodes.backendPath, store: backStore, grants: dom0.grantTable,
                 events: dom0.eventChannel, options: BlockBackOptions(domain: dom0.id))
         }
-        let front = try await BlockFront.connect(
-            String(deviceID), store: XenStoreBus(client: frontClient), grants: guest.grantTable,
-            events: guest.eventChannel, options: BlockFrontOptions(domain: guest.id))
-        return SimulatedDisk(front: front, serving: serving, clients: [backClient, frontClient])
+        do {
+            let front = try await BlockFront.connect(
+                String(deviceID), store: XenStoreBus(client: frontClient), grants: guest.grantTable,
+                events: guest.eventChannel, options: BlockFrontOptions(domain: guest.id))
+            return SimulatedDisk(front: front, serving: serving, clients: [backClient, frontClient])
+        } catch {
+            serving.cancel()  // the backend stops waiting for a frontend
+            _ = await serving.result
+            throw error
+        }
     }
 
     /// Disconnects the frontend (its requests finish first) and waits for the backend to release everything.
