@@ -11,7 +11,7 @@ APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bi
 FUZZ_SECONDS    ?= 60
 CI_FUZZ_SECONDS ?= 20
 
-.PHONY: setup build test unit-test docs demo bench lint format xen-test fuzz sanitize clean
+.PHONY: setup build test unit-test docs examples demo bench lint format xen-test fuzz sanitize clean
 
 setup:
 	@missing=""; \
@@ -34,6 +34,7 @@ unit-test: setup
 # Under CI=true (or FUZZ=1) a short fuzzing pass runs first: every target for CI_FUZZ_SECONDS, two at a time.
 test: unit-test
 	$(MAKE) --no-print-directory docs
+	$(MAKE) --no-print-directory examples
 	@if [ "$${CI:-}" = true ] || [ "$${FUZZ:-}" = 1 ]; then \
 	  $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS) FUZZ_JOBS=$${FUZZ_JOBS:-2}; fi
 	@if [ "$${CI:-}" = true ] || scripts/xen/can-run.sh; then $(MAKE) --no-print-directory xen-test; fi
@@ -46,6 +47,14 @@ DOC_TARGETS  := $(shell sed -n 's/^ *\.library.name: "\([A-Za-z0-9]*\)".*/\1/p' 
 docs: setup
 	$(SWIFT) package $(SWIFT_FLAGS) -Xswiftc -warnings-as-errors --allow-writing-to-directory $(DOCS_DIR) \
 	  generate-documentation $(addprefix --target ,$(DOC_TARGETS)) --output-path $(DOCS_DIR) --warnings-as-errors
+
+# Examples/: a package of its own that depends on this one by path and uses only its public products, as a
+# user's would; built (warnings as errors) and tested in its own scratch path, Examples/.build. The docs'
+# copies of its code (a swift block introduced by its file name) must be verbatim (scripts/check-doc-examples.py).
+examples: setup
+	scripts/check-doc-examples.py
+	$(SWIFT) build $(SWIFT_FLAGS) --package-path Examples --build-tests -Xswiftc -warnings-as-errors
+	$(SWIFT) test $(SWIFT_FLAGS) --package-path Examples --skip-build
 
 # Boot Xen 4.17 + a Linux dom0 under QEMU TCG (no network) and run xen-test-runner in it, once per
 # xenstored (C and OCaml). Fetches what it needs from Debian into .build-xen; see Documentation/RealXen.md.
@@ -78,10 +87,12 @@ bench: setup
 	$$($(SWIFT) build $(SWIFT_FLAGS) -c $(CONFIG_BENCH) --show-bin-path)/swiftxen-bench
 
 lint:
-	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources
+	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources \
+	  Examples/Package.swift Examples/Sources Examples/Tests
 
 format:
-	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources
+	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources \
+	  Examples/Package.swift Examples/Sources Examples/Tests
 
 clean:
-	rm -rf .build Fuzz/.build .build-fuzz
+	rm -rf .build Fuzz/.build .build-fuzz Examples/.build

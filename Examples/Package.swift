@@ -1,0 +1,42 @@
+// swift-tools-version:6.1
+// SwiftXen's examples: a package of its own that depends on SwiftXen by path and uses only its public
+// products, as yours will. `make examples` (part of `make test`) builds it with warnings as errors and runs
+// its tests, so the code the documentation shows keeps compiling and passing.
+import PackageDescription
+
+/// SwiftXen's products `names`, as target dependencies.
+func swiftXen(_ names: String...) -> [Target.Dependency] {
+    names.map { .product(name: $0, package: "SwiftXen") }
+}
+
+let package = Package(
+    name: "SwiftXenExamples",
+    platforms: [.macOS(.v15)],
+    dependencies: [.package(name: "SwiftXen", path: "..")],
+    targets: [
+        // A toolstack function, tested against the in-memory xenstored.
+        .target(name: "ToolstackExample", dependencies: swiftXen("XenCore", "XenStoreClient")),
+        .testTarget(
+            name: "ToolstackExampleTests",
+            dependencies: ["ToolstackExample"] + swiftXen("XenStoreClient", "XenStoreServer")
+        ),
+        // A guest's BlockFront on dom0's BlockBack, on the simulated hypervisor.
+        .target(
+            name: "BlockPairExample",
+            dependencies: swiftXen(
+                "XenCore", "BlockDevice", "BlockFront", "BlockBack", "SimulatedHypervisor", "XenStoreClient",
+                "XenStoreServer")
+        ),
+        .testTarget(
+            name: "BlockPairExampleTests",
+            dependencies: ["BlockPairExample"]
+                + swiftXen("XenCore", "BlockDevice", "SimulatedHypervisor", "XenStoreServer")
+        ),
+        // A disk copied from one NBD export to another.
+        .target(name: "NBDCopyExample", dependencies: swiftXen("XenCore", "NBDClient")),
+        .testTarget(
+            name: "NBDCopyExampleTests",
+            dependencies: ["NBDCopyExample"] + swiftXen("XenCore", "BlockDevice", "NBDServer")
+        ),
+    ]
+)
