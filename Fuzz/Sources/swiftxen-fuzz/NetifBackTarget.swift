@@ -49,13 +49,7 @@ enum NetifBackTarget {
                 guard drainTx(&drain, frameLimit: Int(input.byte() % 8)) else { return }
                 require(tx.uint32(at: 8) == drain.ring.responseProducer, "tx rsp_prod not published")
             case 6: HostileRingPeer.writeSlot(&input, rx, rxGeometry, bytes: Netif.rxEntrySize)
-            case 7:
-                let offset = [0, 4, 12][Int(input.byte() % 3)]
-                if input.bool() {
-                    HostileRingPeer.advanceIndex(&input, rx, at: offset)
-                } else {
-                    HostileRingPeer.setIndex(&input, rx, at: offset)
-                }
+            case 7: HostileRingPeer.moveIndex(&input, rx, among: [0, 4, 12])
             case 8:
                 guard bankRequests(&rxRing, into: &bank) else { return }
                 answerFrame(&rxRing, bank: &bank, &input)

@@ -51,24 +51,12 @@ enum NetifFrontTarget {
             switch input.byte() % 9 {
             case 0: transmit(&tx, fragments: 1 + Int(input.byte() % 4), extra: input.bool())
             case 1: HostileRingPeer.writeSlot(&input, txMemory, NetifBackTarget.txGeometry, bytes: Netif.txResponseSize)
-            case 2:
-                let offset = [4, 8, 12][Int(input.byte() % 3)]
-                if input.bool() {
-                    HostileRingPeer.advanceIndex(&input, txMemory, at: offset)
-                } else {
-                    HostileRingPeer.setIndex(&input, txMemory, at: offset)
-                }
+            case 2: HostileRingPeer.moveIndex(&input, txMemory, among: [4, 8, 12])
             case 3: guard drainTx(&tx) else { return }
             case 4: post(&rx)
             case 5: HostileRingPeer.writeSlot(&input, rxMemory, NetifBackTarget.rxGeometry, bytes: Netif.rxResponseSize)
             case 6: writeRxResponse(&input, rxMemory, &rx)
-            case 7:
-                let offset = [4, 8, 12][Int(input.byte() % 3)]
-                if input.bool() {
-                    HostileRingPeer.advanceIndex(&input, rxMemory, at: offset)
-                } else {
-                    HostileRingPeer.setIndex(&input, rxMemory, at: offset)
-                }
+            case 7: HostileRingPeer.moveIndex(&input, rxMemory, among: [4, 8, 12])
             default: guard drainRx(&rx) else { return }
             }
             require(tx.ring.outstanding <= tx.ring.size, "\(tx.ring.outstanding) tx requests outstanding")
@@ -98,29 +86,36 @@ enum NetifFrontTarget {
         _ = tx.ring.pushRequests()
     }
 
-    /// NetFrontQueue.drainTx: false once the backend broke the ring or the protocol.
+    /// NetFrontQueue.drainTx: false once the backend broke the ring or the protocol (an unknown status, an id
+    /// not in flight: NetFront stops there and disconnects).
     static func drainTx(_ tx: inout Tx) -> Bool {
+        let outstanding = tx.ring.outstanding
+        var violation: NetifProtocolError?
+        var inFlight = tx.inFlight
+        var freed: [UInt16] = []
+        let consumed: Int
         do {
-            while true {
-                let outstanding = tx.ring.outstanding
-                let available = try tx.ring.unconsumedResponses()
-                require(available <= outstanding, "\(available) tx responses, \(outstanding) requests outstanding")
-                for _ in 0..<available {
-                    let response = try NetifTxResponse.decode(from: tx.ring.nextResponseSlot())
-                    if response.status == .null { continue }
-                    let id = Int(response.id)
-                    guard id < tx.inFlight.count, tx.inFlight[id] else {
-                        throw NetifProtocolError.unknownID(response.id)
+            consumed = try tx.ring.consumeResponses { slot in
+                guard violation == nil else { return }
+                do throws(NetifProtocolError) {
+                    let response = try NetifTxResponse.decode(from: slot)
+                    guard response.status != .null else { return }
+                    guard Int(response.id) < inFlight.count, inFlight[Int(response.id)] else {
+                        throw .unknownID(response.id)
                     }
-                    tx.inFlight[id] = false
-                    tx.free.append(response.id)
+                    inFlight[Int(response.id)] = false
+                    freed.append(response.id)
+                } catch {
+                    violation = error
                 }
-                if try !tx.ring.finalCheckForResponses() { return true }
             }
         } catch {
-            require(error is SharedRingError || error is NetifProtocolError, "untyped error \(error)")
             return false
         }
+        require(consumed <= Int(outstanding), "\(consumed) tx responses, \(outstanding) requests outstanding")
+        tx.inFlight = inFlight
+        tx.free += freed
+        return violation == nil
     }
 
     /// NetFrontQueue posts every free buffer, remembering which slot holds which.
