@@ -24,6 +24,9 @@ let package = Package(
                 .product(name: "BlkifProtocol", package: "SwiftXen"),
                 .product(name: "ConsoleBackend", package: "SwiftXen"),
                 .product(name: "DomainUserdata", package: "SwiftXen"),
+                .product(name: "NetifProtocol", package: "SwiftXen"),
+                .product(name: "Vchan", package: "SwiftXen"),
+                .product(name: "NBDServer", package: "SwiftXen"),
             ]
         ),
     ]

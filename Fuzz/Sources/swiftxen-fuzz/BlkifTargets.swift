@@ -187,4 +187,10 @@ enum HostileRingPeer {
     static func advanceIndex(_ input: inout FuzzInput, _ memory: PageBuffer, at offset: Int) {
         memory.setUInt32(memory.uint32(at: offset) &+ UInt32(input.byte() % 40), at: offset)
     }
+
+    /// One of the indices at `offsets`, as the input chooses: moved on (``advanceIndex``) or set to any value.
+    static func moveIndex(_ input: inout FuzzInput, _ memory: PageBuffer, among offsets: [Int]) {
+        let offset = offsets[Int(input.byte()) % offsets.count]
+        if input.bool() { advanceIndex(&input, memory, at: offset) } else { setIndex(&input, memory, at: offset) }
+    }
 }

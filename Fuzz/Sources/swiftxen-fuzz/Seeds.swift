@@ -16,7 +16,8 @@ enum Seeds {
             ("xenstore-packet", xenstorePackets()), ("xenstore-server", xenstoreServer()),
             ("xenstore-ring", xenstoreRing()), ("nbd-reply", nbdReplies()), ("nbd-handshake", nbdHandshakes()),
             ("nbd-uri", nbdURIs()), ("blkif-back", blkifBack()), ("blkif-front", blkifFront()),
-            ("console-ring", consoleRing()), ("userdata", userdata()),
+            ("console-ring", consoleRing()), ("userdata", userdata()), ("netif-back", netifBack()),
+            ("netif-front", netifFront()), ("vchan-ring", vchanRing()), ("nbd-server-request", nbdServerRequests()),
         ]
         for (target, seeds) in all {
             let folder = directory + "/" + target

@@ -19,6 +19,10 @@ let targets: [(name: String, run: @Sendable ([UInt8]) -> Void)] = [
     ("blkif-front", BlkifFrontTarget.run),
     ("console-ring", ConsoleRingTarget.run),
     ("userdata", UserdataTarget.run),
+    ("netif-back", NetifBackTarget.run),
+    ("netif-front", NetifFrontTarget.run),
+    ("vchan-ring", VchanRingTarget.run),
+    ("nbd-server-request", NBDServerRequestTarget.run),
 ]
 
 nonisolated(unsafe) var selected: @Sendable ([UInt8]) -> Void = { _ in }
