@@ -26,7 +26,6 @@ let package = Package(
                 .product(name: "DomainUserdata", package: "SwiftXen"),
                 .product(name: "NetifProtocol", package: "SwiftXen"),
                 .product(name: "Vchan", package: "SwiftXen"),
-                .product(name: "NBDServer", package: "SwiftXen"),
             ]
         ),
     ]

@@ -22,7 +22,6 @@ let targets: [(name: String, run: @Sendable ([UInt8]) -> Void)] = [
     ("netif-back", NetifBackTarget.run),
     ("netif-front", NetifFrontTarget.run),
     ("vchan-ring", VchanRingTarget.run),
-    ("nbd-server-request", NBDServerRequestTarget.run),
 ]
 
 nonisolated(unsafe) var selected: @Sendable ([UInt8]) -> Void = { _ in }
