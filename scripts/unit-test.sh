@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `make unit-test`'s run: the built unit tests (what `swift test --skip-build` runs) with a deadline. The suite takes about a minute; a test that
-# hangs must fail the run within UNIT_TEST_TIMEOUT seconds (default 900) instead of eating CI's 90 minutes,
-# and say where it hung: the tests that started and never finished, and a backtrace of every thread of the
-# test process (gdb). Nothing is retried: a hang is a failure.
+# `make unit-test`'s run: the built unit tests (what `swift test --skip-build` runs) with a deadline. The suite
+# takes about a minute; a test that hangs must fail the run within UNIT_TEST_TIMEOUT seconds (default 900)
+# instead of eating CI's 90 minutes, and say where it hung: the tests that started and never finished, and a
+# backtrace of every thread of the test process (gdb). Nothing is retried: a hang is a failure.
 set -uo pipefail
 SWIFT=${SWIFT:-swift}
 LIMIT=${UNIT_TEST_TIMEOUT:-900}

@@ -9,11 +9,15 @@ import XenStoreClient
 /// `openDefaultTransport` when neither the daemon socket nor the xenbus device opens: the error names the
 /// path that failed together with that path's own errno. (On a Xen host the device opens: nothing to test.)
 @Suite(.enabled(if: noXenbusDevice, "a host without /dev/xen/xenbus and /proc/xen/xenbus"))
-struct DefaultTransportTests {
-    @Test func noSocketNamesTheDeviceWithItsErrno() throws {
-        let directory = NSTemporaryDirectory() + "swiftxen-default-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+final class DefaultTransportTests {
+    /// `XENSTORED_RUNDIR` of each test: empty, or holding the socket the test makes.
+    let directory = NSTemporaryDirectory() + "swiftxen-default-\(UUID().uuidString.prefix(8))"
+
+    init() throws { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    @Test func noSocketNamesTheDeviceWithItsErrno() {
         let device = XenbusDeviceTransport.defaultPath(environment: [:])
         #expect(throws: XenStoreError.connectionFailed(path: device, errno: ENOENT)) {
             _ = try XenStoreClient.openDefaultTransport(environment: ["XENSTORED_RUNDIR": directory])
@@ -21,9 +25,6 @@ struct DefaultTransportTests {
     }
 
     @Test func aSocketNobodyListensOnIsNamedWithItsErrno() throws {
-        let directory = NSTemporaryDirectory() + "swiftxen-default-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         // A socket file that was bound and closed: connecting to it is refused.
         let path = directory + "/socket"
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)

@@ -37,7 +37,7 @@ import XenStoreServer
         /// One serve of fresh nodes and the guest's `blk mode`: its report and how serve ended. Fails after
         /// two minutes instead of hanging the suite.
         func attempt(_ mode: String) async throws -> (answer: [String: String], text: String, error: (any Error)?) {
-            try await hangBound("blk \(mode)") { try await attemptUnbounded(mode) }
+            try await within(120, "blk \(mode)") { try await attemptUnbounded(mode) }
         }
 
         private func attemptUnbounded(
@@ -118,7 +118,7 @@ import XenStoreServer
     @Test func stateFlappingEndsServedAgain() async throws {
         let rig = try Rig()
         try await rig.nodes.create(in: rig.store)
-        try await hangBound("20 flaps") { try await flap(rig) }
+        try await within(120, "20 flaps") { try await flap(rig) }
     }
 
     private func flap(_ rig: Rig) async throws {
@@ -157,7 +157,7 @@ import XenStoreServer
             try await handle.setperms(home + "/name", XenStorePermissions(owner: guest, others: .none, acl: []))
         }
         let client = XenStoreClient(transport: server.connect(domain: guest))
-        let text = try await hangBound("the flood") { try await HostileFlood.run(home: home, client: client) }
+        let text = try await within(120, "the flood") { try await HostileFlood.run(home: home, client: client) }
         let answer = DomUNetChecks.fields(text)
         #expect(answer["after"] == "ok", "\(text)")
         #expect(answer["big"] != "none", "\(text)")
