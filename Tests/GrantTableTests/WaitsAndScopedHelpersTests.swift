@@ -6,14 +6,12 @@ import XenCore
 /// The grant-table waits (free references, a peer's unmap): `CancellationError` when cancelled, a typed
 /// `.timedOut` when bounded; and the scoped helpers releasing on every path, cancellation included.
 @Suite struct WaitsAndScopedHelpersTests {
-    let hypervisor = SimulatedHypervisor(grantTableSize: 16)
-    let front: SimulatedDomain
-    let back: SimulatedDomain
+    let domains: FrontAndBack
+    var hypervisor: SimulatedHypervisor { domains.hypervisor }
+    var front: SimulatedDomain { domains.front }
+    var back: SimulatedDomain { domains.back }
 
-    init() throws {
-        front = try hypervisor.createDomain(name: "front")
-        back = try hypervisor.createDomain(name: "back")
-    }
+    init() throws { domains = try FrontAndBack() }
 
     // MARK: - GrantRefPool
 
@@ -54,12 +52,17 @@ import XenCore
 
     // MARK: - endAccess
 
+    /// A ref from the pool granted to the peer and mapped there; `free` is the pool's count with it taken.
+    private func grantMappedByThePeer() async throws -> (GrantRef, free: Int, GrantMappingHandle) {
+        let ref = try await front.grantTable.refs.get()
+        try front.grantTable.grantAccess(ref, to: back.id, writable: true, page: PageBuffer(pages: 1))
+        let mapping = GrantMappingHandle(try back.grantTable.map(domain: front.id, ref: ref, writable: true))
+        return (ref, front.grantTable.refs.freeCount, mapping)
+    }
+
     @Test func cancelledEndAccessThrowsCancellationErrorAndLeavesTheGrant() async throws {
         let table = front.grantTable
-        let ref = try await table.refs.get()
-        let free = table.refs.freeCount
-        try table.grantAccess(ref, to: back.id, writable: true, page: PageBuffer(pages: 1))
-        let mapping = GrantMappingHandle(try back.grantTable.map(domain: front.id, ref: ref, writable: true))
+        let (ref, free, mapping) = try await grantMappedByThePeer()
         let ending = Task {
             try await table.endAccess(ref, retryingEvery: .milliseconds(1), timeout: nil, releaseRef: true)
         }
@@ -75,10 +78,7 @@ import XenCore
 
     @Test func boundedEndAccessTimesOutAndLeavesTheGrant() async throws {
         let table = front.grantTable
-        let ref = try await table.refs.get()
-        let free = table.refs.freeCount
-        try table.grantAccess(ref, to: back.id, writable: true, page: PageBuffer(pages: 1))
-        let mapping = GrantMappingHandle(try back.grantTable.map(domain: front.id, ref: ref, writable: true))
+        let (ref, free, mapping) = try await grantMappedByThePeer()
         let limit = Duration.milliseconds(20)
         await #expect(throws: GrantTableError.timedOut(.unmap(refs: [ref]), after: limit)) {
             try await table.endAccess(ref, retryingEvery: .milliseconds(1), timeout: limit, releaseRef: true)

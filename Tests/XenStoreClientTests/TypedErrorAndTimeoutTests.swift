@@ -9,104 +9,117 @@ import XenStoreServer
 @Suite struct TypedErrorAndTimeoutTests {
     @Test(arguments: Via.allCases)
     func immediateHandleKeepsTheTypedErrorWithoutAnnotation(via: Via) async throws {
-        let rig = try await ServerRig(via)
-        let (client, _) = try rig.client()
-        do {
-            _ = try await client.immediateHandle.read("/missing")
-            Issue.record("read of a missing node succeeded")
-        } catch {
-            // `error` is statically a XenStoreError: this binding compiles only because the type arrived.
-            let typed: XenStoreError = error
-            #expect(typed == .noEntry(path: "/missing", op: .read))
+        try await withClient(via) { _, client, _ in
+            #expect(await Self.errorReadingAMissingNode(client) == .noEntry(path: "/missing", op: .read))
+            try await client.immediateHandle.write("/kept", "1")
+            #expect(try await client.immediate { try await $0.read("/kept") } == "1")
         }
-        try await client.immediateHandle.write("/kept", "1")
-        #expect(try await client.immediate { try await $0.read("/kept") } == "1")
-        await client.close()
-        await rig.shutDown()
     }
 
     @Test(arguments: Via.allCases)
     func annotatedTransactionThrowsTypedXenStoreError(via: Via) async throws {
-        let rig = try await ServerRig(via)
-        let (client, _) = try rig.client()
-        do {
-            try await client.transaction { (h) async throws(XenStoreError) in
-                try await h.write("/t/a", "1")
-                _ = try await h.read("/t/missing")
+        try await withClient(via) { rig, client, _ in
+            #expect(await Self.errorOfAFailingTransaction(client) == .noEntry(path: "/t/missing", op: .read))
+            #expect(rig.server.value(at: "/t/a") == nil)  // aborted
+            let value = try await client.transaction { (h) async throws(XenStoreError) -> String in
+                try await h.write("/t/b", "2")
+                return try await h.read("/t/b")
             }
-            Issue.record("the transaction succeeded")
-        } catch {
-            let typed: XenStoreError = error
-            #expect(typed == .noEntry(path: "/t/missing", op: .read))
+            #expect(value == "2")
         }
-        #expect(rig.server.value(at: "/t/a") == nil)  // aborted
-        let value = try await client.transaction { (h) async throws(XenStoreError) -> String in
-            try await h.write("/t/b", "2")
-            return try await h.read("/t/b")
-        }
-        #expect(value == "2")
-        await client.close()
-        await rig.shutDown()
     }
 
     /// A conflict after the task was cancelled is not retried: the typed form throws the conflict at once.
     @Test(arguments: Via.allCases)
     func cancelledTransactionIsNotRetriedAfterAConflict(via: Via) async throws {
-        let rig = try await ServerRig(via)
-        let (client, _) = try rig.client()
-        let (other, _) = try rig.client()
-        try await client.immediateHandle.write("/c/value", "0")
-        let runs = Counter()
-        let outcome = await Task { () async -> XenStoreError? in
-            do throws(XenStoreError) {
-                try await client.transaction { (h) async throws(XenStoreError) in
-                    runs.increment()
-                    _ = try await h.read("/c/value")
-                    try await h.write("/c/value", "mine")
-                    try await other.immediateHandle.write("/c/value", "theirs")  // makes the commit conflict
-                    withUnsafeCurrentTask { $0?.cancel() }
+        try await withClient(via) { rig, client, _ in
+            let (other, _) = try rig.client()
+            try await client.immediateHandle.write("/c/value", "0")
+            let runs = Counter()
+            let outcome = await Task { () async -> XenStoreError? in
+                do throws(XenStoreError) {
+                    try await client.transaction { (h) async throws(XenStoreError) in
+                        runs.increment()
+                        _ = try await h.read("/c/value")
+                        try await h.write("/c/value", "mine")
+                        try await other.immediateHandle.write("/c/value", "theirs")  // makes the commit conflict
+                        withUnsafeCurrentTask { $0?.cancel() }
+                    }
+                    return nil
+                } catch {
+                    return error
                 }
-                return nil
-            } catch {
-                return error
-            }
-        }.value
-        #expect(outcome == .transactionConflict(attempts: 1))
-        #expect(runs.value == 1)
-        #expect(rig.server.value(at: "/c/value") == Array("theirs".utf8))
-        await client.close()
-        await other.close()
-        await rig.shutDown()
+            }.value
+            #expect(outcome == .transactionConflict(attempts: 1))
+            #expect(runs.value == 1)
+            #expect(rig.server.value(at: "/c/value") == Array("theirs".utf8))
+            await other.close()
+        }
     }
 
     @Test(arguments: Via.allCases)
     func waitTimesOutWithATypedErrorAndRemovesItsWatches(via: Via) async throws {
-        let rig = try await ServerRig(via)
-        let (waiter, counting) = try rig.client()
-        let limit = Duration.milliseconds(50)
-        await #expect(throws: XenStoreError.timedOut(after: limit)) {
-            try await waiter.wait(timeout: limit) { h in
-                _ = try? await h.read("/never/there")
-                throw XenStoreError.again
+        try await withClient(via) { _, waiter, counting in
+            let limit = Duration.milliseconds(50)
+            await #expect(throws: XenStoreError.timedOut(after: limit)) {
+                try await waiter.wait(timeout: limit) { h in
+                    _ = try? await h.read("/never/there")
+                    throw XenStoreError.again
+                }
             }
+            #expect(counting.watchCount == 0)
+            // A condition that holds at once returns before any limit; the connection is still fine.
+            try await waiter.immediateHandle.write("/now", "yes")
+            #expect(try await waiter.wait(timeout: limit) { try await $0.read("/now") } == "yes")
         }
-        #expect(counting.watchCount == 0)
-        // A condition that holds at once returns before any limit; the connection is still fine.
-        try await waiter.immediateHandle.write("/now", "yes")
-        #expect(try await waiter.wait(timeout: limit) { try await $0.read("/now") } == "yes")
-        await waiter.close()
-        await rig.shutDown()
     }
 
     @Test(arguments: Via.allCases)
     func deprecatedOCamlNamesForwardToTheSwiftNames(via: Via) async throws {
+        try await withClient(via) { rig, client, _ in
+            try await Self.ocamlSpelledCalls(client.immediateHandle)
+            #expect(rig.server.value(at: "/o/dir") == [])
+            #expect(rig.server.value(at: "/o/gone") == nil)
+        }
+    }
+
+    /// The error of reading a missing node. A plain `do` takes the type its body throws, so `return error`
+    /// compiles only because `immediateHandle.read` throws `XenStoreError` itself: no annotation anywhere.
+    private static func errorReadingAMissingNode(_ client: XenStoreClient) async -> XenStoreError? {
+        do {
+            _ = try await client.immediateHandle.read("/missing")
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// The error of a transaction whose (annotated) body fails; as above, `return error` compiles only
+    /// because the typed form of `transaction` was chosen and throws `XenStoreError`.
+    private static func errorOfAFailingTransaction(_ client: XenStoreClient) async -> XenStoreError? {
+        do {
+            try await client.transaction { (h) async throws(XenStoreError) in
+                try await h.write("/t/a", "1")
+                _ = try await h.read("/t/missing")
+            }
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// Runs `body` with a fresh rig and one client of it, then closes the client and shuts the rig down, also
+    /// when `body` throws.
+    private func withClient(
+        _ via: Via, _ body: (ServerRig, XenStoreClient, CountingTransport) async throws -> Void
+    ) async throws {
         let rig = try await ServerRig(via)
-        let (client, _) = try rig.client()
-        try await Self.ocamlSpelledCalls(client.immediateHandle)
-        #expect(rig.server.value(at: "/o/dir") == [])
-        #expect(rig.server.value(at: "/o/gone") == nil)
+        let (client, counting) = try rig.client()
+        var failure: (any Error)?
+        do { try await body(rig, client, counting) } catch { failure = error }
         await client.close()
         await rig.shutDown()
+        if let failure { throw failure }
     }
 
     /// Calls every alias through ``OCamlSpelledHandle``: a call through a protocol requirement is not a use
