@@ -16,7 +16,7 @@ public enum GrantTableError: Error, Equatable, Sendable {
     /// Never thrown any more: a cancelled wait throws `CancellationError`, as Swift concurrency code expects
     /// (``GrantRefPool/get(count:timeout:)``, ``GrantTableBackend/endAccess(_:retryingEvery:timeout:releaseRef:)``).
     ///
-    /// OCaml: none (`Lwt.Canceled`)
+    /// OCaml: `Lwt.Canceled` (what a cancelled mirage-xen wait raises)
     @available(*, deprecated, message: "a cancelled wait throws CancellationError; catch that instead")
     case cancelled
     /// A bounded wait ran out before what it waited for happened: the references were not taken, or the peer
