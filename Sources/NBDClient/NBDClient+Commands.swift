@@ -48,6 +48,27 @@ extension NBDClient {
         _ = try await awaitAll(futures)
     }
 
+    /// `NBD_CMD_WRITE` of a range of an open file (a lease from `FileBlockDevice.cachedFileRange`, or one of
+    /// your own), at byte `offset`. On a plain connection the kernel sends the file's page-cache pages with
+    /// `sendfile`, without a copy through user space; over TLS the range is read into pages first. The lease
+    /// is held until the request is sent.
+    ///
+    /// OCaml: none (`Nbd.Client.write` takes buffers; libnbd has no zero-copy write)
+    public func write(
+        at offset: UInt64, fromFile file: FileRangeLease, fua: Bool = false,
+        isolation: isolated (any Actor)? = #isolation
+    ) async throws(NBDError) {
+        let length = UInt64(file.count)
+        try check(offset: offset, length: length, write: true)
+        let flags = try fuaFlag(fua)
+        let futures = pieces(offset: offset, length: length).map { piece in
+            send(
+                .write, flags: flags, offset: piece.offset, length: piece.length,
+                file: file.subrange(from: Int(piece.offset - offset), count: Int(piece.length)))
+        }
+        _ = try await awaitAll(futures)
+    }
+
     /// `NBD_CMD_FLUSH`: every completed write reaches stable storage. A no-op when the server has no
     /// write cache to flush (it does not advertise `SEND_FLUSH`).
     ///

@@ -224,7 +224,7 @@ public final class NBDClient: Sendable {
     /// Sends one request on one connection (round robin) and returns its pending reply.
     func send(
         _ command: NBDCommand, flags: NBDCommandFlags = [], offset: UInt64, length: UInt64,
-        payload: [PageBuffer] = [], buffers: [PageBuffer] = []
+        payload: [PageBuffer] = [], file: FileRangeLease? = nil, buffers: [PageBuffer] = []
     ) -> NBDTicket {
         var flags = flags
         // With extended headers a WRITE must say its length is a payload length (the spec's MUST).
@@ -232,12 +232,20 @@ public final class NBDClient: Sendable {
         let index = connectionIndex()
         if let direct = directs[index] {
             switch direct.submit(
-                command: command, flags: flags, offset: offset, length: length, payload: payload, buffers: buffers,
-                timeout: requestTimeout?.nanoseconds)
+                command: command, flags: flags, offset: offset, length: length, payload: payload, file: file,
+                buffers: buffers, timeout: requestTimeout?.nanoseconds)
             {
             case .success(let cookie): return .direct(direct, cookie)
             case .failure(let error): return .failed(error)
             }
+        }
+        // No sendfile under TLS: the file range is read into pages first.
+        var payload = payload
+        if let file {
+            guard let pages = file.readIntoPages() else {
+                return .failed(.io("cannot read \(file.count) bytes of the file at \(file.offset)"))
+            }
+            payload = [pages]
         }
         return .future(
             channels[index].handler.submit(

@@ -118,7 +118,7 @@ final class NBDDirectConnection: Sendable {
     /// any thread. `timeout` in nanoseconds.
     func submit(
         command: NBDCommand, flags: NBDCommandFlags, offset: UInt64, length: UInt64, payload: [PageBuffer],
-        buffers: [PageBuffer], timeout: Int64?
+        file: FileRangeLease? = nil, buffers: [PageBuffer], timeout: Int64?
     ) -> Result<UInt64, NBDError> {
         let deadline = timeout.map { monotonicNanoseconds() + $0 }
         let registered = state.withLock { state -> Result<UInt64, NBDError> in
@@ -136,17 +136,21 @@ final class NBDDirectConnection: Sendable {
         }
         guard case .success(let cookie) = registered else { return registered }
         let request = NBDRequest(flags: flags, command: command, cookie: cookie, offset: offset, length: length)
-        send(request.encode(extended: extended), payload: payload, timed: deadline != nil)
+        send(request.encode(extended: extended), payload: payload, file: file, timed: deadline != nil)
         return .success(cookie)
     }
 
     /// Queues bytes for the socket: the I/O thread batches its own and flushes them before it polls; other
     /// threads send at once when nothing is queued ahead of them, else leave it to the I/O thread.
-    private func send(_ header: [UInt8], payload: [PageBuffer], timed: Bool) {
+    private func send(_ header: [UInt8], payload: [PageBuffer], file: FileRangeLease? = nil, timed: Bool) {
         let mine = onIOThread
         let wake = output.withLock { output -> Bool in
             let wasEmpty = output.isEmpty
-            output.append(header: header, payload: payload)
+            if let file {
+                output.append(header: header, file: file)
+            } else {
+                output.append(header: header, payload: payload)
+            }
             if mine {
                 output.flushPending = true
                 return false

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// A byte range of an open file, lent out so that a socket writer can send it with `sendfile(2)`: the
 /// kernel hands the file's page-cache pages to the socket without copying them through user space.
 ///
@@ -26,4 +32,29 @@ public final class FileRangeLease: Sendable {
     }
 
     deinit { giveBack() }
+
+    /// `count` bytes of the range from `start`, as a lease of its own that keeps this one alive.
+    ///
+    /// OCaml: none (see the type)
+    public func subrange(from start: Int, count: Int) -> FileRangeLease {
+        precondition(start >= 0 && count >= 0 && start + count <= self.count, "subrange outside the lease")
+        if start == 0 && count == self.count { return self }
+        return FileRangeLease(descriptor: descriptor, offset: offset + Int64(start), count: count) { _ = self }
+    }
+
+    /// The range's bytes read into fresh pages (`pread` on the calling thread): for a writer that cannot
+    /// `sendfile`, such as a TLS connection. Nil if the file ends early or cannot be read.
+    ///
+    /// OCaml: none (see the type)
+    public func readIntoPages() -> PageBuffer? {
+        let pages = PageBuffer(pages: max(1, (count + 4095) / 4096)).slice(from: 0, count: count)
+        var done = 0
+        while done < count {
+            let got = pread(descriptor, pages.pointer + done, count - done, off_t(offset) + off_t(done))
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else { return nil }
+            done += got
+        }
+        return pages
+    }
 }

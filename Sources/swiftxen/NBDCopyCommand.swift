@@ -143,6 +143,11 @@ struct NBDCopy: AsyncParsableCommand {
                         let piece = pieces[index]
                         if piece.zero {
                             try await output.zero(at: piece.offset, length: piece.length, scratch: buffer)
+                        } else if output.sendsFiles,
+                            let range = input.cachedRange(at: piece.offset, length: piece.length)
+                        {
+                            // A cached file to an NBD server: the kernel sends the page cache's pages.
+                            try await output.write(range, at: piece.offset)
                         } else {
                             let view = buffer.slice(from: 0, count: Int(piece.length))
                             _ = try await input.read(view, at: piece.offset)

@@ -115,6 +115,25 @@ enum CopyEndpoint: Sendable {
     /// Writes `buffer` at `offset` (a stream: next). With `onThisThread`, a file is written right here,
     /// as each nbdcopy worker writes on its own thread: the caller is an NBD connection's I/O thread, never
     /// the cooperative pool, and a write into the page cache costs less than a hop to another thread and back.
+    /// A file source's range as a lease for a zero-copy send, when it is all in the page cache.
+    func cachedRange(at offset: UInt64, length: UInt64) -> FileRangeLease? {
+        if case .device(let device, _, _) = self { return device.cachedFileRange(at: offset, count: length) }
+        return nil
+    }
+
+    /// An NBD destination, which sends leased file ranges with `sendfile`.
+    var sendsFiles: Bool {
+        if case .nbd = self { return true }
+        return false
+    }
+
+    /// Writes a leased file range: with `sendfile` to an NBD destination, else read into pages first.
+    func write(_ file: FileRangeLease, at offset: UInt64) async throws {
+        if case .nbd(let client) = self { return try await client.write(at: offset, fromFile: file) }
+        guard let pages = file.readIntoPages() else { throw ValidationError("cannot read the source at \(offset)") }
+        try await write(pages, at: offset)
+    }
+
     func write(_ buffer: PageBuffer, at offset: UInt64, onThisThread: Bool = false) async throws {
         switch self {
         case .nbd(let client): try await client.write(at: offset, from: [buffer])

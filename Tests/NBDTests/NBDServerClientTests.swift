@@ -3,6 +3,7 @@ import Foundation
 import NBDClient
 import NBDProtocol
 import NBDServer
+import Synchronization
 import Testing
 import XenCore
 
@@ -130,6 +131,42 @@ struct NBDServerClientTests {
         }
     }
 
+    @Test func writesFromAFileGoOutWithSendfileInPieces() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nbdwfile-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("source.img").path
+        var generator = SplitMix64(seed: 5)
+        let data = PageBuffer(copying: (0..<(1 << 20)).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
+        try Data(data.bytes).write(to: URL(fileURLWithPath: path))
+        // A 64 KiB request limit: a 768 KiB range goes as 12 WRITEs, each a piece of the one lease.
+        let rig = try await ServerRig([ServerRig.memory(4 << 20)], options: NBDServerOptions(maxPayload: 64 << 10))
+        let client = try await NBDClient.connect(uri: rig.uri())
+        let source = try FileBlockDevice(path: path)
+        let given = Atomic<Int>(0)
+        do {
+            let lease = try #require(source.cachedFileRange(at: 512, count: 1536))
+            try await client.write(
+                at: 1 << 20,
+                fromFile: FileRangeLease(descriptor: lease.descriptor, offset: lease.offset, count: lease.count) {
+                    _ = lease
+                    given.add(1, ordering: .relaxed)
+                })
+        }
+        #expect(given.load(ordering: .relaxed) == 1)  // given back once every piece was sent
+        let back = PageBuffer(pages: 192)
+        try await client.read(at: 1 << 20, into: [back])
+        #expect(back.contentsEqual(data.slice(from: 256 << 10, count: 768 << 10)))
+        // Out of range: refused before anything is sent.
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        await #expect(throws: NBDError.self) {
+            try await client.write(at: 4 << 20, fromFile: FileRangeLease(descriptor: fd, offset: 0, count: 4096) {})
+        }
+        await client.disconnect()
+        await rig.stop()
+    }
+
     @Test func oddSizedExportAndSeveralExports() async throws {
         let odd = NBDServerExport(
             name: "odd", description: "one byte past a megabyte",
@@ -195,6 +232,16 @@ struct NBDServerClientTests {
         let back = PageBuffer(pages: 64)
         try await client.read(at: 4096, into: [back])
         #expect(back.contentsEqual(data))
+        // A write from a file under TLS (no sendfile there: the range is read into pages first).
+        let file = certificates.appendingPathComponent("data.bin").path
+        let other = pattern(64 << 10, seed: 3)
+        try Data(other.bytes).write(to: URL(fileURLWithPath: file))
+        let fd = open(file, O_RDONLY)
+        try await client.write(at: 8192, fromFile: FileRangeLease(descriptor: fd, offset: 0, count: 64 << 10) {})
+        close(fd)
+        let fromFile = PageBuffer(pages: 16)
+        try await client.read(at: 8192, into: [fromFile])
+        #expect(fromFile.contentsEqual(other))
         await client.disconnect()
         await #expect(throws: NBDError.optionRejected(option: .go, .tlsRequired)) {
             try await NBDClient.connect(uri: tls.uri("secret"))
