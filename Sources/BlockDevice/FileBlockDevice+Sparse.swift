@@ -20,7 +20,14 @@ extension FileBlockDevice {
         let total = buffers.reduce(0) { $0 + $1.count }
         let offset = off_t(sector) * off_t(deviceInfo.sectorSize)
         // A short read (part of the range not cached, or interrupted) is not worth finishing here.
-        return preadv2(fd, &vectors, Int32(vectors.count), offset, LinuxCalls.noWait) == total
+        let got = preadv2(fd, &vectors, Int32(vectors.count), offset, LinuxCalls.noWait)
+        if got == total { return true }
+        // RWF_NOWAIT also refuses cached pages that carry a readahead mark (it will not start readahead),
+        // which after a sequential pass over the file is a good share of them: when cachestat says the whole
+        // range is cached, a plain read cannot wait for the disk either.
+        guard got < 0, errno == EAGAIN, LinuxCalls.allCached(fd, offset: UInt64(offset), length: UInt64(total))
+        else { return false }
+        return preadv2(fd, &vectors, Int32(vectors.count), offset, 0) == total
     }
 
     /// Lends the range for `sendfile` when `cachestat(2)` (Linux 6.5) says every page of it is cached; the
