@@ -181,7 +181,7 @@ extension BlockFront {
         return front
     }
 
-    /// Connects to the vbd numbered `id` (``VirtualBlockDeviceNodes/deviceID``, e.g. 51712 for xvda).
+    /// Connects to the vbd numbered `id` (BlockBack's `VirtualBlockDeviceNodes.deviceID`, e.g. 51712 for xvda).
     ///
     /// OCaml: `Blkfront.connect` (with `Device_number.to_xenstore_key` already applied)
     public static func connect(
