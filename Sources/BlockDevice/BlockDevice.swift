@@ -133,6 +133,14 @@ public protocol BlockDevice: Sendable {
     ///
     /// OCaml: none (an Lwt read that is already resolved)
     func readWithoutWaiting(at sector: UInt64, into buffers: [PageBuffer]) -> Bool
+
+    /// The `count` sectors from `sector` as a range of the device's backing file, lent for a zero-copy send
+    /// (`sendfile`), if all of it is in the page cache now; nil when the device has no such file, part of
+    /// the range would need the disk, or the request is out of range (``read(at:into:)`` says why). The bytes
+    /// sent are the file's at the time of sending, as with a read that runs then.
+    ///
+    /// OCaml: none (mirage-block has no zero-copy path)
+    func cachedFileRange(at sector: UInt64, count: UInt64) -> FileRangeLease?
 }
 
 /// A run of sectors with one allocation state.
@@ -180,6 +188,11 @@ extension BlockDevice {
     ///
     /// OCaml: none (Lwt has no notion of a read that cannot wait)
     public func readWithoutWaiting(at sector: UInt64, into buffers: [PageBuffer]) -> Bool { false }
+
+    /// Default: no backing file to lend.
+    ///
+    /// OCaml: none (mirage-block has no zero-copy path)
+    public func cachedFileRange(at sector: UInt64, count: UInt64) -> FileRangeLease? { nil }
 
     /// Writes zero-filled buffers over `count` sectors from `sector`, 1 MiB at a time (the portable way to
     /// zero; devices with a faster one use it in ``writeZeroes(at:count:unmap:fast:)``).

@@ -1,3 +1,4 @@
+import Synchronization
 public import XenCore
 
 #if canImport(Glibc)
@@ -20,6 +21,23 @@ extension FileBlockDevice {
         let offset = off_t(sector) * off_t(deviceInfo.sectorSize)
         // A short read (part of the range not cached, or interrupted) is not worth finishing here.
         return preadv2(fd, &vectors, Int32(vectors.count), offset, LinuxCalls.noWait) == total
+    }
+
+    /// Lends the range for `sendfile` when `cachestat(2)` (Linux 6.5) says every page of it is cached; the
+    /// descriptor stays open until the lease goes.
+    ///
+    /// OCaml: none (mirage-block has no zero-copy path)
+    public func cachedFileRange(at sector: UInt64, count: UInt64) -> FileRangeLease? {
+        guard count > 0, (try? deviceInfo.validate(sector: sector, count: count)) != nil, let fd = try? acquire()
+        else { return nil }
+        let size = UInt64(deviceInfo.sectorSize)
+        let offset = sector * size
+        let length = count * size
+        guard length <= UInt64(Int32.max), LinuxCalls.allCached(fd, offset: offset, length: length) else {
+            releaseDescriptor()
+            return nil
+        }
+        return FileRangeLease(descriptor: fd, offset: Int64(offset), count: Int(length)) { self.releaseDescriptor() }
     }
 
     /// Zeroes the range with `fallocate`: punching a hole when `unmap` allows it, else `ZERO_RANGE`. Where
@@ -127,6 +145,34 @@ enum LinuxCalls {
     static let preadv2: PReadV2? = symbol("preadv2", as: PReadV2.self)
     /// `fallocate(2)`, if the C library has it.
     static let fallocate: FAllocate? = symbol("fallocate", as: FAllocate.self)
+
+    /// `cachestat(2)` through `syscall(2)`, which Swift cannot call directly (it is variadic; the C library's
+    /// `syscall` only moves registers, so a fixed-arity call is what it expects).
+    typealias SysCall = @convention(c) (Int, Int32, UnsafeRawPointer, UnsafeMutableRawPointer, UInt32) -> Int
+    static let syscall: SysCall? = symbol("syscall", as: SysCall.self)
+    /// `__NR_cachestat`, the same on every architecture (the generic syscall table and x86-64 both).
+    static let cachestatNumber = 451
+    /// False once the kernel (or a seccomp filter) refused `cachestat`: no use asking again.
+    private static let cachestatWorks = Atomic<Bool>(true)
+
+    /// True when every page of `length` bytes from `offset` of `fd` is in the page cache.
+    static func allCached(_ fd: Int32, offset: UInt64, length: UInt64) -> Bool {
+        guard let syscall, cachestatWorks.load(ordering: .relaxed) else { return false }
+        // struct cachestat_range { __u64 off, len; }; struct cachestat { __u64 nr_cache, nr_dirty,
+        // nr_writeback, nr_evicted, nr_recently_evicted; }
+        var range = (offset, length)
+        var stat = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        let result = withUnsafePointer(to: &range) { range in
+            withUnsafeMutablePointer(to: &stat) { syscall(cachestatNumber, fd, range, $0, 0) }
+        }
+        if result != 0 {
+            if errno == ENOSYS || errno == EPERM { cachestatWorks.store(false, ordering: .relaxed) }
+            return false
+        }
+        let pageSize = UInt64(4096)
+        let pages = (offset + length + pageSize - 1) / pageSize - offset / pageSize
+        return stat.0 >= pages
+    }
 
     /// `RWF_NOWAIT`.
     static let noWait: Int32 = 0x8

@@ -46,7 +46,7 @@ public struct XenStoreBus: XenbusStore {
     /// OCaml: `Xs.rm` (ENOENT ignored)
     public func remove(_ path: String) async throws {
         do {
-            try await client.immediate { handle async throws(XenStoreError) in try await handle.rm(path) }
+            try await client.immediate { handle async throws(XenStoreError) in try await handle.remove(path) }
         } catch .noEntry {
             return
         }
@@ -56,7 +56,8 @@ public struct XenStoreBus: XenbusStore {
     public func setPermissions(_ path: String, owner: DomainID, readers: [DomainID]) async throws {
         let permissions = XenStorePermissions(
             owner: owner, others: .none, acl: readers.map { XenStorePermission(.read, $0) })
-        try await client.immediate { handle async throws(XenStoreError) in try await handle.setperms(path, permissions)
+        try await client.immediate { handle async throws(XenStoreError) in
+            try await handle.setPermissions(path, to: permissions)
         }
     }
 

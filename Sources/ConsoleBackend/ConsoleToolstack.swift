@@ -138,7 +138,7 @@ public enum ConsoleToolstack {
             try await xenstore.transaction { handle in
                 for node in nodes {
                     try await handle.write(node.path, node.value)
-                    try await handle.setperms(node.path, node.permissions)
+                    try await handle.setPermissions(node.path, to: node.permissions)
                 }
             }
         } catch {
@@ -158,7 +158,7 @@ public enum ConsoleToolstack {
 
     private static func remove(_ path: String, xenstore: XenStoreClient) async throws(ConsoleError) {
         do throws(XenStoreError) {
-            try await xenstore.immediate { handle throws(XenStoreError) in try await handle.rm(path) }
+            try await xenstore.immediate { handle throws(XenStoreError) in try await handle.remove(path) }
         } catch .noEntry {
             return
         } catch {

@@ -10,7 +10,14 @@ public import XenCore
 ///
 /// OCaml: `Xen_os.Xen.Export` free list (`get`, `get_n`, `put`, ...); `Gnt.Gntshr` deprecated twins.
 public final class GrantRefPool: Sendable {
-    private typealias Continuation = UnsafeContinuation<Result<[GrantRef], GrantTableError>, Never>
+    private typealias Continuation = UnsafeContinuation<WaitOutcome, Never>
+
+    /// How a blocking `get` ends.
+    private enum WaitOutcome: Sendable {
+        case refs([GrantRef])
+        case cancelled
+        case timedOut
+    }
 
     private struct Waiter {
         let id: UInt64
@@ -87,9 +94,9 @@ public final class GrantRefPool: Sendable {
     /// OCaml: `Xen_os.Xen.Export.num_free_grants`
     public var freeCount: Int { state.withLock { $0.freeCount } }
 
-    /// The number of tasks waiting in ``get()`` / ``get(count:)`` (for diagnostics and tests).
+    /// The number of tasks waiting in ``get(timeout:)`` / ``get(count:timeout:)`` (for diagnostics and tests).
     ///
-    /// Not in OCaml (the `Lwt_dllist` of waiters is private there).
+    /// OCaml: none (the `Lwt_dllist` of waiters is private there)
     public var waitingCount: Int { state.withLock { $0.waiters.count } }
 
     /// One free reference, or nil when the table is full.
@@ -117,20 +124,26 @@ public final class GrantRefPool: Sendable {
 
     /// One reference, waiting (in FIFO order) while the table is full.
     ///
-    /// Throws `.cancelled` if the task is cancelled while waiting.
+    /// Throws `CancellationError` if the task is cancelled while waiting, and
+    /// ``GrantTableError/timedOut(_:after:)`` if no reference came free within `timeout` (nil, the default:
+    /// wait as long as it takes, as OCaml does). Nothing is taken when it throws.
     /// OCaml: `Xen_os.Xen.Export.get`
-    public func get() async throws(GrantTableError) -> GrantRef {
-        try await get(count: 1)[0]
+    public func get(timeout: Duration? = nil) async throws -> GrantRef {
+        try await get(count: 1, timeout: timeout)[0]
     }
 
     /// `count` references taken atomically, waiting (in FIFO order, with `count`) until that many are free.
     ///
-    /// Throws `.requestTooLarge` when `count` exceeds ``capacity``, `.invalidCount` when negative, `.cancelled`
-    /// if the task is cancelled while waiting.
+    /// Throws ``GrantTableError/requestTooLarge(requested:capacity:)`` when `count` exceeds ``capacity``,
+    /// ``GrantTableError/invalidCount(_:)`` when negative, `CancellationError` if the task is cancelled while
+    /// waiting, and ``GrantTableError/timedOut(_:after:)`` (``GrantTableWait/freeRefs(count:)``) if they did
+    /// not come free within `timeout` (nil, the default: no limit). Nothing is taken when it throws. (Untyped
+    /// `throws` because a typed throw carries one type; every error is a `GrantTableError` or a
+    /// `CancellationError`.)
     /// OCaml: `Xen_os.Xen.Export.get_n`
-    public func get(count: Int) async throws(GrantTableError) -> [GrantRef] {
-        guard count >= 0 else { throw .invalidCount(count) }
-        guard count <= capacity else { throw .requestTooLarge(requested: count, capacity: capacity) }
+    public func get(count: Int, timeout: Duration? = nil) async throws -> [GrantRef] {
+        guard count >= 0 else { throw GrantTableError.invalidCount(count) }
+        guard count <= capacity else { throw GrantTableError.requestTooLarge(requested: count, capacity: capacity) }
         if count == 0 { return [] }
         // Fast path: nobody queued and enough free.
         let fast: [GrantRef]? = state.withLock { state in
@@ -143,27 +156,34 @@ public final class GrantRefPool: Sendable {
             state.nextWaiterID += 1
             return state.nextWaiterID
         }
-        let result: Result<[GrantRef], GrantTableError> = await withTaskCancellationHandler {
+        // The timer ends the wait the way cancellation does; it is itself cancelled once the wait is over.
+        let timer = timeout.map { limit in
+            Task { [weak self] in
+                try? await Task.sleep(for: limit)
+                if !Task.isCancelled { self?.endWait(id: id, with: .timedOut) }
+            }
+        }
+        defer { timer?.cancel() }
+        let outcome = await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: Continuation) in
                 enqueue(id: id, count: count, continuation: continuation)
             }
         } onCancel: {
-            cancelWaiter(id: id)
+            endWait(id: id, with: .cancelled)
         }
-        switch result {
-        case .success(let refs):
-            return refs
-        case .failure(let error):
-            throw error
+        switch outcome {
+        case .refs(let refs): return refs
+        case .cancelled: throw CancellationError()
+        case .timedOut: throw GrantTableError.timedOut(.freeRefs(count: count), after: timeout ?? .zero)
         }
     }
 
     private func enqueue(id: UInt64, count: Int, continuation: Continuation) {
-        let immediate: Result<[GrantRef], GrantTableError>? = state.withLock { state in
+        let immediate: WaitOutcome? = state.withLock { state in
             // Checked under the lock: either we see the cancellation here, or onCancel finds the waiter.
-            if Task.isCancelled { return .failure(.cancelled) }
+            if Task.isCancelled { return .cancelled }
             if state.waiters.isEmpty, state.freeCount >= count {
-                return .success(state.popMany(count))
+                return .refs(state.popMany(count))
             }
             state.waiters.append(Waiter(id: id, count: count, continuation: continuation))
             return nil
@@ -171,21 +191,22 @@ public final class GrantRefPool: Sendable {
         if let immediate { continuation.resume(returning: immediate) }
     }
 
-    private func cancelWaiter(id: UInt64) {
-        let (cancelled, ready): (Continuation?, [(Continuation, [GrantRef])]) = state.withLock { state in
+    /// Ends waiter `id` with `outcome` (cancelled or timed out) if it is still queued.
+    private func endWait(id: UInt64, with outcome: WaitOutcome) {
+        let (ended, ready): (Continuation?, [(Continuation, [GrantRef])]) = state.withLock { state in
             guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return (nil, []) }
             let waiter = state.waiters.remove(at: index)
             // A cancelled head may have been blocking smaller requests behind it.
             return (waiter.continuation, state.drain())
         }
-        cancelled?.resume(returning: .failure(.cancelled))
+        ended?.resume(returning: outcome)
         resumeAll(ready)
     }
 
     private func resumeAll(
         _ ready: [(Continuation, [GrantRef])]
     ) {
-        for (continuation, refs) in ready { continuation.resume(returning: .success(refs)) }
+        for (continuation, refs) in ready { continuation.resume(returning: .refs(refs)) }
     }
 
     // MARK: - Returning references
@@ -223,24 +244,28 @@ public final class GrantRefPool: Sendable {
 
     // MARK: - Scoped use
 
-    /// Runs `body` with one reference and returns it to the pool afterwards, also when `body` throws.
+    /// Runs `body` with one reference and returns it to the pool afterwards, on every path: return, throw,
+    /// and cancellation (a wait for the reference cancelled throws `CancellationError` with nothing taken).
+    /// `timeout` bounds the wait for the reference as in ``get(timeout:)``.
     ///
     /// OCaml: `Xen_os.Xen.Export.with_ref`
     public func withRef<R>(
-        isolation: isolated (any Actor)? = #isolation, _ body: (GrantRef) async throws -> R
+        timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation, _ body: (GrantRef) async throws -> R
     ) async throws -> R {
-        let ref = try await get()
+        let ref = try await get(timeout: timeout)
         defer { put(ref) }
         return try await body(ref)
     }
 
-    /// Runs `body` with `count` references and returns them afterwards, also when `body` throws.
+    /// Runs `body` with `count` references (taken all at once) and returns them afterwards, on every path:
+    /// return, throw, and cancellation. `timeout` bounds the wait as in ``get(count:timeout:)``.
     ///
     /// OCaml: `Xen_os.Xen.Export.with_refs`
     public func withRefs<R>(
-        _ count: Int, isolation: isolated (any Actor)? = #isolation, _ body: ([GrantRef]) async throws -> R
+        _ count: Int, timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation,
+        _ body: ([GrantRef]) async throws -> R
     ) async throws -> R {
-        let refs = try await get(count: count)
+        let refs = try await get(count: count, timeout: timeout)
         defer { put(refs) }
         return try await body(refs)
     }

@@ -54,68 +54,111 @@ extension GrantTableBackend {
     public func allocatePages(_ count: Int) -> PageBuffer { PageBuffer(pages: count) }
 
     /// Revokes the grant, retrying every `interval` while the other side still maps it, then optionally
-    /// returns `ref` to the pool. Throws `.cancelled` if the task is cancelled while waiting.
+    /// returns `ref` to the pool.
     ///
-    /// OCaml: `Xen_os.Xen.Export.end_access ~release_ref gntref` (which retries every 10 s)
+    /// The wait is bounded by `timeout` (30 s by default; nil waits as long as it takes, as OCaml does): when
+    /// it runs out, ``GrantTableError/timedOut(_:after:)`` (``GrantTableWait/unmap(refs:)``) is thrown and the
+    /// grant stays in place (a peer that never unmaps costs a reference, never a page pulled from under it).
+    /// Cancelling the task throws `CancellationError`, the grant likewise left in place. Any other refusal is
+    /// the ``GrantTableError`` of ``endAccess(_:)``. (Untyped `throws` because a typed throw carries one type.)
+    ///
+    /// OCaml: `Xen_os.Xen.Export.end_access ~release_ref gntref` (which retries every 10 s, without limit)
     public func endAccess(
-        _ ref: GrantRef, retryingEvery interval: Duration, releaseRef: Bool = false
-    ) async throws(GrantTableError) {
-        while true {
-            do {
-                try endAccess(ref)
-                break
-            } catch .busy {
-                do { try await Task.sleep(for: interval) } catch { throw .cancelled }
-            }
-        }
+        _ ref: GrantRef, retryingEvery interval: Duration, timeout: Duration? = .seconds(30), releaseRef: Bool = false
+    ) async throws {
+        try await endAccess([ref], retryingEvery: interval, timeout: timeout)
         if releaseRef { refs.put(ref) }
     }
 
-    /// Grants `page` to `domain` under `ref` for the duration of `body`, ending access afterwards (also when
-    /// `body` throws; retrying while the peer still maps it).
+    /// Ends access to every ref of `refs`, retrying the ones the peer still maps every `interval` until
+    /// `timeout` (one deadline for all). Every ref is tried; the first refusal other than `.busy` is thrown
+    /// after the rest were ended, else `.timedOut` naming the refs still mapped.
+    func endAccess(_ refs: [GrantRef], retryingEvery interval: Duration, timeout: Duration?) async throws {
+        let clock = ContinuousClock()
+        let deadline = timeout.map { clock.now.advanced(by: $0) }
+        var pending = refs
+        var failure: GrantTableError?
+        while true {
+            var busy: [GrantRef] = []
+            for ref in pending {
+                do throws(GrantTableError) {
+                    try endAccess(ref)
+                } catch {
+                    if case .busy = error { busy.append(ref) } else if failure == nil { failure = error }
+                }
+            }
+            pending = busy
+            if pending.isEmpty { break }
+            guard let deadline, let timeout else {
+                try await Task.sleep(for: interval)
+                continue
+            }
+            let left = clock.now.duration(to: deadline)
+            if left <= .zero {
+                if failure == nil { failure = .timedOut(.unmap(refs: pending), after: timeout) }
+                break
+            }
+            try await Task.sleep(for: min(interval, left))
+        }
+        if let failure { throw failure }
+    }
+
+    /// `endAccess(refs, ...)` run to its end even if the calling task is cancelled: the cleanup of a scoped
+    /// helper must not leave grants behind because the body was cancelled. Bounded by `timeout`.
+    func endAccessDespiteCancellation(
+        _ refs: [GrantRef], retryingEvery interval: Duration, timeout: Duration?
+    ) async throws {
+        guard !refs.isEmpty else { return }
+        // An unstructured task does not inherit the caller's cancellation.
+        try await Task { try await self.endAccess(refs, retryingEvery: interval, timeout: timeout) }.value
+    }
+
+    /// Grants `page` to `domain` under `ref` for the duration of `body`, ending access afterwards on every
+    /// path (return, throw, cancellation), retrying every `interval` while the peer still maps the page, for
+    /// at most `endAccessTimeout` (nil: no limit). Cancellation does not cut that wait short. When `body`
+    /// returns but access cannot be ended, the ``GrantTableError`` (`.timedOut`) is thrown; when `body`
+    /// throws, its error is.
     ///
     /// OCaml: `Xen_os.Xen.Export.with_grant`
     public func withGrant<R>(
         _ ref: GrantRef, to domain: DomainID, writable: Bool, page: PageBuffer,
-        retryingEvery interval: Duration = .milliseconds(10),
+        retryingEvery interval: Duration = .milliseconds(10), endAccessTimeout: Duration? = .seconds(30),
         isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> R
     ) async throws -> R {
-        try grantAccess(ref, to: domain, writable: writable, page: page)
-        do {
-            let result = try await body()
-            try await endAccess(ref, retryingEvery: interval)
-            return result
-        } catch {
-            try? await endAccess(ref, retryingEvery: interval)
-            throw error
-        }
+        try await withGrants(
+            [ref], to: domain, writable: writable, pages: [page], retryingEvery: interval,
+            endAccessTimeout: endAccessTimeout, body)
     }
 
-    /// Grants each page under the matching ref for the duration of `body`, all or nothing.
+    /// Grants each page under the matching ref for the duration of `body`, all or nothing, ending access to
+    /// every one afterwards as ``withGrant(_:to:writable:page:retryingEvery:endAccessTimeout:isolation:_:)``
+    /// does (one deadline for all).
     ///
     /// OCaml: `Xen_os.Xen.Export.with_grants`
     public func withGrants<R>(
         _ refs: [GrantRef], to domain: DomainID, writable: Bool, pages: [PageBuffer],
-        retryingEvery interval: Duration = .milliseconds(10),
+        retryingEvery interval: Duration = .milliseconds(10), endAccessTimeout: Duration? = .seconds(30),
         isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> R
     ) async throws -> R {
         guard refs.count == pages.count else { throw GrantTableError.invalidCount(pages.count) }
         var granted: [GrantRef] = []
+        let result: R
         do {
             for (ref, page) in zip(refs, pages) {
                 try grantAccess(ref, to: domain, writable: writable, page: page)
                 granted.append(ref)
             }
-            let result = try await body()
-            for ref in granted { try await endAccess(ref, retryingEvery: interval) }
-            return result
+            result = try await body()
         } catch {
-            for ref in granted { try? await endAccess(ref, retryingEvery: interval) }
+            try? await endAccessDespiteCancellation(granted, retryingEvery: interval, timeout: endAccessTimeout)
             throw error
         }
+        try await endAccessDespiteCancellation(granted, retryingEvery: interval, timeout: endAccessTimeout)
+        return result
     }
 
-    /// Maps a grant for the duration of `body`, unmapping afterwards (also when `body` throws).
+    /// Maps a grant for the duration of `body`, unmapping afterwards on every path (return, throw,
+    /// cancellation). Views of the buffer that `body` keeps hold the pages mapped until they go.
     ///
     /// OCaml: `Xen_os.Xen.Import.with_mapping`
     public func withMapping<R>(

@@ -13,8 +13,17 @@ public enum GrantTableError: Error, Equatable, Sendable {
     case requestTooLarge(requested: Int, capacity: Int)
     /// A negative count (or zero pages to share or map).
     case invalidCount(Int)
-    /// The waiting task was cancelled before references became free.
+    /// Never thrown any more: a cancelled wait throws `CancellationError`, as Swift concurrency code expects
+    /// (``GrantRefPool/get(count:timeout:)``, ``GrantTableBackend/endAccess(_:retryingEvery:timeout:releaseRef:)``).
+    ///
+    /// OCaml: `Lwt.Canceled` (what a cancelled mirage-xen wait raises)
+    @available(*, deprecated, message: "a cancelled wait throws CancellationError; catch that instead")
     case cancelled
+    /// A bounded wait ran out before what it waited for happened: the references were not taken, or the peer
+    /// still maps the pages (their grants stay in place, so nothing is released under the peer).
+    ///
+    /// OCaml: none (mirage-xen waits without limit)
+    case timedOut(GrantTableWait, after: Duration)
     /// The reference is outside the grant table.
     case invalidRef(GrantRef)
     /// `grantAccess` on a reference that already holds a grant.
@@ -54,4 +63,19 @@ public enum GrantTableError: Error, Equatable, Sendable {
     ///
     /// OCaml: none (the OCaml GC keeps the bigarray alive; an explicit unmap under a live view is undefined)
     case stillInUse(refs: [GrantRef])
+}
+
+/// What a bounded grant-table wait was waiting for when it ran out (``GrantTableError/timedOut(_:after:)``).
+///
+/// OCaml: none (mirage-xen's waits have no limit)
+public enum GrantTableWait: Hashable, Sendable {
+    /// `count` free references (``GrantRefPool/get(count:timeout:)``).
+    ///
+    /// OCaml: none (`Xen_os.Xen.Export.get_n` waits without limit)
+    case freeRefs(count: Int)
+    /// The peer to unmap these grants (``GrantTableBackend/endAccess(_:retryingEvery:timeout:releaseRef:)``
+    /// and the scoped helpers that end access); each is still granted.
+    ///
+    /// OCaml: none (`Xen_os.Xen.Export.end_access` retries forever)
+    case unmap(refs: [GrantRef])
 }

@@ -32,13 +32,33 @@ public final class XenGntshr: UnmapNotifyingGntshr, @unchecked Sendable {
         self.handle = handle
     }
 
-    /// Opens the interface, passes it to `body`, and closes it before returning, also when `body` throws.
+    /// Opens the interface, passes it to `body`, and closes it before returning, on every path. Shares made
+    /// in `body` stay valid until unshared.
     ///
     /// OCaml: `Gnt.Gntshr.with_gntshr`
-    public static func with<R>(_ body: (XenGntshr) throws -> R) throws -> R {
+    public static func withGntshr<R>(_ body: (XenGntshr) throws -> R) throws -> R {
         let interface = try XenGntshr()
         defer { interface.close() }
         return try body(interface)
+    }
+
+    /// The `async` form of ``withGntshr(_:)``: closes the interface on every path, cancellation included.
+    ///
+    /// OCaml: `Gnt.Gntshr.with_gntshr`
+    public static func withGntshr<R>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (XenGntshr) async throws -> R
+    ) async throws -> R {
+        let interface = try XenGntshr()
+        defer { interface.close() }
+        return try await body(interface)
+    }
+
+    /// Renamed ``withGntshr(_:)``.
+    ///
+    /// OCaml: `Gnt.Gntshr.with_gntshr`
+    @available(*, deprecated, renamed: "withGntshr(_:)")
+    public static func with<R>(_ body: (XenGntshr) throws -> R) throws -> R {
+        try withGntshr(body)
     }
 
     deinit { xengntshr_close(handle) }

@@ -37,11 +37,30 @@ public final class XenGrantTable: UnmapNotifyingGrantTable, @unchecked Sendable 
         self.handle = handle
     }
 
-    /// Opens the interface, runs `body`, and closes it (when the last mapping is gone), also on error.
+    /// Opens the interface, runs `body`, and lets go of it on every path (closed once the last mapping made
+    /// through it is gone).
     ///
     /// OCaml: `Gnt.Gnttab.with_gnttab`
-    public static func with<R>(_ body: (XenGrantTable) throws -> R) throws -> R {
+    public static func withGrantTable<R>(_ body: (XenGrantTable) throws -> R) throws -> R {
         try body(XenGrantTable())
+    }
+
+    /// The `async` form of ``withGrantTable(_:)``: lets go of the interface on every path, cancellation
+    /// included.
+    ///
+    /// OCaml: `Gnt.Gnttab.with_gnttab`
+    public static func withGrantTable<R>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (XenGrantTable) async throws -> R
+    ) async throws -> R {
+        try await body(XenGrantTable())
+    }
+
+    /// Renamed ``withGrantTable(_:)``.
+    ///
+    /// OCaml: `Gnt.Gnttab.with_gnttab`
+    @available(*, deprecated, renamed: "withGrantTable(_:)")
+    public static func with<R>(_ body: (XenGrantTable) throws -> R) throws -> R {
+        try withGrantTable(body)
     }
 
     deinit { xengnttab_close(handle) }

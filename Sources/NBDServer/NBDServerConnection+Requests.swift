@@ -22,10 +22,20 @@ extension NBDServerConnection: TaskExecutor {
         let (device, sectorSize, session) = (transmission.device, transmission.sectorSize, transmission.session)
         switch operation {
         case .read(let offset, let length, let dontFragment):
-            let buffer = server.pool.buffer(count: Int(length))
-            begin(bytes: buffer.count)
             let sparse =
                 session.structuredReplies && !dontFragment && length >= UInt64(server.options.sparseReadMinimum)
+            if !sparse, let minimum = server.options.zeroCopyReadMinimum, length >= UInt64(max(1, minimum)),
+                let range = device.cachedFileRange(at: offset / UInt64(sectorSize), count: length / UInt64(sectorSize))
+            {
+                // Sent from the page cache by the kernel: no buffer, so nothing held but the queued reply.
+                begin(bytes: 0)
+                let bytes = session.dataReplyHeader(
+                    cookie: header.cookie, requestOffset: offset, dataOffset: offset, length: length, done: true)
+                reply(header: bytes, file: range)
+                return
+            }
+            let buffer = server.pool.buffer(count: Int(length))
+            begin(bytes: buffer.count)
             if length == 0 || (!sparse && device.readWithoutWaiting(at: offset / UInt64(sectorSize), into: [buffer])) {
                 reply(items: Self.dataReply(session, header, buffer), bytes: buffer.count)
                 return

@@ -218,4 +218,19 @@ extension NBDServerConnection {
         }
         if !mine { signal() }
     }
+
+    /// Queues a READ's reply whose data is a leased file range (sent with `sendfile`) and ends its
+    /// accounting. Dropped once the connection has ended.
+    func reply(header: [UInt8], file: FileRangeLease) {
+        let live = state.withLock { state -> Bool in
+            state.requests -= 1
+            return !state.ended
+        }
+        guard live else { return }
+        output.withLock { output in
+            output.append(header: header, file: file)
+            output.flushPending = true
+        }
+        if !onIOThread { signal() }
+    }
 }

@@ -92,12 +92,17 @@ public struct NBDServerOptions: Sendable {
     /// READs at least this long are answered sparsely (hole chunks for holes) when the device knows its
     /// allocation and structured replies are in use.
     public var sparseReadMinimum: Int
+    /// READs at least this long, from a device that lends cached ranges of its file (`FileBlockDevice`), are
+    /// sent with `sendfile`: the page cache's pages go to the socket without a copy through a buffer. Nil:
+    /// always copy.
+    public var zeroCopyReadMinimum: Int?
 
     /// Memberwise initializer.
     public init(
         tls: NBDServerTLS? = nil, allowList: Bool = true, extendedHeaders: Bool = true, maxPayload: Int = 32 << 20,
         maxInFlightBytes: Int = 64 << 20, maxRequestsInFlight: Int = 512, maxConnections: Int = 128,
-        handshakeTimeout: Duration? = .seconds(30), sparseReadMinimum: Int = 1 << 20
+        handshakeTimeout: Duration? = .seconds(30), sparseReadMinimum: Int = 1 << 20,
+        zeroCopyReadMinimum: Int? = 64 << 10
     ) {
         self.tls = tls
         self.allowList = allowList
@@ -108,6 +113,7 @@ public struct NBDServerOptions: Sendable {
         self.maxConnections = maxConnections
         self.handshakeTimeout = handshakeTimeout
         self.sparseReadMinimum = sparseReadMinimum
+        self.zeroCopyReadMinimum = zeroCopyReadMinimum
     }
 }
 

@@ -263,6 +263,17 @@ public struct SimulatedDomain: Sendable, Hashable {
         return try body(interface)
     }
 
+    /// The `async` form of ``withGntshr(_:)``: closes the interface on every path, cancellation included.
+    ///
+    /// OCaml: `Gnt.Gntshr.with_gntshr`
+    public func withGntshr<R>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (SimulatedGntshr) async throws -> R
+    ) async rethrows -> R {
+        let interface = openGntshr()
+        defer { interface.close() }
+        return try await body(interface)
+    }
+
     /// Whether the domain still exists.
     public var isAlive: Bool {
         // Identity, not id: a later domain may reuse the id after this one was destroyed.

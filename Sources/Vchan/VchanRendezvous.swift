@@ -28,7 +28,7 @@ public enum VchanRendezvous {
         if let explicit { return explicit }
         do throws(XenStoreError) {
             let home = try await xenstore.immediate { handle throws(XenStoreError) in
-                try await handle.getDomainPath(server)
+                try await handle.domainPath(of: server)
             }
             return path(serverDomainPath: home, client: client, port: port)
         } catch {
@@ -50,7 +50,7 @@ public enum VchanRendezvous {
             try await xenstore.transaction { handle in
                 for (key, value) in entries {
                     try await handle.write("\(path)/\(key)", String(value))
-                    try await handle.setperms("\(path)/\(key)", permissions)
+                    try await handle.setPermissions("\(path)/\(key)", to: permissions)
                 }
             }
         } catch let error as XenStoreError {
@@ -105,10 +105,10 @@ public enum VchanRendezvous {
     /// `close_xs_srv` (which removes `path` only)
     public static func withdraw(xenstore: XenStoreClient, path: String) async {
         let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        try? await xenstore.immediate { handle throws(XenStoreError) in try await handle.rm(path) }
+        try? await xenstore.immediate { handle throws(XenStoreError) in try await handle.remove(path) }
         guard !parent.isEmpty else { return }
         try? await xenstore.transaction { handle in
-            if try await handle.directory(parent).isEmpty { try await handle.rm(parent) }
+            if try await handle.directory(parent).isEmpty { try await handle.remove(parent) }
         }
     }
 

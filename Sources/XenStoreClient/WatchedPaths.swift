@@ -28,7 +28,7 @@ struct WatchedPaths: Equatable {
     }
 }
 
-/// Records the paths a `wait` body reads (read, directory, getperms, exists), in first-read order.
+/// Records the paths a `wait` body reads (read, directory, permissions(of:), exists), in first-read order.
 final class AccessRecorder: Sendable {
     private let state = Mutex<(order: [String], seen: Set<String>)>(([], []))
 
@@ -47,6 +47,7 @@ final class WaitSignal: WatchSink, Sendable {
     enum Outcome: Sendable {
         case fired
         case cancelled
+        case timedOut
         case finished(XenStoreError)
     }
 
@@ -54,6 +55,7 @@ final class WaitSignal: WatchSink, Sendable {
         var fired = false
         var failure: XenStoreError?
         var cancelled = false
+        var expired = false
         var waiter: UnsafeContinuation<Outcome, Never>?
     }
 
@@ -77,20 +79,31 @@ final class WaitSignal: WatchSink, Sendable {
         waiter?.resume(returning: .finished(error))
     }
 
+    /// The wait's time limit ran out: wakes it (now, or at its next `wait()`) with `.timedOut`.
+    func expire() {
+        let waiter = state.withLock { state -> UnsafeContinuation<Outcome, Never>? in
+            state.expired = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: .timedOut)
+    }
+
     /// True once the connection (suspend, loss, close) ended this wait: its watches are gone with it.
     var isFinishedByConnection: Bool { state.withLock { $0.failure != nil } }
 
     /// Forgets events seen so far (called right before each run of the body).
     func reset() { state.withLock { $0.fired = false } }
 
-    /// Returns at once if an event arrived since `reset`, else when one does, the task is cancelled, or the
-    /// connection ends the wait.
+    /// Returns at once if an event arrived since `reset`, else when one does, the task is cancelled, the time
+    /// limit runs out, or the connection ends the wait.
     func wait() async -> Outcome {
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Outcome, Never>) in
                 let now = state.withLock { state -> Outcome? in
                     if let failure = state.failure { return .finished(failure) }
                     if state.cancelled || Task.isCancelled { return .cancelled }
+                    if state.expired { return .timedOut }
                     if state.fired {
                         state.fired = false
                         return .fired

@@ -13,8 +13,9 @@ import Synchronization
 /// Requests are batched into as few writes as possible and one reader task parses replies, so 64 requests in
 /// flight cost barely more than one.
 ///
-/// Work is done through a `XenStoreHandle` given to a closure: `immediate` (single operations),
-/// `transaction` (retried on conflict) or `wait` (re-run when what it read changes).
+/// Work is done through a `XenStoreHandle` given to a closure: `immediate` (single operations; or
+/// `immediateHandle` without a closure), `transaction` (retried on conflict) or `wait` (re-run when what it
+/// read changes).
 ///
 /// ```swift
 /// let client = try await XenStoreClient.make()
@@ -135,88 +136,53 @@ public final class XenStoreClient: Sendable {
 
     /// Runs `body` with a handle whose operations are sent one by one, outside any transaction.
     ///
+    /// Generic over the body's error: a closure annotated `{ (h) async throws(XenStoreError) in … }` keeps the
+    /// typed error. Swift 6 infers an unannotated closure as throwing `any Error`, so for single operations
+    /// ``immediateHandle`` keeps it without any annotation.
+    ///
     /// OCaml: `Xs_client_lwt.S.immediate`
     public func immediate<T, E: Error>(
         isolation: isolated (any Actor)? = #isolation,
         _ body: (XenStoreHandle) async throws(E) -> T
     ) async throws(E) -> T {
-        try await body(XenStoreHandle(client: self, transactionID: 0, recorder: nil))
+        try await body(immediateHandle)
     }
 
-    /// Runs `body` inside a transaction: `TRANSACTION_START`, the body, `TRANSACTION_END T`. On a conflict
-    /// (`EAGAIN` at commit, or thrown out of the body by an operation) the transaction is aborted and the body
-    /// run again after a jittered backoff, up to `retryPolicy.maxAttempts` runs, then
-    /// `XenStoreError.transactionConflict` is thrown. A `TRANSACTION_START` refused for quota (too many open
-    /// transactions on the connection) is retried the same way. If the body throws anything else,
-    /// `TRANSACTION_END F` is sent (ocaml-xenstore leaks the transaction) and the error is rethrown.
+    /// The handle `immediate` passes to its body (operations outside any transaction), for calls without a
+    /// closure: `try await client.immediateHandle.read("name")` throws a typed `XenStoreError` with no
+    /// annotation. It may be kept and shared: it holds the client and nothing else.
     ///
-    /// OCaml: `Xs_client_lwt.S.transaction`
-    public func transaction<T>(
-        retryPolicy: XenStoreRetryPolicy? = nil,
-        isolation: isolated (any Actor)? = #isolation,
-        _ body: (XenStoreHandle) async throws -> T
-    ) async throws -> T {
-        let policy = retryPolicy ?? self.retryPolicy
-        var generator = SystemRandomNumberGenerator()
-        var attempt = 0
-        while true {
-            attempt += 1
-            let id: UInt32
-            do throws(XenStoreError) {
-                id = try await startTransaction()
-            } catch {
-                // Many tasks sharing one connection can exceed the server's per-connection transaction quota
-                // (C xenstored: 10); that clears as the others commit, so it is retried like a conflict.
-                guard case .quota = error else { throw error }
-                guard attempt < policy.maxAttempts else { throw error }
-                try await Task.sleep(for: policy.backoff(afterAttempt: attempt, using: &generator))
-                continue
-            }
-            let handle = XenStoreHandle(client: self, transactionID: id, recorder: nil)
-            let value: T
-            do {
-                value = try await body(handle)
-            } catch let error as XenStoreError where error.isConflict {
-                try? await handle.endTransaction(commit: false)
-                guard attempt < policy.maxAttempts else { throw XenStoreError.transactionConflict(attempts: attempt) }
-                try await Task.sleep(for: policy.backoff(afterAttempt: attempt, using: &generator))
-                continue
-            } catch {
-                try? await handle.endTransaction(commit: false)
-                throw error
-            }
-            do throws(XenStoreError) {
-                try await handle.endTransaction(commit: true)
-                return value
-            } catch {
-                guard error.isConflict else { throw error }
-                guard attempt < policy.maxAttempts else { throw XenStoreError.transactionConflict(attempts: attempt) }
-                try await Task.sleep(for: policy.backoff(afterAttempt: attempt, using: &generator))
-            }
-        }
-    }
-
-    private func startTransaction() async throws(XenStoreError) -> UInt32 {
-        let payload = try await call(.transactionStart, transaction: 0, path: "", payload: [0])
-        let text = WirePayload.strings(payload).first ?? ""
-        guard let id = UInt32(text), id != 0 else {
-            throw .malformedReply(path: "", op: .transactionStart, reason: "transaction id \"\(text)\"")
-        }
-        return id
+    /// OCaml: none (`Xs_client_lwt.S.immediate` passes this handle to a function)
+    public var immediateHandle: XenStoreHandle {
+        XenStoreHandle(client: self, transactionID: 0, recorder: nil)
     }
 
     /// Waits for a condition: runs `body`, and while it throws `XenStoreError.again` (or `.eagain`) watches
     /// exactly the paths it read in its last run (adding new ones, removing ones no longer read, so watches
     /// never accumulate) and runs it again when one of them fires. Returns the body's first value; any other
     /// error is rethrown. Cancelling the task removes the watches and throws `CancellationError`; suspending
-    /// the client throws `.suspended`, losing the connection `.disconnected`.
+    /// the client throws `.suspended`, losing the connection `.disconnected`. With a `timeout`, a condition
+    /// that still does not hold when it runs out throws `XenStoreError.timedOut(after:)` (a body run in
+    /// progress then finishes first); nil, the default, waits as long as it takes, as OCaml does.
     ///
-    /// OCaml: `Xs_client_lwt.S.wait` (which only ever adds watches)
+    /// Untyped `throws`: besides the body's errors and `XenStoreError`, a wait throws `CancellationError`,
+    /// and a typed throw carries one type.
+    ///
+    /// OCaml: `Xs_client_lwt.S.wait` (which only ever adds watches, and has no time limit)
     public func wait<T>(
+        timeout: Duration? = nil,
         isolation: isolated (any Actor)? = #isolation,
         _ body: (XenStoreHandle) async throws -> T
     ) async throws -> T {
         let signal = WaitSignal()
+        // The timer wakes the wait the way an event does; it is cancelled once the wait is over.
+        let timer = timeout.map { limit in
+            Task {
+                try? await Task.sleep(for: limit)
+                if !Task.isCancelled { signal.expire() }
+            }
+        }
+        defer { timer?.cancel() }
         let token = state.withLock { state in
             let token = state.makeToken("wait")
             state.addRoute(token, signal, survivesSuspend: false)
@@ -264,6 +230,9 @@ public final class XenStoreClient: Sendable {
             case .cancelled:
                 await cleanUp()
                 throw CancellationError()
+            case .timedOut:
+                await cleanUp()
+                throw XenStoreError.timedOut(after: timeout ?? .zero)
             case .finished(let error):
                 await cleanUp()
                 throw error

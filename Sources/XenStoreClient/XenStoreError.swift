@@ -49,6 +49,9 @@ public enum XenStoreError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The connection is closed or was lost; requests in flight and new ones fail with this.
     /// OCaml: `Xs_client_lwt.Dispatcher_failed` / `End_of_file`
     case disconnected
+    /// A `wait` whose condition still did not hold when its `timeout` ran out; its watches were removed.
+    /// OCaml: none (`Xs_client_lwt.S.wait` has no time limit)
+    case timedOut(after: Duration)
     /// The client was suspended: watches (and `wait`s blocked on them) are cancelled with this.
     /// OCaml: none (`suspend` wakes watchers with `Lwt.Canceled`)
     case suspended
@@ -127,6 +130,7 @@ public enum XenStoreError: Error, Hashable, Sendable, CustomStringConvertible {
         case .again: "condition not met yet (again)"
         case .transactionConflict(let attempts): "transaction still conflicting after \(attempts) attempts"
         case .disconnected: "xenstore connection lost"
+        case .timedOut(let limit): "xenstore wait: condition not met within \(limit)"
         case .suspended: "xenstore client suspended"
         case .requestTooLarge(let path, let op, let length):
             "\(op) \(path): request payload of \(length) bytes exceeds \(XenStoreLimits.payloadMax)"

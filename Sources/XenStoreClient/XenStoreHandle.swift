@@ -130,30 +130,30 @@ public struct XenStoreHandle: Sendable {
     /// Removes `path` and everything below it; succeeds if it is already absent (its parent must exist).
     ///
     /// OCaml: `Xs_client_lwt.S.rm`
-    public func rm(_ path: String) async throws(XenStoreError) {
+    public func remove(_ path: String) async throws(XenStoreError) {
         try expectOK(.rm, path, try await call(.rm, path, [path]))
     }
 
-    /// Creates `path` with an empty value; an existing node is left unchanged.
+    /// Creates `path` with an empty value (a xenstore "directory"); an existing node is left unchanged.
     ///
     /// OCaml: `Xs_client_lwt.S.mkdir`
-    public func mkdir(_ path: String) async throws(XenStoreError) {
+    public func createDirectory(_ path: String) async throws(XenStoreError) {
         try expectOK(.mkdir, path, try await call(.mkdir, path, [path]))
     }
 
     // MARK: - Permissions
 
-    /// Sets `path`'s permissions.
+    /// Sets `path`'s permissions to `permissions`.
     ///
     /// OCaml: `Xs_client_lwt.S.setperms`
-    public func setperms(_ path: String, _ permissions: XenStorePermissions) async throws(XenStoreError) {
+    public func setPermissions(_ path: String, to permissions: XenStorePermissions) async throws(XenStoreError) {
         try expectOK(.setPermissions, path, try await call(.setPermissions, path, [path] + permissions.strings))
     }
 
     /// `path`'s permissions.
     ///
-    /// OCaml: not in `Xs_client_lwt.S` (`Xs_protocol.Request.getperms`; libxenstore `xs_get_permissions`)
-    public func getperms(_ path: String) async throws(XenStoreError) -> XenStorePermissions {
+    /// OCaml: `Xs_protocol.Request.getperms` (not in `Xs_client_lwt.S`; libxenstore `xs_get_permissions`)
+    public func permissions(of path: String) async throws(XenStoreError) -> XenStorePermissions {
         recorder?.record(path)
         let strings = WirePayload.strings(try await call(.getPermissions, path, [path]))
         guard let permissions = XenStorePermissions(strings: strings) else {
@@ -215,7 +215,7 @@ public struct XenStoreHandle: Sendable {
     /// The home path of `domain` (`/local/domain/<domid>`).
     ///
     /// OCaml: `Xs_client_lwt.S.getdomainpath`
-    public func getDomainPath(_ domain: DomainID) async throws(XenStoreError) -> String {
+    public func domainPath(of domain: DomainID) async throws(XenStoreError) -> String {
         let path = String(domain.rawValue)
         guard let home = WirePayload.strings(try await call(.getDomainPath, path, [path])).first else {
             throw .malformedReply(path: path, op: .getDomainPath, reason: "empty reply")
@@ -241,7 +241,7 @@ public struct XenStoreHandle: Sendable {
 
     /// True if `domain` has been introduced.
     ///
-    /// OCaml: not in `Xs_client_lwt.S` (`Xs_protocol.Request.isintroduced`; libxenstore `xs_is_domain_introduced`)
+    /// OCaml: `Xs_protocol.Request.isintroduced` (not in `Xs_client_lwt.S`; libxenstore `xs_is_domain_introduced`)
     public func isDomainIntroduced(_ domain: DomainID) async throws(XenStoreError) -> Bool {
         let path = String(domain.rawValue)
         switch WirePayload.strings(try await call(.isDomainIntroduced, path, [path])).first {
@@ -253,7 +253,7 @@ public struct XenStoreHandle: Sendable {
 
     /// Makes the daemon forget `domain` (fires `@releaseDomain`).
     ///
-    /// OCaml: not in `Xs_client_lwt.S` (`Xs_protocol.Request.release`; libxenstore `xs_release_domain`)
+    /// OCaml: `Xs_protocol.Request.release` (not in `Xs_client_lwt.S`; libxenstore `xs_release_domain`)
     public func release(_ domain: DomainID) async throws(XenStoreError) {
         let path = String(domain.rawValue)
         try expectOK(.release, path, try await call(.release, path, [path]))

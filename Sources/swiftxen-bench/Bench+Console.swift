@@ -21,9 +21,9 @@ func benchConsole() async throws {
     let id = ConsoleID(domain: guest.id, device: .extra(1))
     try await dom0.immediate { handle in
         try await handle.write("/local/domain/\(guest.id.rawValue)/device", "")
-        try await handle.setperms(
+        try await handle.setPermissions(
             "/local/domain/\(guest.id.rawValue)/device",
-            XenStorePermissions(owner: guest.id, acl: [.init(.read, .dom0)]))
+            to: XenStorePermissions(owner: guest.id, acl: [.init(.read, .dom0)]))
     }
     try await ConsoleToolstack.createDevice(id, xenstore: dom0)
     let back = ConsoleBack(

@@ -1,11 +1,9 @@
-// `make bench` nbd-server group: SwiftXen's NBDServer against `nbdkit file` and `qemu-nbd`, all serving the
-// same 1 GiB file (page-cached) on unix sockets, read by `nbdcopy … null:` and fio's nbd engine (4 KiB random
-// reads at QD1 and QD16); then `swiftxen nbd copy` against `nbdcopy` on the same endpoints. Rounds
+// `make bench` nbd-server group: SwiftXen's NBDServer (`swiftxen nbd serve`) against `nbdkit file` and
+// `qemu-nbd`, each a process of its own serving the same 1 GiB file (page-cached) on unix sockets, read by
+// `nbdcopy … null:` and fio's nbd engine (4 KiB random reads at QD1 and QD16); then `swiftxen nbd copy` against `nbdcopy` on the same endpoints. Rounds
 // alternate between the sides so a noisy neighbour hits all of them; figures are medians over the rounds
 // and ratios are taken per round, then their median (NBD_BENCH_ROUNDS, default 5).
-import BlockDevice
 import Foundation
-import NBDServer
 import XenCore
 
 enum NBDServerBench {
@@ -21,12 +19,17 @@ enum NBDServerBench {
         try write(sparse, dataEvery: 4)  // a quarter data: 8 MiB islands 32 MiB apart
         let rounds = Int(ProcessInfo.processInfo.environment["NBD_BENCH_ROUNDS"] ?? "") ?? 5
 
-        let server = try await NBDServer(exports: [NBDServerExport(device: try FileBlockDevice(path: disk))])
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("swiftxen").path
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw NBDBench.BenchError.parse("\(binary) not built (make bench builds it)")
+        }
+        // Every server is a process of its own, started the way its users start it.
         let ours = directory.appendingPathComponent("ours.sock").path
-        _ = try server.listen(on: .unix(path: ours))
         let nbdkit = directory.appendingPathComponent("nbdkit.sock").path
         let qemu = directory.appendingPathComponent("qemu.sock").path
         let peers = [
+            try spawn(binary, ["nbd", "serve", disk, "--socket", ours], socket: ours),
             try spawn(
                 "/usr/bin/nbdkit", ["--foreground", "--exit-with-parent", "-U", nbdkit, "file", disk], socket: nbdkit),
             try spawn("/usr/bin/qemu-nbd", ["-k", qemu, "-f", "raw", "-e", "8", "-t", disk], socket: qemu),
@@ -38,7 +41,7 @@ enum NBDServerBench {
 
         // Each server's own CPU time is read around every run: on a loaded shared machine wall-clock figures
         // swing with the scheduler, CPU seconds per unit of work much less.
-        let pids = [nil] + peers.map { Optional($0.processIdentifier) }
+        let pids = peers.map(\.processIdentifier)
         // Sequential: nbdcopy's defaults (its connections and 64 requests of 256 KiB each) to null:.
         var sequential = [[Double]](repeating: [], count: servers.count)
         var sequentialCPU = [[Double]](repeating: [], count: servers.count)
@@ -66,19 +69,13 @@ enum NBDServerBench {
             row("fio 4 KiB random read QD\(depth)", servers.map(\.name), iops, unit: "IOPS")
             cpuRow("   server CPU per read", servers.map(\.name), perRead, scale: 1e6, unit: "µs")
         }
-        await server.shutdown()
-
-        try await copies(directory: directory, disk: disk, sparse: sparse, nbdkit: nbdkit, rounds: rounds)
+        try await copies(binary, directory: directory, disk: disk, sparse: sparse, nbdkit: nbdkit, rounds: rounds)
     }
 
     /// `swiftxen nbd copy` against `nbdcopy`, both whole processes, on nbdkit endpoints.
-    static func copies(directory: URL, disk: String, sparse: String, nbdkit: String, rounds: Int) async throws {
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("swiftxen").path
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            print("   copy: \(binary) not built (make bench builds it); skipped")
-            return
-        }
+    static func copies(
+        _ binary: String, directory: URL, disk: String, sparse: String, nbdkit: String, rounds: Int
+    ) async throws {
         let sparseSocket = directory.appendingPathComponent("sparse.sock").path
         let memory = directory.appendingPathComponent("memory.sock").path
         let peers = [
@@ -133,14 +130,8 @@ enum NBDServerBench {
         print("\(name): \(sides) \(unit); ours / the cheaper peer " + String(format: "%.2fx", medians[0] / cheaper))
     }
 
-    /// CPU seconds (user + system) used so far by `pid`, or by this process (the in-process server) for nil.
-    static func cpuSeconds(_ pid: Int32?) -> Double {
-        guard let pid else {
-            var usage = rusage()
-            getrusage(RUSAGE_SELF.rawValue, &usage)
-            return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
-                + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
-        }
+    /// CPU seconds (user + system) used so far by the process `pid`.
+    static func cpuSeconds(_ pid: Int32) -> Double {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
             let end = text.lastIndex(of: ")")
         else { return 0 }

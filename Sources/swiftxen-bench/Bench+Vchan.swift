@@ -18,7 +18,7 @@ enum VchanBench {
         let dom0Store = XenStoreClient(transport: store.connect(domain: .dom0))
         try await dom0Store.immediate { handle in
             try await handle.write(home, "")
-            try await handle.setperms(home, XenStorePermissions(owner: .dom0, acl: [.init(.read, guest.id)]))
+            try await handle.setPermissions(home, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, guest.id)]))
         }
         func environment(_ domain: SimulatedDomain) -> VchanEnvironment {
             VchanEnvironment(

@@ -114,7 +114,7 @@ struct StoreClientList: AsyncParsableCommand {
                 full
                 ? "\(childPath) = \"\(escape(value))\""
                 : "\(String(repeating: " ", count: depth))\(child) = \"\(escape(value))\""
-            if permissions, let acl = try? await handle.getperms(childPath) {
+            if permissions, let acl = try? await handle.permissions(of: childPath) {
                 line += "  (\(acl.strings.joined(separator: ",")))"
             }
             print(line)
@@ -149,7 +149,7 @@ struct StoreClientRemove: AsyncParsableCommand {
         do {
             try await connection.withClient { client in
                 try await client.transaction { handle in
-                    for path in paths { try await handle.rm(path) }
+                    for path in paths { try await handle.remove(path) }
                 }
             }
         } catch { throw storeFailure("rm", error) }
@@ -166,7 +166,7 @@ struct StoreClientMkdir: AsyncParsableCommand {
         do {
             try await connection.withClient { client in
                 try await client.immediate { handle in
-                    for path in paths { try await handle.mkdir(path) }
+                    for path in paths { try await handle.createDirectory(path) }
                 }
             }
         } catch { throw storeFailure("mkdir", error) }
@@ -193,7 +193,7 @@ struct StoreClientChmod: AsyncParsableCommand {
     }
 
     private func apply(_ handle: XenStoreHandle, _ node: String, _ acl: XenStorePermissions) async throws {
-        try await handle.setperms(node, acl)
+        try await handle.setPermissions(node, to: acl)
         guard recursive else { return }
         for child in try await handle.directory(node) {
             try await apply(handle, node.hasSuffix("/") ? node + child : node + "/" + child, acl)

@@ -76,9 +76,9 @@ enum HostileFlood {
                 try await handle.unwatch("\(root)/w\(index)", token: "hw\(index)")
             }
         }
-        try await client.immediate { handle async throws(XenStoreError) in try await handle.rm(root) }
+        try await client.immediate { handle async throws(XenStoreError) in try await handle.remove(root) }
         try? await client.immediate { handle async throws(XenStoreError) in
-            try await handle.rm(home + "/data/flood-big")
+            try await handle.remove(home + "/data/flood-big")
         }
         let name = try await client.immediate { handle async throws(XenStoreError) in
             try await handle.read(home + "/name")

@@ -47,7 +47,7 @@ enum VchanChecks {
                 let (ref, port, perms) = try await environment.xenstore.immediate { handle in
                     (
                         try await handle.read("\(path)/ring-ref"), try await handle.read("\(path)/event-channel"),
-                        try await handle.getperms("\(path)/ring-ref")
+                        try await handle.permissions(of: "\(path)/ring-ref")
                     )
                 }
                 try require(ref == "\(server.ringRef.rawValue)", "ring-ref \(ref)")

@@ -41,13 +41,13 @@ enum XenStoreClientChecks {
             defer { Task { await client.close() } }
             try await client.immediate { handle in
                 try await handle.write("\(base)/a", "alpha")
-                try await handle.mkdir("\(base)/dir")
+                try await handle.createDirectory("\(base)/dir")
                 try require(try await handle.read("\(base)/a") == "alpha", "read back differs")
                 try require(try await handle.read("\(base)/dir") == "", "mkdir value not empty")
                 let listing = try await handle.directory(base).sorted()
                 try require(listing == ["a", "dir"], "directory \(listing)")
                 try require(try await handle.exists("\(base)/a"), "exists false")
-                try await handle.rm(base)
+                try await handle.remove(base)
                 try require(!(try await handle.exists("\(base)/a")), "exists after rm")
                 do {
                     _ = try await handle.read("\(base)/a")
@@ -66,12 +66,13 @@ enum XenStoreClientChecks {
             var note = ""
             try await client.immediate { handle in
                 try await handle.write("\(base)/p", "x")
-                try await handle.setperms("\(base)/p", wanted)
-                let got = try await handle.getperms("\(base)/p")
+                try await handle.setPermissions("\(base)/p", to: wanted)
+                let got = try await handle.permissions(of: "\(base)/p")
                 try require(got == wanted, "getperms \(got), set \(wanted)")
                 let missing = XenStorePermissions(owner: DomainID(7), others: .none)
-                note = "setperms(owner 7)=" + (await outcome { try await handle.setperms("\(base)/p", missing) })
-                try await handle.rm("\(base)/p")
+                note =
+                    "setperms(owner 7)=" + (await outcome { try await handle.setPermissions("\(base)/p", to: missing) })
+                try await handle.remove("\(base)/p")
             }
             report.detail(note)
         }
@@ -90,7 +91,7 @@ enum XenStoreClientChecks {
                 }
                 for try await ok in group { try require(ok, "a multiplexed read got another request's reply") }
             }
-            try await client.immediate { try await $0.rm("\(base)/m") }
+            try await client.immediate { try await $0.remove("\(base)/m") }
         }
         await report.check("\(name): conflicting transactions: EAGAIN, retried, committed once") {
             let client = try await transport.client()
@@ -193,7 +194,7 @@ enum XenStoreClientChecks {
             defer { Task { await client.close() } }
             var notes: [String] = []
             try await client.immediate { handle in
-                let home = try await handle.getDomainPath(.dom0)
+                let home = try await handle.domainPath(of: .dom0)
                 try require(home == "/local/domain/0", "getdomainpath(0) = \(home)")
                 try require(try await handle.isDomainIntroduced(.dom0), "dom0 not introduced")
                 let missing = DomainID(31000)
@@ -214,7 +215,7 @@ enum XenStoreClientChecks {
                 "restrict(5)="
                     + (await outcome { try await restricted.immediate { try await $0.restrict(DomainID(5)) } }))
             // Whatever the daemon refused, the first connection still works.
-            let home = try await client.immediate { try await $0.getDomainPath(.dom0) }
+            let home = try await client.immediate { try await $0.domainPath(of: .dom0) }
             try require(home == "/local/domain/0", "connection broken after refused calls")
             report.detail(notes.joined(separator: " "))
         }

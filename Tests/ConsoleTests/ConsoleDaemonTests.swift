@@ -97,7 +97,7 @@ import XenStoreServer
         // Guest A is destroyed and released: its console goes, B's stays.
         rig.hypervisor.destroyDomain(guestA.id)
         try await rig.dom0.immediate { handle throws(XenStoreError) in
-            try await handle.rm("/local/domain/\(guestA.id.rawValue)")
+            try await handle.remove("/local/domain/\(guestA.id.rawValue)")
         }
         _ = rig.server.releaseDomain(guestA.id)
         guard case .detached(_, let reason)? = await Self.next(&events, Self.isDetached(primaryA)) else {

@@ -31,9 +31,10 @@ struct ConsoleRig {
         let guestID = domain.id
         try await dom0.transaction { handle in
             try await handle.write(path, "")
-            try await handle.setperms(path, XenStorePermissions(owner: .dom0, acl: [.init(.read, guestID)]))
+            try await handle.setPermissions(path, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, guestID)]))
             try await handle.write("\(path)/device", "")
-            try await handle.setperms("\(path)/device", XenStorePermissions(owner: guestID, acl: [.init(.read, .dom0)]))
+            try await handle.setPermissions(
+                "\(path)/device", to: XenStorePermissions(owner: guestID, acl: [.init(.read, .dom0)]))
             try await handle.write("\(path)/name", "guest\(guestID.rawValue)")
         }
         if introduce { server.introduceDomain(guestID) }

@@ -43,24 +43,32 @@ private func capturingStderr(_ body: () -> Void) -> String {
     }
 
     @Test(.enabled(if: !FileManager.default.fileExists(atPath: "/dev/xen/gntdev")))
-    func openingGnttabWithoutXenFailsWithTypedErrorAndNoStderr() {
+    func openingGnttabWithoutXenFailsWithTypedErrorAndNoStderr() async {
         var caught: GrantTableError?
         let noise = capturingStderr {
             do { _ = try XenGrantTable() } catch { caught = error as? GrantTableError }
         }
         #expect(caught == .interfaceUnavailable(device: "/dev/xen/gntdev", errno: ENOENT))
         #expect(!Self.isLibxenNoise(noise))
+        #expect(throws: GrantTableError.self) { try XenGrantTable.withGrantTable { _ in } }
+        await #expect(throws: GrantTableError.self) {
+            try await XenGrantTable.withGrantTable { _ async throws in Issue.record("body ran without Xen") }
+        }
     }
 
     @Test(.enabled(if: !FileManager.default.fileExists(atPath: "/dev/xen/gntalloc")))
-    func openingGntshrWithoutXenFailsWithTypedErrorAndNoStderr() {
+    func openingGntshrWithoutXenFailsWithTypedErrorAndNoStderr() async {
         var caught: GrantTableError?
         let noise = capturingStderr {
             do { _ = try XenGntshr() } catch { caught = error as? GrantTableError }
         }
         #expect(caught == .interfaceUnavailable(device: "/dev/xen/gntalloc", errno: ENOENT))
         #expect(!Self.isLibxenNoise(noise))
-        #expect(throws: GrantTableError.self) { try XenGntshr.with { _ in } }
+        #expect(throws: GrantTableError.self) { try XenGntshr.withGntshr { _ in } }
+        // The async form opens the same way; its body never runs.
+        await #expect(throws: GrantTableError.self) {
+            try await XenGntshr.withGntshr { _ async throws in Issue.record("body ran without Xen") }
+        }
     }
 
     @Test(.enabled(if: !FileManager.default.fileExists(atPath: "/dev/xen/evtchn")))

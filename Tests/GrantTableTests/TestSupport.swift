@@ -1,3 +1,4 @@
+import SimulatedHypervisor
 import Synchronization
 
 /// Yields until `condition` holds (bounded, so a broken implementation fails instead of hanging).
@@ -28,4 +29,17 @@ final class Locked<T: Sendable>: Sendable {
     private let value: Mutex<T>
     init(_ value: T) { self.value = Mutex(value) }
     func withLock<R>(_ body: (inout T) -> R) -> R { value.withLock { body(&$0) } }
+}
+
+/// A simulated hypervisor with two domains: `front` grants, `back` maps.
+struct FrontAndBack {
+    let hypervisor: SimulatedHypervisor
+    let front: SimulatedDomain
+    let back: SimulatedDomain
+
+    init(grantTableSize: Int = 16) throws {
+        hypervisor = SimulatedHypervisor(grantTableSize: grantTableSize)
+        front = try hypervisor.createDomain(name: "front")
+        back = try hypervisor.createDomain(name: "back")
+    }
 }

@@ -96,6 +96,40 @@ struct NBDServerClientTests {
         await rig.stop()
     }
 
+    @Test func longReadsOfACachedFileGoOutWithSendfileOrCopied() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "nbdsendfile-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("disk.img").path
+        // Pseudo-random bytes: a range sent from the wrong offset cannot match by a period of the pattern.
+        var generator = SplitMix64(seed: 9)
+        let data = PageBuffer(copying: (0..<(4 << 20)).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
+        try Data(data.bytes).write(to: URL(fileURLWithPath: path))
+        // Default options (reads of 64 KiB and more from the page cache by sendfile), and copying only.
+        for minimum in [64 << 10, nil] {
+            let rig = try await ServerRig(
+                [NBDServerExport(device: try FileBlockDevice(path: path))],
+                options: NBDServerOptions(zeroCopyReadMinimum: minimum))
+            let client = try await NBDClient.connect(uri: rig.uri())
+            // Long and short reads in flight together, answered in any order, each byte-exact.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (offset, length) in [
+                    (0, 1 << 20), (4096, 512 << 10), (3 << 20, 1 << 20), (512, 4096), (1 << 20, 64 << 10),
+                ] {
+                    group.addTask {
+                        let back = PageBuffer(pages: (length + 4095) / 4096).slice(from: 0, count: length)
+                        try await client.read(at: UInt64(offset), into: [back])
+                        #expect(back.contentsEqual(data.slice(from: offset, count: length)))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            await client.disconnect()
+            await rig.stop()
+        }
+    }
+
     @Test func oddSizedExportAndSeveralExports() async throws {
         let odd = NBDServerExport(
             name: "odd", description: "one byte past a megabyte",

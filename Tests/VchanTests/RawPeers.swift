@@ -109,8 +109,8 @@ final class RawServer: @unchecked Sendable {
             try await handle.write("\(path)/ring-ref", ref)
             try await handle.write("\(path)/event-channel", channel)
             for key in ["ring-ref", "event-channel"] {
-                try await handle.setperms(
-                    "\(path)/\(key)", XenStorePermissions(owner: self.domain.id, acl: [.init(.read, client)]))
+                try await handle.setPermissions(
+                    "\(path)/\(key)", to: XenStorePermissions(owner: self.domain.id, acl: [.init(.read, client)]))
             }
         }
     }

@@ -18,7 +18,7 @@ import XenStoreClient
         #expect(published.xenstorePath == path)
         #expect(rig.read("\(path)/ring-ref") == "\(published.ringRef.rawValue)")
         #expect(rig.read("\(path)/event-channel") == "\(published.localPort.rawValue)")
-        let permissions = try await rig.dom0.immediate { try await $0.getperms("\(path)/ring-ref") }
+        let permissions = try await rig.dom0.immediate { try await $0.permissions(of: "\(path)/ring-ref") }
         #expect(permissions == XenStorePermissions(owner: server.id, others: .none, acl: [.init(.read, client.id)]))
         // A third domain may not read the entries.
         let stranger = try await rig.makeDomain()

@@ -33,10 +33,11 @@ struct VchanRig {
         let home = "/local/domain/\(id.rawValue)"
         try await dom0.transaction { handle in
             try await handle.write(home, "")
-            try await handle.setperms(home, XenStorePermissions(owner: .dom0, acl: [.init(.read, id)]))
+            try await handle.setPermissions(home, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, id)]))
             try await handle.write("\(home)/domid", "\(id.rawValue)")
             try await handle.write("\(home)/data", "")
-            try await handle.setperms("\(home)/data", XenStorePermissions(owner: id, acl: [.init(.read, .dom0)]))
+            try await handle.setPermissions(
+                "\(home)/data", to: XenStorePermissions(owner: id, acl: [.init(.read, .dom0)]))
         }
     }
 

@@ -121,7 +121,7 @@ import XenStoreProtocol
             try await start.value
         }
         let perms = Task {
-            try await client.immediate { h throws(XenStoreError) in try await h.getperms("/p") }
+            try await client.immediate { h throws(XenStoreError) in try await h.permissions(of: "/p") }
         }
         let permsRequest = try #require(await server.nextRequest())
         server.reply(to: permsRequest, nulStrings("q7"))

@@ -14,8 +14,8 @@ import XenStoreServer
             #expect(try await h.read("/tool/a") == "1")
             try await h.write("/tool/bin", bytes: [0, 1, 2, 255])
             #expect(try await h.readBytes("/tool/bin") == [0, 1, 2, 255])
-            try await h.mkdir("/tool/dir")
-            try await h.mkdir("/tool/dir")  // existing: unchanged, no error
+            try await h.createDirectory("/tool/dir")
+            try await h.createDirectory("/tool/dir")  // existing: unchanged, no error
             #expect(try await h.read("/tool/dir") == "")
             #expect(Set(try await h.directory("/tool")) == ["a", "bin", "dir"])
             #expect(try await h.exists("/tool/a"))
@@ -23,15 +23,15 @@ import XenStoreServer
             await #expect(throws: XenStoreError.noEntry(path: "/tool/none", op: .read)) {
                 try await h.read("/tool/none")
             }
-            try await h.rm("/tool/dir")
-            try await h.rm("/tool/dir")  // already absent: fine
+            try await h.remove("/tool/dir")
+            try await h.remove("/tool/dir")  // already absent: fine
             #expect(!(try await h.exists("/tool/dir")))
 
             let acl = XenStorePermissions(owner: 5, others: .read, acl: [XenStorePermission(.both, 7)])
-            try await h.setperms("/tool/a", acl)
-            #expect(try await h.getperms("/tool/a") == acl)
+            try await h.setPermissions("/tool/a", to: acl)
+            #expect(try await h.permissions(of: "/tool/a") == acl)
 
-            #expect(try await h.getDomainPath(3) == "/local/domain/3")
+            #expect(try await h.domainPath(of: 3) == "/local/domain/3")
             #expect(!(try await h.isDomainIntroduced(9)))
             try await h.introduce(9, frame: 0x1234, port: 7)
             try await h.introduce(10, frame: -1, port: 8)
@@ -66,8 +66,8 @@ import XenStoreServer
         let (dom0, _) = try rig.client()
         try await dom0.immediate { h in
             try await h.write("/local/domain/5/data", "x")
-            try await h.setperms("/local/domain/5", XenStorePermissions(owner: 5))
-            try await h.setperms("/local/domain/5/data", XenStorePermissions(owner: 5))
+            try await h.setPermissions("/local/domain/5", to: XenStorePermissions(owner: 5))
+            try await h.setPermissions("/local/domain/5/data", to: XenStorePermissions(owner: 5))
             try await h.write("/secret", "s")
         }
         let (guest, _) = try rig.client(domain: ServerRig.guestDomain)
@@ -91,7 +91,9 @@ import XenStoreServer
             for chunk in stride(from: 0, to: names.count, by: 100) {
                 group.addTask {
                     try await client.immediate { h in
-                        for name in names[chunk..<min(chunk + 100, names.count)] { try await h.mkdir("/big/\(name)") }
+                        for name in names[chunk..<min(chunk + 100, names.count)] {
+                            try await h.createDirectory("/big/\(name)")
+                        }
                     }
                 }
             }

@@ -32,9 +32,10 @@ import XenStoreServer
         let guestID = guest.id
         try await dom0.transaction { handle in
             try await handle.write(path, "")
-            try await handle.setperms(path, XenStorePermissions(owner: .dom0, acl: [.init(.read, guestID)]))
+            try await handle.setPermissions(path, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, guestID)]))
             try await handle.write("\(path)/device", "")
-            try await handle.setperms("\(path)/device", XenStorePermissions(owner: guestID, acl: [.init(.read, .dom0)]))
+            try await handle.setPermissions(
+                "\(path)/device", to: XenStorePermissions(owner: guestID, acl: [.init(.read, .dom0)]))
             try await handle.write("\(path)/name", "hostile")
         }
         server.introduceDomain(guestID)

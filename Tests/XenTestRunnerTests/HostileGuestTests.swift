@@ -152,9 +152,11 @@ import XenStoreServer
         try await dom0.immediate { handle in
             try await handle.write(home + "/name", "hostile")
             try await handle.write(home + "/data", "")
-            try await handle.setperms(home, XenStorePermissions(owner: guest, others: .none, acl: []))
-            try await handle.setperms(home + "/data", XenStorePermissions(owner: guest, others: .none, acl: []))
-            try await handle.setperms(home + "/name", XenStorePermissions(owner: guest, others: .none, acl: []))
+            try await handle.setPermissions(home, to: XenStorePermissions(owner: guest, others: .none, acl: []))
+            try await handle.setPermissions(
+                home + "/data", to: XenStorePermissions(owner: guest, others: .none, acl: []))
+            try await handle.setPermissions(
+                home + "/name", to: XenStorePermissions(owner: guest, others: .none, acl: []))
         }
         let client = XenStoreClient(transport: server.connect(domain: guest))
         let text = try await within(120, "the flood") { try await HostileFlood.run(home: home, client: client) }

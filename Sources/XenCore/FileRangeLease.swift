@@ -1,0 +1,29 @@
+/// A byte range of an open file, lent out so that a socket writer can send it with `sendfile(2)`: the
+/// kernel hands the file's page-cache pages to the socket without copying them through user space.
+///
+/// The lease is the descriptor's visible lifetime: its owner (a `FileBlockDevice`) does not close the
+/// descriptor while a lease is alive, and the lease gives it back exactly once, when the last reference
+/// goes (sent, or dropped with a connection). Keep it only as long as the bytes are queued.
+///
+/// OCaml: none (mirage-block-unix and ocaml-nbd always copy through a buffer)
+public final class FileRangeLease: Sendable {
+    /// The open file.
+    public let descriptor: Int32
+    /// Where the range starts in the file.
+    public let offset: Int64
+    /// Its length in bytes.
+    public let count: Int
+    private let giveBack: @Sendable () -> Void
+
+    /// A lease on `count` bytes of `descriptor` from `offset`; `giveBack` runs once, when the lease goes.
+    ///
+    /// OCaml: none (see the type)
+    public init(descriptor: Int32, offset: Int64, count: Int, giveBack: @escaping @Sendable () -> Void) {
+        self.descriptor = descriptor
+        self.offset = offset
+        self.count = count
+        self.giveBack = giveBack
+    }
+
+    deinit { giveBack() }
+}
