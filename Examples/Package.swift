@@ -15,7 +15,7 @@ let package = Package(
     dependencies: [.package(name: "SwiftXen", path: "..")],
     targets: [
         // A toolstack function, tested against the in-memory xenstored.
-        .target(name: "ToolstackExample", dependencies: swiftXen("XenCore", "XenStoreClient")),
+        .target(name: "ToolstackExample", dependencies: swiftXen("XenStoreClient")),
         .testTarget(
             name: "ToolstackExampleTests",
             dependencies: ["ToolstackExample"] + swiftXen("XenStoreClient", "XenStoreServer")
@@ -23,9 +23,7 @@ let package = Package(
         // A guest's BlockFront on dom0's BlockBack, on the simulated hypervisor.
         .target(
             name: "BlockPairExample",
-            dependencies: swiftXen(
-                "XenCore", "BlockDevice", "BlockFront", "BlockBack", "SimulatedHypervisor", "XenStoreClient",
-                "XenStoreServer")
+            dependencies: swiftXen("BlockFront", "BlockBack", "SimulatedHypervisor", "XenStoreServer")
         ),
         .testTarget(
             name: "BlockPairExampleTests",

@@ -34,9 +34,21 @@ public protocol XenbusStore: Sendable {
     func wait<T: Sendable>(
         watching paths: [String], until check: @escaping @Sendable () async throws -> T?
     ) async throws -> T
+
+    /// Which xenstore connection this is, so that a frontend refuses a second connect to one device made
+    /// through it while letting the same paths of another xenstore (each in-memory xenstored of a test
+    /// holds its own `/local/domain/1/...`) be connected. nil (the default): paths alone name a device.
+    ///
+    /// OCaml: none (a unikernel has one xenstore)
+    var connectionIdentity: ObjectIdentifier? { get }
 }
 
 extension XenbusStore {
+    /// nil: the paths alone name a device.
+    ///
+    /// OCaml: none
+    public var connectionIdentity: ObjectIdentifier? { nil }
+
     /// Writes one key.
     ///
     /// OCaml: `Xs.write`

@@ -28,11 +28,11 @@ public enum BlockBack {
     ) async throws(BlockBackError) {
         func xs<T>(_ path: String, _ body: () async throws -> T) async throws(BlockBackError) -> T {
             do { return try await body() } catch let error as BlockBackError { throw error } catch {
-                throw .xenstore(path: path, underlying: "\(error)")
+                throw .xenstore(path: path, underlying: error)
             }
         }
         guard let frontend = try await xs(backendPath, { try await store.read(backendPath + "/frontend") }) else {
-            throw .badKey(path: backendPath, underlying: "no frontend key")
+            throw .badKey(path: backendPath, underlying: BlkifKeyError.missing(key: "frontend"))
         }
         // After a close the frontend may come back (a guest reloading its driver). Linux's xenbus leaves a
         // rebound frontend in Closed, so once the previous connection is closed on both sides the device is
@@ -62,7 +62,8 @@ public enum BlockBack {
         }
         let frontendIDText = try await xs(backendPath, { try await store.read(backendPath + "/frontend-id") }) ?? ""
         guard let frontendID = UInt16(frontendIDText) else {
-            throw .badKey(path: backendPath, underlying: "frontend-id \"\(frontendIDText)\"")
+            throw .badKey(
+                path: backendPath, underlying: BlkifKeyError.malformed(key: "frontend-id", value: frontendIDText))
         }
         var info = await device.info()
         // The toolstack's `mode` key can make a writable device read-only for this guest.
@@ -141,7 +142,7 @@ public enum BlockBack {
             throw error
         } catch {
             try? await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue)
-            throw .badKey(path: frontend, underlying: "\(error)")
+            throw .badKey(path: frontend, underlying: error)
         }
 
         // 3 → 4: map rings, bind event channels.
@@ -183,7 +184,7 @@ public enum BlockBack {
                 _ = queue.close()
             }
             try? await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue)
-            throw .resources("\(error)")
+            throw .resources("mapping the rings and binding their event channels", underlying: error)
         }
         let tasks = queues.map { queue in Task { await queue.run() } }
         do {
@@ -213,7 +214,7 @@ public enum BlockBack {
         events: any EventChannelBackend
     ) async throws(BlockBackError) {
         do { try await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue) } catch {
-            throw .xenstore(path: backendPath, underlying: "\(error)")
+            throw .xenstore(path: backendPath, underlying: error)
         }
         // Unbinding ends each queue's notifications; `run` then waits for its requests in flight.
         for queue in queues { try? events.unbind(queue.port) }
@@ -221,7 +222,7 @@ public enum BlockBack {
         for task in tasks { await task.value }
         let failures = queues.flatMap { $0.close() }
         do { try await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue) } catch {
-            throw .xenstore(path: backendPath, underlying: "\(error)")
+            throw .xenstore(path: backendPath, underlying: error)
         }
         if !failures.isEmpty { throw .resources("releasing the frontend's grants: \(failures)") }
     }

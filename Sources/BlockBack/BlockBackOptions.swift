@@ -31,12 +31,15 @@ public struct BlockBackOptions: Sendable {
 ///
 /// OCaml: `Blkback.run` fails with `Failure` (no context)
 public enum BlockBackError: Error, Sendable, CustomStringConvertible {
-    /// A xenstore operation failed at `path`.
-    case xenstore(path: String, underlying: String)
-    /// The frontend wrote a missing or malformed key.
-    case badKey(path: String, underlying: String)
-    /// Mapping the rings or binding the event channels failed.
-    case resources(String)
+    /// A xenstore operation failed at `path`; `underlying` is the xenstore seam's own error (`XenStoreError`
+    /// through `XenStoreBus`).
+    case xenstore(path: String, underlying: any Error)
+    /// The frontend wrote a missing or malformed key (`underlying`: a `BlkifKeyError`, or the xenstore error
+    /// reading it).
+    case badKey(path: String, underlying: any Error)
+    /// Mapping the rings or binding the event channels failed. `underlying`: the grant table's or event
+    /// channel's error, when one caused it.
+    case resources(String, underlying: (any Error)? = nil)
     /// The frontend corrupted its ring (indices claiming more requests than the ring holds): the device was
     /// disconnected (Closed) and everything of it released before this was thrown.
     case frontendBroke(path: String, reason: String)
@@ -45,7 +48,8 @@ public enum BlockBackError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .xenstore(let path, let underlying): "xenstore \(path): \(underlying)"
         case .badKey(let path, let underlying): "frontend \(path): \(underlying)"
-        case .resources(let why): "block backend resources: \(why)"
+        case .resources(let why, let underlying):
+            "block backend resources: \(why)" + (underlying.map { ": \($0)" } ?? "")
         case .frontendBroke(let path, let reason): "frontend \(path) broke its ring: \(reason)"
         }
     }

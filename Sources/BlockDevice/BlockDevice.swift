@@ -45,10 +45,12 @@ public enum BlockError: Error, Sendable, Equatable, CustomStringConvertible {
     case isReadOnly
     /// A buffer is not a whole number of sectors, or a request lies outside the device.
     case invalidRequest(String)
-    /// The device or transport reported an error; `context` says which operation and where.
+    /// The device or transport reported an error; `context` says which operation and where, `underlying`
+    /// keeps the implementation's own typed error when there is one (an `NBDError` from `NBDBlockDevice`, a
+    /// `BlockFrontError` from `BlockFront`): match on it with `as?`.
     ///
     /// OCaml: `Mirage_block.error` (implementation-specific variants)
-    case io(context: String)
+    case io(context: String, underlying: (any Error)? = nil)
 
     public var description: String {
         switch self {
@@ -56,7 +58,19 @@ public enum BlockError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unimplemented(let operation): "\(operation) is not implemented by this block device"
         case .isReadOnly: "the block device is read-only"
         case .invalidRequest(let why): "invalid block request: \(why)"
-        case .io(let context): "block I/O error: \(context)"
+        case .io(let context, _): "block I/O error: \(context)"
+        }
+    }
+
+    /// Equal cases with equal payloads; for ``io(context:underlying:)`` only the contexts are compared (an
+    /// underlying error need not be `Equatable`).
+    public static func == (lhs: BlockError, rhs: BlockError) -> Bool {
+        switch (lhs, rhs) {
+        case (.disconnected, .disconnected), (.isReadOnly, .isReadOnly): true
+        case (.unimplemented(let a), .unimplemented(let b)): a == b
+        case (.invalidRequest(let a), .invalidRequest(let b)): a == b
+        case (.io(let a, _), .io(let b, _)): a == b
+        default: false
         }
     }
 }

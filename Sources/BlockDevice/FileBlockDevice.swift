@@ -22,7 +22,11 @@ public final class FileBlockDevice: BlockDevice {
 
     /// The file's path, for error context.
     public let path: String
-    let deviceInfo: BlockDeviceInfo
+    /// The device's mode, sector size and size, known without a suspension point (`info()` returns the same):
+    /// `deviceInfo.sizeSectors`, `deviceInfo.sizeBytes`.
+    ///
+    /// OCaml: `Block.get_info` (a value here, not an Lwt promise)
+    public let deviceInfo: BlockDeviceInfo
     private let state: Mutex<State>
     let threads = BlockingIOThreads.shared
 

@@ -26,7 +26,11 @@ public final class MemoryBlockDevice: BlockDevice {
     public static let chunkSize = 64 << 10
 
     private let storage: PageBuffer
-    private let deviceInfo: BlockDeviceInfo
+    /// The device's mode, sector size and size, known without a suspension point (`info()` returns the same):
+    /// `deviceInfo.sizeSectors`, `deviceInfo.sizeBytes`.
+    ///
+    /// OCaml: `Mirage_block_mem.get_info` (a value here, not an Lwt promise)
+    public let deviceInfo: BlockDeviceInfo
     private let state: Mutex<State>
     /// Whether chunks are whole sectors (else the device reports no allocation map).
     private let tracksAllocation: Bool

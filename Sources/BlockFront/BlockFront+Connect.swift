@@ -7,9 +7,12 @@ import Synchronization
 import XenCore
 
 extension BlockFront {
-    /// Connects to the vbd `id` — a xenstore id ("51712") or a Linux name ("xvda", "/dev/xvda") — running
-    /// blkif.h's whole handshake: wait for the backend's InitWait, read every feature, publish the rings and
-    /// event channels (state Initialised), wait for the backend's Connected, read the disk, go Connected.
+    /// Connects to the vbd `id` — a xenstore id ("51712") or a Linux name ("xvda", "/dev/xvda") — through the
+    /// xenstore, grant table and event channels given (the simulator's, or Xen's), running blkif.h's whole
+    /// handshake: wait for the backend's InitWait, read every feature, publish the rings and event channels
+    /// (state Initialised), wait for the backend's Connected, read the disk, go Connected. A second connect to
+    /// a device that is connected fails with ``BlockFrontError/alreadyConnected(path:)`` until the first one's
+    /// ``disconnect()``. ``connect(device:options:)`` finds all of these itself.
     ///
     /// OCaml: `Blkfront.connect` (which skips Initialised and reads only four keys)
     public static func connect(
@@ -17,32 +20,35 @@ extension BlockFront {
         options: BlockFrontOptions
     ) async throws(BlockFrontError) -> BlockFront {
         guard let handle = VirtualDeviceNumber.parse(id) else { throw .unknownDevice(id) }
-        let frontend = "/local/domain/\(options.domain)/device/\(options.deviceClass)/\(handle)"
-        func xs<T>(_ path: String, _ body: () async throws -> T) async throws(BlockFrontError) -> T {
-            do { return try await body() } catch let error as BlockFrontError { throw error } catch {
-                throw .xenstore(path: path, underlying: "\(error)")
-            }
+        let domain: DomainID
+        if let given = options.domain { domain = given } else { domain = try await localDomain(store) }
+        let frontend = "/local/domain/\(domain)/device/\(options.deviceClass)/\(handle)"
+        // Held by the connection until its disconnect (or its end): one connect per device at a time.
+        guard let claim = DeviceClaim.take(store: store.connectionIdentity, path: frontend) else {
+            throw .alreadyConnected(path: frontend)
         }
-        guard let backend = try await xs(frontend, { try await store.read(frontend + "/backend") }) else {
+        guard let backend = try await xenstoreStep(frontend, { try await store.read(frontend + "/backend") }) else {
             throw .unknownDevice("\(id): no \(frontend)/backend")
         }
-        let backendIDText = try await xs(frontend, { try await store.read(frontend + "/backend-id") }) ?? "0"
+        let backendIDText = try await xenstoreStep(frontend, { try await store.read(frontend + "/backend-id") }) ?? "0"
         guard let backendID = UInt16(backendIDText) else {
             throw .badKey(.malformed(key: "backend-id", value: backendIDText), path: frontend)
         }
         let backendDomain = DomainID(backendID)
+        let current = try await xenstoreStep(frontend) { try await store.state(of: frontend) }
+        // Another frontend (another process, another xenstore connection) holds the device.
+        if current == .initialised || current == .connected { throw .alreadyConnected(path: frontend) }
         // Connecting again after a disconnect (state Closed): back to Initialising first, as xenbus does when
         // a frontend driver probes the device, so that the backend prepares for the reconnect.
-        let current = try await xs(frontend) { try await store.state(of: frontend) }
         let reconnecting = current == .closed || current == .closing
         if reconnecting {
-            try await xs(frontend) {
+            try await xenstoreStep(frontend) {
                 try await store.write(frontend + "/state", XenbusState.initialising.xenstoreValue)
             }
         }
 
         // 1 → 2: the backend publishes its features and goes to InitWait (from Closed, on a reconnect).
-        let early = try await xs(backend) {
+        let early = try await xenstoreStep(backend) {
             try await store.waitForState(of: backend, orGone: true) { state in
                 reconnecting
                     ? state.rawValue >= XenbusState.initWait.rawValue
@@ -53,7 +59,9 @@ extension BlockFront {
         guard let early, early.rawValue <= XenbusState.connected.rawValue else {
             throw .backendState(early, path: backend)
         }
-        let featureKeys = try await xs(backend) { try await store.readKeys(BlkifBackendInfo.keyNames, in: backend) }
+        let featureKeys = try await xenstoreStep(backend) {
+            try await store.readKeys(BlkifBackendInfo.keyNames, in: backend)
+        }
         let features: BlkifBackendInfo
         do { features = try BlkifBackendInfo(keys: featureKeys) } catch { throw .badKey(error, path: backend) }
 
@@ -62,7 +70,7 @@ extension BlockFront {
         let queueCount = max(1, min(options.queues, features.maxQueues))
         let geometry: SharedRingGeometry
         do { geometry = try SharedRingGeometry(entrySize: Blkif.ringEntrySize, pages: 1 << order) } catch {
-            throw .resources("\(error)")
+            throw .resources("ring geometry", underlying: error)
         }
         // Grant references for data pages: what the table has left after the rings, minus a margin for other
         // devices. A request never needs more than that, so the largest request is capped by it too.
@@ -70,7 +78,7 @@ extension BlockFront {
         let sharer: (any GntshrBackend)?
         do { sharer = try await PageExport.sharer(for: grants, preferring: options.gntshr, peer: backendDomain) } catch
         {
-            throw .resources("\(error)")
+            throw .resources("opening gntshr", underlying: error)
         }
         let refBudget = max(
             2 * (Blkif.maxDirectSegments + Blkif.maxIndirectPages),
@@ -116,7 +124,8 @@ extension BlockFront {
             }
         } catch {
             for index in rings.indices { rings[index].release(grants: grants, events: events) }
-            throw .resources("\(error)")
+            if let error = error as? BlockFrontError { throw error }
+            throw .resources("granting the rings and binding their event channels", underlying: error)
         }
         let disk: BlkifBackendInfo
         do throws(BlockFrontError) {
@@ -163,11 +172,41 @@ extension BlockFront {
             pages: FrontDataPages(
                 grants: grants, sharer: sharer, backend: backendDomain, persistent: persistent,
                 capacity: max(segments + Blkif.maxIndirectPages, refBudget)),
-            ringShares: rings.compactMap(\.share))
+            ringShares: rings.compactMap(\.share), claim: claim)
         violation.attach(front)
         front.startPolling()
-        try await xs(frontend) { try await store.write(frontend + "/state", XenbusState.connected.xenstoreValue) }
+        try await xenstoreStep(frontend) {
+            try await store.write(frontend + "/state", XenbusState.connected.xenstoreValue)
+        }
         return front
+    }
+
+    /// Connects to the vbd numbered `id` (BlockBack's `VirtualBlockDeviceNodes.deviceID`, e.g. 51712 for xvda).
+    ///
+    /// OCaml: `Blkfront.connect` (with `Device_number.to_xenstore_key` already applied)
+    public static func connect(
+        _ id: UInt32, store: any XenbusStore, grants: any GrantTableBackend, events: any EventChannelBackend,
+        options: BlockFrontOptions
+    ) async throws(BlockFrontError) -> BlockFront {
+        try await connect(String(id), store: store, grants: grants, events: events, options: options)
+    }
+
+    /// Runs one xenstore step of the handshake, keeping its error (typed) with the path it concerned.
+    private static func xenstoreStep<T>(
+        _ path: String, _ body: () async throws -> T
+    ) async throws(BlockFrontError) -> T {
+        do { return try await body() } catch let error as BlockFrontError { throw error } catch {
+            throw .xenstore(path: path, underlying: error)
+        }
+    }
+
+    /// This domain's id: xenstore's relative `domid` node, as libxenvchan reads it.
+    private static func localDomain(_ store: any XenbusStore) async throws(BlockFrontError) -> DomainID {
+        guard let text = try await xenstoreStep("domid", { try await store.read("domid") }) else {
+            throw .badKey(.missing(key: "domid"), path: "domid")
+        }
+        guard let raw = UInt16(text) else { throw .badKey(.malformed(key: "domid", value: text), path: "domid") }
+        return DomainID(raw)
     }
 
     /// Publishes the transport keys with state Initialised, waits for the backend's Connected and reads the
@@ -176,22 +215,19 @@ extension BlockFront {
         rings: [BlkifQueueInfo], order: Int, persistent: Bool, frontend: String, backend: String,
         store: any XenbusStore
     ) async throws(BlockFrontError) -> BlkifBackendInfo {
-        func xs<T>(_ path: String, _ body: () async throws -> T) async throws(BlockFrontError) -> T {
-            do { return try await body() } catch let error as BlockFrontError { throw error } catch {
-                throw .xenstore(path: path, underlying: "\(error)")
-            }
-        }
         let info = BlkifFrontendInfo(queues: rings, ringPageOrder: order, persistent: persistent)
         var pairs = info.keys.map { (path: frontend + "/" + $0.0, value: $0.1) }
         pairs.append((frontend + "/state", XenbusState.initialised.xenstoreValue))
-        try await xs(frontend) { try await store.write(pairs) }
+        try await xenstoreStep(frontend) { try await store.write(pairs) }
 
         // 3 → 4: the backend maps the rings and publishes the disk.
-        let state = try await xs(backend) {
+        let state = try await xenstoreStep(backend) {
             try await store.waitForState(of: backend, orGone: true) { $0.rawValue >= XenbusState.connected.rawValue }
         }
         guard state == .connected else { throw .backendState(state, path: backend) }
-        let diskKeys = try await xs(backend) { try await store.readKeys(BlkifBackendInfo.keyNames, in: backend) }
+        let diskKeys = try await xenstoreStep(backend) {
+            try await store.readKeys(BlkifBackendInfo.keyNames, in: backend)
+        }
         do { return try BlkifBackendInfo(keys: diskKeys) } catch { throw .badKey(error, path: backend) }
     }
 }

@@ -5,6 +5,7 @@ import GrantTable
 import SharedRing
 import Synchronization
 public import XenCore
+import XenStoreClient
 
 #if canImport(Glibc)
     import Glibc
@@ -40,6 +41,10 @@ public final class BlockFront: BlockDevice {
     let pages: FrontDataPages
     /// The rings' gntshr allocations (empty on the `grantAccess` path).
     let ringShares: [SharedPagesHandle]
+    /// This connection's hold on the device: released by ``disconnect()`` (or when the frontend goes).
+    let claim: DeviceClaim
+    /// The xenstore client ``connect(device:options:)`` opened for this connection: closed by ``disconnect()``.
+    let ownedClient = Mutex<XenStoreClient?>(nil)
     /// Requests between their start and their return: ``disconnect()`` releases the pages only after them.
     private let inFlight = InFlightCount()
     private let next = Atomic<Int>(0)
@@ -51,9 +56,10 @@ public final class BlockFront: BlockDevice {
         frontendPath: String, backendPath: String, backendDomain: DomainID, handle: UInt32,
         deviceInfo: BlockDeviceInfo, negotiated: BlockFrontNegotiated, store: any XenbusStore,
         grants: any GrantTableBackend, events: any EventChannelBackend, queues: [FrontQueue], pages: FrontDataPages,
-        ringShares: [SharedPagesHandle] = []
+        ringShares: [SharedPagesHandle] = [], claim: DeviceClaim
     ) {
         self.ringShares = ringShares
+        self.claim = claim
         self.frontendPath = frontendPath
         self.backendPath = backendPath
         self.backendDomain = backendDomain
@@ -94,7 +100,12 @@ public final class BlockFront: BlockDevice {
             return true
         }
         guard first else { return }
-        for queue in queues { queue.fail(.io(context: "backend broke the blkif protocol: \(why)")) }
+        for queue in queues {
+            queue.fail(
+                .io(
+                    context: "backend broke the blkif protocol: \(why)",
+                    underlying: BlockFrontError.protocolViolation(why)))
+        }
         // The backend misbehaved: tell it we are leaving, without waiting for it.
         let store = store
         let path = frontendPath
@@ -216,7 +227,7 @@ public final class BlockFront: BlockDevice {
         do {
             granted = try await pages.take(pageCount + indirectPages, backendWrites: operation == .read)
         } catch {
-            throw .io(context: "\(error)")
+            throw .io(context: "\(error)", underlying: error)
         }
         let data = Array(granted.prefix(pageCount))
         if operation != .read { gather(spans, into: data) }
@@ -336,11 +347,14 @@ public final class BlockFront: BlockDevice {
         pages.releaseAll()
         // gntshr revokes a share only once the backend unmapped it.
         for share in ringShares { try? share.unshare() }
-        guard ringShares.isEmpty else { return }
-        // A backend that still maps a ring page keeps it: its ref is leaked rather than reused.
-        for queue in queues {
-            for ref in queue.ringRefs where (try? grants.endAccess(ref)) != nil { _ = grants.refs.put(ref) }
+        if ringShares.isEmpty {
+            // A backend that still maps a ring page keeps it: its ref is leaked rather than reused.
+            for queue in queues {
+                for ref in queue.ringRefs where (try? grants.endAccess(ref)) != nil { _ = grants.refs.put(ref) }
+            }
         }
+        claim.release()
+        if let client = ownedClient.withLock({ $0 }) { await client.close() }
     }
 }
 

@@ -5,8 +5,9 @@ public import XenCore
 ///
 /// OCaml: none (not in mirage-block-xen: its limits are constants: ring order ≤ 2, one indirect page)
 public struct BlockFrontOptions: Sendable {
-    /// This domain's id (the frontend directory is `/local/domain/<domain>/device/vbd/<id>`).
-    public var domain: DomainID
+    /// This domain's id (the frontend directory is `/local/domain/<domain>/device/vbd/<id>`), or nil to read
+    /// it from xenstore's `domid` node (relative to the connection's domain, as libxenvchan does).
+    public var domain: DomainID?
     /// The largest ring order to use (pages per ring = 1 << order). Linux caps at 4.
     public var maxRingPageOrder: Int
     /// Queues to ask for (`multi-queue-num-queues`).
@@ -27,9 +28,11 @@ public struct BlockFrontOptions: Sendable {
     /// same domain from claiming the device.
     public var deviceClass: String
 
-    /// Defaults close to Linux xen-blkfront's.
+    /// Defaults close to Linux xen-blkfront's; this domain's id read from xenstore unless given.
+    ///
+    /// OCaml: none (see the type)
     public init(
-        domain: DomainID, maxRingPageOrder: Int = 4, queues: Int = 1, maxIndirectSegments: Int = 256,
+        domain: DomainID? = nil, maxRingPageOrder: Int = 4, queues: Int = 1, maxIndirectSegments: Int = 256,
         persistentGrants: Bool = true, gntshr: (any GntshrBackend)? = nil, maxSharedPages: Int = 512,
         deviceClass: String = "vbd"
     ) {

@@ -114,7 +114,7 @@ final class FrontDataPages: Sendable {
                     }
                 } catch {
                     state.withLock { $0.free.append(contentsOf: pages) }
-                    throw .resources("granting persistent pages: \(error)")
+                    throw .resources("granting persistent pages", underlying: error)
                 }
             }
             return pages
@@ -140,7 +140,7 @@ final class FrontDataPages: Sendable {
             return pages
         } catch {
             for granted in pages where (try? grants.endAccess(granted.ref)) != nil { _ = grants.refs.put(granted.ref) }
-            throw .resources("granting \(count) page(s): \(error)")
+            throw .resources("granting \(count) page(s)", underlying: error)
         }
     }
 
@@ -158,7 +158,7 @@ final class FrontDataPages: Sendable {
             share = SharedPagesHandle(try sharer.sharePages(with: backend, count: missing, writable: true))
         } catch {
             state.withLock { $0.free.append(contentsOf: pages) }
-            throw .resources("sharing \(missing) page(s) through gntshr: \(error)")
+            throw .resources("sharing \(missing) page(s) through gntshr", underlying: error)
         }
         // A backend implementation that hands back the wrong number of refs must not make us index past them.
         guard share.refs.count == missing, share.buffer.count >= missing * xenPageSize else {

@@ -83,7 +83,7 @@ final class FrontQueue: Sendable {
         } catch let error as BlockError {
             throw error
         } catch {
-            throw .io(context: "\(error)")
+            throw .io(context: "\(error)", underlying: error)
         }
     }
 

@@ -14,6 +14,11 @@ public struct XenStoreBus: XenbusStore {
     /// Wraps `client`.
     public init(client: XenStoreClient) { self.client = client }
 
+    /// The client's identity: every `XenStoreBus` over one client is the same connection.
+    ///
+    /// OCaml: none (a unikernel has one xenstore)
+    public var connectionIdentity: ObjectIdentifier? { ObjectIdentifier(client) }
+
     /// OCaml: `Xs.(immediate client (fun h -> read h path))`, `Enoent` → `None`
     public func read(_ path: String) async throws -> String? {
         do {

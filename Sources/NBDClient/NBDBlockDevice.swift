@@ -19,12 +19,18 @@ public struct NBDBlockDevice: BlockDevice {
     /// Bytes per sector: 512, or the server's minimum block size if larger.
     public var sectorSize: Int { max(512, Int(client.session.blockSize.minimum)) }
 
-    /// OCaml: `Nbd.Client.get_info`
-    public func info() async -> BlockDeviceInfo {
+    /// The export's mode, sector size and size in whole sectors, known without a suspension point (`info()`
+    /// returns the same).
+    ///
+    /// OCaml: `Nbd.Client.get_info` (a value here, not an Lwt promise)
+    public var deviceInfo: BlockDeviceInfo {
         BlockDeviceInfo(
             readWrite: !client.flags.contains(.readOnly), sectorSize: sectorSize,
             sizeSectors: client.size / UInt64(sectorSize))
     }
+
+    /// OCaml: `Nbd.Client.get_info`
+    public func info() async -> BlockDeviceInfo { deviceInfo }
 
     /// Reads whole sectors from `sector` into `buffers`.
     ///

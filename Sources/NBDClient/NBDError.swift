@@ -68,7 +68,7 @@ public enum NBDError: Error, Sendable, Equatable, CustomStringConvertible {
         case .readOnly: .isReadOnly
         case .unsupported(let what): .unimplemented(operation: what)
         case .invalidRequest(let why): .invalidRequest(why)
-        default: .io(context: description)
+        default: .io(context: description, underlying: self)
         }
     }
 }

@@ -25,7 +25,7 @@ extension NetBack {
         } catch let error as NetBackError {
             failure = error
         } catch {
-            failure = .xenstore(path: backendPath, underlying: "\(error)")
+            failure = .xenstore(path: backendPath, underlying: error)
         }
         if let connection = state.withLock({ state in
             defer { state.connection = nil }; return state.connection

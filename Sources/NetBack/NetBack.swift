@@ -94,7 +94,7 @@ public final class NetBack: NetworkDevice {
     ) async throws(NetBackError) -> NetBack {
         func xs<T>(_ path: String, _ body: () async throws -> T) async throws(NetBackError) -> T {
             do { return try await body() } catch let error as NetifKeyError { throw .badKey(error, path: path) } catch {
-                throw .xenstore(path: path, underlying: "\(error)")
+                throw .xenstore(path: path, underlying: error)
             }
         }
         let keys = try await xs(backendPath) {

@@ -33,8 +33,9 @@ public struct NetBackOptions: Sendable {
 ///
 /// OCaml: `Netif.make_backend` fails with `Failure` / xenstore exceptions
 public enum NetBackError: Error, Sendable, CustomStringConvertible {
-    /// A xenstore operation failed at `path`.
-    case xenstore(path: String, underlying: String)
+    /// A xenstore operation failed at `path`; `underlying` is the xenstore seam's own error (`XenStoreError`
+    /// through `XenStoreBus`).
+    case xenstore(path: String, underlying: any Error)
     /// The toolstack's keys for the vif are absent or malformed.
     case badKey(NetifKeyError, path: String)
 

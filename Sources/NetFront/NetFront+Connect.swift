@@ -61,7 +61,7 @@ extension NetFront {
         do {
             let sharer = try await PageExport.sharer(for: grants, preferring: options.gntshr, peer: backendDomain)
             pages = ExportedPages(grants: grants, sharer: sharer, backend: backendDomain)
-        } catch { throw .resources("\(error)") }
+        } catch { throw .resources("opening gntshr", underlying: error) }
         var setups: [QueueSetup] = []
         do {
             for _ in 0..<queueCount {
@@ -73,7 +73,7 @@ extension NetFront {
             for setup in setups { setup.unbind(events) }
             setups.removeAll()
             pages.release()
-            throw .resources("\(error)")
+            throw .resources("granting the rings and binding their event channels", underlying: error)
         }
         var request = NetifFrontendRequest(queues: setups.map(\.request))
         request.scatterGather = options.scatterGather

@@ -52,16 +52,18 @@ public struct NetFrontOptions: Sendable {
 public enum NetFrontError: Error, Sendable, CustomStringConvertible {
     /// The id is not a vif handle, or the vif's frontend directory has no backend.
     case unknownDevice(String)
-    /// A xenstore operation failed at `path`.
-    case xenstore(path: String, underlying: String)
+    /// A xenstore operation failed at `path`; `underlying` is the xenstore seam's own error (`XenStoreError`
+    /// through `XenStoreBus`).
+    case xenstore(path: String, underlying: any Error)
     /// A key is absent or malformed.
     case badKey(NetifKeyError, path: String)
     /// The backend went to a state the handshake cannot continue from.
     case backendState(XenbusState?, path: String)
     /// The backend does not offer what netif.h requires of it (`feature-rx-copy`).
     case unsupportedBackend(String)
-    /// Granting ring or buffer pages, or binding event channels, failed.
-    case resources(String)
+    /// Granting ring or buffer pages, or binding event channels, failed. `underlying`: the grant table's or event
+    /// channel's error, when one caused it.
+    case resources(String, underlying: (any Error)? = nil)
 
     public var description: String {
         switch self {
@@ -70,7 +72,8 @@ public enum NetFrontError: Error, Sendable, CustomStringConvertible {
         case .badKey(let error, let path): "\(path): \(error)"
         case .backendState(let state, let path): "backend \(path) went to state \(state.map(\.description) ?? "gone")"
         case .unsupportedBackend(let why): "backend unsupported: \(why)"
-        case .resources(let why): "network frontend resources: \(why)"
+        case .resources(let why, let underlying):
+            "network frontend resources: \(why)" + (underlying.map { ": \($0)" } ?? "")
         }
     }
 }

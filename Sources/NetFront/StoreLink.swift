@@ -8,7 +8,7 @@ struct StoreLink: Sendable {
 
     private func run<T>(_ path: String, _ body: () async throws -> T) async throws(NetFrontError) -> T {
         do { return try await body() } catch let error as NetFrontError { throw error } catch {
-            throw .xenstore(path: path, underlying: "\(error)")
+            throw .xenstore(path: path, underlying: error)
         }
     }
 

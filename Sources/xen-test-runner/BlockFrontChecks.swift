@@ -52,11 +52,29 @@ enum BlockFrontChecks {
                     String(numbers[0], radix: 16) + ":" + String(numbers[1], radix: 16)
                 ),
             ])
-            // No gntshr option: XenGrantTable cannot export, so BlockFront must pick gntalloc by itself.
-            let front = try await within(60, "BlockFront.connect") {
+            // The one-call form, as Blkfront.connect "51728": xenstore as xs_open finds it, dom0's id from its
+            // domid node, XenGrantTable and XenEventChannel. No gntshr option: XenGrantTable cannot export, so
+            // BlockFront must pick gntalloc by itself.
+            let front = try await within(60, "BlockFront.connect(device:)") {
                 try await BlockFront.connect(
-                    "\(virtualDevice)", store: bus, grants: try XenGrantTable(), events: try XenEventChannel(),
-                    options: BlockFrontOptions(domain: .dom0, queues: 2, deviceClass: deviceClass))
+                    device: "\(virtualDevice)", options: BlockFrontOptions(queues: 2, deviceClass: deviceClass))
+            }
+            try require(front.frontendPath == frontendPath, "frontend \(front.frontendPath)")
+            // A second connect to the connected device is refused (a fresh xenstore connection: the refusal
+            // comes from the frontend's state, Connected).
+            do {
+                let second = try await within(30, "second BlockFront.connect(device:)") {
+                    try await BlockFront.connect(
+                        device: "\(virtualDevice)", options: BlockFrontOptions(deviceClass: deviceClass))
+                }
+                await second.disconnect()
+                await front.disconnect()
+                throw CheckFailure("a second connect to a connected device succeeded")
+            } catch let error as BlockFrontError {
+                guard case .alreadyConnected(let path) = error, path == frontendPath else {
+                    await front.disconnect()
+                    throw CheckFailure("second connect: \(error)")
+                }
             }
             let negotiated = front.negotiated
             let backendFeatures = negotiated.backend

@@ -49,4 +49,13 @@ struct BlockHarness {
             id, store: frontStore, grants: frontDomain.grantTable, events: frontDomain.eventChannel,
             options: options ?? BlockFrontOptions(domain: frontDomain.id))
     }
+
+    /// Writes a page of `byte` at `sector` through `front` and reads it back: whether the bytes came back.
+    static func writeAndReadBack(_ front: BlockFront, at sector: UInt64, byte: UInt8) async throws -> Bool {
+        let data = PageBuffer(copying: [UInt8](repeating: byte, count: 4096))
+        try await front.write(at: sector, from: [data])
+        let back = PageBuffer(pages: 1)
+        try await front.read(at: sector, into: [back])
+        return back.contentsEqual(data)
+    }
 }

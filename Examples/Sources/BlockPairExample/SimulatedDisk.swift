@@ -1,9 +1,6 @@
-import BlockBack
-import BlockDevice
-import BlockFront
+import BlockBack  // also BlockDevice, XenCore
+import BlockFront  // also XenStoreClient
 import SimulatedHypervisor
-import XenCore
-import XenStoreClient
 import XenStoreServer
 
 /// A guest's virtual disk on the simulator: dom0's `BlockBack` serves `device`, the guest's `BlockFront`
@@ -34,7 +31,7 @@ public struct SimulatedDisk: Sendable {
         }
         do {
             let front = try await BlockFront.connect(
-                String(deviceID), store: XenStoreBus(client: frontClient), grants: guest.grantTable,
+                nodes.deviceID, store: XenStoreBus(client: frontClient), grants: guest.grantTable,
                 events: guest.eventChannel, options: BlockFrontOptions(domain: guest.id))
             return SimulatedDisk(front: front, serving: serving, clients: [backClient, frontClient])
         } catch {

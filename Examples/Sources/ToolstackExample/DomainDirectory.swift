@@ -1,5 +1,4 @@
-import XenCore
-import XenStoreClient
+import XenStoreClient  // also XenCore (DomainID)
 
 /// Creates a guest's home directory, owned by the guest, with its name in it.
 public func createDomainDirectory(_ client: XenStoreClient, domain: DomainID, name: String) async throws {

@@ -11,7 +11,7 @@ import XenStoreServer
     let guest = try hypervisor.createDomain(name: "guest")
     let device = MemoryBlockDevice(sizeSectors: 2048)  // 1 MiB
     let disk = try await SimulatedDisk.attach(device, to: guest, hypervisor: hypervisor, xenstore: server)
-    #expect(await disk.front.info().sizeSectors == 2048)
+    #expect(disk.front.deviceInfo == device.deviceInfo)  // known without asking: 2048 sectors of 512 bytes
 
     let data = PageBuffer(copying: (0..<8192).map { UInt8(truncatingIfNeeded: $0 * 7) })  // sectors 8 to 23
     try await disk.front.write(at: 8, from: [data])
