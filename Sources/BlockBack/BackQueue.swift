@@ -74,6 +74,8 @@ final class BackQueue: Sendable {
             return (requests, nil)
         }
         if let broken { context.onBroken(broken) }
+        // Each request holds its ring slot until answered (`serve`).
+        if !requests.isEmpty { context.metrics.inFlight.increment(by: Double(requests.count)) }
         return requests
     }
 
@@ -82,6 +84,7 @@ final class BackQueue: Sendable {
         case .failure(let error):
             let (id, op) = Self.idAndOperation(of: error)
             respond(BlkifResponse(id: id, operation: op, status: .error))
+            context.metrics.answered(.invalid, .error)
         case .success(let request):
             let status = await execute(request)
             let op: UInt8 =
@@ -93,6 +96,7 @@ final class BackQueue: Sendable {
                 case .discard: BlkifOperation.discard.rawValue
                 }
             respond(BlkifResponse(id: request.id, operation: op, status: status))
+            context.metrics.answered(BlockBackMetrics.Operation(request), status)
         }
     }
 
@@ -196,6 +200,7 @@ final class BackQueue: Sendable {
             })
         // The I/O is over and its views are gone: the per-request mappings can go before the response.
         pages.release()
+        if status == .okay { context.metrics.transferred(write: write, Int(units) * Blkif.sectorUnit) }
         return status
     }
 
@@ -312,6 +317,7 @@ struct BackContext: Sendable {
     let frontendDomain: DomainID
     let persistent: Bool
     let discardSupported: Bool
+    let metrics: BlockBackMetrics
     let onBroken: @Sendable (String) -> Void
 
     /// Converts a request's 512-byte-unit range to device sectors; nil when misaligned or outside the disk.
