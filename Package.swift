@@ -252,6 +252,7 @@ let package = Package(
                 "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
                 "XenStoreClient", "BlockDevice", "CXen", "XenCore", "GrantTable", "EventChannel",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
             ]
         ),
         .testTarget(
@@ -259,6 +260,7 @@ let package = Package(
             dependencies: [
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "NetifTests", dependencies: ["NetifProtocol", "SharedRing", "CXen", "XenCore"]),
@@ -269,6 +271,7 @@ let package = Package(
                 "XenStoreServer", "XenStoreClient", "BlockFront", "BlkifProtocol", "XenCore", "GrantTable",
                 "EventChannel", "CXen",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
             ]
         ),
         .testTarget(

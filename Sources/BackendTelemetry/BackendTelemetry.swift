@@ -33,7 +33,7 @@ package struct BackendTelemetry: Sendable {
         self.factory = factory ?? MetricsSystem.factory
         var logger = logger
         logger[metadataKey: "xen.backend"] = .string(kind)
-        logger[metadataKey: "xen.domain"] = .stringConvertible(domain.rawValue)
+        logger[metadataKey: "xen.domain"] = .string(String(domain.rawValue))
         logger[metadataKey: "xen.device"] = .string(device)
         self.logger = logger
     }

@@ -1,6 +1,8 @@
 import BlkifProtocol
 import BlockBack
 import BlockDevice
+import InMemoryLogging
+import Logging
 import MetricsTestKit
 import SharedRing
 import Testing
@@ -9,11 +11,25 @@ import XenCore
 /// BlockBack's swift-metrics series, read from a `TestMetrics` of each test's own (passed in the options, so
 /// suites running in parallel never share a metrics backend and nothing bootstraps the global one).
 @Suite struct BlockBackMetricsTests {
-    /// The backend's options, counting into `metrics`.
-    static func options(_ harness: BlockHarness, _ metrics: TestMetrics) -> BlockBackOptions {
+    /// The backend's options, counting into `metrics` and logging (everything) into `logs`.
+    static func options(
+        _ harness: BlockHarness, _ metrics: TestMetrics, logs: InMemoryLogHandler = InMemoryLogHandler()
+    ) -> BlockBackOptions {
         var options = BlockBackOptions(domain: harness.backDomain.id)
         options.metricsFactory = metrics
+        options.logger = Logger(label: "test", factory: { _ in logs })
+        options.logger.logLevel = .debug
         return options
+    }
+
+    /// Whether `logs` holds `message` with the vbd's identity as metadata.
+    static func logged(_ logs: InMemoryLogHandler, _ message: String, _ harness: BlockHarness) -> Bool {
+        logs.entries.contains { entry in
+            entry.message.description == message && entry.metadata["xen.backend"] == "vbd"
+                && entry.metadata["xen.domain"] == "\(harness.frontDomain.id.rawValue)"
+                && entry.metadata["xen.device"] == "51712"
+                && entry.metadata["xen.path"] == "\(harness.nodes.backendPath)"
+        }
     }
 
     /// The total of the vbd's counter `label` (its exact series: every dimension given, or the test fails).
@@ -32,8 +48,9 @@ import XenCore
     @Test func countsRequestsBytesAndErrors() async throws {
         let harness = try BlockHarness()
         let metrics = TestMetrics()
+        let logs = InMemoryLogHandler()
         let device = MemoryBlockDevice(sizeSectors: 2048)
-        let serving = try await harness.startBackend(device, options: Self.options(harness, metrics))
+        let serving = try await harness.startBackend(device, options: Self.options(harness, metrics, logs: logs))
         let front = try await harness.connectFront()
         let buffer = PageBuffer(pages: 2)
         try await front.write(at: 0, from: [buffer])
@@ -61,6 +78,7 @@ import XenCore
         let inFlight = try metrics.expectMeter("swiftxen_block_requests_in_flight", Self.dimensions(harness))
         #expect(inFlight.lastValue == 0)
         #expect(inFlight.values.max() ?? 0 >= 1)
+        #expect(Self.logged(logs, "vbd connected", harness) && Self.logged(logs, "vbd closed", harness))
     }
 
     /// Requests the device holds are in flight (each keeps its ring slot) until answered.
@@ -87,8 +105,9 @@ import XenCore
     @Test func hostileFrontendDisconnectIsCounted() async throws {
         let harness = try BlockHarness()
         let metrics = TestMetrics()
+        let logs = InMemoryLogHandler()
         let serving = try await harness.startBackend(
-            MemoryBlockDevice(sizeSectors: 64), options: Self.options(harness, metrics))
+            MemoryBlockDevice(sizeSectors: 64), options: Self.options(harness, metrics, logs: logs))
         let nodes = harness.nodes
         _ = try await harness.store.waitForState(of: nodes.backendPath) { $0 == .initWait }
         // A one-page ring published by hand, then a request producer 1000 ahead of the consumer.
@@ -111,6 +130,9 @@ import XenCore
         await #expect(throws: BlockBackError.self) { try await serving.value }
         #expect(try Self.total(metrics, harness, "swiftxen_block_peer_disconnects_total") == 1)
         #expect(try Self.total(metrics, harness, "swiftxen_block_connections_total") == 1)
+        #expect(Self.logged(logs, "frontend broke its ring: disconnecting", harness))
+        #expect(Self.logged(logs, "vbd stopped", harness))
+        #expect(logs.entries.allSatisfy { $0.level == .debug })
         try events.unbind(port)
     }
 }

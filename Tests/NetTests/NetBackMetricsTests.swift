@@ -1,3 +1,5 @@
+import InMemoryLogging
+import Logging
 import MetricsTestKit
 import NetBack
 import NetworkDevice
@@ -12,7 +14,12 @@ import XenCore
     @Test func countsFramesBytesDropsAndAHostileFrontend() async throws {
         let harness = try NetHarness()
         let metrics = TestMetrics()
-        let (back, serving) = try await harness.startBackend { $0.metricsFactory = metrics }
+        let logs = InMemoryLogHandler()
+        let (back, serving) = try await harness.startBackend {
+            $0.metricsFactory = metrics
+            $0.logger = Logger(label: "test", factory: { _ in logs })
+            $0.logger.logLevel = .debug
+        }
         let identity = [("backend", "vif"), ("domain", String(harness.frontDomain.id.rawValue)), ("device", "0")]
         let total = { (label: String, extra: [(String, String)]) in
             try metrics.expectCounter(label, identity + extra).totalValue
@@ -24,6 +31,9 @@ import XenCore
         try hostile.lieAboutTxProducer(1000)
         try await waitUntil { back.lastBreak != nil && back.negotiated == nil }
         #expect(try total("swiftxen_net_peer_disconnects_total", []) == 1)
+        let broke = logs.entries.first { $0.message.description.hasPrefix("frontend broke the protocol") }
+        #expect(broke?.metadata["xen.backend"] == "vif" && broke?.metadata["xen.device"] == "0")
+        #expect(broke?.metadata["xen.domain"] == "\(harness.frontDomain.id.rawValue)")
         try await hostile.state(.closing)
         try await hostile.state(.closed)
         _ = try await harness.store.waitForState(of: harness.nodes.backendPath) { $0 == .closed }
