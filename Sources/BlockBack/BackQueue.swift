@@ -120,10 +120,10 @@ final class BackQueue: Sendable {
     // MARK: - Executing one request
 
     private func execute(_ request: BlkifRequest) async -> BlkifStatus {
-        let options = context.options
+        // The options' fields are read in place: a copy would retain their logger and metrics factory per request.
         switch request {
         case .discard(let discard):
-            guard options.discard, context.discardSupported else { return .notSupported }
+            guard context.options.discard, context.discardSupported else { return .notSupported }
             guard context.info.readWrite else { return .error }
             guard let (sector, count) = context.deviceRange(unit: discard.sector, units: discard.sectorCount)
             else { return .error }
@@ -132,11 +132,11 @@ final class BackQueue: Sendable {
         case .direct(let direct):
             switch direct.operation {
             case .flushDiskCache:
-                guard options.flush else { return .notSupported }
+                guard context.options.flush else { return .notSupported }
                 do { try await context.device.flush() } catch { return .error }
                 return .okay
             case .writeBarrier:
-                guard options.barrier else { return .notSupported }
+                guard context.options.barrier else { return .notSupported }
                 do { try await context.device.flush() } catch { return .error }
                 if direct.segments.isEmpty { return .okay }
                 let status = await transfer(write: true, sector: direct.sector, segments: direct.segments)
@@ -150,7 +150,7 @@ final class BackQueue: Sendable {
                 return .error
             }
         case .indirect(let indirect):
-            guard options.maxIndirectSegments > 0 else { return .error }
+            guard context.options.maxIndirectSegments > 0 else { return .error }
             guard let segments = readIndirect(indirect) else { return .error }
             return await transfer(write: indirect.operation == .write, sector: indirect.sector, segments: segments)
         }

@@ -7,7 +7,7 @@ import CoreMetrics
 /// "Metrics" article.
 ///
 /// OCaml: none (`Conback.stats` is the record these mirror)
-struct ConsoleBackMetrics: Sendable {
+final class ConsoleBackMetrics: Sendable {
     let bytesReceived: Counter
     let bytesSent: Counter
     let connections: Counter

@@ -6,7 +6,7 @@ import CoreMetrics
 /// to the guest. The names, types and labels are listed in the BlockBack documentation's "Metrics" article.
 ///
 /// OCaml: none (`Mirage_net.stats` is the record behind `NetBack.statistics`, which these mirror)
-struct NetBackMetrics: Sendable {
+final class NetBackMetrics: Sendable {
     struct Direction: Sendable {
         let frames: Counter
         let bytes: Counter
