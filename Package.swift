@@ -42,6 +42,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         // `make docs` (DocC): build-time plugin only, nothing links it.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
@@ -55,6 +56,18 @@ let package = Package(
 
         // MARK: - Core value types and page buffers (no Xen dependency)
         .target(name: "XenCore", swiftSettings: strict),
+
+        // MARK: - Backends' metrics and log metadata (internal: not a product)
+        // One helper for BlockBack, NetBack and ConsoleBackend: swift-metrics objects per device, logger metadata.
+        .target(
+            name: "BackendTelemetry",
+            dependencies: [
+                "XenCore",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
 
         // MARK: - XenStore
         .target(name: "XenStoreProtocol", dependencies: ["XenCore"], swiftSettings: strict),
@@ -106,7 +119,9 @@ let package = Package(
             name: "BlockBack",
             dependencies: [
                 "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "GrantTable",
-                "EventChannel",
+                "EventChannel", "BackendTelemetry",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -127,7 +142,9 @@ let package = Package(
             name: "NetBack",
             dependencies: [
                 "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
-                "EventChannel", "CXen",
+                "EventChannel", "CXen", "BackendTelemetry",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -136,9 +153,11 @@ let package = Package(
         .target(
             name: "ConsoleBackend",
             dependencies: [
-                "XenCore", "XenStoreClient", "GrantTable", "EventChannel", "CXen",
+                "XenCore", "XenStoreClient", "GrantTable", "EventChannel", "CXen", "BackendTelemetry",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -232,12 +251,16 @@ let package = Package(
             dependencies: [
                 "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
                 "XenStoreClient", "BlockDevice", "CXen", "XenCore", "GrantTable", "EventChannel",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "ConsoleTests",
             dependencies: [
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "NetifTests", dependencies: ["NetifProtocol", "SharedRing", "CXen", "XenCore"]),
@@ -247,6 +270,8 @@ let package = Package(
                 "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "SharedRing", "SimulatedHypervisor",
                 "XenStoreServer", "XenStoreClient", "BlockFront", "BlkifProtocol", "XenCore", "GrantTable",
                 "EventChannel", "CXen",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
             ]
         ),
         .testTarget(

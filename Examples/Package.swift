@@ -12,7 +12,12 @@ func swiftXen(_ names: String...) -> [Target.Dependency] {
 let package = Package(
     name: "SwiftXenExamples",
     platforms: [.macOS(.v15)],
-    dependencies: [.package(name: "SwiftXen", path: "..")],
+    dependencies: [
+        .package(name: "SwiftXen", path: ".."),
+        // The metrics backend a driver domain bootstraps (DriverDomainMetricsExample).
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    ],
     targets: [
         // A toolstack function, tested against the in-memory xenstored.
         .target(name: "ToolstackExample", dependencies: swiftXen("XenStoreClient")),
@@ -35,6 +40,24 @@ let package = Package(
         .testTarget(
             name: "NBDCopyExampleTests",
             dependencies: ["NBDCopyExample"] + swiftXen("XenCore", "BlockDevice", "NBDServer")
+        ),
+        // A driver domain exporting its block backend's metrics in Prometheus' text format.
+        .target(
+            name: "DriverDomainMetricsExample",
+            dependencies: swiftXen(
+                "XenCore", "BlockDevice", "BlockBack", "BlockFront", "SimulatedHypervisor", "XenStoreClient",
+                "XenStoreServer"
+            )
+                + [
+                    .product(name: "Prometheus", package: "swift-prometheus"),
+                    .product(name: "CoreMetrics", package: "swift-metrics"),
+                ]
+        ),
+        .testTarget(
+            name: "DriverDomainMetricsExampleTests",
+            dependencies: ["DriverDomainMetricsExample"]
+                + swiftXen(
+                    "XenCore", "BlockDevice", "BlockFront", "SimulatedHypervisor", "XenStoreClient", "XenStoreServer")
         ),
     ]
 )

@@ -74,6 +74,8 @@ final class BackQueue: Sendable {
             return (requests, nil)
         }
         if let broken { context.onBroken(broken) }
+        // Each request holds its ring slot until answered (`serve`).
+        if !requests.isEmpty { context.metrics.inFlight.increment(by: Double(requests.count)) }
         return requests
     }
 
@@ -82,6 +84,7 @@ final class BackQueue: Sendable {
         case .failure(let error):
             let (id, op) = Self.idAndOperation(of: error)
             respond(BlkifResponse(id: id, operation: op, status: .error))
+            context.metrics.answered(.invalid, .error)
         case .success(let request):
             let status = await execute(request)
             let op: UInt8 =
@@ -93,6 +96,7 @@ final class BackQueue: Sendable {
                 case .discard: BlkifOperation.discard.rawValue
                 }
             respond(BlkifResponse(id: request.id, operation: op, status: status))
+            context.metrics.answered(BlockBackMetrics.Operation(request), status)
         }
     }
 
@@ -116,10 +120,10 @@ final class BackQueue: Sendable {
     // MARK: - Executing one request
 
     private func execute(_ request: BlkifRequest) async -> BlkifStatus {
-        let options = context.options
+        // The options' fields are read in place: a copy would retain their logger and metrics factory per request.
         switch request {
         case .discard(let discard):
-            guard options.discard, context.discardSupported else { return .notSupported }
+            guard context.options.discard, context.discardSupported else { return .notSupported }
             guard context.info.readWrite else { return .error }
             guard let (sector, count) = context.deviceRange(unit: discard.sector, units: discard.sectorCount)
             else { return .error }
@@ -128,11 +132,11 @@ final class BackQueue: Sendable {
         case .direct(let direct):
             switch direct.operation {
             case .flushDiskCache:
-                guard options.flush else { return .notSupported }
+                guard context.options.flush else { return .notSupported }
                 do { try await context.device.flush() } catch { return .error }
                 return .okay
             case .writeBarrier:
-                guard options.barrier else { return .notSupported }
+                guard context.options.barrier else { return .notSupported }
                 do { try await context.device.flush() } catch { return .error }
                 if direct.segments.isEmpty { return .okay }
                 let status = await transfer(write: true, sector: direct.sector, segments: direct.segments)
@@ -146,7 +150,7 @@ final class BackQueue: Sendable {
                 return .error
             }
         case .indirect(let indirect):
-            guard options.maxIndirectSegments > 0 else { return .error }
+            guard context.options.maxIndirectSegments > 0 else { return .error }
             guard let segments = readIndirect(indirect) else { return .error }
             return await transfer(write: indirect.operation == .write, sector: indirect.sector, segments: segments)
         }
@@ -196,6 +200,7 @@ final class BackQueue: Sendable {
             })
         // The I/O is over and its views are gone: the per-request mappings can go before the response.
         pages.release()
+        if status == .okay { context.metrics.transferred(write: write, Int(units) * Blkif.sectorUnit) }
         return status
     }
 
@@ -312,6 +317,7 @@ struct BackContext: Sendable {
     let frontendDomain: DomainID
     let persistent: Bool
     let discardSupported: Bool
+    let metrics: BlockBackMetrics
     let onBroken: @Sendable (String) -> Void
 
     /// Converts a request's 512-byte-unit range to device sectors; nil when misaligned or outside the disk.

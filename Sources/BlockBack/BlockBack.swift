@@ -1,7 +1,9 @@
+import BackendTelemetry
 public import BlkifProtocol
 public import BlockDevice
 public import EventChannel
 public import GrantTable
+import Logging
 import SharedRing
 import Synchronization
 import XenCore
@@ -21,10 +23,30 @@ public enum BlockBack {
     /// frontend corrupted a ring. Called again on the same directory it waits for the
     /// frontend to reinitialise and serves the new connection (a guest reloading its driver).
     ///
+    /// Logs through `options.logger` and counts in `options.metricsFactory` (the "Metrics" article).
+    ///
     /// OCaml: `Blkback.run t name (domid, devid)`
     public static func serve(
         _ device: any BlockDevice, backendPath: String, store: any XenbusStore, grants: any GrantTableBackend,
         events: any EventChannelBackend, options: BlockBackOptions
+    ) async throws(BlockBackError) {
+        var logger = options.logger
+        logger[metadataKey: "xen.path"] = .string(backendPath)
+        do throws(BlockBackError) {
+            try await serveConnection(
+                device, backendPath: backendPath, store: store, grants: grants, events: events, options: options,
+                logger: &logger)
+        } catch {
+            logger.debug("vbd stopped", metadata: ["error": "\(error)"])
+            throw error
+        }
+    }
+
+    /// ``serve(_:backendPath:store:grants:events:options:)`` once `logger` is set up; gives it the device's
+    /// identity as soon as the frontend's domain is known.
+    private static func serveConnection(
+        _ device: any BlockDevice, backendPath: String, store: any XenbusStore, grants: any GrantTableBackend,
+        events: any EventChannelBackend, options: BlockBackOptions, logger: inout Logger
     ) async throws(BlockBackError) {
         func xs<T>(_ path: String, _ body: () async throws -> T) async throws(BlockBackError) -> T {
             do { return try await body() } catch let error as BlockBackError { throw error } catch {
@@ -57,6 +79,7 @@ public enum BlockBack {
         }
         let offeredToAClosedFrontend = try await xs(frontend) { try await store.state(of: frontend) } == .closed
         guard ready else {
+            logger.debug("vbd offline or its frontend gone before connecting")
             try? await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue)
             return
         }
@@ -65,6 +88,10 @@ public enum BlockBack {
             throw .badKey(
                 path: backendPath, underlying: BlkifKeyError.malformed(key: "frontend-id", value: frontendIDText))
         }
+        let telemetry = BackendTelemetry(
+            kind: "vbd", domain: DomainID(frontendID), device: String(backendPath.split(separator: "/").last ?? ""),
+            factory: options.metricsFactory, logger: logger)
+        logger = telemetry.logger
         var info = await device.info()
         // The toolstack's `mode` key can make a writable device read-only for this guest.
         if let mode = try await xs(backendPath, { try await store.read(backendPath + "/mode") }), mode == "r" {
@@ -113,6 +140,7 @@ public enum BlockBack {
             }
         }
         guard frontState == .initialised || frontState == .connected else {
+            logger.debug("vbd offline or its frontend closed before connecting", metadata: ["frontend": "\(frontend)"])
             try? await store.write(backendPath + "/state", XenbusState.closed.xenstoreValue)
             return
         }
@@ -150,11 +178,20 @@ public enum BlockBack {
         let persistent = options.persistentGrants && frontendInfo.persistent
         let broken = Mutex<String?>(nil)
         let stop = AsyncStopSignal()
+        let metrics = BlockBackMetrics(telemetry)
         let context = BackContext(
             device: device, info: info, options: options, grants: grants, events: events,
-            frontendDomain: frontendDomain, persistent: persistent, discardSupported: discardSupported
-        ) { why in
-            broken.withLock { $0 = $0 ?? why }
+            frontendDomain: frontendDomain, persistent: persistent, discardSupported: discardSupported,
+            metrics: metrics
+        ) { [logger] why in
+            let first = broken.withLock { broken -> Bool in
+                defer { broken = broken ?? why }
+                return broken == nil
+            }
+            if first {
+                metrics.peerDisconnects.increment()
+                logger.debug("frontend broke its ring: disconnecting", metadata: ["reason": "\(why)"])
+            }
             stop.fire()
             // Wakes the wait below, which then shuts the connection down.
             Task { try? await store.write(backendPath + "/state", XenbusState.closing.xenstoreValue) }
@@ -191,6 +228,13 @@ public enum BlockBack {
             try await xs(backendPath) {
                 try await store.write(backendPath + "/state", XenbusState.connected.xenstoreValue)
             }
+            metrics.connections.increment()
+            logger.debug(
+                "vbd connected",
+                metadata: [
+                    "queues": "\(queues.count)", "ring-pages": "\(1 << frontendInfo.ringPageOrder)",
+                    "persistent-grants": "\(persistent)",
+                ])
             // Connected: wait for the frontend to close or vanish, or for a queue to break.
             _ = try await xs(frontend) {
                 try await store.wait(watching: [frontend + "/state", backendPath + "/state"]) { () -> Bool? in
@@ -207,6 +251,7 @@ public enum BlockBack {
         }
         try await shutDown(queues, tasks: tasks, backendPath: backendPath, store: store, events: events)
         if let reason = broken.withLock({ $0 }) { throw .frontendBroke(path: frontend, reason: reason) }
+        logger.debug("vbd closed")
     }
 
     private static func shutDown(

@@ -1,3 +1,5 @@
+public import CoreMetrics
+public import Logging
 public import XenCore
 
 /// What a backend advertises. Every feature is on by default; tests switch them off one by one.
@@ -22,6 +24,17 @@ public struct BlockBackOptions: Sendable {
     public var maxQueues = 4
     /// Most persistent grants kept mapped per queue (Linux: 1056); beyond it grants are mapped per request.
     public var maxPersistentGrantsPerQueue = 1056
+    /// Where the device logs (at `debug`: connect, disconnect, why it stopped), with its identity as metadata
+    /// (`xen.backend` = `vbd`, `xen.domain`, `xen.device`). Nothing is logged above `debug`: the frontend is
+    /// hostile and must not be able to flood the driver domain's log; its misdeeds are counted in the metrics.
+    ///
+    /// OCaml: none (mirage logs through `Logs` sources)
+    public var logger = Logger(label: "swiftxen.blockback")
+    /// Where the device's metrics go (listed in the "Metrics" article); nil: `MetricsSystem.factory`, the
+    /// backend bootstrapped when the device connects (NOOP if none).
+    ///
+    /// OCaml: none (mirage-block-xen exports no metrics)
+    public var metricsFactory: (any MetricsFactory)?
 
     /// All features on.
     public init(domain: DomainID) { self.domain = domain }

@@ -1,5 +1,8 @@
+import BackendTelemetry
+public import CoreMetrics
 public import EventChannel
 public import GrantTable
+public import Logging
 public import XenCore
 public import XenStoreClient
 
@@ -37,20 +40,37 @@ public final class ConsoleBack: Sendable {
     let xenstore: XenStoreClient
     let grantTable: any GrantTableBackend
     let eventChannel: any EventChannelBackend
+    /// The caller's logger with the console's identity as metadata.
+    let logger: Logger
+    let metrics: ConsoleBackMetrics
 
     /// A backend for `id`, using `xenstore` (a privileged connection), and this domain's grant table and
-    /// event channels.
+    /// event channels. It logs through `logger` at `debug` only (connect, close, a guest breaking the
+    /// protocol: a hostile guest must not flood the log), with metadata `xen.backend` = `console`,
+    /// `xen.domain` and `xen.device` (`0` for the primary console, else the devid), and counts in
+    /// `metricsFactory` (nil: `MetricsSystem.factory`, read now; the series are listed in the BlockBack
+    /// documentation's "Metrics" article).
     ///
     /// OCaml: `Conback.Make` applied, plus `get_my_domid` (here a parameter: 0 unless given)
     public init(
         id: ConsoleID, xenstore: XenStoreClient, grantTable: any GrantTableBackend,
-        eventChannel: any EventChannelBackend, backendDomain: DomainID = .dom0
+        eventChannel: any EventChannelBackend, backendDomain: DomainID = .dom0,
+        logger: Logger = Logger(label: "swiftxen.console.backend"), metricsFactory: (any MetricsFactory)? = nil
     ) {
         self.id = id
         self.xenstore = xenstore
         self.grantTable = grantTable
         self.eventChannel = eventChannel
         self.backendDomain = backendDomain
+        let device: String =
+            switch id.device {
+            case .primary: "0"
+            case .extra(let devid): String(devid)
+            }
+        let telemetry = BackendTelemetry(
+            kind: "console", domain: id.domain, device: device, factory: metricsFactory, logger: logger)
+        self.logger = telemetry.logger
+        self.metrics = ConsoleBackMetrics(telemetry)
     }
 
     // MARK: - Running
@@ -80,9 +100,18 @@ public final class ConsoleBack: Sendable {
     ///
     /// OCaml: the first half of `Conback.Make.run` (up to writing state `Connected`) and `init`
     public func connect() async throws(ConsoleError) -> ConsoleBackSession {
-        switch id.device {
-        case .primary: try await connectPrimary()
-        case .extra: try await connectExtra()
+        do throws(ConsoleError) {
+            let session =
+                switch id.device {
+                case .primary: try await connectPrimary()
+                case .extra: try await connectExtra()
+                }
+            metrics.connections.increment()
+            logger.debug("console connected", metadata: ["frontend": "\(session.frontendPath)"])
+            return session
+        } catch {
+            logger.debug("console connect failed", metadata: ["error": "\(error)"])
+            throw error
         }
     }
 
@@ -187,6 +216,7 @@ public final class ConsoleBack: Sendable {
             ring = try ConsoleRing(page: mapping.buffer, side: .backend)
         } catch {
             try? mapping.unmap()
+            metrics.peerDisconnects.increment()
             throw .protocolViolation(error)
         }
         let localPort: EventChannelPort
@@ -198,10 +228,10 @@ public final class ConsoleBack: Sendable {
         }
         ring.connection = ConsoleRingLayout.connected
         let channel = eventChannel
-        let connection = ConsoleConnection(ring: ring) { try? channel.notify(localPort) }
+        let connection = ConsoleConnection(ring: ring, metrics: metrics) { try? channel.notify(localPort) }
         let session = ConsoleBackSession(
             id: id, connection: connection, mapping: mapping, localPort: localPort, eventChannel: eventChannel,
-            xenstore: xenstore, frontendPath: frontendPath)
+            xenstore: xenstore, frontendPath: frontendPath, logger: logger, metrics: metrics)
         session.start(frontendGone: frontendGone)
         // The guest may be blocked on a full ring or waiting for the connection flag.
         try? channel.notify(localPort)

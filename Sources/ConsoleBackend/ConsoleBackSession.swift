@@ -1,5 +1,6 @@
 import EventChannel
 public import GrantTable
+import Logging
 import Synchronization
 public import XenCore
 import XenStoreClient
@@ -21,6 +22,8 @@ public final class ConsoleBackSession: Sendable {
     private let mapping: GrantMappingHandle
     private let eventChannel: any EventChannelBackend
     private let xenstore: XenStoreClient
+    private let logger: Logger
+    private let metrics: ConsoleBackMetrics
     private struct State {
         var tasks: [Task<Void, Never>] = []
         var closed = false
@@ -30,7 +33,8 @@ public final class ConsoleBackSession: Sendable {
 
     init(
         id: ConsoleID, connection: ConsoleConnection, mapping: GrantMappingHandle, localPort: EventChannelPort,
-        eventChannel: any EventChannelBackend, xenstore: XenStoreClient, frontendPath: String
+        eventChannel: any EventChannelBackend, xenstore: XenStoreClient, frontendPath: String, logger: Logger,
+        metrics: ConsoleBackMetrics
     ) {
         self.id = id
         self.connection = connection
@@ -39,6 +43,8 @@ public final class ConsoleBackSession: Sendable {
         self.eventChannel = eventChannel
         self.xenstore = xenstore
         self.frontendPath = frontendPath
+        self.logger = logger
+        self.metrics = metrics
     }
 
     /// The backend `state` key, written `Closed` on close (extra consoles only).
@@ -124,6 +130,10 @@ public final class ConsoleBackSession: Sendable {
             return (state.tasks, state.closed, state.backendStatePath)
         }
         guard !alreadyClosed else { return nil }
+        if case .protocolViolation(let error) = connection.failure {
+            metrics.peerDisconnects.increment()
+            logger.debug("guest broke the console ring protocol: disconnecting", metadata: ["reason": "\(error)"])
+        }
         for task in tasks { task.cancel() }
         connection.close()
         try? eventChannel.unbind(localPort)
@@ -136,6 +146,8 @@ public final class ConsoleBackSession: Sendable {
         }
         // Join before release: a task still inside the ring must finish before the page goes.
         for task in tasks { await task.value }
+        let (read, written) = connection.statistics
+        logger.debug("console closed", metadata: ["bytes-read": "\(read)", "bytes-written": "\(written)"])
         do throws(GrantTableError) {
             try mapping.unmap()
             return nil

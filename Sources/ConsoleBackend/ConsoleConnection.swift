@@ -32,6 +32,8 @@ public final class ConsoleConnection: Sendable {
 
     private let state: Mutex<State>
     private let notifyPeer: @Sendable () -> Void
+    /// The backend's byte counters (nil on the guest's end).
+    private let metrics: ConsoleBackMetrics?
     /// Which end this is.
     public let side: ConsoleRingSide
 
@@ -39,10 +41,16 @@ public final class ConsoleConnection: Sendable {
     /// the owner calls ``kick()`` whenever an event arrives from it.
     ///
     /// OCaml: `Conback.Make.init` (after mapping and binding)
-    public init(ring: ConsoleRing, notifyPeer: @escaping @Sendable () -> Void) {
+    public convenience init(ring: ConsoleRing, notifyPeer: @escaping @Sendable () -> Void) {
+        self.init(ring: ring, metrics: nil, notifyPeer: notifyPeer)
+    }
+
+    /// A connection that also counts its bytes in `metrics` (``ConsoleBack``'s).
+    init(ring: ConsoleRing, metrics: ConsoleBackMetrics?, notifyPeer: @escaping @Sendable () -> Void) {
         self.side = ring.side
         self.state = Mutex(State(ring: ring))
         self.notifyPeer = notifyPeer
+        self.metrics = metrics
     }
 
     // MARK: - Events
@@ -157,6 +165,7 @@ public final class ConsoleConnection: Sendable {
             }
             switch outcome {
             case .success(let bytes):
+                metrics?.bytesReceived.increment(by: bytes.count)
                 notifyPeer()  // slots freed: a guest blocked on a full ring may go on
                 return bytes
             case .failure(let error):
@@ -191,7 +200,10 @@ public final class ConsoleConnection: Sendable {
         }
         switch outcome {
         case .success(let count):
-            if count > 0 { notifyPeer() }
+            if count > 0 {
+                metrics?.bytesReceived.increment(by: count)
+                notifyPeer()
+            }
             return count
         case .failure(let error):
             wakeAll()
@@ -244,6 +256,7 @@ public final class ConsoleConnection: Sendable {
             switch outcome {
             case .success(let count) where count > 0:
                 offset += count
+                metrics?.bytesSent.increment(by: count)
                 notifyPeer()
             case .success:
                 try await waitForKick { state in

@@ -1,5 +1,7 @@
+public import CoreMetrics
 public import EventChannel
 public import GrantTable
+public import Logging
 public import XenCore
 public import XenStoreClient
 
@@ -32,6 +34,8 @@ public actor ConsoleDaemon {
     private let eventChannel: any EventChannelBackend
     private let backendDomain: DomainID
     private let makeSink: SinkFactory
+    private let logger: Logger
+    private let metricsFactory: (any MetricsFactory)?
     private let eventContinuation: AsyncStream<ConsoleDaemonEvent>.Continuation
     /// Attach and detach events, in order.
     public nonisolated let events: AsyncStream<ConsoleDaemonEvent>
@@ -45,18 +49,22 @@ public actor ConsoleDaemon {
     private var failed: Set<ConsoleID> = []
 
     /// A daemon in `backendDomain` using a privileged `xenstore` connection and this domain's grant table
-    /// and event channels.
+    /// and event channels. Each console's ``ConsoleBack`` logs through `logger` and counts in `metricsFactory`
+    /// (see ``ConsoleBack/init(id:xenstore:grantTable:eventChannel:backendDomain:logger:metricsFactory:)``).
     ///
     /// C: xenconsoled start-up (`xs_open`, `xengnttab_open`, `xenevtchn_open`)
     public init(
         xenstore: XenStoreClient, grantTable: any GrantTableBackend, eventChannel: any EventChannelBackend,
-        backendDomain: DomainID = .dom0, sink: @escaping SinkFactory
+        backendDomain: DomainID = .dom0, logger: Logger = Logger(label: "swiftxen.console.backend"),
+        metricsFactory: (any MetricsFactory)? = nil, sink: @escaping SinkFactory
     ) {
         self.xenstore = xenstore
         self.grantTable = grantTable
         self.eventChannel = eventChannel
         self.backendDomain = backendDomain
         self.makeSink = sink
+        self.logger = logger
+        self.metricsFactory = metricsFactory
         (events, eventContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
@@ -204,7 +212,7 @@ public actor ConsoleDaemon {
         guard consoles[id] == nil, !failed.contains(id), domainWatchers[id.domain] != nil else { return }
         let back = ConsoleBack(
             id: id, xenstore: xenstore, grantTable: grantTable, eventChannel: eventChannel,
-            backendDomain: backendDomain)
+            backendDomain: backendDomain, logger: logger, metricsFactory: metricsFactory)
         let task = Task { await self.runConsole(back) }
         consoles[id] = Served(task: task, session: nil)
     }

@@ -42,7 +42,11 @@ extension NetBack {
             return state.finishWaiters
         }
         for waiter in waiters { waiter.resume() }
-        if let failure { throw failure }
+        if let failure {
+            logger.debug("vif stopped", metadata: ["error": "\(failure)"])
+            throw failure
+        }
+        logger.debug("vif stopped")
     }
 
     private func publishFeatures() async throws {
@@ -105,14 +109,18 @@ extension NetBack {
             do {
                 let connection = try await NetBackConnection.open(
                     frontendPath: frontendPath, frontendDomain: frontendDomain, store: store, grants: grants,
-                    events: events, options: options, frames: frames, counters: counters, multicast: multicast
+                    events: events, options: options, frames: frames, counters: counters, metrics: metrics,
+                    multicast: multicast
                 ) { [weak self] why in self?.connectionBroke(why) }
                 state.withLock { state in
                     state.connection = connection
                     state.connections += 1
                     state.broken = nil
                 }
+                metrics.connections.increment()
+                logger.debug("vif connected", metadata: ["queues": "\(connection.queues.count)"])
             } catch {
+                logger.debug("vif connect failed", metadata: ["error": "\(error)"])
                 state.withLock { $0.lastBreak = "connect: \(error)" }
                 for step in machine.connectFailed() { _ = try await perform(step, machine: &machine) }
                 return false
@@ -122,6 +130,7 @@ extension NetBack {
                 defer { state.connection = nil }; return state.connection
             }) {
                 await connection.close()
+                logger.debug("vif disconnected")
             }
         case .switchState(let next):
             try await store.write(backendPath + "/state", next.xenstoreValue)

@@ -1,6 +1,8 @@
+import BackendTelemetry
 public import BlkifProtocol
 public import EventChannel
 public import GrantTable
+import Logging
 public import NetifProtocol
 public import NetworkDevice
 import Synchronization
@@ -42,6 +44,10 @@ public final class NetBack: NetworkDevice {
     let options: NetBackOptions
     let frames: FrameQueue
     let counters = NetworkCounters()
+    /// `counters` as swift-metrics series, and the ring gauges.
+    let metrics: NetBackMetrics
+    /// `options.logger` with the vif's identity as metadata.
+    let logger: Logger
     let multicast = MulticastFilter()
     let scratch = ScratchBuffers()
     let wakeup = Wakeup()
@@ -78,6 +84,13 @@ public final class NetBack: NetworkDevice {
         self.events = events
         self.options = options
         self.frames = FrameQueue(capacity: options.frameQueueCapacity)
+        var logger = options.logger
+        logger[metadataKey: "xen.path"] = .string(backendPath)
+        let telemetry = BackendTelemetry(
+            kind: "vif", domain: frontendDomain, device: String(handle), factory: options.metricsFactory,
+            logger: logger)
+        self.metrics = NetBackMetrics(telemetry)
+        self.logger = telemetry.logger
         // A reader making room takes the frames held back on the current connection's rings.
         frames.setSpaceHandler { [weak self] in
             for queue in self?.state.withLock({ $0.connection?.queues }) ?? [] { queue.drainTx() }
@@ -148,6 +161,8 @@ public final class NetBack: NetworkDevice {
             return true
         }
         if first {
+            metrics.peerDisconnects.increment()
+            logger.debug("frontend broke the protocol: closing the connection", metadata: ["reason": "\(why)"])
             for queue in state.withLock({ $0.connection?.queues ?? [] }) { queue.fail(.protocolViolation(why)) }
             wakeup.signal()
         }
@@ -172,6 +187,7 @@ public final class NetBack: NetworkDevice {
     ) async throws(NetworkError) {
         guard let connection = state.withLock({ $0.connection }) else {
             counters.count(\.txDropped)
+            metrics.txDropped.increment()
             throw .disconnected
         }
         let negotiated = connection.negotiated
@@ -187,6 +203,7 @@ public final class NetBack: NetworkDevice {
             let destination = MACAddress(from: frame, at: 0)
             if destination.isMulticast, destination != .broadcast, !multicast.contains(destination) {
                 counters.count(\.txDropped)
+                metrics.txDropped.increment()
                 return
             }
         }
@@ -215,6 +232,7 @@ public final class NetBack: NetworkDevice {
         try await queue.transmit(
             frame, flags: flags, extra: extra, poll: negotiated.rxNotify ? nil : options.rxPollInterval)
         counters.sent(length)
+        metrics.tx.frame(length)
     }
 
     /// OCaml: `Netif.listen` (backend ending)

@@ -42,7 +42,7 @@ final class NetBackConnection: Sendable {
     static func open(
         frontendPath: String, frontendDomain: DomainID, store: any XenbusStore, grants: any GrantTableBackend,
         events: any EventChannelBackend, options: NetBackOptions, frames: FrameQueue, counters: NetworkCounters,
-        multicast: MulticastFilter, onBroken: @escaping @Sendable (String) -> Void
+        metrics: NetBackMetrics, multicast: MulticastFilter, onBroken: @escaping @Sendable (String) -> Void
     ) async throws -> NetBackConnection {
         var keys = try await store.readKeys(NetifFrontendRequest.featureKeyNames, in: frontendPath)
         let count = (try? NetifKeyReader(keys).number("multi-queue-num-queues", default: 1)) ?? 1
@@ -64,7 +64,7 @@ final class NetBackConnection: Sendable {
         var ports: [EventChannelPort] = []
         var queues: [NetBackQueue] = []
         do {
-            for queue in request.queues {
+            for (index, queue) in request.queues.enumerated() {
                 let tx = GrantMappingHandle(
                     try grants.map(domain: frontendDomain, ref: queue.txRingRef, writable: true))
                 mappings.append(tx)
@@ -84,7 +84,8 @@ final class NetBackConnection: Sendable {
                         rxRing: try BackRing(attaching: rx.buffer, geometry: rxGeometry), txPort: txPort,
                         rxPort: rxPort,
                         negotiated: negotiated, limits: limits, events: events, copier: copier, frames: frames,
-                        counters: counters, multicast: multicast,
+                        counters: counters, metrics: metrics, ringGauges: metrics.ringGauges(queue: index),
+                        multicast: multicast,
                         completeBlankChecksums: options.completeBlankChecksums, onBroken: onBroken))
             }
         } catch {

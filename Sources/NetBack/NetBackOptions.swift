@@ -1,3 +1,5 @@
+public import CoreMetrics
+public import Logging
 public import NetifProtocol
 public import XenCore
 
@@ -24,6 +26,17 @@ public struct NetBackOptions: Sendable {
     public var rxPollInterval: Duration = .milliseconds(10)
     /// How long ``NetBack/disconnect()`` waits for the frontend to close.
     public var closeTimeout: Duration = .seconds(10)
+    /// Where the vif logs (at `debug`: each connection, its end, a frontend breaking the protocol), with its
+    /// identity as metadata (`xen.backend` = `vif`, `xen.domain`, `xen.device` = the handle). Nothing is
+    /// logged above `debug`: a hostile frontend must not flood the driver domain's log; the metrics count it.
+    ///
+    /// OCaml: none (mirage logs through `Logs` sources)
+    public var logger = Logger(label: "swiftxen.netback")
+    /// Where the vif's metrics go (listed in the BlockBack documentation's "Metrics" article); nil:
+    /// `MetricsSystem.factory`, the backend bootstrapped when the vif is opened (NOOP if none).
+    ///
+    /// OCaml: none (`Netif.get_stats_counters` is the pull-based twin)
+    public var metricsFactory: (any MetricsFactory)?
 
     /// Every feature offered, four queues.
     public init(domain: DomainID) { self.domain = domain }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import EventChannel
 import GrantTable
 import NetifProtocol
@@ -38,6 +39,8 @@ final class NetBackQueue: Sendable {
     private let copier: FrontendCopier
     private let frames: FrameQueue
     private let counters: NetworkCounters
+    private let metrics: NetBackMetrics
+    private let ringGauges: (tx: Meter, rx: Meter)
     private let multicast: MulticastFilter
     private let completeBlankChecksums: Bool
     private let onBroken: @Sendable (String) -> Void
@@ -46,8 +49,9 @@ final class NetBackQueue: Sendable {
     init(
         txRing: BackRing, rxRing: BackRing, txPort: EventChannelPort, rxPort: EventChannelPort,
         negotiated: NetifNegotiated, limits: NetifTxAssembler.Limits, events: any EventChannelBackend,
-        copier: FrontendCopier, frames: FrameQueue, counters: NetworkCounters, multicast: MulticastFilter,
-        completeBlankChecksums: Bool, onBroken: @escaping @Sendable (String) -> Void
+        copier: FrontendCopier, frames: FrameQueue, counters: NetworkCounters, metrics: NetBackMetrics,
+        ringGauges: (tx: Meter, rx: Meter), multicast: MulticastFilter, completeBlankChecksums: Bool,
+        onBroken: @escaping @Sendable (String) -> Void
     ) {
         self.txPort = txPort
         self.rxPort = rxPort
@@ -56,6 +60,8 @@ final class NetBackQueue: Sendable {
         self.copier = copier
         self.frames = frames
         self.counters = counters
+        self.metrics = metrics
+        self.ringGauges = ringGauges
         self.multicast = multicast
         self.completeBlankChecksums = completeBlankChecksums
         self.onBroken = onBroken
@@ -73,15 +79,20 @@ final class NetBackQueue: Sendable {
     func drainTx() {
         var delivered: [NetworkFrame] = []
         var broken: String?
+        var heldBack = false
+        var pending: UInt32 = 0
         let notify = state.withLock { state -> Bool in
             guard state.failure == nil, var ring = state.txRing else { return false }
-            defer { state.txRing = ring }
+            defer {
+                state.txRing = ring
+                pending = ring.pendingResponses
+            }
             do {
                 drain: while true {
                     var available = try ring.unconsumedRequests()
                     while available > 0 {
                         if !state.txAssembler.hasPartialPacket, frames.isFull {
-                            if !state.txHeld { counters.count(\.rxHeldBack) }
+                            if !state.txHeld { heldBack = true }
                             state.txHeld = true
                             break drain
                         }
@@ -102,10 +113,16 @@ final class NetBackQueue: Sendable {
             }
             return ring.pushResponses()
         }
+        if heldBack {
+            counters.count(\.rxHeldBack)
+            metrics.rx.backPressure.increment()
+        }
         for frame in delivered {
             counters.received(frame.data.count)
+            metrics.rx.frame(frame.data.count)
             frames.offer(frame)
         }
+        ringGauges.rx.set(pending)
         if notify { try? events.notify(txPort) }
         if let broken { onBroken(broken) }
     }
@@ -123,7 +140,7 @@ final class NetBackQueue: Sendable {
             return (.okay, nil)
         }
         guard packet.size >= Netif.ethernetHeaderSize else {
-            counters.count(\.rxErrors)
+            countReceiveError()
             return (.error, nil)
         }
         // Every byte is copied in below (the fragments cover the frame), so no zeroing first.
@@ -139,7 +156,7 @@ final class NetBackQueue: Sendable {
             offset += fragment.size
         }
         do { try copier.copy(segments) } catch {
-            counters.count(\.rxErrors)
+            countReceiveError()
             return (.error, nil)
         }
         var checksum: NetworkChecksum =
@@ -150,17 +167,25 @@ final class NetBackQueue: Sendable {
         return (.okay, NetworkFrame(data: data, checksum: checksum, gso: gso))
     }
 
+    private func countReceiveError() {
+        counters.count(\.rxErrors)
+        metrics.rx.errors.increment()
+    }
+
     // MARK: - Frames to the frontend
 
     /// Banks the rx requests the frontend posted and wakes writers waiting for them.
     func bankRequests() {
         var broken: String?
+        var banked = 0
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             guard state.failure == nil else { return [] }
             do { try Self.bank(&state) } catch { broken = "\(error)" }
+            banked = state.banked
             defer { state.waiters.removeAll() }
             return state.waiters
         }
+        ringGauges.tx.set(banked)
         for waiter in waiters { waiter.resume() }
         if let broken { onBroken(broken) }
     }
@@ -186,6 +211,7 @@ final class NetBackQueue: Sendable {
         let slots = pages + (extra == nil ? 0 : 1)
         while true {
             var broken: String?
+            var banked = 0
             let outcome = state.withLock { state -> Result<(Bool, Bool), NetworkError>? in
                 if let failure = state.failure { return .failure(failure) }
                 do { try Self.bank(&state) } catch {
@@ -196,6 +222,7 @@ final class NetBackQueue: Sendable {
                 defer { state.rxRing = ring }
                 let requests = Array(state.bank[state.bankHead..<(state.bankHead + slots)])
                 state.bankHead += slots
+                banked = state.banked
                 if state.bankHead > 256, state.bankHead * 2 > state.bank.count {
                     state.bank.removeFirst(state.bankHead)
                     state.bankHead = 0
@@ -230,11 +257,16 @@ final class NetBackQueue: Sendable {
             if let broken { onBroken(broken) }
             if let outcome {
                 let (notify, copied) = try outcome.get()
+                ringGauges.tx.set(banked)
                 if notify { try? events.notify(rxPort) }
-                if !copied { counters.count(\.txErrors) }
+                if !copied {
+                    counters.count(\.txErrors)
+                    metrics.tx.errors.increment()
+                }
                 return
             }
             counters.count(\.txWaits)
+            metrics.tx.backPressure.increment()
             await waitForRequests(slots, poll: poll)
             if Task.isCancelled { throw .cancelled }
         }
@@ -289,6 +321,8 @@ final class NetBackQueue: Sendable {
             state.txRing = nil
             state.rxRing = nil
         }
+        ringGauges.tx.set(0)
+        ringGauges.rx.set(0)
     }
 }
 
