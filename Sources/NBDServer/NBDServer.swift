@@ -103,7 +103,8 @@ public final class NBDServer: Sendable {
     // MARK: - Serving
 
     /// Starts listening on `endpoint` (a unix socket path, removed first if it is a stale socket, or a TCP
-    /// host and port; port 0 picks a free one); connections are served until ``shutdown()``.
+    /// host and port; port 0 picks a free one); connections are served until ``shutdown()``, which stops
+    /// every listener too (removing its socket file): the listener's own `stop()` is for stopping one early.
     ///
     /// OCaml: `Nbd_lwt_unix.with_connection` / `nbd-tool serve` (their listen/accept loop)
     public func listen(on endpoint: NBDEndpoint) throws(NBDServerError) -> NBDServerListener {
