@@ -18,4 +18,27 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+
+    /// The next `count` bytes of the sequence: each number's eight bytes, least significant first (the
+    /// last number's low bytes when `count` is not a multiple of 8). A word at a time, so megabytes of test
+    /// data cost little even in a debug build.
+    public mutating func bytes(count: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        bytes.withUnsafeMutableBytes { raw in
+            var index = 0
+            while index + 8 <= count {
+                raw.storeBytes(of: next().littleEndian, toByteOffset: index, as: UInt64.self)
+                index += 8
+            }
+            if index < count {
+                var word = next()
+                while index < count {
+                    raw[index] = UInt8(truncatingIfNeeded: word)
+                    word >>= 8
+                    index += 1
+                }
+            }
+        }
+        return bytes
+    }
 }

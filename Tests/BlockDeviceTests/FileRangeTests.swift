@@ -12,7 +12,7 @@ import XenCore
     private static func file(_ count: Int) throws -> (path: String, bytes: [UInt8]) {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("range-\(UUID().uuidString)").path
         var generator = SplitMix64(seed: 7)
-        let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        let bytes = generator.bytes(count: count)
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         return (path, bytes)
     }
@@ -56,7 +56,7 @@ import XenCore
     /// pages that carry a readahead mark — half of a server's random reads on a file several readers shared,
     /// measured with strace; this pass does not reliably leave such marks, so it checks the outcome only.)
     @Test func everyCachedPageIsReadWithoutWaitingAfterAPartialSequentialPass() throws {
-        let (path, bytes) = try Self.file(8 << 20)
+        let (path, bytes) = try Self.file(4 << 20)
         defer { unlink(path) }
         let fd = open(path, O_RDONLY)
         defer { close(fd) }

@@ -105,7 +105,7 @@ struct NBDServerClientTests {
         let path = directory.appendingPathComponent("disk.img").path
         // Pseudo-random bytes: a range sent from the wrong offset cannot match by a period of the pattern.
         var generator = SplitMix64(seed: 9)
-        let data = PageBuffer(copying: (0..<(4 << 20)).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
+        let data = PageBuffer(copying: generator.bytes(count: 4 << 20))
         try Data(data.bytes).write(to: URL(fileURLWithPath: path))
         // Default options (reads of 64 KiB and more from the page cache by sendfile), and copying only.
         for minimum in [64 << 10, nil] {
@@ -137,7 +137,7 @@ struct NBDServerClientTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("source.img").path
         var generator = SplitMix64(seed: 5)
-        let data = PageBuffer(copying: (0..<(1 << 20)).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
+        let data = PageBuffer(copying: generator.bytes(count: 1 << 20))
         try Data(data.bytes).write(to: URL(fileURLWithPath: path))
         // A 64 KiB request limit: a 768 KiB range goes as 12 WRITEs, each a piece of the one lease.
         let rig = try await ServerRig([ServerRig.memory(4 << 20)], options: NBDServerOptions(maxPayload: 64 << 10))

@@ -74,16 +74,7 @@ struct VchanRig {
 /// Deterministic pseudo-random bytes (SplitMix64), so both ends can check what they received.
 func patternBytes(count: Int, seed: UInt64) -> [UInt8] {
     var generator = SplitMix64(seed: seed)
-    var bytes = [UInt8](repeating: 0, count: count)
-    var index = 0
-    while index < count {
-        let word = generator.next()
-        for shift in stride(from: 0, to: 64, by: 8) where index < count {
-            bytes[index] = UInt8(truncatingIfNeeded: word >> UInt64(shift))
-            index += 1
-        }
-    }
-    return bytes
+    return generator.bytes(count: count)
 }
 
 /// Sends `up` from the client and `down` from the server at the same time, and checks both arrive whole.
