@@ -64,8 +64,7 @@ struct NBDServerClientTests {
     }
 
     @Test func sparseFileReadsAndAllocationMap() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nbdsparse-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try makeTemporaryDirectory("nbdsparse")
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("disk.img").path
         let data = pattern(256 << 10, seed: 4)
@@ -98,9 +97,7 @@ struct NBDServerClientTests {
     }
 
     @Test func longReadsOfACachedFileGoOutWithSendfileOrCopied() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "nbdsendfile-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try makeTemporaryDirectory("nbdsendfile")
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("disk.img").path
         // Pseudo-random bytes: a range sent from the wrong offset cannot match by a period of the pattern.
@@ -132,8 +129,7 @@ struct NBDServerClientTests {
     }
 
     @Test func writesFromAFileGoOutWithSendfileInPieces() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nbdwfile-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try makeTemporaryDirectory("nbdwfile")
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("source.img").path
         var generator = SplitMix64(seed: 5)

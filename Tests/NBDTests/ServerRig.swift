@@ -132,3 +132,10 @@ func tool(_ path: String, _ arguments: [String], input: Data? = nil) async throw
         }
     }
 }
+
+/// A fresh directory under the temporary directory; the caller removes it.
+func makeTemporaryDirectory(_ prefix: String) throws -> URL {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory
+}
