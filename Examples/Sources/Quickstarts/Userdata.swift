@@ -6,7 +6,7 @@ import XenCore
 public func userdataQuickstart(
     root: String, hypervisor: SimulatedHypervisor, guest: SimulatedDomain
 ) async throws -> (value: [UInt8]?, removed: [UserdataCollector.Collected]) {
-    let store = UserdataStore(root: root, domains: hypervisor)  // on Xen: XenControlDomainDirectory()
+    let store = UserdataStore(root: root, domains: hypervisor)  // on Xen: try XenControlDomainDirectory()
     let id = try UserdataID(validating: "my-toolstack")
     try await store.store(domid: guest.id, userid: id, data: Array("owner=alice".utf8))
     let value = try await store.retrieve(domid: guest.id, userid: id)  // nil when there is none

@@ -8,7 +8,7 @@ import XenStoreServer
 public func vchanQuickstart(
     server: XenStoreServer, hypervisor: SimulatedHypervisor, guest: SimulatedDomain
 ) async throws -> [UInt8] {
-    let dom0Side = VchanEnvironment(
+    let dom0Side = VchanEnvironment(  // on Xen: try VchanEnvironment.xen(xenstore:)
         xenstore: XenStoreClient(transport: server.connect(domain: .dom0)),
         eventChannel: hypervisor.dom0.eventChannel, gntshr: hypervisor.dom0.openGntshr(),
         grantTable: hypervisor.dom0.grantTable, localDomain: .dom0)
