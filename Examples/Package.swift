@@ -19,6 +19,21 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
+        // README.md's quickstarts, one function per component, run end to end on the simulator.
+        .target(
+            name: "Quickstarts",
+            dependencies: swiftXen(
+                "XenCore", "XenStoreClient", "XenStoreServer", "SimulatedHypervisor", "GrantTable", "EventChannel",
+                "BlockDevice", "BlockFront", "BlockBack", "NetifProtocol", "NetworkDevice", "NetFront", "NetBack",
+                "ConsoleBackend", "NBDClient", "NBDServer", "DomainUserdata", "Vchan")
+        ),
+        .testTarget(
+            name: "QuickstartsTests",
+            dependencies: ["Quickstarts"]
+                + swiftXen(
+                    "XenCore", "XenStoreClient", "XenStoreServer", "SimulatedHypervisor", "BlockFront",
+                    "ConsoleBackend", "NetworkDevice")
+        ),
         // A toolstack function, tested against the in-memory xenstored.
         .target(name: "ToolstackExample", dependencies: swiftXen("XenStoreClient")),
         .testTarget(
