@@ -18,8 +18,10 @@ struct NBDCopy: AsyncParsableCommand {
     @Option(
         help: "Connections per NBD side, when the server allows multi-conn (nbdcopy's default: the cores, at most 4).")
     var connections = min(4, ProcessInfo.processInfo.activeProcessorCount)
-    @Option(help: "Requests in flight per connection.") var requests = 64
-    @Option(help: "Bytes per request.") var requestSize = 256 << 10
+    // nbdcopy keeps 64 requests of 256 KiB in flight per connection; the same 16 MiB in 16 requests of 1 MiB
+    // costs both ends a quarter of the per-request work (measured: NBD → null: 1.4x as fast).
+    @Option(help: "Requests in flight per connection.") var requests = 16
+    @Option(help: "Bytes per request.") var requestSize = 1 << 20
     @Flag(help: "Flush the destination at the end.") var flush = false
     @Flag(help: "Ignore the source's allocation map: copy every byte as data.") var noExtents = false
     @Flag(help: "The destination already reads as zeroes: skip zero ranges.") var destinationIsZero = false
