@@ -144,14 +144,21 @@ extension FileBlockDevice {
 
 /// Linux calls and constants Swift's Glibc module hides behind `_GNU_SOURCE`: looked up once with `dlsym`
 /// (C calling convention, no C target needed) and spelled as their stable Linux ABI values.
-enum LinuxCalls {
+package enum LinuxCalls {
     typealias PReadV2 = @convention(c) (Int32, UnsafePointer<iovec>?, Int32, off_t, Int32) -> Int
     typealias FAllocate = @convention(c) (Int32, Int32, off_t, off_t) -> Int32
+    package typealias SyncFileRange = @convention(c) (Int32, Int64, Int64, UInt32) -> Int32
 
     /// `preadv2(2)`, if the C library has it.
     static let preadv2: PReadV2? = symbol("preadv2", as: PReadV2.self)
     /// `fallocate(2)`, if the C library has it.
     static let fallocate: FAllocate? = symbol("fallocate", as: FAllocate.self)
+    /// `sync_file_range(2)`, if the C library has it.
+    package static let syncFileRange: SyncFileRange? = symbol("sync_file_range", as: SyncFileRange.self)
+    /// `SYNC_FILE_RANGE_WAIT_BEFORE`, `SYNC_FILE_RANGE_WRITE` and `SYNC_FILE_RANGE_WAIT_AFTER`.
+    package static let syncWaitBefore: UInt32 = 1
+    package static let syncWrite: UInt32 = 2
+    package static let syncWaitAfter: UInt32 = 4
 
     /// `cachestat(2)` through `syscall(2)`, which Swift cannot call directly (it is variadic; the C library's
     /// `syscall` only moves registers, so a fixed-arity call is what it expects).

@@ -139,9 +139,13 @@ struct NBDCopy: AsyncParsableCommand {
                 let onThread = input.executor(lane) != nil
                 group.addTask(executorPreference: input.executor(lane) ?? output.executor(lane)) {
                     let buffer = pool.buffer(count: chunk)
+                    var previous: (offset: UInt64, length: Int)?
                     while true {
                         let index = cursor.next.add(1, ordering: .relaxed).oldValue
-                        guard index < pieces.count else { return }
+                        guard index < pieces.count else {
+                            await output.writeBehind(nil, previous: previous, onThisThread: onThread)
+                            return
+                        }
                         let piece = pieces[index]
                         if piece.zero {
                             try await output.zero(at: piece.offset, length: piece.length, scratch: buffer)
@@ -154,6 +158,9 @@ struct NBDCopy: AsyncParsableCommand {
                             let view = buffer.slice(from: 0, count: Int(piece.length))
                             _ = try await input.read(view, at: piece.offset)
                             try await output.write(view, at: piece.offset, onThisThread: onThread)
+                            await output.writeBehind(
+                                (piece.offset, view.count), previous: previous, onThisThread: onThread)
+                            previous = (piece.offset, view.count)
                         }
                         bar.advance(piece.length)
                     }

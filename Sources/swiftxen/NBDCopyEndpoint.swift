@@ -151,6 +151,29 @@ enum CopyEndpoint: Sendable {
         }
     }
 
+    /// After a data write of `range` to a file or block device, as nbdcopy does: the range
+    /// is handed to writeback at once, and `previous` (the range the same worker wrote before) is waited for
+    /// and dropped from the page cache. So a copy holds about one range per worker in memory instead of the
+    /// whole image dirty (which the kernel's dirty limits throttle anyway on large copies), pushes out
+    /// nothing else that is cached, and reuses the pages it just freed rather than fresh ones (on a VM
+    /// with free page reporting, fresh pages cost the host a fault each). Blocking: call it on a thread
+    /// that may wait for the disk (`onThisThread`), else it runs on the blocking-I/O threads.
+    func writeBehind(
+        _ range: (offset: UInt64, length: Int)?, previous: (offset: UInt64, length: Int)?, onThisThread: Bool
+    ) async {
+        guard case .device(_, _, let fd) = self, fd >= 0, let sync = LinuxCalls.syncFileRange else { return }
+        let settle = { @Sendable in
+            if let range, range.length > 0 {
+                _ = sync(fd, Int64(range.offset), Int64(range.length), LinuxCalls.syncWrite)
+            }
+            guard let previous, previous.length > 0 else { return }
+            let waitAndWrite = LinuxCalls.syncWaitBefore | LinuxCalls.syncWrite | LinuxCalls.syncWaitAfter
+            _ = sync(fd, Int64(previous.offset), Int64(previous.length), waitAndWrite)
+            _ = posix_fadvise(fd, off_t(previous.offset), off_t(previous.length), POSIX_FADV_DONTNEED)
+        }
+        if onThisThread { settle() } else { await BlockingIOThreads.shared.run(settle) }
+    }
+
     /// Makes `length` bytes at `offset` read as zeroes (holes where the destination can make them).
     func zero(at offset: UInt64, length: UInt64, scratch: PageBuffer) async throws {
         switch self {
