@@ -85,8 +85,6 @@ let package = Package(
             name: "XenStoreClient",
             dependencies: [
                 "XenStoreProtocol", "XenCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -106,7 +104,7 @@ let package = Package(
         // MARK: - Block devices
         .target(name: "SharedRing", dependencies: ["XenCore"], swiftSettings: strict),
         .target(name: "BlockDevice", dependencies: ["XenCore"], swiftSettings: strict),
-        .target(name: "BlkifProtocol", dependencies: ["XenCore", "SharedRing"], swiftSettings: strict),
+        .target(name: "BlkifProtocol", dependencies: ["XenCore"], swiftSettings: strict),
         .target(
             name: "BlockFront",
             dependencies: [
@@ -118,8 +116,8 @@ let package = Package(
         .target(
             name: "BlockBack",
             dependencies: [
-                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "GrantTable",
-                "EventChannel", "BackendTelemetry",
+                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "GrantTable", "EventChannel",
+                "BackendTelemetry",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -127,7 +125,7 @@ let package = Package(
         ),
 
         // MARK: - Network devices
-        .target(name: "NetifProtocol", dependencies: ["XenCore", "SharedRing"], swiftSettings: strict),
+        .target(name: "NetifProtocol", dependencies: ["XenCore"], swiftSettings: strict),
         // The Mirage_net.S twin: the device protocol, frames, counters, the received-frame queue, bridging.
         .target(name: "NetworkDevice", dependencies: ["XenCore", "NetifProtocol"], swiftSettings: strict),
         .target(
@@ -205,9 +203,9 @@ let package = Package(
         .executableTarget(
             name: "swiftxen",
             dependencies: [
-                "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
-                "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "NBDServer", "NBDProtocol", "DomainUserdata", "BlkifProtocol", "NetFront", "NetBack", "NetifProtocol",
+                "XenCore", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel", "SimulatedHypervisor",
+                "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient", "NBDServer", "NBDProtocol",
+                "DomainUserdata", "BlkifProtocol", "NetFront", "NetBack", "NetifProtocol",
                 "NetworkDevice", "Vchan",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -217,9 +215,9 @@ let package = Package(
         .executableTarget(
             name: "swiftxen-bench",
             dependencies: [
-                "XenCore", "XenStoreProtocol", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel",
-                "SimulatedHypervisor", "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient",
-                "NBDServer", "CXen", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan",
+                "XenCore", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel", "SimulatedHypervisor",
+                "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient", "CXen", "NetFront", "NetBack",
+                "NetifProtocol", "NetworkDevice", "Vchan",
             ],
             swiftSettings: strict
         ),
@@ -236,7 +234,7 @@ let package = Package(
         ),
 
         // MARK: - Tests
-        .testTarget(name: "CXenTests", dependencies: ["CXen", "XenStoreProtocol", "BlkifProtocol", "XenCore"]),
+        .testTarget(name: "CXenTests", dependencies: ["CXen", "XenStoreProtocol"]),
         .testTarget(name: "XenCoreTests", dependencies: ["XenCore"]),
         .testTarget(name: "XenStoreProtocolTests", dependencies: ["XenStoreProtocol"]),
         .testTarget(name: "XenStoreServerTests", dependencies: ["XenStoreServer", "XenStoreProtocol", "XenCore"]),
