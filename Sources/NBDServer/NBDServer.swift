@@ -10,7 +10,7 @@ import XenCore
 
 /// An NBD server: exports `BlockDevice`s over unix sockets and TCP.
 ///
-/// Each connection runs on a thread of its own: the handshake (a pure ``NBDServerHandshake`` fed from
+/// Each connection runs on a thread of its own: the handshake (a pure `NBDServerHandshake` fed from
 /// the socket), then transmission, where the thread decodes requests, answers reads that need no waiting
 /// (`BlockDevice.readWithoutWaiting(at:into:)`) on the spot and runs every other request as a task on
 /// itself (it is their task executor), so a device's completion and the reply go out without a thread hop.

@@ -1,4 +1,5 @@
 public import BlockDevice
+public import NBDProtocol
 
 /// One export: a name and the device behind it.
 ///

@@ -1,5 +1,4 @@
 import NBDProtocol
-import NBDServer
 import Testing
 
 /// The pure server handshake, fed scripted client bytes (whole and byte by byte); replies checked byte

@@ -114,4 +114,74 @@ extension Seeds {
         NBDRequestHeader(flags: flags, type: type.rawValue, cookie: cookie, offset: offset, length: length)
             .encode(extended: extended)
     }
+
+    /// An nbd-server-request input: the configuration byte, the sizes of "disk" (1 MiB unless said) and "other"
+    /// (4 KiB), the chunk size, then what the client sends.
+    static func serverInput(config: UInt8, disk: Int = 1 << 20, chunk: UInt8 = 0, _ stream: [UInt8]) -> [UInt8] {
+        [config] + le16(disk & 0xFFFF) + le16(disk >> 16) + [0, 0x10, 0, 0, 0, 0, 0, 0] + [chunk] + stream
+    }
+
+    static func nbdServerRequests() -> [[UInt8]] {
+        let fixed: [UInt8] = [0, 0, 0, 3]
+        let go = NBDOptionRequest.encode(.go, data: NBDOptionRequest.goData(export: "disk", requests: [.name]))
+        let negotiate =
+            NBDOptionRequest.encode(.structuredReply)
+            + NBDOptionRequest.encode(
+                .setMetaContext, data: NBDOptionRequest.metaContextData(export: "disk", queries: ["base:allocation"]))
+            + NBDOptionRequest.encode(.list)
+            + NBDOptionRequest.encode(.info, data: NBDOptionRequest.goData(export: "disk", requests: []))
+            + NBDOptionRequest.encode(
+                .listMetaContext, data: NBDOptionRequest.metaContextData(export: "disk", queries: []))
+            + NBDOptionRequest.encode(.peekExport) + go
+        let requests =
+            request(.read, cookie: 1, 0, 4096) + request(.write, cookie: 2, 4096, 512)
+            + [UInt8](repeating: 0x77, count: 512) + request(.flush, cookie: 3, 0, 0)
+            + request(.trim, cookie: 4, 0, 512)
+            + request(.blockStatus, .reqOne, cookie: 5, 0, 1 << 20) + request(.cache, cookie: 6, 1, 1)
+            + request(.writeZeroes, [.noHole, .fastZero], cookie: 7, 512, 512) + request(.read, cookie: 8, 1 << 20, 512)
+            + NBDRequestHeader(type: 99, cookie: 9, offset: 0, length: 0).encode()
+            + request(.write, .fua, cookie: 10, 3, 512) + [UInt8](repeating: 0x78, count: 512)
+            + request(.disconnect, cookie: 11, 0, 0)
+        let extended =
+            fixed + NBDOptionRequest.encode(.extendedHeaders) + go
+            + request(.write, .payloadLength, cookie: 1, 0, 1024, extended: true) + [UInt8](repeating: 1, count: 1024)
+            + request(.read, cookie: 2, 512, 1 << 21, extended: true)
+            + request(.read, .payloadLength, cookie: 3, 0, 16, extended: true) + [UInt8](repeating: 2, count: 16)
+            + request(.disconnect, cookie: 4, 0, 0, extended: true)
+        // EXPORT_NAME without NO_ZEROES in 7-byte pieces, then a write to the read-only export.
+        let exportName =
+            [0, 0, 0, 1] + NBDOptionRequest.encode(.exportName, data: Array("other".utf8))
+            + request(.write, cookie: 1, 0, 16) + [UInt8](repeating: 3, count: 16) + request(.read, cookie: 2, 0, 4096)
+        // TLS required: options before STARTTLS are refused, then GO under TLS; an oversized option skipped. The
+        // 36-byte pieces end the first one right after STARTTLS.
+        let tls =
+            fixed + NBDOptionRequest.encode(.list) + NBDOptionRequest.encode(.startTLS)
+            + NBDOptionRequestHeader(option: 9, length: 2000).encode() + [UInt8](repeating: 0, count: 2000) + go
+            + request(.flush, cookie: 1, 0, 0)
+        // TLS optional: STARTTLS, then a meta context chosen for "other" and GO for the default export "": block
+        // status has no context; DF reads, structured.
+        let optional =
+            fixed + NBDOptionRequest.encode(.startTLS) + NBDOptionRequest.encode(.structuredReply)
+            + NBDOptionRequest.encode(
+                .setMetaContext, data: NBDOptionRequest.metaContextData(export: "other", queries: ["base:allocation"]))
+            + NBDOptionRequest.encode(.go, data: NBDOptionRequest.goData(export: "", requests: [.description]))
+            + request(.blockStatus, cookie: 1, 0, 4096) + request(.read, .dontFragment, cookie: 2, 0, 8192)
+            + request(.read, cookie: 3, 0, 0) + request(.cache, cookie: 4, 0, 1 << 21)
+            + request(.disconnect, cookie: 5, 0, 0)
+        // LIST, an unknown option with data, STARTTLS on a server without TLS, then ABORT.
+        let abort =
+            fixed + NBDOptionRequest.encode(.list) + NBDOptionRequestHeader(option: 42, length: 3).encode() + [1, 2, 3]
+            + NBDOptionRequest.encode(.startTLS) + NBDOptionRequest.encode(.abort)
+        // At most 8 options: the ninth closes the connection.
+        let flood = fixed + (0..<9).flatMap { _ in NBDOptionRequest.encode(.structuredReply) }
+        // TLS required and the TLS handshake never finishes: the client's next bytes close the connection.
+        let stalled = fixed + NBDOptionRequest.encode(.startTLS) + go
+        return [
+            serverInput(config: 0x10, fixed + negotiate + requests), serverInput(config: 0x10, extended),
+            serverInput(config: 0x00, disk: 4096, chunk: 7, exportName),
+            serverInput(config: 0x02, disk: 4096, chunk: 36, tls),
+            serverInput(config: 0x11, optional), serverInput(config: 0x00, abort), serverInput(config: 0x40, flood),
+            serverInput(config: 0x82, chunk: 20, stalled),
+        ]
+    }
 }

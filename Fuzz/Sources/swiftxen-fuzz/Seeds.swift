@@ -17,7 +17,7 @@ enum Seeds {
             ("xenstore-ring", xenstoreRing()), ("nbd-reply", nbdReplies()), ("nbd-handshake", nbdHandshakes()),
             ("nbd-uri", nbdURIs()), ("blkif-back", blkifBack()), ("blkif-front", blkifFront()),
             ("console-ring", consoleRing()), ("userdata", userdata()), ("netif-back", netifBack()),
-            ("netif-front", netifFront()), ("vchan-ring", vchanRing()),
+            ("netif-front", netifFront()), ("vchan-ring", vchanRing()), ("nbd-server-request", nbdServerRequests()),
         ]
         for (target, seeds) in all {
             let folder = directory + "/" + target

@@ -22,6 +22,7 @@ let targets: [(name: String, run: @Sendable ([UInt8]) -> Void)] = [
     ("netif-back", NetifBackTarget.run),
     ("netif-front", NetifFrontTarget.run),
     ("vchan-ring", VchanRingTarget.run),
+    ("nbd-server-request", NBDServerRequestTarget.run),
 ]
 
 nonisolated(unsafe) var selected: @Sendable ([UInt8]) -> Void = { _ in }

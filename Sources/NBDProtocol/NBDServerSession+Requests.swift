@@ -1,4 +1,5 @@
-public import NBDProtocol
+// The server's checks of transmission requests against the negotiated session, and the replies it sends:
+// pure functions, so a hostile client's requests are checked (and fuzzed) without a socket or a device.
 
 /// What a checked request asks the server to do (byte offsets and lengths, inside the export and aligned
 /// to its minimum block size).

@@ -1,4 +1,6 @@
-public import NBDProtocol
+// The server's side of the handshake as a pure state machine (fed bytes, answering with bytes and actions),
+// and what it settles: the export and the session transmission runs with. No I/O: NBDServer drives it from a
+// socket, the tests with golden bytes, the nbd-server-request fuzz target with a hostile client's bytes.
 
 /// What the handshake knows about one export: everything it answers options with.
 ///
