@@ -28,8 +28,8 @@ enum CopyEndpoint: Sendable {
     }
 
     /// Opens `text` as a destination for `size` bytes (nil: a stream source of unknown size). A regular file
-    /// is created or grown to `size` (never shrunk); character devices and pipes are written in order and
-    /// never grown.
+    /// is created or grown to `size` (never shrunk), or with no size written in order as it comes; character
+    /// devices and pipes are written in order and never grown.
     static func destination(_ text: String, size: UInt64?, options: NBDClientOptions) async throws -> CopyEndpoint {
         if text.contains("://") { return .nbd(try await NBDClient.connect(uri: text, options: options)) }
         if text == "null:" { return .null }
@@ -43,9 +43,12 @@ enum CopyEndpoint: Sendable {
         fstat(fd, &status)
         var zeroed = false
         if status.st_mode & S_IFMT == S_IFREG {
+            // A stream of unknown size (stdin) is written in order from the start, the file growing as it
+            // comes: a file device has a fixed size.
+            guard let size else { return .stream(dup(fd)) }
             // A new or empty file reads as zeroes: holes of the source need no writes.
             zeroed = !existed || status.st_size == 0
-            if let size, UInt64(status.st_size) < size, ftruncate(fd, off_t(size)) != 0 {
+            if UInt64(status.st_size) < size, ftruncate(fd, off_t(size)) != 0 {
                 throw ValidationError("cannot grow \(text) to \(size) bytes: \(String(cString: strerror(errno)))")
             }
         }

@@ -107,7 +107,8 @@ func tool(_ path: String, _ arguments: [String], input: Data? = nil) async throw
     return await withCheckedContinuation { continuation in
         let started = DetachedThread.spawn {
             if let input {
-                stdin.fileHandleForWriting.write(input)
+                // A tool may stop reading early (and exit): a broken pipe, not a crash of the test process.
+                try? stdin.fileHandleForWriting.write(contentsOf: input)
                 try? stdin.fileHandleForWriting.close()
             }
             // Drain stderr on its own so a chatty tool never blocks on a full pipe.
