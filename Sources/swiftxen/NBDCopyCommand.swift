@@ -61,7 +61,7 @@ struct NBDCopy: AsyncParsableCommand {
         do {
             if let size {
                 if let room = await output.size, room < size {
-                    throw ValidationError("the destination (\(room) bytes) is smaller than the source (\(size) bytes)")
+                    throw CopyError("the destination (\(room) bytes) is smaller than the source (\(size) bytes)")
                 }
                 let pieces = try await plan(input, size: size, chunk: UInt64(chunk), sparse: output.isRandomAccess)
                 let skipZeroes = destinationIsZero || output.startsZeroed
@@ -211,7 +211,7 @@ struct NBDCopy: AsyncParsableCommand {
                 let count = try await input.read(buffer, at: offset)
                 guard count > 0 else { break }
                 if let room, offset + UInt64(count) > room {
-                    throw ValidationError("the destination (\(room) bytes) is smaller than the source")
+                    throw CopyError("the destination (\(room) bytes) is smaller than the source")
                 }
                 let at = offset
                 let view = buffer.slice(from: 0, count: count)

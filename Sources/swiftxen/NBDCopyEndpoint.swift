@@ -21,7 +21,7 @@ enum CopyEndpoint: Sendable {
         if text == "-" { return .stream(0) }
         if text == "null:" { throw ValidationError("null: can only be a destination") }
         let fd = open(text, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ValidationError("cannot open \(text): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw CopyError("cannot open \(text): \(String(cString: strerror(errno)))") }
         defer { Glibc.close(fd) }
         if try Self.isStream(fd) { return .stream(dup(fd)) }
         return .device(try FileBlockDevice(path: text, sectorSize: 1, readOnly: true), zeroed: false, descriptor: -1)
@@ -36,7 +36,7 @@ enum CopyEndpoint: Sendable {
         if text == "-" { return .stream(1) }
         let existed = FileManager.default.fileExists(atPath: text)
         let fd = open(text, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ValidationError("cannot open \(text): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw CopyError("cannot open \(text): \(String(cString: strerror(errno)))") }
         defer { Glibc.close(fd) }
         if try Self.isStream(fd) { return .stream(dup(fd)) }
         var status = stat()
@@ -49,7 +49,7 @@ enum CopyEndpoint: Sendable {
             // A new or empty file reads as zeroes: holes of the source need no writes.
             zeroed = !existed || status.st_size == 0
             if UInt64(status.st_size) < size, ftruncate(fd, off_t(size)) != 0 {
-                throw ValidationError("cannot grow \(text) to \(size) bytes: \(String(cString: strerror(errno)))")
+                throw CopyError("cannot grow \(text) to \(size) bytes: \(String(cString: strerror(errno)))")
             }
         }
         return .device(try FileBlockDevice(path: text, sectorSize: 1), zeroed: zeroed, descriptor: dup(fd))
@@ -57,7 +57,7 @@ enum CopyEndpoint: Sendable {
 
     private static func isStream(_ fd: Int32) throws -> Bool {
         var status = stat()
-        guard fstat(fd, &status) == 0 else { throw ValidationError("fstat: \(String(cString: strerror(errno)))") }
+        guard fstat(fd, &status) == 0 else { throw CopyError("fstat: \(String(cString: strerror(errno)))") }
         let kind = status.st_mode & S_IFMT
         return kind == S_IFCHR || kind == S_IFIFO || kind == S_IFSOCK
     }
@@ -109,7 +109,7 @@ enum CopyEndpoint: Sendable {
             if !device.readWithoutWaiting(at: offset, into: [buffer]) {
                 try await device.read(at: offset, into: [buffer])
             }
-        case .null: throw ValidationError("null: cannot be read")
+        case .null: throw CopyError("null: cannot be read")
         case .stream(let fd): return try await Self.transfer(fd, buffer, write: false)
         }
         return buffer.count
@@ -133,7 +133,7 @@ enum CopyEndpoint: Sendable {
     /// Writes a leased file range: with `sendfile` to an NBD destination, else read into pages first.
     func write(_ file: FileRangeLease, at offset: UInt64) async throws {
         if case .nbd(let client) = self { return try await client.write(at: offset, fromFile: file) }
-        guard let pages = file.readIntoPages() else { throw ValidationError("cannot read the source at \(offset)") }
+        guard let pages = file.readIntoPages() else { throw CopyError("cannot read the source at \(offset)") }
         try await write(pages, at: offset)
     }
 
@@ -145,7 +145,7 @@ enum CopyEndpoint: Sendable {
             while done < buffer.count {
                 let count = pwrite(fd, buffer.pointer + done, buffer.count - done, off_t(offset) + off_t(done))
                 if count < 0 && errno == EINTR { continue }
-                guard count > 0 else { throw ValidationError("write failed: \(String(cString: strerror(errno)))") }
+                guard count > 0 else { throw CopyError("write failed: \(String(cString: strerror(errno)))") }
                 done += count
             }
         case .device(let device, _, _): try await device.write(at: offset, from: [buffer])
@@ -251,9 +251,17 @@ enum CopyEndpoint: Sendable {
             return done
         }
         if done < 0 {
-            throw ValidationError("\(write ? "write" : "read") failed: \(String(cString: strerror(Int32(-done))))")
+            throw CopyError("\(write ? "write" : "read") failed: \(String(cString: strerror(Int32(-done))))")
         }
-        if write && done < buffer.count { throw ValidationError("short write to a stream") }
+        if write && done < buffer.count { throw CopyError("short write to a stream") }
         return done
     }
+}
+
+/// A copy that failed while running (an endpoint that cannot be opened, grown, read or written; a destination
+/// too small): the message and exit status 1, as nbdcopy, without the usage text ArgumentParser prints for a
+/// `ValidationError`.
+struct CopyError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

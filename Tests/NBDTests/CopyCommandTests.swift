@@ -444,11 +444,14 @@ struct CopyCommandTests {
         let sourcePath = directory.appendingPathComponent("source.img").path
         let source = Self.random(16 << 20, seed: 8)
         try Self.write(source, to: sourcePath)
-        /// Failed with an error message, not a crash (a signal shows as a status above 128 or a trap).
-        func failed(_ result: ToolResult, saying text: String) {
-            #expect(result.status != 0, "exited 0: \(result.errors)")
+        /// Failed with an error message, not a crash (a signal shows as a status above 128 or a trap): a copy
+        /// that fails while running exits 1 as nbdcopy does, without the usage text; a command line that cannot
+        /// be run exits 64 (EX_USAGE) with it.
+        func failed(_ result: ToolResult, saying text: String, usage: Bool = false) {
+            #expect(result.status == (usage ? 64 : 1), "\(result.status): \(result.errors)")
             #expect(result.errors.contains(text), "\(result.status): \(result.errors)")
-            #expect(!result.errors.contains("Fatal error") && result.status < 128, "\(result.errors)")
+            #expect(result.errors.contains("Usage:") == usage, "\(result.errors)")
+            #expect(!result.errors.contains("Fatal error"), "\(result.errors)")
         }
         let small = try NBDKit(["memory", "size=8M"])
         defer { small.stop() }
@@ -476,7 +479,7 @@ struct CopyCommandTests {
         failed(
             try await copy([sourcePath, directory.appendingPathComponent("no/such/dir.img").path]),
             saying: "cannot open")
-        failed(try await copy(["null:", "null:"]), saying: "null: can only be a destination")
+        failed(try await copy(["null:", "null:"]), saying: "null: can only be a destination", usage: true)
         #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("x.img").path))
     }
 }
