@@ -47,6 +47,7 @@ extension NBDServerConnection {
         var fds = [
             pollfd(fd: descriptor, events: 0, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
+        var spin = server.options.busyPollWindow.map { SpinClock(window: Self.nanoseconds($0)) }
         while true {
             let moreJobs = runJobs()
             let (pending, failed, queued) = output.withLock { output -> (Bool, Int32, Int) in
@@ -73,7 +74,13 @@ extension NBDServerConnection {
             fds[0].events = (wantRead ? Int16(POLLIN) : 0) | (pending ? Int16(POLLOUT) : 0)
             fds[0].revents = 0
             fds[1].revents = 0
-            if poll(&fds, 2, moreJobs ? 0 : -1) < 0 {
+            // Right after traffic the next request is likely microseconds away: poll without sleeping for a
+            // while (XenCore's `SpinClock`, `NBDServerOptions.busyPollWindow`) before sleeping in `poll`.
+            var ready: Int32 = 0
+            if !moreJobs, let clock = spin { ready = clock.spin(&fds) }
+            if ready == 0 { ready = poll(&fds, 2, moreJobs ? 0 : -1) }
+            if fds[0].revents != 0 { spin?.touch() }
+            if ready < 0 {
                 if errno == EINTR { continue }
                 return
             }
@@ -119,6 +126,11 @@ extension NBDServerConnection {
         if count == 0 { return false }
         if count < 0 { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR }
         return process(UnsafeRawBufferPointer(rebasing: staging[0..<(count - direct)]), &transmission)
+    }
+
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
 
     /// True while the connection holds as much as it may: no new request starts (one always may when it

@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import XenCore
 
 /// The number of requests in flight, mirrored out of `MultiplexerState` (updated under its lock) so that a
 /// transport's I/O thread can read it without the lock: it spins only while requests go one at a time (see

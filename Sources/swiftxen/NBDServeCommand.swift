@@ -29,6 +29,8 @@ struct NBDServe: AsyncParsableCommand {
     @Option(help: "TLS mode with certificates: require (default) or on (at the client's choice).")
     var tls = "require"
     @Flag(help: "Require client certificates signed by the directory's ca-cert.pem.") var tlsVerifyPeer = false
+    @Option(help: "Microseconds a connection keeps polling after traffic before it sleeps (0: always sleep).")
+    var busyPoll = 100
 
     func validate() throws {
         guard (file == nil) != (memory == nil) else { throw ValidationError("give a FILE or --memory SIZE") }
@@ -51,6 +53,7 @@ struct NBDServe: AsyncParsableCommand {
             throw ValidationError("give a FILE or --memory SIZE")
         }
         var options = NBDServerOptions()
+        options.busyPollWindow = busyPoll > 0 ? .microseconds(busyPoll) : nil
         if let tlsCertificates {
             options.tls = NBDServerTLS(
                 certificatesDirectory: tlsCertificates, verifyClients: tlsVerifyPeer,

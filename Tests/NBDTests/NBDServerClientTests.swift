@@ -13,8 +13,10 @@ import XenCore
 struct NBDServerClientTests {
     private func flags(_ extents: [NBDExtent]) -> [UInt64] { extents.map(\.flags) }
 
-    @Test func everyCommandInEveryHeaderFormat() async throws {
-        let rig = try await ServerRig([ServerRig.memory(8 << 20)], tcp: true)
+    /// With the connections' busy polling (the default) and without (every wait sleeps in `poll`).
+    @Test(arguments: [true, false]) func everyCommandInEveryHeaderFormat(busyPolling: Bool) async throws {
+        let options = NBDServerOptions(busyPollWindow: busyPolling ? .microseconds(100) : nil)
+        let rig = try await ServerRig([ServerRig.memory(8 << 20)], options: options, tcp: true)
         let formats: [(String, NBDNegotiationOptions)] = [
             ("extended", NBDNegotiationOptions()),
             ("structured", NBDNegotiationOptions(extendedHeaders: false)),
