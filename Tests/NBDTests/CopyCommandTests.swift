@@ -40,6 +40,14 @@ struct CopyCommandTests {
         return Data(generator.bytes(count: count))
     }
 
+    /// `source.img` in `directory`: `size` random bytes from `seed`, and the bytes.
+    private static func sourceFile(in directory: URL, size: Int, seed: UInt64) throws -> (String, Data) {
+        let path = directory.appendingPathComponent("source.img").path
+        let data = random(size, seed: seed)
+        try write(data, to: path)
+        return (path, data)
+    }
+
     private static func contents(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
 
     private static func write(_ data: Data, to path: String) throws { try data.write(to: URL(fileURLWithPath: path)) }
@@ -129,9 +137,7 @@ struct CopyCommandTests {
         let directory = try makeTemporaryDirectory("nbdcopy")
         defer { try? FileManager.default.removeItem(at: directory) }
         let size = 16 << 20
-        let sourcePath = directory.appendingPathComponent("source.img").path
-        let source = Self.random(size, seed: 1)
-        try Self.write(source, to: sourcePath)
+        let (sourcePath, source) = try Self.sourceFile(in: directory, size: size, seed: 1)
         try await withServer([NBDServerExport(name: "disk", device: try FileBlockDevice(path: sourcePath))]) { rig in
             // A new file is created with the source's bytes.
             let fresh = directory.appendingPathComponent("fresh.img").path
@@ -202,9 +208,7 @@ struct CopyCommandTests {
         let directory = try makeTemporaryDirectory("nbdcopy")
         defer { try? FileManager.default.removeItem(at: directory) }
         let size = 16 << 20
-        let sourcePath = directory.appendingPathComponent("source.img").path
-        let source = Self.random(size, seed: 3)
-        try Self.write(source, to: sourcePath)
+        let (sourcePath, source) = try Self.sourceFile(in: directory, size: size, seed: 3)
         // Into our server's memory export (the source is in the page cache: sent with sendfile).
         try await withServer([ServerRig.memory(UInt64(size), name: "scratch")]) { rig in
             let result = try await copy([sourcePath, rig.uri("scratch")])
@@ -256,9 +260,7 @@ struct CopyCommandTests {
         let directory = try makeTemporaryDirectory("nbdcopy")
         defer { try? FileManager.default.removeItem(at: directory) }
         let size = 8 << 20
-        let sourcePath = directory.appendingPathComponent("source.img").path
-        let source = Self.random(size, seed: 5)
-        try Self.write(source, to: sourcePath)
+        let (sourcePath, source) = try Self.sourceFile(in: directory, size: size, seed: 5)
         try await withServer([ServerRig.memory(UInt64(size), name: "a"), ServerRig.memory(UInt64(size), name: "b")]) {
             rig in
             // stdin from a pipe → NBD.
@@ -414,9 +416,7 @@ struct CopyCommandTests {
         let directory = try makeTemporaryDirectory("nbdcopy")
         defer { try? FileManager.default.removeItem(at: directory) }
         let size = 8 << 20
-        let sourcePath = directory.appendingPathComponent("source.img").path
-        let source = Self.random(size, seed: 7)
-        try Self.write(source, to: sourcePath)
+        let (sourcePath, source) = try Self.sourceFile(in: directory, size: size, seed: 7)
         let device = GatedFlushDevice(sizeSectors: UInt64(size / 512))
         await device.release()
         try await withServer([NBDServerExport(name: "m", device: device)]) { rig in
@@ -441,9 +441,7 @@ struct CopyCommandTests {
     @Test func smallerDestinationsAndBadEndpointsFailCleanly() async throws {
         let directory = try makeTemporaryDirectory("nbdcopy")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let sourcePath = directory.appendingPathComponent("source.img").path
-        let source = Self.random(16 << 20, seed: 8)
-        try Self.write(source, to: sourcePath)
+        let (sourcePath, source) = try Self.sourceFile(in: directory, size: 16 << 20, seed: 8)
         /// Failed with an error message, not a crash (a signal shows as a status above 128 or a trap): a copy
         /// that fails while running exits 1 as nbdcopy does, without the usage text; a command line that cannot
         /// be run exits 64 (EX_USAGE) with it.
