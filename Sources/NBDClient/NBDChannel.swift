@@ -183,10 +183,3 @@ func wait<T: Sendable>(
     case .failure(let error): throw .io(String(describing: error))
     }
 }
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

@@ -47,7 +47,7 @@ extension NBDServerConnection {
         var fds = [
             pollfd(fd: descriptor, events: 0, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
-        var spin = server.options.busyPollWindow.map { SpinClock(window: Self.nanoseconds($0)) }
+        var spin = server.options.busyPollWindow.map { SpinClock(window: UInt64(max(0, $0.nanoseconds))) }
         while true {
             let moreJobs = runJobs()
             let (pending, failed, queued) = output.withLock { output -> (Bool, Int32, Int) in
@@ -126,11 +126,6 @@ extension NBDServerConnection {
         if count == 0 { return false }
         if count < 0 { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR }
         return process(UnsafeRawBufferPointer(rebasing: staging[0..<(count - direct)]), &transmission)
-    }
-
-    static func nanoseconds(_ duration: Duration) -> UInt64 {
-        let (seconds, attoseconds) = duration.components
-        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
 
     /// True while the connection holds as much as it may: no new request starts (one always may when it

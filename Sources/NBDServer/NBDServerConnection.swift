@@ -121,10 +121,7 @@ final class NBDServerConnection: Sendable {
             exports: server.descriptions, tlsMode: server.tlsContext == nil ? .off : server.options.tls?.mode ?? .off)
         machine.allowList = server.options.allowList
         machine.allowExtendedHeaders = server.options.extendedHeaders
-        let deadline = server.options.handshakeTimeout.map {
-            monotonicNanoseconds() + Int64($0.components.seconds) * 1_000_000_000
-                + Int64($0.components.attoseconds / 1_000_000_000)
-        }
+        let deadline = server.options.handshakeTimeout.map { monotonicNanoseconds() + $0.nanoseconds }
         var descriptor = socket
         var bridge: NBDTLSBridge?
         guard sendAll(descriptor, machine.greeting(), deadline: deadline) else { return nil }

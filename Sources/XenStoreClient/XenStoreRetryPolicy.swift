@@ -1,3 +1,5 @@
+import XenCore
+
 /// How `XenStoreClient.transaction` retries a transaction that conflicts (`EAGAIN` at commit, or from an
 /// operation inside it): at most `maxAttempts` runs of the body, sleeping a jittered, exponentially growing
 /// delay between runs so that contending clients spread out instead of colliding again in lock step.
@@ -45,11 +47,6 @@ public struct XenStoreRetryPolicy: Hashable, Sendable {
         return .nanoseconds(Int64.random(in: 0...cap, using: &generator))
     }
 
-    private static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        guard seconds >= 0 else { return 0 }
-        let (wholeNanos, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return Int64.max / 2 }
-        return wholeNanos + attoseconds / 1_000_000_000
-    }
+    /// Whole nanoseconds, 0 for a negative duration.
+    private static func nanoseconds(_ duration: Duration) -> Int64 { max(0, duration.nanoseconds) }
 }
