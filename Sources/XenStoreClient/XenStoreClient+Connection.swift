@@ -57,15 +57,21 @@ extension XenStoreClient {
             case .queued(let id, let flush, let connection):
                 let since = inFlight.deliveries.load(ordering: .acquiring)
                 if flush { await self.flush(connection) }
-                inFlight.awaitLoneReply(since: since)
-                return await withUnsafeContinuation { (continuation: ReplyContinuation) in
+                let waited = inFlight.awaitLoneReply(since: since)
+                let reply = await withUnsafeContinuation { (continuation: ReplyContinuation) in
                     let (now, drained) = state.withLock { state in
                         defer { inFlight.update(state) }
                         return state.startWaiting(id, continuation: continuation)
                     }
                     for waiter in drained { waiter.resume() }
-                    if let now { continuation.resume(returning: now) }
+                    if let now {
+                        inFlight.waking(1)
+                        continuation.resume(returning: now)
+                    }
                 }
+                inFlight.ran()
+                if waited && inFlight.yieldDue() { await Task.yield() }
+                return reply
             }
         }
     }
@@ -161,6 +167,7 @@ extension XenStoreClient {
 
     /// Acts on a dispatch result outside the lock.
     func act(on out: MultiplexerState.Dispatch) {
+        inFlight.waking(out.replies.count)
         for (continuation, result) in out.replies { continuation.resume(returning: result) }
         for (sink, event) in out.events { sink.deliver(event) }
         for waiter in out.drained { waiter.resume() }

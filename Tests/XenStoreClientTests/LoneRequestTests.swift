@@ -17,6 +17,34 @@ import XenStoreProtocol
         gauge.count.store(1, ordering: .relaxed)
         gauge.dispatching(pending: 5)
         #expect(!gauge.wantsSpin)
+        for _ in 0..<3 { gauge.dispatching(pending: 1) }
+        #expect(gauge.wantsSpin)
+        // A reply was handed to another requester whose task has not run yet: its thread is wanted.
+        gauge.waking(1)
+        #expect(!gauge.wantsSpin)
+        gauge.ran()
+        #expect(gauge.wantsSpin)
+    }
+
+    /// Only the task that sent the previous request waits for its reply (so that 64 tasks on one thread do not
+    /// run one at a time), and a task whose replies keep being caught yields now and then.
+    @Test func onlyASequentialRequesterWaitsAndItYieldsNowAndThen() async {
+        let gauge = InFlightGauge()
+        for _ in 0..<3 { gauge.dispatching(pending: 1) }
+        gauge.count.store(1, ordering: .relaxed)
+        gauge.readerThread.store(1, ordering: .relaxed)  // replies come from another thread
+        let waits = await Task {
+            let first = (gauge.awaitLoneReply(since: 0), gauge.awaitLoneReply(since: 0))
+            // Another task (this one still alive, so it has another identity) sends in between.
+            let other = await Task { gauge.awaitLoneReply(since: 0) }.value
+            return [first.0, first.1, other, gauge.awaitLoneReply(since: 0), gauge.awaitLoneReply(since: 0)]
+        }.value
+        #expect(waits == [false, true, false, false, true])
+        gauge.readerThread.store(0, ordering: .relaxed)  // an in-process transport: nobody to wait for
+        let noReader = await Task { (gauge.awaitLoneReply(since: 0), gauge.awaitLoneReply(since: 0)) }.value
+        #expect(noReader == (false, false))
+        let yields = (1...(3 * InFlightGauge.yieldEvery)).filter { _ in gauge.yieldDue() }.count
+        #expect(yields == 3)
     }
 
     @Test func lateReplyAfterManyQuickOnesArrivesAndHangUpFailsTyped() async throws {
