@@ -9,6 +9,12 @@ import XenStoreServer
 // CXen, the way every C toolstack reads) from 1 and 8 threads. libxenstore serialises its requests behind
 // a mutex and makes blocking calls, so its loops run on plain threads, never on the cooperative pool.
 //
+// A third peer is optional: XENSTORE_BENCH_PEER names a program that reads a key over a xenstored socket with a
+// given number of requests in flight for a given time and prints `reads_per_second N` (arguments: SOCKET
+// INFLIGHT SECONDS KEY). We run it with ocaml-xenstore's Lwt client (`Xs_client_lwt.Client` over a Lwt_unix
+// socket, built outside this tree), the library our client mirrors; it then joins the rounds at 1 and 64 in
+// flight, against the same in-process server.
+//
 // The machine may be shared and busy, so the measurements are interleaved in rounds (each round runs every
 // configuration for a short slice, in an order that reverses every round) and the median per configuration is
 // reported. The ratios are taken per round, between slices run back to back, and their median reported: load
@@ -48,9 +54,10 @@ enum XenStoreBench {
             Set(String(cString: $0).split(separator: ",").compactMap { Int($0) })
         }
         func wanted(_ index: Int) -> Bool { only?.contains(index) ?? true }
-        var samples: [[Double]] = Array(repeating: [], count: 6)
-        // Each SwiftXen configuration next to the libxenstore one it is compared with.
-        let order = [0, 4, 2, 1, 5, 3]
+        let peer = getenv("XENSTORE_BENCH_PEER").map { String(cString: $0) }
+        var samples: [[Double]] = Array(repeating: [], count: 8)
+        // Each SwiftXen configuration next to the libxenstore (and peer) one it is compared with.
+        let order = peer == nil ? [0, 4, 2, 1, 5, 3] : [0, 4, 6, 2, 1, 5, 7, 3]
         for round in 0..<rounds {
             for index in round % 2 == 0 ? order : order.reversed() where wanted(index) {
                 let rate: Double
@@ -60,7 +67,8 @@ enum XenStoreBench {
                 case 2: rate = try await swiftRate(swiftClient, inFlight: 1, executor: swiftClient.executor)
                 case 3: rate = try await swiftRate(swiftClient, inFlight: 64, executor: swiftClient.executor)
                 case 4: rate = try libxenstoreRate(shared, threads: 1)
-                default: rate = try libxenstoreRate(shared, threads: 8)
+                case 5: rate = try libxenstoreRate(shared, threads: 8)
+                default: rate = try peerRate(peer ?? "", socketPath: socketPath, inFlight: index == 6 ? 1 : 64)
                 }
                 samples[index].append(rate)
             }
@@ -84,10 +92,11 @@ enum XenStoreBench {
         let names = [
             "SwiftXen, 1 in flight", "SwiftXen, 64 in flight", "SwiftXen, 1 in flight, client executor",
             "SwiftXen, 64 in flight, client executor", "libxenstore xs_read, 1 thread",
-            "libxenstore xs_read, 8 threads",
+            "libxenstore xs_read, 8 threads", "peer (XENSTORE_BENCH_PEER), 1 in flight",
+            "peer (XENSTORE_BENCH_PEER), 64 in flight",
         ]
         print("   reads/s on one connection, median of \(rounds) interleaved rounds of \(seconds) s (min-max):")
-        for (index, name) in names.enumerated() {
+        for (index, name) in names.enumerated() where index < 6 || peer != nil {
             let pad = String(repeating: " ", count: max(0, 42 - name.count))
             let low = Int(samples[index].min() ?? 0)
             let high = Int(samples[index].max() ?? 0)
@@ -97,6 +106,13 @@ enum XenStoreBench {
         print("   ratio 1 in flight / libxenstore 1 thread:    \(format(ratio(0, one)))x (goal >= 0.9x)")
         print("   ratio 64 in flight / best libxenstore:       \(format(ratio(1, best)))x (goal >= 10x)")
         print("   with the client executor:                    \(format(ratio(2, one)))x / \(format(ratio(3, best)))x")
+        if peer != nil {
+            func peerAt(_ index: Int) -> (Int) -> Double {
+                { round in samples[index].indices.contains(round) ? samples[index][round] : 0 }
+            }
+            print("   ratio 1 in flight / peer 1 in flight:        \(format(ratio(0, peerAt(6))))x (goal >= 0.9x)")
+            print("   ratio 64 in flight / peer 64 in flight:      \(format(ratio(1, peerAt(7))))x (goal >= 1.0x)")
+        }
     }
 
     static func format(_ value: Double) -> String {
@@ -135,6 +151,18 @@ enum XenStoreBench {
     static func seconds(_ duration: Duration) -> Double {
         let (whole, atto) = duration.components
         return Double(whole) + Double(atto) / 1e18
+    }
+
+    // MARK: - The optional peer
+
+    /// Runs the peer program for one slice and returns the rate it printed.
+    static func peerRate(_ path: String, socketPath: String, inFlight: Int) throws -> Double {
+        let output = try NBDBench.tool(path, [socketPath, String(inFlight), String(seconds), key])
+        let words = String(decoding: output, as: UTF8.self).split(whereSeparator: \.isWhitespace)
+        guard let at = words.firstIndex(of: "reads_per_second"), at + 1 < words.count,
+            let rate = Double(words[at + 1])
+        else { throw BenchError(description: "\(path) printed no reads_per_second") }
+        return rate
     }
 
     // MARK: - libxenstore
