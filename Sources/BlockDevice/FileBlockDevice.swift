@@ -8,7 +8,7 @@ public import XenCore
 #endif
 
 /// A block device backed by a regular file or a block special file, read and written with pread/pwrite on
-/// dedicated threads. The default device BlockBack serves.
+/// XenCore's `BlockingPool` (short calls: at most its width at a time). The default device BlockBack serves.
 ///
 /// OCaml: `Block` of mirage-block-unix (`Block.connect`)
 public final class FileBlockDevice: BlockDevice {
@@ -28,7 +28,7 @@ public final class FileBlockDevice: BlockDevice {
     /// OCaml: `Block.get_info` (a value here, not an Lwt promise)
     public let deviceInfo: BlockDeviceInfo
     private let state: Mutex<State>
-    let threads = BlockingIOThreads.shared
+    let threads = BlockingPool.shared
 
     /// Opens `path`. Its size is rounded down to whole sectors; `readOnly` opens it O_RDONLY. A sector size
     /// of 1 makes the device byte-addressed (any file size, any offset): the file is read with pread, so

@@ -1,6 +1,6 @@
 import NIOCore
-import NIOPosix
 import Synchronization
+import XenCore
 
 #if canImport(Glibc)
     import Glibc
@@ -34,7 +34,8 @@ extension ConsoleSink {
 // MARK: - Log file
 
 /// Appends everything the guest prints to a file (xenconsoled's `--log=guest` files). Input is not read.
-/// Writes run on NIO's blocking thread pool, never on the cooperative pool.
+/// Writes run on XenCore's `BlockingPool`, never on the cooperative pool (as calls that may block without bound
+/// when the path is not a regular file: a FIFO whose reader stalls must not hold a thread short calls need).
 ///
 /// OCaml: none (xenconsoled `create_domain_log`)
 public struct LogFileConsoleSink: ConsoleSink {
@@ -50,13 +51,10 @@ public struct LogFileConsoleSink: ConsoleSink {
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .sink(op: "open", path: path, errno: errno) }
         defer { close(fd) }
+        var status = stat()
+        let regular = fstat(fd, &status) == 0 && status.st_mode & S_IFMT == S_IFREG
         for try await chunk in console.bytes {
-            let failed: Int32?
-            do {
-                failed = try await NIOThreadPool.singleton.runIfActive { writeAll(fd: fd, chunk) }
-            } catch {
-                throw .sink(op: "write", path: path, errno: ECANCELED)
-            }
+            let failed = await BlockingPool.shared.run(mayBlockIndefinitely: !regular) { writeAll(fd: fd, chunk) }
             if let failed { throw .sink(op: "write", path: path, errno: failed) }
         }
         if let failure = console.failure, case .protocolViolation = failure { throw failure }

@@ -4,22 +4,15 @@ import XenCore
 
 /// Opens sockets ourselves rather than through NIO's bootstrap, so that after the handshake a plain
 /// connection's descriptor can move to an ``NBDDirectConnection``. `getaddrinfo` and `connect` block, so
-/// they run on a short-lived thread of their own, never on the cooperative pool.
+/// they run on XenCore's `BlockingPool` (as calls that may block without bound), never on the cooperative pool.
 enum NBDSocket {
     /// Connects to `endpoint`; returns a connected, non-blocking, close-on-exec descriptor.
     static func connect(_ endpoint: NBDEndpoint, timeout: Duration?) async throws(NBDError) -> Int32 {
         // A unix socket whose listener has room connects at once: no thread needed for that.
         if case .unix(let path) = endpoint, let fd = connectUnixNow(path) { return fd }
-        let result: Result<Int32, NBDError> = await withUnsafeContinuation { continuation in
-            let status = DetachedThread.spawn {
-                continuation.resume(returning: connectBlocking(endpoint, timeout: timeout))
-            }
-            if status != 0 {
-                let reason = "cannot start a thread: \(String(cString: strerror(status)))"
-                continuation.resume(returning: .failure(.connectFailed(endpoint: endpoint.description, reason: reason)))
-            }
-        }
-        return try result.get()
+        return try await BlockingPool.shared.run(mayBlockIndefinitely: true) {
+            connectBlocking(endpoint, timeout: timeout)
+        }.get()
     }
 
     /// One non-blocking connect to a unix socket: the descriptor if it connected at once, else nil (the

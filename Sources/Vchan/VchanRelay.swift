@@ -57,7 +57,7 @@ extension VchanConnection {
 
     private func send(from input: Int32, _ chunkSize: Int) async throws(VchanError) -> RelayEnd? {
         while !Task.isCancelled {
-            let chunk = await DetachedThread.run { Descriptor.readChunk(input, chunkSize) }
+            let chunk = await BlockingPool.shared.run(mayBlockIndefinitely: true) { Descriptor.readChunk(input, chunkSize) }
             if Task.isCancelled { break }
             switch chunk {
             case .success(let bytes) where bytes.isEmpty: return .inputEnded
@@ -70,13 +70,14 @@ extension VchanConnection {
 
     private func receive(into output: Int32, _ chunkSize: Int) async throws(VchanError) -> RelayEnd? {
         for try await chunk in chunks(maximum: chunkSize) {
-            if let failure = await DetachedThread.run({ Descriptor.writeAll(output, chunk) }) { throw failure }
+            if let failure = await BlockingPool.shared.run(mayBlockIndefinitely: true, { Descriptor.writeAll(output, chunk) }) { throw failure }
         }
         return failure == nil ? .peerClosed : nil
     }
 }
 
-/// Blocking reads and writes of the relayed descriptors (run on threads of their own).
+/// Blocking reads and writes of the relayed descriptors (run on `BlockingPool`, as calls that may block without
+/// bound: a pipe or a terminal waits for its other end).
 private enum Descriptor {
     static func readChunk(_ fd: Int32, _ size: Int) -> Result<[UInt8], VchanError> {
         var buffer = [UInt8](repeating: 0, count: size)

@@ -4,8 +4,9 @@
     import Musl
 #endif
 
-/// Starts detached POSIX threads for blocking work (I/O threads, blocking connects, file I/O): the
-/// cooperative pool must never block. One helper for every target of the package (no CXen needed).
+/// Starts detached POSIX threads: every thread SwiftXen creates is started here (I/O threads, and
+/// `BlockingPool`'s threads for blocking calls), since the cooperative pool must never block. One helper for
+/// every target of the package (no CXen needed).
 package enum DetachedThread {
     private final class Box {
         let body: @Sendable () -> Void
@@ -30,20 +31,5 @@ package enum DetachedThread {
         }
         pthread_detach(thread)
         return 0
-    }
-
-    /// Runs `body` on a new detached thread and resumes the caller with its result, so a blocking call
-    /// never occupies the cooperative pool (inline, as a last resort, when no thread can be started).
-    package static func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
-            let job = OneShot { continuation.resume(returning: body()) }
-            if spawn({ job.run() }) != 0 { job.run() }
-        }
-    }
-
-    private final class OneShot: @unchecked Sendable {
-        // @unchecked: run by exactly one thread.
-        let run: () -> Void
-        init(_ run: @escaping () -> Void) { self.run = run }
     }
 }

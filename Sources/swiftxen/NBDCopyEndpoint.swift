@@ -174,7 +174,7 @@ enum CopyEndpoint: Sendable {
             _ = sync(fd, Int64(previous.offset), Int64(previous.length), waitAndWrite)
             _ = posix_fadvise(fd, off_t(previous.offset), off_t(previous.length), POSIX_FADV_DONTNEED)
         }
-        if onThisThread { settle() } else { await BlockingIOThreads.shared.run(settle) }
+        if onThisThread { settle() } else { await BlockingPool.shared.run(settle) }
     }
 
     /// Makes `length` bytes at `offset` read as zeroes (holes where the destination can make them).
@@ -219,7 +219,7 @@ enum CopyEndpoint: Sendable {
         case .nbd(let client): try await client.flush()
         case .device(let device, _, _): try await device.flush()
         case .null: break
-        case .stream(let fd): _ = await BlockingIOThreads.shared.run { fsync(fd) }
+        case .stream(let fd): _ = await BlockingPool.shared.run { fsync(fd) }
         }
     }
 
@@ -237,7 +237,7 @@ enum CopyEndpoint: Sendable {
     /// A whole blocking read or write of a stream on the blocking-I/O threads; a read stops early only at
     /// the end of the stream.
     private static func transfer(_ fd: Int32, _ buffer: PageBuffer, write: Bool) async throws -> Int {
-        let done = await BlockingIOThreads.shared.run { () -> Int in
+        let done = await BlockingPool.shared.run { () -> Int in
             var done = 0
             while done < buffer.count {
                 let count =

@@ -16,7 +16,7 @@ import XenCore
     }
 
     private func writeAll(_ fd: Int32, _ bytes: [UInt8]) async {
-        await DetachedThread.run {
+        await BlockingPool.shared.run(mayBlockIndefinitely: true) {
             var offset = 0
             while offset < bytes.count {
                 let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
@@ -27,7 +27,7 @@ import XenCore
     }
 
     private func readAll(_ fd: Int32, count: Int) async -> [UInt8] {
-        await DetachedThread.run {
+        await BlockingPool.shared.run(mayBlockIndefinitely: true) {
             var result: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 65536)
             while result.count < count {
