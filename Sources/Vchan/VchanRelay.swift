@@ -57,7 +57,9 @@ extension VchanConnection {
 
     private func send(from input: Int32, _ chunkSize: Int) async throws(VchanError) -> RelayEnd? {
         while !Task.isCancelled {
-            let chunk = await BlockingPool.shared.run(mayBlockIndefinitely: true) { Descriptor.readChunk(input, chunkSize) }
+            let chunk = await BlockingPool.shared.run(mayBlockIndefinitely: true) {
+                Descriptor.readChunk(input, chunkSize)
+            }
             if Task.isCancelled { break }
             switch chunk {
             case .success(let bytes) where bytes.isEmpty: return .inputEnded
@@ -70,7 +72,11 @@ extension VchanConnection {
 
     private func receive(into output: Int32, _ chunkSize: Int) async throws(VchanError) -> RelayEnd? {
         for try await chunk in chunks(maximum: chunkSize) {
-            if let failure = await BlockingPool.shared.run(mayBlockIndefinitely: true, { Descriptor.writeAll(output, chunk) }) { throw failure }
+            if let failure = await BlockingPool.shared.run(
+                mayBlockIndefinitely: true, { Descriptor.writeAll(output, chunk) })
+            {
+                throw failure
+            }
         }
         return failure == nil ? .peerClosed : nil
     }
