@@ -292,7 +292,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DomainUserdataTests",
-            dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor"]
+            dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor", "XenCore"]
         ),
     ]
 )
