@@ -81,6 +81,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The conversation table (what C xenstored answers, step by step): XenStoreServerTests plays it against
+        // XenStoreServer, xen-test-runner replays it against the real daemons (internal: not a product).
+        .target(
+            name: "XenStoreConversations", dependencies: ["XenStoreProtocol", "XenStoreServer", "XenCore"],
+            swiftSettings: strict
+        ),
         .target(
             name: "XenStoreClient",
             dependencies: [
@@ -228,7 +234,7 @@ let package = Package(
             name: "xen-test-runner",
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
-                "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreServer", "DomainUserdata",
+                "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreConversations", "DomainUserdata",
                 "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan",
             ],
             swiftSettings: strict
@@ -238,8 +244,10 @@ let package = Package(
         .testTarget(name: "CXenTests", dependencies: ["CXen", "XenStoreProtocol"]),
         .testTarget(name: "XenCoreTests", dependencies: ["XenCore"]),
         .testTarget(name: "XenStoreProtocolTests", dependencies: ["XenStoreProtocol"]),
-        .testTarget(name: "XenStoreServerTests", dependencies: ["XenStoreServer", "XenStoreProtocol", "XenCore"]),
-        .testTarget(name: "XenStoreClientTests", dependencies: ["XenStoreClient", "XenStoreServer"]),
+        .testTarget(
+            name: "XenStoreServerTests",
+            dependencies: ["XenStoreServer", "XenStoreProtocol", "XenCore", "XenStoreConversations"]),
+        .testTarget(name: "XenStoreClientTests", dependencies: ["XenStoreClient", "XenStoreServer", "XenCore"]),
         .testTarget(
             name: "GrantTableTests",
             dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore", "XenStoreProtocol"]
@@ -292,7 +300,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DomainUserdataTests",
-            dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor"]
+            dependencies: ["DomainUserdata", "XenStoreServer", "XenStoreClient", "SimulatedHypervisor", "XenCore"]
         ),
     ]
 )

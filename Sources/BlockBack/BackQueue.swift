@@ -221,19 +221,11 @@ final class BackQueue: Sendable {
                 let total = Int(units) * Blkif.sectorUnit
                 let bounce = PageBuffer(pages: (total + xenPageSize - 1) / xenPageSize).slice(from: 0, count: total)
                 if write {
-                    var offset = 0
-                    for slice in slices {
-                        bounce.slice(from: offset, count: slice.count).copy(from: slice)
-                        offset += slice.count
-                    }
+                    PageBuffer.copy(from: slices, to: [bounce])
                     try await context.device.write(at: deviceSector, from: [bounce])
                 } else {
                     try await context.device.read(at: deviceSector, into: [bounce])
-                    var offset = 0
-                    for slice in slices {
-                        slice.copy(from: bounce.slice(from: offset, count: slice.count))
-                        offset += slice.count
-                    }
+                    PageBuffer.copy(from: [bounce], to: slices)
                 }
             }
         } catch {

@@ -73,11 +73,8 @@ public final class MemoryBlockDevice: BlockDevice {
     }
 
     private func copyOut(at sector: UInt64, into buffers: [PageBuffer]) {
-        var offset = Int(sector) * deviceInfo.sectorSize
-        for buffer in buffers {
-            memmove(buffer.pointer, storage.pointer + offset, buffer.count)
-            offset += buffer.count
-        }
+        let offset = Int(sector) * deviceInfo.sectorSize
+        PageBuffer.copy(from: [storage.slice(from: offset, count: storage.count - offset)], to: buffers)
     }
 
     /// OCaml: `Mirage_block_mem.write`
@@ -85,11 +82,8 @@ public final class MemoryBlockDevice: BlockDevice {
         try checkConnected()
         guard deviceInfo.readWrite else { throw .isReadOnly }
         let count = try deviceInfo.validate(sector: sector, buffers: buffers)
-        var offset = Int(sector) * deviceInfo.sectorSize
-        for buffer in buffers {
-            memmove(storage.pointer + offset, buffer.pointer, buffer.count)
-            offset += buffer.count
-        }
+        let offset = Int(sector) * deviceInfo.sectorSize
+        PageBuffer.copy(from: buffers, to: [storage.slice(from: offset, count: storage.count - offset)])
         mark(sector: sector, count: count, allocated: true)
     }
 

@@ -192,16 +192,16 @@ public final class BlockFront: BlockDevice {
         guard totalBytes > 0 else { return }
         let chunkBytes = negotiated.segmentsPerRequest * xenPageSize
         let startUnit = sector * UInt64(deviceInfo.sectorSize / Blkif.sectorUnit)
-        let spans = ByteSpans(buffers)
         if totalBytes <= chunkBytes {
-            try await request(operation, unit: startUnit, spans: spans.range(0, totalBytes))
+            try await request(
+                operation, unit: startUnit, spans: PageBuffer.slices(of: buffers, from: 0, count: totalBytes))
             return
         }
         let failures = await withTaskGroup(of: BlockError?.self) { group in
             for start in stride(from: 0, to: totalBytes, by: chunkBytes) {
                 let length = min(chunkBytes, totalBytes - start)
                 let unit = startUnit + UInt64(start / Blkif.sectorUnit)
-                let pieces = spans.range(start, length)
+                let pieces = PageBuffer.slices(of: buffers, from: start, count: length)
                 group.addTask {
                     do throws(BlockError) {
                         try await self.request(operation, unit: unit, spans: pieces)
@@ -230,7 +230,7 @@ public final class BlockFront: BlockDevice {
             throw .io(context: "\(error)", underlying: error)
         }
         let data = Array(granted.prefix(pageCount))
-        if operation != .read { gather(spans, into: data) }
+        if operation != .read { PageBuffer.copy(from: spans, to: data.map(\.page)) }
         var segments: [BlkifSegment] = []
         segments.reserveCapacity(pageCount)
         for (index, page) in data.enumerated() {
@@ -268,7 +268,7 @@ public final class BlockFront: BlockDevice {
             pages.abandon(granted)
             throw error
         }
-        if status == .okay, operation == .read { scatter(data, into: spans) }
+        if status == .okay, operation == .read { PageBuffer.copy(from: data.map(\.page), to: spans) }
         pages.give(granted)
         try check(status, operation: "\(operation)", sector: unit)
     }
@@ -278,42 +278,6 @@ public final class BlockFront: BlockDevice {
         case .okay: return
         case .notSupported: throw .unimplemented(operation: operation)
         case .error: throw .io(context: "backend \(backendPath) failed \(operation) at 512-byte sector \(sector)")
-        }
-    }
-
-    private func gather(_ spans: [PageBuffer], into pages: [GrantedPage]) {
-        var page = 0
-        var offset = 0
-        for span in spans {
-            var done = 0
-            while done < span.count {
-                let n = min(span.count - done, xenPageSize - offset)
-                memcpy(pages[page].page.pointer + offset, span.pointer + done, n)
-                done += n
-                offset += n
-                if offset == xenPageSize {
-                    page += 1
-                    offset = 0
-                }
-            }
-        }
-    }
-
-    private func scatter(_ pages: [GrantedPage], into spans: [PageBuffer]) {
-        var page = 0
-        var offset = 0
-        for span in spans {
-            var done = 0
-            while done < span.count {
-                let n = min(span.count - done, xenPageSize - offset)
-                memcpy(span.pointer + done, pages[page].page.pointer + offset, n)
-                done += n
-                offset += n
-                if offset == xenPageSize {
-                    page += 1
-                    offset = 0
-                }
-            }
         }
     }
 
@@ -355,29 +319,5 @@ public final class BlockFront: BlockDevice {
         }
         claim.release()
         if let client = ownedClient.withLock({ $0 }) { await client.close() }
-    }
-}
-
-/// A list of buffers viewed as one byte range, from which sub-ranges are cut without copying.
-struct ByteSpans: Sendable {
-    let buffers: [PageBuffer]
-
-    init(_ buffers: [PageBuffer]) { self.buffers = buffers.filter { $0.count > 0 } }
-
-    /// The slices covering bytes `start..<start+length`.
-    func range(_ start: Int, _ length: Int) -> [PageBuffer] {
-        var result: [PageBuffer] = []
-        var position = 0
-        let end = start + length
-        for buffer in buffers {
-            let bufferEnd = position + buffer.count
-            defer { position = bufferEnd }
-            if bufferEnd <= start { continue }
-            if position >= end { break }
-            let from = max(start, position) - position
-            let to = min(end, bufferEnd) - position
-            result.append(buffer.slice(from: from, count: to - from))
-        }
-        return result
     }
 }

@@ -22,7 +22,7 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
     private let handle: OpaquePointer
     private let signals = EventPortSignals()
     private let wakeWrite: Int32
-    private let state: Mutex<(closed: Bool, thread: pthread_t?)>
+    private let state: Mutex<(closed: Bool, thread: JoinableThread?)>
 
     /// The device node this backend opens.
     public static let device = "/dev/xen/evtchn"
@@ -43,21 +43,15 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
         self.handle = handle
         self.wakeWrite = pipeFDs[1]
         let loop = PollLoop(handle: handle, fd: xenevtchn_fd(handle), wakeRead: pipeFDs[0], signals: signals)
-        var thread = pthread_t()
-        let context = Unmanaged.passRetained(loop).toOpaque()
-        let rc = pthread_create(
-            &thread, nil,
-            { context in
-                guard let context else { return nil }
-                Unmanaged<PollLoop>.fromOpaque(context).takeRetainedValue().run()
-                return nil
-            }, context)
-        if rc != 0 {
-            Unmanaged<PollLoop>.fromOpaque(context).release()
+        // Joinable, not detached: `close` frees the handle the thread polls only after the thread has ended.
+        let thread: JoinableThread
+        do throws(ThreadStartError) {
+            thread = try JoinableThread { loop.run() }
+        } catch {
             Glibc.close(pipeFDs[0])
             Glibc.close(pipeFDs[1])
             xenevtchn_close(handle)
-            throw .system(operation: "pthread_create", errno: rc)
+            throw .system(operation: "pthread_create", errno: error.errno)
         }
         self.state = Mutex((false, thread))
     }
@@ -68,7 +62,7 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
     ///
     /// OCaml: `Eventchn.close` (not in mirage-xen, where the handle lives forever)
     public func close() {
-        let thread: pthread_t? = state.withLock { state in
+        let thread: JoinableThread? = state.withLock { state in
             guard !state.closed else { return nil }
             state.closed = true
             defer { state.thread = nil }
@@ -77,7 +71,7 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
         guard let thread else { return }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
-        pthread_join(thread, nil)
+        thread.join()
         Glibc.close(wakeWrite)
         signals.closeAll()
         xenevtchn_close(handle)

@@ -302,34 +302,15 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
 
     /// Copies `bytes` into the concatenation of `buffers` starting at byte `position`.
     static func copy(_ bytes: UnsafeRawBufferPointer, into buffers: [PageBuffer], at position: Int) {
-        var position = position
-        var source = bytes
-        for buffer in buffers {
-            if source.isEmpty { return }
-            if position >= buffer.count {
-                position -= buffer.count
-                continue
-            }
-            let take = min(buffer.count - position, source.count)
-            if let base = source.baseAddress { memcpy(buffer.pointer + position, base, take) }
-            source = UnsafeRawBufferPointer(rebasing: source[take...])
-            position = 0
+        var done = 0
+        for piece in PageBuffer.slices(of: buffers, from: position, count: bytes.count) {
+            piece.copy(from: UnsafeRawBufferPointer(rebasing: bytes[done..<done + piece.count]))
+            done += piece.count
         }
     }
 
     /// Zeroes `count` bytes of the concatenation of `buffers` from `position`.
     static func zero(_ buffers: [PageBuffer], at position: Int, count: Int) {
-        var position = position
-        var left = count
-        for buffer in buffers where left > 0 {
-            if position >= buffer.count {
-                position -= buffer.count
-                continue
-            }
-            let take = min(buffer.count - position, left)
-            memset(buffer.pointer + position, 0, take)
-            left -= take
-            position = 0
-        }
+        for piece in PageBuffer.slices(of: buffers, from: position, count: count) { piece.fill(0) }
     }
 }

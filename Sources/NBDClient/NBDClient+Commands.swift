@@ -24,7 +24,7 @@ extension NBDClient {
         let futures = pieces(offset: offset, length: length).map { piece in
             send(
                 .read, offset: piece.offset, length: piece.length,
-                buffers: Self.slices(buffers, from: Int(piece.offset - offset), count: Int(piece.length)))
+                buffers: PageBuffer.slices(of: buffers, from: Int(piece.offset - offset), count: Int(piece.length)))
         }
         _ = try await awaitAll(futures)
     }
@@ -43,7 +43,7 @@ extension NBDClient {
         let futures = pieces(offset: offset, length: length).map { piece in
             send(
                 .write, flags: flags, offset: piece.offset, length: piece.length,
-                payload: Self.slices(buffers, from: Int(piece.offset - offset), count: Int(piece.length)))
+                payload: PageBuffer.slices(of: buffers, from: Int(piece.offset - offset), count: Int(piece.length)))
         }
         _ = try await awaitAll(futures)
     }
@@ -158,24 +158,5 @@ extension NBDClient {
             at += take
         }
         _ = try await awaitAll(futures)
-    }
-
-    /// The pieces of the concatenation of `buffers` covering `count` bytes from byte `start`.
-    static func slices(_ buffers: [PageBuffer], from start: Int, count: Int) -> [PageBuffer] {
-        if buffers.count == 1 { return [buffers[0].slice(from: start, count: count)] }
-        var result: [PageBuffer] = []
-        var position = start
-        var left = count
-        for buffer in buffers where left > 0 {
-            if position >= buffer.count {
-                position -= buffer.count
-                continue
-            }
-            let take = min(buffer.count - position, left)
-            result.append(buffer.slice(from: position, count: take))
-            left -= take
-            position = 0
-        }
-        return result
     }
 }

@@ -61,7 +61,7 @@ extension NBDDirectConnection {
             }
             var wait: Int32 = moreJobs ? 0 : -1
             if timed {
-                let now = monotonicNanoseconds()
+                let now = Int64(MonotonicClock.nanoseconds())
                 if let nearest = expire(now: now), !moreJobs {
                     wait = Int32(clamping: max(0, (nearest - now + 999_999) / 1_000_000))
                 }

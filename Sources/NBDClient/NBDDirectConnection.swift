@@ -120,7 +120,7 @@ final class NBDDirectConnection: Sendable {
         command: NBDCommand, flags: NBDCommandFlags, offset: UInt64, length: UInt64, payload: [PageBuffer],
         file: FileRangeLease? = nil, buffers: [PageBuffer], timeout: Int64?
     ) -> Result<UInt64, NBDError> {
-        let deadline = timeout.map { monotonicNanoseconds() + $0 }
+        let deadline = timeout.map { Int64(MonotonicClock.nanoseconds()) + $0 }
         let registered = state.withLock { state -> Result<UInt64, NBDError> in
             if let failure = state.failure { return .failure(failure) }
             if state.closing { return .failure(.disconnected) }

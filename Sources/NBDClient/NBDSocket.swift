@@ -18,37 +18,19 @@ enum NBDSocket {
     /// One non-blocking connect to a unix socket: the descriptor if it connected at once, else nil (the
     /// caller takes the helper-thread path, which waits, retries and reports errors).
     private static func connectUnixNow(_ path: String) -> Int32? {
-        guard var address = unixAddress(path) else { return nil }
+        guard let address = try? UnixSocketAddress(path: path) else { return nil }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-            }
-        }
-        if connected { return fd }
+        if address.connect(fd) == 0 { return fd }
         close(fd)
         return nil
-    }
-
-    /// The address of a unix socket path, or nil if it cannot be one (too long, NUL inside).
-    private static func unixAddress(_ path: String) -> sockaddr_un? {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard !bytes.contains(0), bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        return address
     }
 
     // MARK: - Blocking part (helper thread)
 
     private static func connectBlocking(_ endpoint: NBDEndpoint, timeout: Duration?) -> Result<Int32, NBDError> {
-        let deadline = timeout.map { monotonicNanoseconds() + max(0, $0.nanoseconds) }
+        let deadline = timeout.map { Int64(MonotonicClock.nanoseconds()) + max(0, $0.nanoseconds) }
         func failure(_ code: Int32) -> NBDError {
             code == ETIMEDOUT
                 ? .timedOut(operation: "connect to \(endpoint)")
@@ -56,16 +38,12 @@ enum NBDSocket {
         }
         switch endpoint {
         case .unix(let path):
-            guard var address = unixAddress(path) else {
+            guard let address = try? UnixSocketAddress(path: path) else {
                 return .failure(.connectFailed(endpoint: endpoint.description, reason: "socket path too long"))
             }
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { return .failure(failure(errno)) }
-            let code = withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    attempt(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size), deadline: deadline)
-                }
-            }
+            let code = address.withSockaddr { attempt(fd, $0, $1, deadline: deadline) }
             if code != 0 {
                 close(fd)
                 return .failure(failure(code))
@@ -120,7 +98,7 @@ enum NBDSocket {
             case EINPROGRESS: break
             case EAGAIN:
                 // A unix socket whose listener's backlog is full: try again shortly, until the deadline.
-                if let deadline, monotonicNanoseconds() >= deadline { return ETIMEDOUT }
+                if let deadline, Int64(MonotonicClock.nanoseconds()) >= deadline { return ETIMEDOUT }
                 usleep(1000)
                 continue
             default: return errno
@@ -131,7 +109,7 @@ enum NBDSocket {
         while true {
             var wait: Int32 = -1
             if let deadline {
-                let left = deadline - monotonicNanoseconds()
+                let left = deadline - Int64(MonotonicClock.nanoseconds())
                 if left <= 0 { return ETIMEDOUT }
                 wait = Int32(clamping: (left + 999_999) / 1_000_000)
             }
@@ -146,12 +124,3 @@ enum NBDSocket {
         }
     }
 }
-
-/// CLOCK_MONOTONIC in nanoseconds (request deadlines and the connect deadline).
-func monotonicNanoseconds() -> Int64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
-}
-
-// MARK: - A plain pthread

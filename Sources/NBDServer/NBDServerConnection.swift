@@ -121,7 +121,7 @@ final class NBDServerConnection: Sendable {
             exports: server.descriptions, tlsMode: server.tlsContext == nil ? .off : server.options.tls?.mode ?? .off)
         machine.allowList = server.options.allowList
         machine.allowExtendedHeaders = server.options.extendedHeaders
-        let deadline = server.options.handshakeTimeout.map { monotonicNanoseconds() + $0.nanoseconds }
+        let deadline = server.options.handshakeTimeout.map { Int64(MonotonicClock.nanoseconds()) + $0.nanoseconds }
         var descriptor = socket
         var bridge: NBDTLSBridge?
         guard sendAll(descriptor, machine.greeting(), deadline: deadline) else { return nil }
@@ -191,7 +191,7 @@ final class NBDServerConnection: Sendable {
         while true {
             var timeout: Int32 = -1
             if let deadline {
-                let left = deadline - monotonicNanoseconds()
+                let left = deadline - Int64(MonotonicClock.nanoseconds())
                 guard left > 0 else { return false }
                 timeout = Int32(clamping: (left + 999_999) / 1_000_000)
             }
@@ -201,11 +201,4 @@ final class NBDServerConnection: Sendable {
             return !state.withLock { $0.closing }
         }
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds.
-func monotonicNanoseconds() -> Int64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
 }

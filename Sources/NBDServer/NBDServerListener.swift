@@ -93,27 +93,15 @@ public final class NBDServerListener: Sendable {
         func failure(_ code: Int32) -> NBDServerError { .listen(endpoint: endpoint.description, reason: reason(code)) }
         switch endpoint {
         case .unix(let path):
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            guard !bytes.contains(0), bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            guard let address = try? UnixSocketAddress(path: path) else {
                 throw .listen(endpoint: endpoint.description, reason: "socket path too long")
-            }
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: bytes)
-                raw[bytes.count] = 0
             }
             // A socket file left by a previous server is replaced; any other file is not.
             var status = stat()
             if lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw failure(errno) }
-            let code = withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 && Glibc.listen(fd, 128) == 0
-                        ? 0 : errno
-                }
-            }
+            let code = address.bind(fd) == 0 && Glibc.listen(fd, 128) == 0 ? 0 : errno
             guard code == 0 else {
                 close(fd)
                 throw failure(code)

@@ -69,13 +69,9 @@ public final class PacketSocket: Sendable {
     /// OCaml: none
     public func receive(within milliseconds: Int, where accept: (PageBuffer) -> Bool) -> PageBuffer? {
         let buffer = PageBuffer(pages: 17)
-        var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
-        let end = Int(deadline.tv_sec) * 1000 + Int(deadline.tv_nsec) / 1_000_000 + milliseconds
+        let end = Int(MonotonicClock.nanoseconds() / 1_000_000) + milliseconds
         while true {
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let left = end - (Int(now.tv_sec) * 1000 + Int(now.tv_nsec) / 1_000_000)
+            let left = end - Int(MonotonicClock.nanoseconds() / 1_000_000)
             guard left > 0 else { return nil }
             var fds = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
             guard poll(&fds, 1, Int32(left)) > 0 else { continue }

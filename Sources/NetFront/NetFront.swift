@@ -208,14 +208,16 @@ public final class NetFront: NetworkDevice {
         let count = Netif.slots(forFrameOf: length)
         let reserved = count + (extra == nil ? 0 : 1)
         let ids = try await queue.reserve(ids: count, slots: reserved)
-        for (position, id) in ids.enumerated() {
+        var pages: [PageBuffer] = []
+        pages.reserveCapacity(ids.count)
+        for id in ids {
             guard let page = queue.txPage(id) else {
                 queue.cancel(ids: ids, slots: reserved)
                 throw .disconnected
             }
-            let start = position * xenPageSize
-            memcpy(page.pointer, frame.pointer + start, min(xenPageSize, length - start))
+            pages.append(page)
         }
+        PageBuffer.copy(from: [frame], to: pages)
         do throws(NetworkError) {
             try queue.submit(ids: ids, size: length, flags: flags, extra: extra, reserved: reserved)
         } catch {

@@ -278,13 +278,10 @@ final class NetFrontQueue: Sendable {
     /// Copies a packet's pieces out of our pages into a frame of its own (the pages are posted again).
     private func frame(from packet: NetifRxPacket, pages: [ExportedPage]) -> NetworkFrame? {
         // Every byte is copied in below (the pieces cover the frame), so no zeroing first.
+        // The backend's offsets and sizes were validated once, when the assembler read the responses.
         let data = PageBuffer.uninitialized(packet.size)
-        var offset = 0
-        for piece in packet.pieces {
-            let page = pages[Int(piece.buffer)].page
-            memcpy(data.pointer + offset, page.pointer + piece.offset, piece.size)
-            offset += piece.size
-        }
+        let pieces = packet.pieces.map { pages[Int($0.buffer)].page.slice(from: $0.offset, count: $0.size) }
+        PageBuffer.copy(from: pieces, to: [data])
         var checksum: NetworkChecksum =
             packet.flags.contains(.checksumBlank)
             ? .blank : packet.flags.contains(.dataValidated) ? .validated : .unverified

@@ -20,25 +20,25 @@ package struct SpinClock {
     /// A clock that starts with traffic now; `writes` is the caller's write count, if it keeps one.
     package init(window: UInt64 = 100_000, writes: UInt = 0) {
         self.window = window
-        self.last = Self.now()
+        self.last = MonotonicClock.nanoseconds()
         self.writes = writes
     }
 
     /// Marks traffic now.
-    package mutating func touch() { last = Self.now() }
+    package mutating func touch() { last = MonotonicClock.nanoseconds() }
 
     /// True while within `window` of the last traffic; `writes` (the stream's write count) changing counts as
     /// traffic.
     package mutating func active(writes: UInt) -> Bool {
         if writes != self.writes {
             self.writes = writes
-            last = Self.now()
+            last = MonotonicClock.nanoseconds()
         }
         return active
     }
 
     /// True while within `window` of the last traffic.
-    package var active: Bool { Self.now() &- last < window }
+    package var active: Bool { MonotonicClock.nanoseconds() &- last < window }
 
     /// Polls `fds` without sleeping while `active` and `more()` hold, yielding the core between polls; returns
     /// what the last poll returned (0: nothing ready, the caller sleeps in `poll` next).
@@ -49,12 +49,5 @@ package struct SpinClock {
             ready = poll(&fds, nfds_t(fds.count), 0)
         }
         return ready
-    }
-
-    /// CLOCK_MONOTONIC in nanoseconds.
-    package static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
     }
 }

@@ -77,8 +77,8 @@ final class InFlightGauge: Sendable {
             if caughtInARow.load(ordering: .relaxed) != 0 { caughtInARow.store(0, ordering: .relaxed) }
             return false
         }
-        let start = SpinClock.now()
-        while deliveries.load(ordering: .acquiring) == since && SpinClock.now() &- start < Self.replyWait {
+        let start = MonotonicClock.nanoseconds()
+        while deliveries.load(ordering: .acquiring) == since && MonotonicClock.nanoseconds() &- start < Self.replyWait {
             sched_yield()
         }
         return true

@@ -1,4 +1,5 @@
 import Glibc
+import XenCore
 public import XenStoreProtocol
 
 /// A connection to xenstored's unix socket: non-blocking sends from the writer, one I/O thread that polls and
@@ -28,24 +29,11 @@ public final class UnixSocketTransport: XenStoreTransport {
     public static func connect(path: String) throws(XenStoreError) -> UnixSocketTransport {
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { throw .connectionFailed(path: path, errno: errno) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard bytes.count < capacity, !bytes.contains(0) else {
+        guard let address = try? UnixSocketAddress(path: path) else {
             Glibc.close(descriptor)
             throw .connectionFailed(path: path, errno: ENAMETOOLONG)
         }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let status = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard status == 0 else {
+        guard address.connect(descriptor) == 0 else {
             let error = errno
             Glibc.close(descriptor)
             throw .connectionFailed(path: path, errno: error)

@@ -137,11 +137,9 @@ struct Timing {
     func best(_ other: Timing) -> Timing { Timing(wall: min(wall, other.wall), cpu: min(cpu, other.cpu)) }
 
     static func now() -> (Double, Double) {
-        var wall = timespec()
         var cpu = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &wall)
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu)
-        return (Double(wall.tv_sec) + Double(wall.tv_nsec) / 1e9, Double(cpu.tv_sec) + Double(cpu.tv_nsec) / 1e9)
+        return (MonotonicClock.seconds(), Double(cpu.tv_sec) + Double(cpu.tv_nsec) / 1e9)
     }
 
     static func measure(_ body: () async throws -> Void) async rethrows -> Timing {

@@ -1,6 +1,7 @@
 import CXen
 import Glibc
 import Synchronization
+import XenCore
 import XenStoreClient
 import XenStoreServer
 
@@ -178,8 +179,10 @@ enum XenStoreBench {
         let clock = ContinuousClock()
         let start = clock.now
         let deadline = start + .seconds(seconds)
-        for _ in 0..<threads {
-            spawnThread {
+        var started = 0
+        var spawnError: Int32 = 0
+        for _ in 0..<threads where spawnError == 0 {
+            spawnError = DetachedThread.spawn {
                 var count = 0
                 var failed = false
                 while clock.now < deadline {
@@ -197,10 +200,15 @@ enum XenStoreBench {
                     $0.failed = $0.failed || failed
                 }
             }
+            if spawnError == 0 { started += 1 }
         }
-        while counts.withLock({ $0.done }) < threads { usleep(10_000) }
+        // The threads that did start share the handle: wait for them before reporting a failed start.
+        while counts.withLock({ $0.done }) < started { usleep(10_000) }
         let elapsed = start.duration(to: clock.now)
         let (_, total, failed) = counts.withLock { $0 }
+        if spawnError != 0 {
+            throw BenchError(description: "cannot start a thread: \(String(cString: strerror(spawnError)))")
+        }
         if failed { throw BenchError(description: "xs_read failed") }
         return Double(total) / seconds(elapsed)
     }
@@ -217,23 +225,5 @@ enum XenStoreBench {
             }
             free(value)
         }
-    }
-
-    private final class ThreadBody {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-
-    static func spawnThread(_ body: @escaping @Sendable () -> Void) {
-        let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-        var thread = pthread_t()
-        pthread_create(
-            &thread, nil,
-            { context in
-                guard let context else { return nil }
-                Unmanaged<ThreadBody>.fromOpaque(context).takeRetainedValue().body()
-                return nil
-            }, context)
-        pthread_detach(thread)
     }
 }

@@ -39,12 +39,7 @@ struct ConsoleAttach: AsyncParsableCommand {
         guard fd >= 0 else { throw ValidationError("cannot open \(tty): errno \(errno)") }
         FileHandle.standardError.write(Data("Connected to \(id) on \(tty). Escape character is '^]'.\n".utf8))
         // The relay blocks in poll(2): run it on its own thread, not on the cooperative pool.
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread.detachNewThread {
-                TerminalRelay(pty: fd).run()
-                continuation.resume()
-            }
-        }
+        await DetachedThread.run { TerminalRelay(pty: fd).run() }
         close(fd)
     }
 }

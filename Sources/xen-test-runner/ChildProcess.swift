@@ -58,10 +58,10 @@ enum ChildProcess {
         var output: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         var timedOut = false
-        let deadline = monotonicSeconds() + Double(seconds)
+        let deadline = MonotonicClock.seconds() + Double(seconds)
         // Read until EOF (every writer gone) or the deadline; then reap.
         while true {
-            let left = deadline - monotonicSeconds()
+            let left = deadline - MonotonicClock.seconds()
             if left <= 0 {
                 timedOut = true
                 kill(pid, SIGKILL)
@@ -82,7 +82,7 @@ enum ChildProcess {
         while true {
             let reaped = waitpid(pid, &status, timedOut ? 0 : WNOHANG)
             if reaped == pid || (reaped < 0 && errno != EINTR) { break }
-            if monotonicSeconds() > deadline {
+            if MonotonicClock.seconds() > deadline {
                 timedOut = true
                 kill(pid, SIGKILL)
                 continue
@@ -128,11 +128,5 @@ enum ChildProcess {
         let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, environ)
         guard rc == 0 else { return .failure(CheckFailure("posix_spawn \(argv[0]): \(String(cString: strerror(rc)))")) }
         return .success(pid)
-    }
-
-    static func monotonicSeconds() -> Double {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 }

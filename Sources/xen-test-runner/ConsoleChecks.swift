@@ -108,13 +108,13 @@ enum ConsoleChecks {
         let sent = pattern(count: guestToBackend, seed: 0x5a)
         let writer = Task { try await front.write(sent) }
         let backendProgress = Progress()
-        var started = Progress.now()
+        var started = MonotonicClock.nanoseconds()
         let received = try await withProgress(backendProgress, state: { state(front: front, session: session) }) {
             try await within(100, "backend reads \(guestToBackend) B") {
                 try await drain(count: guestToBackend, into: backendProgress) { try await session.connection.read() }
             }
         }
-        let guestSeconds = Progress.now() - started
+        let guestSeconds = MonotonicClock.nanoseconds() - started
         try await within(30, "frontend write returns") { try await writer.value }
         try require(received.count == sent.count, "backend got \(received.count) of \(sent.count) B")
         try require(checksum(received) == checksum(sent), "guest→backend checksum differs")
@@ -123,7 +123,7 @@ enum ConsoleChecks {
         let typed = pattern(count: backendToGuest, seed: 0xa5)
         let typer = Task { try await session.write(typed) }
         let frontProgress = Progress()
-        started = Progress.now()
+        started = MonotonicClock.nanoseconds()
         let got = try await withProgress(frontProgress, state: { state(front: front, session: session) }) {
             try await within(50, "frontend reads \(backendToGuest) B") {
                 try await drain(count: backendToGuest, into: frontProgress) { try await front.read() }
@@ -131,7 +131,8 @@ enum ConsoleChecks {
         }
         report.detail(
             "guest→backend \(guestToBackend / 1024) KiB in \(guestSeconds / 1_000_000) ms, "
-                + "backend→guest \(backendToGuest / 1024) KiB in \((Progress.now() - started) / 1_000_000) ms")
+                + "backend→guest \(backendToGuest / 1024) KiB in \((MonotonicClock.nanoseconds() - started) / 1_000_000) ms"
+        )
         try await within(30, "backend write returns") { try await typer.value }
         try require(got.count == typed.count, "guest got \(got.count) of \(typed.count) B")
         try require(checksum(got) == checksum(typed), "backend→guest checksum differs")
@@ -242,11 +243,4 @@ final class Progress: Sendable, CustomStringConvertible {
     func set(_ count: Int) { bytes.withLock { $0 = count } }
 
     var description: String { "\(bytes.withLock { $0 }) B" }
-
-    /// Monotonic nanoseconds.
-    static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
 }

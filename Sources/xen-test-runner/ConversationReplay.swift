@@ -1,4 +1,5 @@
 import XenCore
+import XenStoreConversations
 import XenStoreProtocol
 
 /// Replays XenStoreServer's conversation table against the real daemon. Only conversations whose
@@ -40,8 +41,7 @@ enum ConversationReplay {
     ]
 
     static func run(_ report: Report, daemon: String) async {
-        let all = permissionConversations + transactionConversations + watchConversations + quotaConversations
-        let replayable = all.filter { $0.connections.values.allSatisfy { $0 == .dom0 } }
+        let replayable = allConversations.filter { $0.connections.values.allSatisfy { $0 == .dom0 } }
         for conversation in replayable {
             await report.check("conversation: \(conversation.name)", limit: 60) {
                 let differences = await blocking { replay(conversation) }
@@ -61,8 +61,10 @@ enum ConversationReplay {
                 try require(unexplained.isEmpty, unexplained.joined(separator: " | "))
             }
         }
-        let skipped = all.count - replayable.count
-        report.check("conversation: \(skipped) of \(all.count) need unprivileged connections (no guest here)") {
+        let skipped = allConversations.count - replayable.count
+        report.check(
+            "conversation: \(skipped) of \(allConversations.count) need unprivileged connections (no guest here)"
+        ) {
             try require(!replayable.isEmpty, "nothing replayable")
         }
     }

@@ -1,3 +1,4 @@
+import XenCore
 import XenStoreProtocol
 
 #if canImport(Glibc)
@@ -16,19 +17,11 @@ final class RawXenstoreConnection {
     private(set) var events: [XenStoreReply] = []
 
     init(path: String = "/var/run/xenstored/socket") throws {
+        let address: UnixSocketAddress
+        do { address = try UnixSocketAddress(path: path) } catch { throw CheckFailure("\(error)") }
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw CheckFailure(errnoText("socket")) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard result == 0 else {
+        guard address.connect(fd) == 0 else {
             let failure = CheckFailure(errnoText("connect \(path)"))
             close(fd)
             throw failure

@@ -101,7 +101,7 @@ final class Report: Sendable {
             while true {
                 usleep(200_000)
                 let expired: (String, Int, Int, (@Sendable () -> String)?)? = state.withLock { state in
-                    guard let current = state.current, Report.monotonicNanos() > state.deadline else { return nil }
+                    guard let current = state.current, MonotonicClock.nanoseconds() > state.deadline else { return nil }
                     state.current = nil
                     state.failed += 1
                     return (current, state.passed, state.failed, state.explain)
@@ -124,7 +124,7 @@ final class Report: Sendable {
         state.withLock {
             $0.current = name
             $0.explain = nil
-            $0.deadline = Report.monotonicNanos() + seconds * 1_000_000_000
+            $0.deadline = MonotonicClock.nanoseconds() + seconds * 1_000_000_000
         }
     }
 
@@ -156,11 +156,5 @@ final class Report: Sendable {
                 offset += written
             }
         }
-    }
-
-    private static func monotonicNanos() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }

@@ -70,10 +70,10 @@ final class SpawnedProcess: Sendable {
     /// Waits at most `seconds` for it to exit and returns its status (128 + signal when killed); kills it
     /// and returns nil when it is still running then.
     func wait(seconds: Double) async -> Int32? {
-        let deadline = ChildProcess.monotonicSeconds() + seconds
+        let deadline = MonotonicClock.seconds() + seconds
         while true {
             if let done = reap(blocking: false) { return done }
-            if ChildProcess.monotonicSeconds() > deadline {
+            if MonotonicClock.seconds() > deadline {
                 kill(pid, SIGKILL)
                 _ = reap(blocking: true)
                 return nil

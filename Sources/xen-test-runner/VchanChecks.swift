@@ -134,13 +134,13 @@ enum VchanChecks {
             for peer in [server, client] { peer.send(SIGKILL) }
             return stalled
         }
-        let start = ChildProcess.monotonicSeconds()
+        let start = MonotonicClock.seconds()
         async let fedServer = feedPipe(server.inputDescriptor, count: volume, pattern: down)
         async let fedClient = feedPipe(client.inputDescriptor, count: volume, pattern: up)
         async let drainedClient = drainPipe(client.output, count: volume, pattern: down)
         async let drainedServer = drainPipe(server.output, count: volume, pattern: up)
         let moved = await (fedServer, fedClient, drainedClient, drainedServer)
-        let seconds = ChildProcess.monotonicSeconds() - start
+        let seconds = MonotonicClock.seconds() - start
         guard moved.2 == volume, moved.3 == volume else {
             let page = await watch.value
             return "C<->C proxy pair, 1-page, 16 MiB each way: server→client \(moved.2), client→server "
@@ -323,17 +323,17 @@ enum VchanChecks {
         let streaming = Task { () -> (VchanError?, Double) in
             do {
                 _ = try await exchange(ours, send: endless, outgoing: down, receive: endless, incoming: up)
-                return (nil, ChildProcess.monotonicSeconds())
+                return (nil, MonotonicClock.seconds())
             } catch let error as VchanError {
-                return (error, ChildProcess.monotonicSeconds())
+                return (error, MonotonicClock.seconds())
             } catch {
-                return (nil, ChildProcess.monotonicSeconds())
+                return (nil, MonotonicClock.seconds())
             }
         }
         try await within(60, "the first MiB") {
             while ours.statistics.received < 1 << 20 { try await Task.sleep(for: .milliseconds(20)) }
         }
-        let killed = ChildProcess.monotonicSeconds()
+        let killed = MonotonicClock.seconds()
         peer.send(SIGKILL)
         let (error, ended) = try await within(30, "our side noticing") { await streaming.value }
         _ = await peer.wait(seconds: 10)

@@ -47,7 +47,7 @@ func exchange(
     _ connection: VchanConnection, send: Int, outgoing: VchanPattern, receive: Int, incoming: VchanPattern,
     chunk: Int = 65536
 ) async throws -> Double {
-    let start = ChildProcess.monotonicSeconds()
+    let start = MonotonicClock.seconds()
     async let sent: Void = {
         var offset = 0
         while offset < send {
@@ -66,5 +66,5 @@ func exchange(
         received += got
     }
     try await sent
-    return ChildProcess.monotonicSeconds() - start
+    return MonotonicClock.seconds() - start
 }

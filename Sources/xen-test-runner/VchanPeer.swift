@@ -77,7 +77,7 @@ enum VchanPeer {
             while libxenvchan_is_open(control) == 2 { _ = libxenvchan_wait(control) }
         }
         say("CONNECTED")
-        let start = ChildProcess.monotonicSeconds()
+        let start = MonotonicClock.seconds()
         var sent = 0
         var received = 0
         let buffer = PageBuffer(pages: 16)
@@ -108,7 +108,7 @@ enum VchanPeer {
                 guard libxenvchan_wait(control) == 0 else { return fail("libxenvchan_wait") }
             }
         }
-        say("OK \(ChildProcess.monotonicSeconds() - start)")
+        say("OK \(MonotonicClock.seconds() - start)")
         return 0
     }
 

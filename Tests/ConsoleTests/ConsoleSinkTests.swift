@@ -47,20 +47,11 @@ import XenCore
         let early = Pattern.bytes(count: 10_000, seed: 11)
         let writer = Task { try await pair.guest.write(early) }
 
+        let address = try UnixSocketAddress(path: path)
         var fd: Int32 = -1
         while fd < 0 {
             fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
-            }
-            let rc = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
-            if rc != 0 {
+            if address.connect(fd) != 0 {
                 close(fd)
                 fd = -1
                 await Task.yield()

@@ -150,9 +150,9 @@ import XenCore
             var generation = 1
             for _ in 0..<3 {
                 let input = valueFile(generation, size: size)
-                let start = Self.now()
+                let start = MonotonicClock.seconds()
                 _ = Child.spawn(setArguments(), stdin: input).wait()
-                total += Self.now() - start
+                total += MonotonicClock.seconds() - start
                 generation += 1
             }
             let window = total / 3
@@ -172,8 +172,8 @@ import XenCore
                     // Every fourth kill aims at the write itself: as soon as the `n` file exists (plus a
                     // random few hundred microseconds), so the crash window is hit however fast this
                     // machine is today.
-                    let deadline = Self.now() + window * 2
-                    while access(tempFile, F_OK) != 0 && Self.now() < deadline { usleep(50) }
+                    let deadline = MonotonicClock.seconds() + window * 2
+                    while access(tempFile, F_OK) != 0 && MonotonicClock.seconds() < deadline { usleep(50) }
                     usleep(UInt32.random(in: 0..<400, using: &rng))
                 } else {
                     // Biased towards the end of the window, where the writes, fsync and rename happen.
@@ -205,11 +205,5 @@ import XenCore
         #expect(report.old > 0)
         #expect(report.new > 0)
         #expect(report.midWrite > 0)
-    }
-
-    static func now() -> Double {
-        var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
-        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
     }
 }

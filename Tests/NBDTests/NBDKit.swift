@@ -1,4 +1,5 @@
 import Foundation
+import XenCore
 
 #if canImport(Glibc)
     import Glibc
@@ -83,18 +84,10 @@ final class NBDKit: @unchecked Sendable {
 
     private func canConnect() -> Bool {
         if let socketPath {
+            guard let address = try? UnixSocketAddress(path: socketPath) else { return false }
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                for (index, byte) in socketPath.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
-            }
-            return withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-                }
-            }
+            return address.connect(fd) == 0
         }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }

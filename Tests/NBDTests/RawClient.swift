@@ -1,5 +1,6 @@
 import Foundation
 import NBDProtocol
+import XenCore
 
 #if canImport(Glibc)
     import Glibc
@@ -20,18 +21,9 @@ final class RawClient: @unchecked Sendable {
     }
 
     init(socket path: String) throws {
+        let address = try UnixSocketAddress(path: path)
         fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-        }
-        let code = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard code == 0 else { throw NBDKitError.notListening }
+        guard address.connect(fd) == 0 else { throw NBDKitError.notListening }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }

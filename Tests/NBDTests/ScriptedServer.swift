@@ -1,5 +1,6 @@
 import Foundation
 import NBDProtocol
+import XenCore
 
 #if canImport(Glibc)
     import Glibc
@@ -125,17 +126,9 @@ final class ScriptedServer: @unchecked Sendable {
         path = directory + "/s.sock"
         let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         self.listener = listener
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
+        guard try UnixSocketAddress(path: path).bind(listener) == 0, listen(listener, 4) == 0 else {
+            throw NBDKitError.notListening
         }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard rc == 0, listen(listener, 4) == 0 else { throw NBDKitError.notListening }
         let thread = Thread {
             let fd = accept(listener, nil, nil)
             guard fd >= 0 else { return }

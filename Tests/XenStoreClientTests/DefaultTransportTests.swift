@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import XenCore
 import XenStoreClient
 
 #if canImport(Glibc)
@@ -27,17 +28,9 @@ final class DefaultTransportTests {
     @Test func aSocketNobodyListensOnIsNamedWithItsErrno() throws {
         // A socket file that was bound and closed: connecting to it is refused.
         let path = directory + "/socket"
+        let address = try UnixSocketAddress(path: path)
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
+        let bound = address.bind(descriptor)
         close(descriptor)
         try #require(bound == 0)
         #expect(throws: XenStoreError.connectionFailed(path: path, errno: ECONNREFUSED)) {

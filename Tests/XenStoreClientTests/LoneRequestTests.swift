@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import XenCore
 import XenStoreProtocol
 
 @testable import XenStoreClient
@@ -78,19 +79,7 @@ final class SlowSocketServer: @unchecked Sendable {
         path = directory + "/socket"
         let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         self.listener = listener
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0, listen(listener, 1) == 0 else {
+        guard try UnixSocketAddress(path: path).bind(listener) == 0, listen(listener, 1) == 0 else {
             let code = errno
             close(listener)
             throw POSIXError(POSIXErrorCode(rawValue: code) ?? .EIO)

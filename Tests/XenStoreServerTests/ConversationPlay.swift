@@ -1,5 +1,6 @@
 import Testing
 import XenCore
+import XenStoreConversations
 import XenStoreProtocol
 import XenStoreServer
 

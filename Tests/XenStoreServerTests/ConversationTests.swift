@@ -1,4 +1,5 @@
 import Testing
+import XenStoreConversations
 
 @Suite struct ConversationTests {
     @Test(arguments: permissionConversations) func permissions(_ conversation: Conversation) async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import XenCore
 import XenStoreProtocol
 
 /// A blocking unix-socket wire client for the socket tests, one per thread (XenStoreClient is another
@@ -10,20 +11,10 @@ final class SocketTestClient {
     var events: [XenStoreReply] = []
 
     init(path: String) throws {
+        let address = try UnixSocketAddress(path: path)
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SocketTestError.system("socket", errno) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() where index < raw.count - 1 { raw[index] = byte }
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard result == 0 else {
+        guard address.connect(fd) == 0 else {
             close(fd)
             throw SocketTestError.system("connect", errno)
         }

@@ -12,7 +12,8 @@ private func perms(_ owner: DomainID, _ others: XenStoreAccess, _ acl: [XenStore
     XenStorePermissions(owner: owner, others: others, acl: acl)
 }
 
-let permissionConversations: [Conversation] = [
+/// Permissions: who may read, write and list which nodes, and which error an unprivileged domain gets.
+package let permissionConversations: [Conversation] = [
     Conversation(
         name: "unprivileged domains get EACCES on dom0's nodes, ENOENT only where they may look",
         connections: ["d0": 0, "d5": 5],
@@ -132,7 +133,8 @@ let permissionConversations: [Conversation] = [
         ]),
 ]
 
-let transactionConversations: [Conversation] = [
+/// Transactions: isolation, conflicts at commit, and transaction ids that are wrong or unknown.
+package let transactionConversations: [Conversation] = [
     Conversation(
         name: "a transaction sees its own writes, others see them only after commit",
         connections: ["a": 0, "b": 0],
@@ -232,7 +234,8 @@ let transactionConversations: [Conversation] = [
         ]),
 ]
 
-let watchConversations: [Conversation] = [
+/// Watches: which events fire, for whom, and when (transactions deliver at commit).
+package let watchConversations: [Conversation] = [
     Conversation(
         name: "a watch fires on registration, on changes at or below, on removal",
         connections: ["d0": 0, "w": 0],
@@ -319,4 +322,6 @@ let watchConversations: [Conversation] = [
         ]),
 ]
 
-let allConversations = permissionConversations + transactionConversations + watchConversations + quotaConversations
+/// The whole table, quotas included.
+package let allConversations =
+    permissionConversations + transactionConversations + watchConversations + quotaConversations

@@ -36,7 +36,8 @@ private func name20(_ index: Int) -> String {
     return "child" + String(repeating: "0", count: 15 - digits.utf8.count) + digits
 }
 
-let quotaConversations: [Conversation] = [
+/// Quotas: nodes per domain and node size, inside and outside transactions.
+package let quotaConversations: [Conversation] = [
     Conversation(
         name: "node count, node size and permission-entry quotas of unprivileged domains",
         connections: ["d0": 0, "d5": 5],

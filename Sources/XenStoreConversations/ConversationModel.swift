@@ -1,16 +1,17 @@
-import XenCore
-import XenStoreProtocol
-import XenStoreServer
+package import XenCore
+package import XenStoreProtocol
+package import XenStoreServer
 
-// The data model of the conversation table, kept free of the test framework: the real-Xen runner
-// (Sources/xen-test-runner) links this file and ConversationTable.swift to replay the very same table
+// The data model of the conversation table, kept free of the test framework: XenStoreServerTests plays the
+// table against XenStoreServer, and the real-Xen runner (Sources/xen-test-runner) replays the very same table
 // against the real daemons.
 
 /// One scripted exchange with xenstored: `(connection (a domain), transaction, request) → expected reply`,
 /// or a check of the watch events a connection received. Kept as plain data so the same table can be
 /// replayed against another xenstored (a real one, through a wire client).
-struct ConversationStep: Sendable, CustomStringConvertible {
-    enum Action: Sendable {
+package struct ConversationStep: Sendable, CustomStringConvertible {
+    /// What the step does.
+    package enum Action: Sendable {
         /// Send `request` (in the named transaction, if any) and expect `reply`.
         case request(XenStoreRequest, transaction: String?, reply: XenStoreReply)
         /// Start a transaction and bind its id to the label.
@@ -18,10 +19,12 @@ struct ConversationStep: Sendable, CustomStringConvertible {
         /// The watch events received since the last check, in order.
         case events([XenStoreReply])
     }
-    var connection: String
-    var action: Action
+    /// The label of the connection the step uses.
+    package var connection: String
+    /// What the step does on it.
+    package var action: Action
 
-    var description: String { "\(connection): \(action)" }
+    package var description: String { "\(connection): \(action)" }
 
     static func req(
         _ connection: String, _ request: XenStoreRequest, tx: String? = nil, _ reply: XenStoreReply
@@ -53,18 +56,22 @@ struct ConversationStep: Sendable, CustomStringConvertible {
 }
 
 /// A named script: which connections (label → domain) exist, the server's quotas, the steps.
-struct Conversation: Sendable, CustomStringConvertible {
-    var name: String
-    var connections: [String: DomainID]
-    var quotas = XenStoreQuotas()
-    var steps: [ConversationStep]
-    var description: String { name }
+package struct Conversation: Sendable, CustomStringConvertible {
+    /// What the conversation shows (the test's name).
+    package var name: String
+    /// The connections, label → domain.
+    package var connections: [String: DomainID]
+    /// The server's quotas.
+    package var quotas = XenStoreQuotas()
+    /// The steps, in order.
+    package var steps: [ConversationStep]
+    package var description: String { name }
 }
 
 /// `.watchEvent(path:token:)` shorthand.
-func event(_ path: String, _ token: String) -> XenStoreReply { .watchEvent(path: path, token: token) }
+package func event(_ path: String, _ token: String) -> XenStoreReply { .watchEvent(path: path, token: token) }
 
 extension XenStoreReply {
     /// `.read` of a UTF-8 string.
-    static func value(_ text: String) -> XenStoreReply { .read(Array(text.utf8)) }
+    package static func value(_ text: String) -> XenStoreReply { .read(Array(text.utf8)) }
 }

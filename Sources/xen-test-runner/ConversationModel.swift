@@ -1,1 +1,0 @@
-../../Tests/XenStoreServerTests/ConversationModel.swift
