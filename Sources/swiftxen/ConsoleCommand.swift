@@ -38,8 +38,9 @@ struct ConsoleAttach: AsyncParsableCommand {
         let fd = open(tty, O_RDWR | O_NOCTTY)
         guard fd >= 0 else { throw ValidationError("cannot open \(tty): errno \(errno)") }
         FileHandle.standardError.write(Data("Connected to \(id) on \(tty). Escape character is '^]'.\n".utf8))
-        // The relay blocks in poll(2): run it on its own thread, not on the cooperative pool.
-        await DetachedThread.run { TerminalRelay(pty: fd).run() }
+        // The relay blocks in poll(2) until the user leaves: a call that may block without bound, on the
+        // blocking pool, never on the cooperative pool.
+        await BlockingPool.shared.run(mayBlockIndefinitely: true) { TerminalRelay(pty: fd).run() }
         close(fd)
     }
 }
