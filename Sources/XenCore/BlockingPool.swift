@@ -79,11 +79,23 @@ package final class BlockingPool: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         jobs.append((job, mayBlockIndefinitely))
         let queued = jobs.count - head
-        let start = queued > idle && (threads - blocking < width || mayBlockIndefinitely)
-        if start { threads += 1 }
+        let start = reserveThread(for: mayBlockIndefinitely)
         if queued <= idle { pthread_cond_signal(condition) }
         pthread_mutex_unlock(mutex)
-        guard start else { return }
+        if start { startThread() }
+    }
+
+    /// With `mutex` held: whether a thread must be started for the jobs queued now (more of them than idle
+    /// threads, and room under the width, or the newest job may block without bound); if so, counts it.
+    /// Asked again whenever a thread takes a call that may block, since that thread no longer counts against
+    /// the width: a short call queued behind it would otherwise wait for a thread nobody starts.
+    private func reserveThread(for mayBlock: Bool) -> Bool {
+        guard jobs.count - head > idle, threads - blocking < width || mayBlock else { return false }
+        threads += 1
+        return true
+    }
+
+    private func startThread() {
         if DetachedThread.spawn({ [self] in loop() }) != 0 {
             pthread_mutex_lock(mutex)
             threads -= 1
@@ -131,8 +143,13 @@ package final class BlockingPool: @unchecked Sendable {
                 jobs.removeAll(keepingCapacity: true)
                 head = 0
             }
-            if mayBlock { blocking += 1 }
+            var start = false
+            if mayBlock {
+                blocking += 1
+                start = reserveThread(for: false)
+            }
             pthread_mutex_unlock(mutex)
+            if start { startThread() }
             job()
             pthread_mutex_lock(mutex)
             if mayBlock { blocking -= 1 }

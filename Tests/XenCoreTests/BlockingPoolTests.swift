@@ -65,6 +65,35 @@ import Testing
         #expect(await pool.run { 7 } == 7)
     }
 
+    /// A short call submitted while the only thread is about to take a call that may block: taking it must start
+    /// a thread for the short call (this once stranded it for good under load). Many rounds, so that some hit
+    /// the window between the blocking call's submission and its thread taking it.
+    @Test func aShortCallBehindABlockingOneIsNotStranded() async throws {
+        struct Stranded: Error {}
+        for _ in 0..<50 {
+            let pool = BlockingPool(width: 1, spareLifetime: 1)
+            var ends: [Int32] = [-1, -1]
+            try #require(pipe(&ends) == 0)
+            let (reader, writer) = (ends[0], ends[1])
+            let blocked = Task {
+                await pool.run(mayBlockIndefinitely: true) { () -> Int in
+                    var byte: UInt8 = 0
+                    return read(reader, &byte, 1)
+                }
+            }
+            let short = Task { await pool.run { 42 } }
+            let value = try? await withTimeLimit(.seconds(10), timeout: { Stranded() }) { await short.value }
+            #expect(value == 42)
+            var byte: UInt8 = 1
+            #expect(write(writer, &byte, 1) == 1)
+            #expect(await blocked.value == 1)
+            _ = await short.value
+            close(reader)
+            close(writer)
+            if value != 42 { break }  // recorded above; one stranded round says it all
+        }
+    }
+
     /// Waits (polling) until `condition` holds, failing after `seconds`.
     private func eventually(seconds: Double = 10, _ condition: () -> Bool) async throws {
         let clock = ContinuousClock()
