@@ -21,7 +21,8 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
     // is joined before the handle closes; `state` is a Mutex.
     private let handle: OpaquePointer
     private let signals = EventPortSignals()
-    private let wakeWrite: Int32
+    /// Wakes the poll thread to exit.
+    private let wake: WakeSignal
     private let state: Mutex<(closed: Bool, thread: JoinableThread?)>
 
     /// The device node this backend opens.
@@ -34,22 +35,19 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
         guard let handle = xenevtchn_open(QuietLogger.pointer, 0) else {
             throw .interfaceUnavailable(device: Self.device, errno: errno)
         }
-        var pipeFDs: [Int32] = [-1, -1]
-        guard pipe(&pipeFDs) == 0 else {
-            let code = errno
+        let wake: WakeSignal
+        do { wake = try WakeSignal() } catch {
             xenevtchn_close(handle)
-            throw .system(operation: "pipe", errno: code)
+            throw .system(operation: "pipe", errno: error.errno)
         }
         self.handle = handle
-        self.wakeWrite = pipeFDs[1]
-        let loop = PollLoop(handle: handle, fd: xenevtchn_fd(handle), wakeRead: pipeFDs[0], signals: signals)
+        self.wake = wake
+        let loop = PollLoop(handle: handle, fd: xenevtchn_fd(handle), wake: wake, signals: signals)
         // Joinable, not detached: `close` frees the handle the thread polls only after the thread has ended.
         let thread: JoinableThread
         do throws(ThreadStartError) {
             thread = try JoinableThread { loop.run() }
         } catch {
-            Glibc.close(pipeFDs[0])
-            Glibc.close(pipeFDs[1])
             xenevtchn_close(handle)
             throw .system(operation: "pthread_create", errno: error.errno)
         }
@@ -69,10 +67,8 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
             return state.thread
         }
         guard let thread else { return }
-        var byte: UInt8 = 1
-        _ = write(wakeWrite, &byte, 1)
+        wake.signal()
         thread.join()
-        Glibc.close(wakeWrite)
         signals.closeAll()
         xenevtchn_close(handle)
     }
@@ -126,27 +122,23 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
 
 // MARK: - Poll thread
 
-/// The body of the poll thread: owns the read end of the wake pipe.
+/// The body of the poll thread.
 private final class PollLoop: @unchecked Sendable {
     // @unchecked: used by exactly one thread after hand-over.
     let handle: OpaquePointer
     let fd: Int32
-    let wakeRead: Int32
+    let wake: WakeSignal
     let signals: EventPortSignals
 
-    init(handle: OpaquePointer, fd: Int32, wakeRead: Int32, signals: EventPortSignals) {
+    init(handle: OpaquePointer, fd: Int32, wake: WakeSignal, signals: EventPortSignals) {
         self.handle = handle
         self.fd = fd
-        self.wakeRead = wakeRead
+        self.wake = wake
         self.signals = signals
     }
 
     func run() {
-        defer { Glibc.close(wakeRead) }
-        var fds = [
-            pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0),
-        ]
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), wake.pollEntry]
         while true {
             fds[0].revents = 0
             fds[1].revents = 0

@@ -33,7 +33,7 @@ extension NBDDirectConnection {
         }
         var fds = [
             pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+            wakeup.pollEntry,
         ]
         var streaming = false
         while ending == nil {
@@ -74,10 +74,7 @@ extension NBDDirectConnection {
                 ending = .io("poll: \(String(cString: strerror(errno)))")
                 break
             }
-            if fds[1].revents != 0 {
-                var drained = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-                _ = Glibc.read(wakeup, &drained, MemoryLayout.size(ofValue: drained))
-            }
+            if fds[1].revents != 0 { wakeup.drain() }
             let events = fds[0].revents
             if events & Int16(POLLOUT) != 0 {
                 let failed = output.withLock { $0.flush(to: descriptor) }

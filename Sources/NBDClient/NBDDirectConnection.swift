@@ -54,9 +54,8 @@ final class NBDDirectConnection: Sendable {
     let extended: Bool
     /// Bytes the server sent before transmission started (read by NIO during the handshake).
     let leftover: [UInt8]
-    /// The read and write ends of the pipe that wakes the I/O thread out of `poll`.
-    let wakeup: Int32
-    private let wakeupWriter: Int32
+    /// Wakes the I/O thread out of `poll`.
+    let wakeup: WakeSignal
     let state = Mutex(State())
     let output = Mutex(SocketOutputQueue())
     /// Jobs of tasks running on the I/O thread's executor.
@@ -68,19 +67,12 @@ final class NBDDirectConnection: Sendable {
 
     /// Takes ownership of `descriptor`, a connected socket whose handshake is done.
     init(descriptor: Int32, leftover: [UInt8], structured: Bool, extended: Bool) throws(NBDError) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else {
+        do { wakeup = try WakeSignal() } catch {
             Glibc.close(descriptor)
-            throw .io("pipe: \(String(cString: strerror(errno)))")
-        }
-        for end in ends {
-            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+            throw .io("pipe: \(String(cString: strerror(error.errno)))")
         }
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
         self.descriptor = descriptor
-        self.wakeup = ends[0]
-        self.wakeupWriter = ends[1]
         self.leftover = leftover
         self.structured = structured
         self.extended = extended
@@ -93,24 +85,17 @@ final class NBDDirectConnection: Sendable {
     deinit {
         // The I/O thread holds the connection until it exits, so nobody can be using the descriptor.
         Glibc.close(descriptor)
-        Glibc.close(wakeup)
-        Glibc.close(wakeupWriter)
     }
 
     /// Starts the I/O thread.
     func start() throws(NBDError) {
-        guard DetachedThread.spawn({ [self] in run() }) == 0 else {
-            Glibc.close(descriptor)
-            throw .io("cannot start the NBD I/O thread")
-        }
+        // On failure the descriptor is closed by deinit, once, like every other exit.
+        guard DetachedThread.spawn({ [self] in run() }) == 0 else { throw .io("cannot start the NBD I/O thread") }
     }
 
     var onIOThread: Bool { UInt(pthread_self()) == ioThread.load(ordering: .relaxed) }
 
-    func signal() {
-        var one: UInt8 = 1
-        _ = Glibc.write(wakeupWriter, &one, 1)
-    }
+    func signal() { wakeup.signal() }
 
     // MARK: - Submitting
 

@@ -45,7 +45,7 @@ extension NBDServerConnection {
             guard leftover.withUnsafeBytes({ process($0, &transmission) }) else { return }
         }
         var fds = [
-            pollfd(fd: descriptor, events: 0, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: descriptor, events: 0, revents: 0), wakeSlot,
         ]
         var spin = server.options.busyPollWindow.map { SpinClock(window: UInt64(max(0, $0.nanoseconds))) }
         while true {
@@ -84,10 +84,7 @@ extension NBDServerConnection {
                 if errno == EINTR { continue }
                 return
             }
-            if fds[1].revents != 0 {
-                var drained = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-                _ = read(wakeup, &drained, MemoryLayout.size(ofValue: drained))
-            }
+            if fds[1].revents != 0 { wakeup?.drain() }
             let events = fds[0].revents
             if events & Int16(POLLOUT) != 0, output.withLock({ $0.flush(to: descriptor) }) != 0 { return }
             if events & (Int16(POLLERR) | Int16(POLLNVAL)) != 0 { return }

@@ -25,8 +25,8 @@ final class NBDServerConnection: Sendable {
     let server: NBDServer
     /// The accepted socket.
     let socket: Int32
-    let wakeup: Int32
-    private let wakeupWriter: Int32
+    /// Wakes the thread out of `poll` (nil: no pipe could be had, and the connection is abandoned).
+    let wakeup: WakeSignal?
     private let ended: @Sendable () -> Void
     let state = Mutex(State())
     let output = Mutex(SocketOutputQueue())
@@ -39,26 +39,13 @@ final class NBDServerConnection: Sendable {
         self.server = server
         self.socket = descriptor
         self.ended = ended
-        var ends: [Int32] = [-1, -1]
-        if pipe(&ends) == 0 {
-            for end in ends {
-                _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-                _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-            }
-        }
-        wakeup = ends[0]
-        wakeupWriter = ends[1]
+        wakeup = try? WakeSignal()
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
-    }
-
-    deinit {
-        if wakeup >= 0 { close(wakeup) }
-        if wakeupWriter >= 0 { close(wakeupWriter) }
     }
 
     /// Starts the connection's thread (or gives up on the connection if none can be had).
     func start() {
-        guard wakeup >= 0, DetachedThread.spawn({ [self] in run() }) == 0 else {
+        guard wakeup != nil, DetachedThread.spawn({ [self] in run() }) == 0 else {
             abandon()
             server.remove(self)
             return
@@ -80,10 +67,10 @@ final class NBDServerConnection: Sendable {
     var onIOThread: Bool { UInt(pthread_self()) == ioThread.load(ordering: .relaxed) }
 
     /// Wakes the thread out of `poll`.
-    func signal() {
-        var one: UInt8 = 1
-        _ = write(wakeupWriter, &one, 1)
-    }
+    func signal() { wakeup?.signal() }
+
+    /// The wake-up pipe's entry in a `poll` set (the thread runs only with one).
+    var wakeSlot: pollfd { wakeup?.pollEntry ?? pollfd(fd: -1, events: 0, revents: 0) }
 
     /// Asks the connection to finish what is in flight and close (server shutdown).
     func requestClose() {
@@ -185,8 +172,7 @@ final class NBDServerConnection: Sendable {
     /// Polls `descriptor` for `event` and the wake-up pipe; false on timeout, shutdown or error.
     private func wait(_ descriptor: Int32, _ event: Int32, deadline: Int64?) -> Bool {
         var fds = [
-            pollfd(fd: descriptor, events: Int16(event), revents: 0),
-            pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: descriptor, events: Int16(event), revents: 0), wakeSlot,
         ]
         while true {
             var timeout: Int32 = -1

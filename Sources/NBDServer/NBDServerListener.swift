@@ -14,34 +14,23 @@ public final class NBDServerListener: Sendable {
     /// What it listens on (for TCP with the port actually bound).
     public let endpoint: NBDEndpoint
     private let descriptor: Int32
-    private let wakeup: Int32
-    private let wakeupWriter: Int32
+    private let wakeup: WakeSignal
     private let server: NBDServer
     private let stopped = Atomic<Bool>(false)
     /// The unix socket path to remove when the listener stops.
     private let socketPath: String?
 
     init(endpoint: NBDEndpoint, server: NBDServer) throws(NBDServerError) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw .listen(endpoint: endpoint.description, reason: Self.reason(errno)) }
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-        let bound: (Int32, NBDEndpoint)
-        do { bound = try Self.bind(endpoint) } catch {
-            close(ends[0])
-            close(ends[1])
-            throw error
+        do { wakeup = try WakeSignal() } catch {
+            throw .listen(endpoint: endpoint.description, reason: Self.reason(error.errno))
         }
-        (descriptor, self.endpoint) = bound
-        wakeup = ends[0]
-        wakeupWriter = ends[1]
+        (descriptor, self.endpoint) = try Self.bind(endpoint)
         self.server = server
         if case .unix(let path) = endpoint { socketPath = path } else { socketPath = nil }
     }
 
     deinit {
         close(descriptor)
-        close(wakeup)
-        close(wakeupWriter)
     }
 
     func start() throws(NBDServerError) {
@@ -56,15 +45,13 @@ public final class NBDServerListener: Sendable {
     /// OCaml: none
     public func stop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var one: UInt8 = 1
-        _ = write(wakeupWriter, &one, 1)
+        wakeup.signal()
         if let socketPath { unlink(socketPath) }
     }
 
     private func acceptLoop() {
         var fds = [
-            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0), wakeup.pollEntry,
         ]
         while !stopped.load(ordering: .acquiring) {
             fds[0].revents = 0

@@ -46,7 +46,8 @@ public final class TapDevice: NetworkDevice {
     public let mtu: Int
 
     private let descriptor: Int32
-    private let wake: (read: Int32, write: Int32)
+    /// Wakes the reader thread (room in the frame queue again, or a stop).
+    private let wake: WakeSignal
     private let frames: FrameQueue
     private let counters = NetworkCounters()
     private let scratch = ScratchBuffers()
@@ -72,17 +73,15 @@ public final class TapDevice: NetworkDevice {
         }
         // What we take from the kernel: partial checksums and TCP segmentation offload (netif carries both).
         _ = cxen_tun_set_offload(fd, UInt32(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6))
-        var pipeEnds: [Int32] = [0, 0]
-        guard pipe(&pipeEnds) == 0 else {
-            let code = errno
+        let wake: WakeSignal
+        do { wake = try WakeSignal() } catch {
             close(fd)
-            throw .open(name: name, errno: code)
+            throw .open(name: name, errno: error.errno)
         }
-        for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         let interface = String(decoding: chosen.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         self.name = interface
         self.descriptor = fd
-        self.wake = (pipeEnds[0], pipeEnds[1])
+        self.wake = wake
         self.frames = FrameQueue(capacity: frameQueueCapacity)
         self.mac = Self.sysfs(interface, "address").flatMap { MACAddress($0) } ?? .local(seed: UInt64(fd))
         self.mtu = Self.sysfs(interface, "mtu").flatMap { Int($0) } ?? Netif.defaultMTU
@@ -90,8 +89,6 @@ public final class TapDevice: NetworkDevice {
         let status = DetachedThread.spawn { [self] in readLoop() }
         guard status == 0 else {
             close(fd)
-            close(pipeEnds[0])
-            close(pipeEnds[1])
             throw .thread(status)
         }
     }
@@ -111,8 +108,7 @@ public final class TapDevice: NetworkDevice {
     private func readLoop() {
         let buffer = PageBuffer(pages: 17)
         var fds = [
-            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0), wake.pollEntry,
         ]
         while true {
             if reader.withLock({ $0.stopping }) { break }
@@ -121,7 +117,7 @@ public final class TapDevice: NetworkDevice {
                 // Wait for the reader to make room (or a stop): only the wake pipe.
                 var wakeOnly = [fds[1]]
                 _ = poll(&wakeOnly, 1, 100)
-                drainWake()
+                wake.drain()
                 continue
             }
             let ready = poll(&fds, 2, -1)
@@ -129,7 +125,7 @@ public final class TapDevice: NetworkDevice {
                 if errno == EINTR { continue }
                 break
             }
-            if fds[1].revents != 0 { drainWake() }
+            if fds[1].revents != 0 { wake.drain() }
             guard fds[0].revents & Int16(POLLIN) != 0 else {
                 if fds[0].revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { break }
                 continue
@@ -155,15 +151,9 @@ public final class TapDevice: NetworkDevice {
         for waiter in waiters { waiter.resume() }
     }
 
-    private func drainWake() {
-        var sink = [UInt8](repeating: 0, count: 64)
-        _ = read(wake.read, &sink, sink.count)
-    }
-
     private func resume() {
         room.withLock { $0 = true }
-        var byte: UInt8 = 1
-        _ = Glibc.write(wake.write, &byte, 1)
+        wake.signal()
     }
 
     // MARK: - NetworkDevice
@@ -221,8 +211,7 @@ public final class TapDevice: NetworkDevice {
             return !state.stopping
         }
         guard first else { return }
-        var byte: UInt8 = 1
-        _ = Glibc.write(wake.write, &byte, 1)
+        wake.signal()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let stopped = reader.withLock { state -> Bool in
                 if state.stopped { return true }
@@ -233,7 +222,5 @@ public final class TapDevice: NetworkDevice {
         }
         await writers.close()
         close(descriptor)
-        close(wake.read)
-        close(wake.write)
     }
 }

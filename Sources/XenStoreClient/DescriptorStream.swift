@@ -50,9 +50,8 @@ final class DescriptorStream: Sendable {
     private static let queueLimit = 1 << 20
 
     let descriptor: Int32
-    /// The read and write ends of the wake-up pipe.
-    private let wakeup: Int32
-    private let wakeupWriter: Int32
+    /// Wakes the I/O thread out of `poll`.
+    private let wakeup: WakeSignal
     private let mode: WriteMode
     private let state = Mutex(State())
     /// Writes not yet fully sent, oldest first. A lock of their own: a writer holds it across its
@@ -77,22 +76,17 @@ final class DescriptorStream: Sendable {
     private let delivery = Mutex(())
 
     init(descriptor: Int32, mode: WriteMode) throws(DescriptorError) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw DescriptorError(operation: "pipe", errno: errno) }
-        for end in ends {
-            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        do {
+            wakeup = try WakeSignal()
+        } catch {
+            throw DescriptorError(operation: "pipe", errno: error.errno)
         }
         self.descriptor = descriptor
-        self.wakeup = ends[0]
-        self.wakeupWriter = ends[1]
         self.mode = mode
     }
 
     deinit {
         Glibc.close(descriptor)
-        Glibc.close(wakeup)
-        Glibc.close(wakeupWriter)
     }
 
     /// Starts the I/O thread.
@@ -237,17 +231,14 @@ final class DescriptorStream: Sendable {
         }
     }
 
-    func signal() {
-        var one: UInt8 = 1
-        _ = Glibc.write(wakeupWriter, &one, 1)
-    }
+    func signal() { wakeup.signal() }
 
     // MARK: - The I/O thread
 
     private func run() {
         var buffer = [UInt8](repeating: 0, count: 65536)
         var fds = [
-            pollfd(fd: descriptor, events: 0, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: descriptor, events: 0, revents: 0), wakeup.pollEntry,
         ]
         ioThread.store(UInt(pthread_self()), ordering: .releasing)
         defer { retireExecutor() }
@@ -286,10 +277,7 @@ final class DescriptorStream: Sendable {
                 finish(DescriptorError(operation: "poll", errno: errno))
                 break
             }
-            if fds[1].revents != 0 {
-                var drain = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-                _ = Glibc.read(wakeup, &drain, MemoryLayout.size(ofValue: drain))
-            }
+            if fds[1].revents != 0 { wakeup.drain() }
             let events = fds[0].revents
             if events & Int16(POLLOUT) != 0 || (paused && events & (Int16(POLLHUP) | Int16(POLLERR)) != 0) {
                 // Paused readers still learn about a hang-up through the failing writes.
