@@ -1,10 +1,9 @@
-public import BlkifProtocol
 public import XenCore
 public import XenStoreClient
 import XenStoreProtocol
 
 /// The `XenbusStore` seam over a real `XenStoreClient` (xenstored, the xenbus device, or an in-process
-/// `XenStoreServer` connection). BlockFront and BlockBack both take it.
+/// `XenStoreServer` connection). The block and network drivers take it.
 ///
 /// OCaml: the `Xs` module Blkfront/Blkback are applied to (`Xs_client_lwt.Client(Xs_transport_unix)`)
 public struct XenStoreBus: XenbusStore {
@@ -54,11 +53,15 @@ public struct XenStoreBus: XenbusStore {
 
     /// OCaml: `Xs.setperms path { owner; other = NONE; acl = readers with READ }`
     public func setPermissions(_ path: String, owner: DomainID, readers: [DomainID]) async throws {
-        let permissions = XenStorePermissions(
-            owner: owner, others: .none, acl: readers.map { XenStorePermission(.read, $0) })
+        let permissions = Self.permissions(owner: owner, readers: readers)
         try await client.immediate { handle async throws(XenStoreError) in
             try await handle.setPermissions(path, to: permissions)
         }
+    }
+
+    /// `owner` owns, `readers` read, everyone else nothing.
+    private static func permissions(owner: DomainID, readers: [DomainID]) -> XenStorePermissions {
+        XenStorePermissions(owner: owner, others: .none, acl: readers.map { XenStorePermission(.read, $0) })
     }
 
     /// Runs `check` under `XenStoreClient.wait`, first touching each of `paths` so the wait watches them.

@@ -1,8 +1,8 @@
 public import XenCore
 
-/// The xenstore operations the block front and back need: the seam between the xenbus handshake and a
-/// xenstore client. `XenStoreClient` conforms through the adapters in BlockFront/BlockBack; tests may pass
-/// any other implementation.
+/// The xenstore operations a split device driver needs: the seam between the xenbus handshake and a
+/// xenstore client. BlockFront, BlockBack, NetFront and NetBack take it; a `XenStoreClient` conforms
+/// through ``XenStoreBus``, and tests may pass any other implementation.
 ///
 /// OCaml: the subset of `Xs_client_lwt.S` that `Blkfront`/`Blkback` call (`read`, `write`, `rm`,
 /// `setperms`, `transaction`, `wait`)
