@@ -249,7 +249,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GrantTableTests",
-            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore", "XenStoreProtocol"]
+            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore", "XenStoreClient"]
         ),
         .testTarget(name: "BlockDeviceTests", dependencies: ["BlockDevice", "XenCore"]),
         .testTarget(
