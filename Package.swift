@@ -155,7 +155,7 @@ let package = Package(
         .target(
             name: "ConsoleBackend",
             dependencies: [
-                "XenCore", "XenStoreClient", "GrantTable", "EventChannel", "CXen", "BackendTelemetry",
+                "XenCore", "XenStoreClient", "Xenbus", "GrantTable", "EventChannel", "CXen", "BackendTelemetry",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

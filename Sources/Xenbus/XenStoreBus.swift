@@ -64,6 +64,72 @@ public struct XenStoreBus: XenbusStore {
         XenStorePermissions(owner: owner, others: .none, acl: readers.map { XenStorePermission(.read, $0) })
     }
 
+    /// OCaml: `Xs.(immediate client (fun h -> directory h path))`, `Enoent` → `[]`
+    public func directory(_ path: String) async throws -> [String] {
+        do {
+            return try await client.immediate { handle async throws(XenStoreError) -> [String] in
+                try await handle.directory(path)
+            }
+        } catch .noEntry {
+            return []
+        }
+    }
+
+    /// OCaml: `Xs.(transaction client (fun t -> List.iter (fun n -> write t ...; setperms t ...) nodes))`
+    public func write(_ nodes: [XenbusNode]) async throws {
+        try await client.transaction { handle async throws(XenStoreError) in
+            for node in nodes {
+                try await handle.write(node.path, node.value)
+                try await handle.setPermissions(
+                    node.path, to: Self.permissions(owner: node.owner, readers: node.readers))
+            }
+        }
+    }
+
+    /// OCaml: `Xs.(transaction client (fun t -> if exists t path then write t path value))`
+    public func writeIfPresent(_ path: String, _ value: String) async throws -> Bool {
+        try await client.transaction { handle async throws(XenStoreError) -> Bool in
+            guard try await handle.exists(path) else { return false }
+            try await handle.write(path, value)
+            return true
+        }
+    }
+
+    /// Registers one `XenStoreClient.watches` sequence per path and merges their events; ending the stream
+    /// (its consumer cancelled or gone) removes the watches.
+    ///
+    /// OCaml: none (`Xs_client_lwt` only has `wait`)
+    public func watch(_ paths: [String]) async throws -> AsyncThrowingStream<String, any Error> {
+        var registered: [XenStoreWatchEvents] = []
+        do throws(XenStoreError) {
+            for path in paths { registered.append(try await client.watches(path)) }
+        } catch {
+            for events in registered { events.cancel() }
+            throw error
+        }
+        let sequences = registered
+        let (stream, continuation) = AsyncThrowingStream<String, any Error>.makeStream()
+        let pump = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for events in sequences {
+                    group.addTask {
+                        do {
+                            for try await event in events { continuation.yield(event.path) }
+                        } catch {
+                            continuation.finish(throwing: error)
+                        }
+                    }
+                }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in
+            pump.cancel()
+            for events in sequences { events.cancel() }
+        }
+        return stream
+    }
+
     /// Runs `check` under `XenStoreClient.wait`, first touching each of `paths` so the wait watches them.
     ///
     /// OCaml: `Xs.wait`
