@@ -247,6 +247,7 @@ let package = Package(
             name: "XenStoreClientTests",
             dependencies: ["XenStoreClient", "XenStoreServer", "XenStoreProtocol", "XenCore"]
         ),
+        .testTarget(name: "XenbusTests", dependencies: ["Xenbus", "XenStoreClient", "XenStoreServer", "XenCore"]),
         .testTarget(
             name: "GrantTableTests",
             dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore", "XenStoreClient"]
