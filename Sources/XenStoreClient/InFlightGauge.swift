@@ -98,4 +98,3 @@ final class InFlightGauge: Sendable {
         count.store(state.pending.count, ordering: .relaxed)
     }
 }
-
