@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "XenStoreProtocol", targets: ["XenStoreProtocol"]),
         .library(name: "XenStoreServer", targets: ["XenStoreServer"]),
         .library(name: "XenStoreClient", targets: ["XenStoreClient"]),
+        .library(name: "Xenbus", targets: ["Xenbus"]),
         .library(name: "GrantTable", targets: ["GrantTable"]),
         .library(name: "EventChannel", targets: ["EventChannel"]),
         .library(name: "SimulatedHypervisor", targets: ["SimulatedHypervisor"]),
@@ -96,6 +97,10 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: - Xenbus: the xenstore seam split device drivers take (XenbusStore) and its XenStoreClient adapter
+        .target(
+            name: "Xenbus", dependencies: ["XenCore", "XenStoreClient", "XenStoreProtocol"], swiftSettings: strict),
+
         // MARK: - Grants, event channels, the simulated hypervisor
         // One silent xentoollog logger for every libxen* handle (internal: not a product).
         .target(name: "XenToolLog", dependencies: ["CXen"], swiftSettings: strict),
@@ -114,15 +119,15 @@ let package = Package(
         .target(
             name: "BlockFront",
             dependencies: [
-                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "XenStoreProtocol",
-                "GrantTable", "EventChannel",
+                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "XenStoreClient", "Xenbus", "GrantTable",
+                "EventChannel",
             ],
             swiftSettings: strict
         ),
         .target(
             name: "BlockBack",
             dependencies: [
-                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "GrantTable", "EventChannel",
+                "XenCore", "BlockDevice", "BlkifProtocol", "SharedRing", "Xenbus", "GrantTable", "EventChannel",
                 "BackendTelemetry",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
@@ -137,16 +142,15 @@ let package = Package(
         .target(
             name: "NetFront",
             dependencies: [
-                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
-                "EventChannel",
+                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "Xenbus", "GrantTable", "EventChannel",
             ],
             swiftSettings: strict
         ),
         .target(
             name: "NetBack",
             dependencies: [
-                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "BlkifProtocol", "GrantTable",
-                "EventChannel", "CXen", "BackendTelemetry",
+                "XenCore", "NetifProtocol", "NetworkDevice", "SharedRing", "Xenbus", "GrantTable", "EventChannel",
+                "CXen", "BackendTelemetry",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -157,7 +161,7 @@ let package = Package(
         .target(
             name: "ConsoleBackend",
             dependencies: [
-                "XenCore", "XenStoreClient", "GrantTable", "EventChannel", "CXen", "BackendTelemetry",
+                "XenCore", "XenStoreClient", "Xenbus", "GrantTable", "EventChannel", "CXen", "BackendTelemetry",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -213,7 +217,7 @@ let package = Package(
                 "XenCore", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel", "SimulatedHypervisor",
                 "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient", "NBDServer", "NBDProtocol",
                 "DomainUserdata", "BlkifProtocol", "NetFront", "NetBack", "NetifProtocol",
-                "NetworkDevice", "Vchan",
+                "NetworkDevice", "Vchan", "Xenbus",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -235,7 +239,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
                 "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreConversations", "DomainUserdata",
-                "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan",
+                "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan", "Xenbus",
             ],
             swiftSettings: strict
         ),
@@ -243,31 +247,38 @@ let package = Package(
         // MARK: - Tests
         .testTarget(name: "CXenTests", dependencies: ["CXen", "XenStoreProtocol"]),
         .testTarget(name: "XenCoreTests", dependencies: ["XenCore"]),
-        .testTarget(name: "XenStoreProtocolTests", dependencies: ["XenStoreProtocol"]),
+        .testTarget(name: "XenStoreProtocolTests", dependencies: ["XenStoreProtocol", "XenCore"]),
         .testTarget(
             name: "XenStoreServerTests",
             dependencies: ["XenStoreServer", "XenStoreProtocol", "XenCore", "XenStoreConversations"]),
-        .testTarget(name: "XenStoreClientTests", dependencies: ["XenStoreClient", "XenStoreServer", "XenCore"]),
+        .testTarget(
+            name: "XenStoreClientTests",
+            dependencies: ["XenStoreClient", "XenStoreServer", "XenStoreProtocol", "XenCore"]
+        ),
+        .testTarget(name: "XenbusTests", dependencies: ["Xenbus", "XenStoreClient", "XenStoreServer", "XenCore"]),
         .testTarget(
             name: "GrantTableTests",
-            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore", "XenStoreProtocol"]
+            dependencies: ["GrantTable", "EventChannel", "SimulatedHypervisor", "XenCore", "XenStoreClient"]
         ),
         .testTarget(name: "BlockDeviceTests", dependencies: ["BlockDevice", "XenCore"]),
         .testTarget(
             name: "BlockTests",
             dependencies: [
                 "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
-                "XenStoreClient", "BlockDevice", "CXen", "XenCore", "GrantTable", "EventChannel",
+                "XenStoreClient", "Xenbus", "BlockDevice", "CXen", "XenCore", "GrantTable", "EventChannel",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "ConsoleTests",
             dependencies: [
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
+                "GrantTable",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "NetifTests", dependencies: ["NetifProtocol", "SharedRing", "CXen", "XenCore"]),
@@ -275,10 +286,11 @@ let package = Package(
             name: "NetTests",
             dependencies: [
                 "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "SharedRing", "SimulatedHypervisor",
-                "XenStoreServer", "XenStoreClient", "BlockFront", "BlkifProtocol", "XenCore", "GrantTable",
-                "EventChannel", "CXen",
+                "XenStoreServer", "XenStoreClient", "BlockFront", "Xenbus", "XenCore", "GrantTable", "EventChannel",
+                "CXen",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -18,6 +18,7 @@ let package = Package(
                 "CLibFuzzer",
                 .product(name: "XenCore", package: "SwiftXen"),
                 .product(name: "XenStoreProtocol", package: "SwiftXen"),
+                .product(name: "XenStoreClient", package: "SwiftXen"),
                 .product(name: "XenStoreServer", package: "SwiftXen"),
                 .product(name: "NBDProtocol", package: "SwiftXen"),
                 .product(name: "SharedRing", package: "SwiftXen"),

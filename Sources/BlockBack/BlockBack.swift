@@ -1,5 +1,5 @@
 import BackendTelemetry
-public import BlkifProtocol
+import BlkifProtocol
 public import BlockDevice
 public import EventChannel
 public import GrantTable
@@ -7,6 +7,7 @@ import Logging
 import SharedRing
 import Synchronization
 import XenCore
+public import Xenbus
 
 /// A Xen block backend: serves any `BlockDevice` to one frontend over blkif rings.
 ///

@@ -1,5 +1,5 @@
-public import BlkifProtocol
 public import XenCore
+public import Xenbus
 
 /// The toolstack's part of attaching a disk: the frontend and backend xenstore directories of one vbd,
 /// written in one transaction with the owners and permissions Xen's toolstack gives them (the frontend

@@ -1,10 +1,11 @@
-public import BlkifProtocol
+import BlkifProtocol
 import BlockDevice
 public import EventChannel
 public import GrantTable
 import SharedRing
 import Synchronization
 import XenCore
+public import Xenbus
 
 extension BlockFront {
     /// Connects to the vbd `id` — a xenstore id ("51712") or a Linux name ("xvda", "/dev/xvda") — through the

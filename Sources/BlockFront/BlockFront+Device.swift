@@ -2,6 +2,7 @@ import EventChannel
 import GrantTable
 import Synchronization
 import XenStoreClient
+import Xenbus
 
 extension BlockFront {
     /// Connects to the vbd `device` — "51712", "xvda" or "/dev/xvda" — of the domain this process runs in,

@@ -6,6 +6,7 @@ import SharedRing
 import Synchronization
 public import XenCore
 import XenStoreClient
+import Xenbus
 
 #if canImport(Glibc)
     import Glibc

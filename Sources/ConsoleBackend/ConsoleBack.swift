@@ -5,6 +5,7 @@ public import GrantTable
 public import Logging
 public import XenCore
 public import XenStoreClient
+public import Xenbus
 
 /// Bytes moved through one console, both ways.
 ///
@@ -37,14 +38,14 @@ public final class ConsoleBack: Sendable {
     public let id: ConsoleID
     /// The domain this backend runs in (the owner of the backend directory).
     public let backendDomain: DomainID
-    let xenstore: XenStoreClient
+    let store: any XenbusStore
     let grantTable: any GrantTableBackend
     let eventChannel: any EventChannelBackend
     /// The caller's logger with the console's identity as metadata.
     let logger: Logger
     let metrics: ConsoleBackMetrics
 
-    /// A backend for `id`, using `xenstore` (a privileged connection), and this domain's grant table and
+    /// A backend for `id`, using `store` (a privileged xenstore connection), and this domain's grant table and
     /// event channels. It logs through `logger` at `debug` only (connect, close, a guest breaking the
     /// protocol: a hostile guest must not flood the log), with metadata `xen.backend` = `console`,
     /// `xen.domain` and `xen.device` (`0` for the primary console, else the devid), and counts in
@@ -53,12 +54,12 @@ public final class ConsoleBack: Sendable {
     ///
     /// OCaml: `Conback.Make` applied, plus `get_my_domid` (here a parameter: 0 unless given)
     public init(
-        id: ConsoleID, xenstore: XenStoreClient, grantTable: any GrantTableBackend,
+        id: ConsoleID, store: any XenbusStore, grantTable: any GrantTableBackend,
         eventChannel: any EventChannelBackend, backendDomain: DomainID = .dom0,
         logger: Logger = Logger(label: "swiftxen.console.backend"), metricsFactory: (any MetricsFactory)? = nil
     ) {
         self.id = id
-        self.xenstore = xenstore
+        self.store = store
         self.grantTable = grantTable
         self.eventChannel = eventChannel
         self.backendDomain = backendDomain
@@ -71,6 +72,20 @@ public final class ConsoleBack: Sendable {
             kind: "console", domain: id.domain, device: device, factory: metricsFactory, logger: logger)
         self.logger = telemetry.logger
         self.metrics = ConsoleBackMetrics(telemetry)
+    }
+
+    /// The same backend over a `XenStoreClient`: the seam initialiser with `store: XenStoreBus(client: xenstore)`
+    /// (``init(id:store:grantTable:eventChannel:backendDomain:logger:metricsFactory:)``).
+    ///
+    /// OCaml: `Conback.Make` applied to `Xs_client_lwt`
+    public convenience init(
+        id: ConsoleID, xenstore: XenStoreClient, grantTable: any GrantTableBackend,
+        eventChannel: any EventChannelBackend, backendDomain: DomainID = .dom0,
+        logger: Logger = Logger(label: "swiftxen.console.backend"), metricsFactory: (any MetricsFactory)? = nil
+    ) {
+        self.init(
+            id: id, store: XenStoreBus(client: xenstore), grantTable: grantTable, eventChannel: eventChannel,
+            backendDomain: backendDomain, logger: logger, metricsFactory: metricsFactory)
     }
 
     // MARK: - Running
@@ -123,36 +138,27 @@ public final class ConsoleBack: Sendable {
         guard let frontendPath = try await readOptional(frontendKey) else { throw .missingKey(path: frontendKey) }
         let statePath = "\(frontendPath)/\(ConsoleKeys.state)"
         // Wait for the frontend to publish its ring (Initialised, or Connected as mirage's frontend writes).
-        try await waitUntil(path: statePath) { handle throws(XenStoreError) in
-            let text: String
-            do throws(XenStoreError) { text = try await handle.read(statePath) } catch .noEntry {
-                throw XenStoreError.again
-            }
+        try await waitUntil(path: statePath, watching: [statePath]) { store in
+            guard let text = try await store.read(statePath) else { return false }
             let state = XenbusState(xenstoreValue: text)
-            guard state == .initialised || state == .connected else { throw XenStoreError.again }
+            return state == .initialised || state == .connected
         }
         let info = try ConsoleRingInfo(
             directory: frontendPath,
             ringRef: try await readOptional("\(frontendPath)/\(ConsoleKeys.ringRef)"),
             port: try await readOptional("\(frontendPath)/\(ConsoleKeys.port)"))
         let session = try attach(refs: [info.ringRef], port: info.port, frontendPath: frontendPath) {
-            client, frontendPath in
+            store, frontendPath in
             // The frontend is gone when its state says Closed or its directory vanished.
-            try await client.wait { handle in
-                let text: String
-                do throws(XenStoreError) {
-                    text = try await handle.read("\(frontendPath)/\(ConsoleKeys.state)")
-                } catch .noEntry {
-                    return
-                }
-                guard XenbusState(xenstoreValue: text) == .closed else { throw XenStoreError.again }
+            let frontendState = "\(frontendPath)/\(ConsoleKeys.state)"
+            try await store.wait(watching: [frontendState]) { () async throws -> Void? in
+                guard let text = try await store.read(frontendState) else { return () }
+                return XenbusState(xenstoreValue: text) == .closed ? () : nil
             }
         }
         session.backendStatePath = "\(backendPath)/\(ConsoleKeys.state)"
         do {
-            try await xenstore.immediate { handle throws(XenStoreError) in
-                try await handle.write("\(backendPath)/\(ConsoleKeys.state)", XenbusState.connected.xenstoreValue)
-            }
+            try await store.write("\(backendPath)/\(ConsoleKeys.state)", XenbusState.connected.xenstoreValue)
         } catch {
             await session.close()
             throw .xenstore(op: "write", path: "\(backendPath)/\(ConsoleKeys.state)", underlying: error)
@@ -167,27 +173,19 @@ public final class ConsoleBack: Sendable {
         let refPath = "\(directory)/\(ConsoleKeys.ringRef)"
         let portPath = "\(directory)/\(ConsoleKeys.port)"
         // The domain builder writes both before the guest runs; wait in case we are early.
-        try await waitUntil(path: directory) { handle throws(XenStoreError) in
-            do throws(XenStoreError) {
-                _ = try await handle.read(refPath)
-                _ = try await handle.read(portPath)
-            } catch .noEntry {
-                throw XenStoreError.again
-            }
+        try await waitUntil(path: directory, watching: [refPath, portPath]) { store in
+            guard try await store.read(refPath) != nil else { return false }
+            return try await store.read(portPath) != nil
         }
         let info = try ConsoleRingInfo(
             directory: directory, ringRef: try await readOptional(refPath), port: try await readOptional(portPath))
         // xenconsoled maps GNTTAB_RESERVED_CONSOLE first; ring-ref (a frame number there) is the fallback.
         var refs = [GrantRef.reservedConsole]
         if info.ringRef != .reservedConsole { refs.append(info.ringRef) }
-        return try attach(refs: refs, port: info.port, frontendPath: directory) { client, directory in
-            try await client.wait { handle in
-                do throws(XenStoreError) {
-                    _ = try await handle.read("\(directory)/\(ConsoleKeys.ringRef)")
-                } catch .noEntry {
-                    return
-                }
-                throw XenStoreError.again
+        return try attach(refs: refs, port: info.port, frontendPath: directory) { store, directory in
+            let ringRef = "\(directory)/\(ConsoleKeys.ringRef)"
+            try await store.wait(watching: [ringRef]) { () async throws -> Void? in
+                try await store.read(ringRef) == nil ? () : nil
             }
         }
     }
@@ -197,7 +195,7 @@ public final class ConsoleBack: Sendable {
     /// Maps the first of `refs` that maps, binds `port`, adopts the ring and starts the session's tasks.
     private func attach(
         refs: [GrantRef], port: EventChannelPort, frontendPath: String,
-        frontendGone: @escaping @Sendable (XenStoreClient, String) async throws -> Void
+        frontendGone: @escaping @Sendable (any XenbusStore, String) async throws -> Void
     ) throws(ConsoleError) -> ConsoleBackSession {
         var mapped: GrantMappingHandle?
         var lastError: GrantTableError?
@@ -231,7 +229,7 @@ public final class ConsoleBack: Sendable {
         let connection = ConsoleConnection(ring: ring, metrics: metrics) { try? channel.notify(localPort) }
         let session = ConsoleBackSession(
             id: id, connection: connection, mapping: mapping, localPort: localPort, eventChannel: eventChannel,
-            xenstore: xenstore, frontendPath: frontendPath, logger: logger, metrics: metrics)
+            store: store, frontendPath: frontendPath, logger: logger, metrics: metrics)
         session.start(frontendGone: frontendGone)
         // The guest may be blocked on a full ring or waiting for the connection flag.
         try? channel.notify(localPort)
@@ -241,20 +239,23 @@ public final class ConsoleBack: Sendable {
     // MARK: - Xenstore helpers
 
     private func readOptional(_ path: String) async throws(ConsoleError) -> String? {
-        do throws(XenStoreError) {
-            return try await xenstore.immediate { handle throws(XenStoreError) in try await handle.read(path) }
-        } catch .noEntry {
-            return nil
+        do {
+            return try await store.read(path)
         } catch {
             throw .xenstore(op: "read", path: path, underlying: error)
         }
     }
 
+    /// Waits until `condition` holds, re-checking it whenever something under `paths` changes.
     private func waitUntil(
-        path: String, _ condition: @escaping @Sendable (XenStoreHandle) async throws(XenStoreError) -> Void
+        path: String, watching paths: [String],
+        _ condition: @escaping @Sendable (any XenbusStore) async throws -> Bool
     ) async throws(ConsoleError) {
+        let store = self.store
         do {
-            try await xenstore.wait { handle in try await condition(handle) }
+            try await store.wait(watching: paths) { () async throws -> Void? in
+                try await condition(store) ? () : nil
+            }
         } catch is CancellationError {
             throw .cancelled
         } catch {

@@ -3,7 +3,7 @@ public import GrantTable
 import Logging
 import Synchronization
 public import XenCore
-import XenStoreClient
+import Xenbus
 
 /// A console the backend has connected: the mapped ring, the bound port and the tasks that feed event
 /// kicks in and watch for the frontend leaving. Read the guest's output from ``bytes`` (or
@@ -21,7 +21,7 @@ public final class ConsoleBackSession: Sendable {
     public let localPort: EventChannelPort
     private let mapping: GrantMappingHandle
     private let eventChannel: any EventChannelBackend
-    private let xenstore: XenStoreClient
+    private let store: any XenbusStore
     private let logger: Logger
     private let metrics: ConsoleBackMetrics
     private struct State {
@@ -33,7 +33,7 @@ public final class ConsoleBackSession: Sendable {
 
     init(
         id: ConsoleID, connection: ConsoleConnection, mapping: GrantMappingHandle, localPort: EventChannelPort,
-        eventChannel: any EventChannelBackend, xenstore: XenStoreClient, frontendPath: String, logger: Logger,
+        eventChannel: any EventChannelBackend, store: any XenbusStore, frontendPath: String, logger: Logger,
         metrics: ConsoleBackMetrics
     ) {
         self.id = id
@@ -41,7 +41,7 @@ public final class ConsoleBackSession: Sendable {
         self.mapping = mapping
         self.localPort = localPort
         self.eventChannel = eventChannel
-        self.xenstore = xenstore
+        self.store = store
         self.frontendPath = frontendPath
         self.logger = logger
         self.metrics = metrics
@@ -54,7 +54,7 @@ public final class ConsoleBackSession: Sendable {
     }
 
     /// Starts feeding events into the connection and watching for the frontend to go.
-    func start(frontendGone: @escaping @Sendable (XenStoreClient, String) async throws -> Void) {
+    func start(frontendGone: @escaping @Sendable (any XenbusStore, String) async throws -> Void) {
         let connection = self.connection
         let notifications = eventChannel.notifications(localPort)
         let events = Task {
@@ -62,11 +62,11 @@ public final class ConsoleBackSession: Sendable {
             // The port was unbound or the guest's domain destroyed.
             connection.peerClosed()
         }
-        let client = xenstore
+        let store = self.store
         let path = frontendPath
         let monitor = Task {
             do {
-                try await frontendGone(client, path)
+                try await frontendGone(store, path)
                 connection.peerClosed()
             } catch {
                 // Cancelled (we are closing) or xenstore lost: the event task still notices a dead domain.
@@ -107,8 +107,8 @@ public final class ConsoleBackSession: Sendable {
     /// OCaml: none (xenconsoled `domain_create_tty`)
     public func publishTTY(_ path: String) async throws(ConsoleError) {
         let key = "\(frontendPath)/\(ConsoleKeys.tty)"
-        do throws(XenStoreError) {
-            try await xenstore.immediate { handle throws(XenStoreError) in try await handle.write(key, path) }
+        do {
+            try await store.write(key, path)
         } catch {
             throw .xenstore(op: "write", path: key, underlying: error)
         }
@@ -140,9 +140,7 @@ public final class ConsoleBackSession: Sendable {
         if let statePath {
             let closed = XenbusState.closed.xenstoreValue
             // Only if the backend directory still exists: a toolstack may have removed the device already.
-            try? await xenstore.transaction { handle in
-                if try await handle.exists(statePath) { try await handle.write(statePath, closed) }
-            }
+            _ = try? await store.writeIfPresent(statePath, closed)
         }
         // Join before release: a task still inside the ring must finish before the page goes.
         for task in tasks { await task.value }

@@ -4,6 +4,7 @@ public import GrantTable
 public import Logging
 public import XenCore
 public import XenStoreClient
+public import Xenbus
 
 /// What happened to a console the daemon follows.
 ///
@@ -29,7 +30,7 @@ public actor ConsoleDaemon {
     /// Chooses the sink for a newly connected console (nil: expose it only through ``events``).
     public typealias SinkFactory = @Sendable (ConsoleID) async throws(ConsoleError) -> (any ConsoleSink)?
 
-    private let xenstore: XenStoreClient
+    private let store: any XenbusStore
     private let grantTable: any GrantTableBackend
     private let eventChannel: any EventChannelBackend
     private let backendDomain: DomainID
@@ -48,17 +49,17 @@ public actor ConsoleDaemon {
     private var consoles: [ConsoleID: Served] = [:]
     private var failed: Set<ConsoleID> = []
 
-    /// A daemon in `backendDomain` using a privileged `xenstore` connection and this domain's grant table
-    /// and event channels. Each console's ``ConsoleBack`` logs through `logger` and counts in `metricsFactory`
-    /// (see ``ConsoleBack/init(id:xenstore:grantTable:eventChannel:backendDomain:logger:metricsFactory:)``).
+    /// A daemon in `backendDomain` using a privileged xenstore connection (`store`) and this domain's grant
+    /// table and event channels. Each console's ``ConsoleBack`` logs through `logger` and counts in
+    /// `metricsFactory` (see ``ConsoleBack/init(id:store:grantTable:eventChannel:backendDomain:logger:metricsFactory:)``).
     ///
     /// C: xenconsoled start-up (`xs_open`, `xengnttab_open`, `xenevtchn_open`)
     public init(
-        xenstore: XenStoreClient, grantTable: any GrantTableBackend, eventChannel: any EventChannelBackend,
+        store: any XenbusStore, grantTable: any GrantTableBackend, eventChannel: any EventChannelBackend,
         backendDomain: DomainID = .dom0, logger: Logger = Logger(label: "swiftxen.console.backend"),
         metricsFactory: (any MetricsFactory)? = nil, sink: @escaping SinkFactory
     ) {
-        self.xenstore = xenstore
+        self.store = store
         self.grantTable = grantTable
         self.eventChannel = eventChannel
         self.backendDomain = backendDomain
@@ -66,6 +67,20 @@ public actor ConsoleDaemon {
         self.logger = logger
         self.metricsFactory = metricsFactory
         (events, eventContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+    }
+
+    /// The same daemon over a `XenStoreClient`: the seam initialiser with `store: XenStoreBus(client: xenstore)`
+    /// (``init(store:grantTable:eventChannel:backendDomain:logger:metricsFactory:sink:)``).
+    ///
+    /// C: xenconsoled start-up (`xs_open`, `xengnttab_open`, `xenevtchn_open`)
+    public init(
+        xenstore: XenStoreClient, grantTable: any GrantTableBackend, eventChannel: any EventChannelBackend,
+        backendDomain: DomainID = .dom0, logger: Logger = Logger(label: "swiftxen.console.backend"),
+        metricsFactory: (any MetricsFactory)? = nil, sink: @escaping SinkFactory
+    ) {
+        self.init(
+            store: XenStoreBus(client: xenstore), grantTable: grantTable, eventChannel: eventChannel,
+            backendDomain: backendDomain, logger: logger, metricsFactory: metricsFactory, sink: sink)
     }
 
     /// The consoles currently connected or being connected.
@@ -80,29 +95,18 @@ public actor ConsoleDaemon {
     ///
     /// C: xenconsoled `handle_io` loop
     public func run() async throws(ConsoleError) {
-        let introduce: XenStoreWatchEvents
-        let release: XenStoreWatchEvents
-        do throws(XenStoreError) {
-            introduce = try await xenstore.watches("@introduceDomain")
-            release = try await xenstore.watches("@releaseDomain")
+        let changes: AsyncThrowingStream<String, any Error>
+        do {
+            changes = try await store.watch(["@introduceDomain", "@releaseDomain"])
         } catch {
             throw .xenstore(op: "watch", path: "@introduceDomain", underlying: error)
         }
         // Each watch fires once on registration: that is the initial enumeration.
-        await withTaskGroup(of: Void.self) { group in
-            for watch in [introduce, release] {
-                group.addTask {
-                    do {
-                        for try await _ in watch { await self.rescan() }
-                    } catch {
-                        // xenstore lost: stop following (the group ends when both watches end).
-                    }
-                }
-            }
-            await group.waitForAll()
+        do {
+            for try await _ in changes { await rescan() }
+        } catch {
+            // xenstore lost: stop following.
         }
-        introduce.cancel()
-        release.cancel()
         await stopAll()
         eventContinuation.finish()
     }
@@ -112,12 +116,8 @@ public actor ConsoleDaemon {
     /// C: xenconsoled `enum_domains`
     public func rescan() async {
         let listed: [String]
-        do throws(XenStoreError) {
-            listed = try await xenstore.immediate { handle throws(XenStoreError) in
-                try await handle.directory(XenStorePath.domainsRoot)
-            }
-        } catch .noEntry {
-            listed = []
+        do {
+            listed = try await store.directory(XenStorePath.domainsRoot)
         } catch {
             return
         }
@@ -137,21 +137,9 @@ public actor ConsoleDaemon {
     /// Watches the domain's console nodes and rescans them on every change.
     private func followDomain(_ domain: DomainID) async {
         let base = XenStorePath.domainPath(of: domain)
-        do throws(XenStoreError) {
-            let primary = try await xenstore.watches("\(base)/console")
-            let extra = try await xenstore.watches("\(base)/device/console")
-            await withTaskGroup(of: Void.self) { group in
-                for watch in [primary, extra] {
-                    group.addTask {
-                        do {
-                            for try await _ in watch { await self.scanDomain(domain) }
-                        } catch {}
-                    }
-                }
-                await group.waitForAll()
-            }
-            primary.cancel()
-            extra.cancel()
+        do {
+            let changes = try await store.watch(["\(base)/console", "\(base)/device/console"])
+            for try await _ in changes { await scanDomain(domain) }
         } catch {
             return
         }
@@ -211,7 +199,7 @@ public actor ConsoleDaemon {
         // Re-checked here: scans interleave at their xenstore reads (actor reentrancy).
         guard consoles[id] == nil, !failed.contains(id), domainWatchers[id.domain] != nil else { return }
         let back = ConsoleBack(
-            id: id, xenstore: xenstore, grantTable: grantTable, eventChannel: eventChannel,
+            id: id, store: store, grantTable: grantTable, eventChannel: eventChannel,
             backendDomain: backendDomain, logger: logger, metricsFactory: metricsFactory)
         let task = Task { await self.runConsole(back) }
         consoles[id] = Served(task: task, session: nil)
@@ -269,10 +257,10 @@ public actor ConsoleDaemon {
     // MARK: - Xenstore helpers
 
     private func readOptional(_ path: String) async -> String? {
-        try? await xenstore.immediate { handle throws(XenStoreError) in try await handle.read(path) }
+        (try? await store.read(path)) ?? nil
     }
 
     private func list(_ path: String) async -> [String] {
-        (try? await xenstore.immediate { handle throws(XenStoreError) in try await handle.directory(path) }) ?? []
+        (try? await store.directory(path)) ?? []
     }
 }

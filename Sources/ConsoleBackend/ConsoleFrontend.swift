@@ -3,6 +3,7 @@ public import GrantTable
 import Synchronization
 public import XenCore
 public import XenStoreClient
+public import Xenbus
 
 /// The guest side of a Xen PV console: for tests, simulated guests and Swift programs running in a guest.
 ///
@@ -21,18 +22,18 @@ public final class ConsoleFrontend: Sendable {
     /// Our end of the event channel.
     public let localPort: EventChannelPort
     private let eventChannel: any EventChannelBackend
-    private let xenstore: XenStoreClient?
+    private let store: (any XenbusStore)?
     private let share: SharedPagesHandle?
     private let events: Mutex<Task<Void, Never>?>
 
     private init(
         id: ConsoleID, ring: ConsoleRing, localPort: EventChannelPort, eventChannel: any EventChannelBackend,
-        xenstore: XenStoreClient?, share: SharedPagesHandle?
+        store: (any XenbusStore)?, share: SharedPagesHandle?
     ) {
         self.id = id
         self.localPort = localPort
         self.eventChannel = eventChannel
-        self.xenstore = xenstore
+        self.store = store
         self.share = share
         let channel = eventChannel
         let connection = ConsoleConnection(ring: ring) { try? channel.notify(localPort) }
@@ -60,13 +61,13 @@ public final class ConsoleFrontend: Sendable {
         }
         self.init(
             id: ConsoleID(domain: domain, device: .primary), ring: ring, localPort: port,
-            eventChannel: eventChannel, xenstore: nil, share: nil)
+            eventChannel: eventChannel, store: nil, share: nil)
     }
 
     /// Does what the domain builder does for a new guest's primary console, from inside the guest's own
     /// grant table: a fresh ring page (connection byte `DISCONNECTED`) granted to `backend` under the
     /// reserved console grant (ref 0), and an unbound port for `backend`. Publish them with
-    /// ``ConsoleToolstack/createPrimary(domain:ring:backend:xenstore:)``.
+    /// ``ConsoleToolstack/createPrimary(domain:ring:backend:store:)``.
     ///
     /// C: `xc_dom_gnttab_init` (grant 0) + `xc_dom_console_init` + `xc_evtchn_alloc_unbound`
     public static func buildPrimaryRing(
@@ -97,22 +98,20 @@ public final class ConsoleFrontend: Sendable {
     ///
     /// OCaml: `Console_xen.connect id` (for id ≠ "0")
     public static func connect(
-        domain: DomainID, devid: UInt32, xenstore: XenStoreClient, gntshr: any GntshrBackend,
+        domain: DomainID, devid: UInt32, store: any XenbusStore, gntshr: any GntshrBackend,
         eventChannel: any EventChannelBackend
     ) async throws(ConsoleError) -> ConsoleFrontend {
         let id = ConsoleID(domain: domain, device: .extra(devid))
         let directory = id.frontendPath
         let backendIDPath = "\(directory)/\(ConsoleKeys.backendID)"
-        let (backendText, backendPath) = try await waitFor(xenstore, path: directory) { handle throws(XenStoreError) in
-            do throws(XenStoreError) {
-                return (
-                    try await handle.read(backendIDPath),
-                    try await handle.read("\(directory)/\(ConsoleKeys.backend)")
-                )
-            } catch .noEntry {
-                throw .again
-            }
+        let backendKey = "\(directory)/\(ConsoleKeys.backend)"
+        let keys: [String] = try await waitFor(store, path: directory, watching: [directory]) {
+            () async throws -> [String]? in
+            guard let backendID = try await store.read(backendIDPath) else { return nil }
+            guard let backend = try await store.read(backendKey) else { return nil }
+            return [backendID, backend]
         }
+        let (backendText, backendPath) = (keys[0], keys[1])
         guard let raw = UInt16(backendText.trimmingNUL) else {
             throw .invalidValue(path: backendIDPath, value: backendText)
         }
@@ -134,26 +133,23 @@ public final class ConsoleFrontend: Sendable {
             throw .eventChannel(op: "bind_unbound_port dom\(backend)", underlying: error)
         }
         let frontend = ConsoleFrontend(
-            id: id, ring: ring, localPort: port, eventChannel: eventChannel, xenstore: xenstore, share: share)
+            id: id, ring: ring, localPort: port, eventChannel: eventChannel, store: store, share: share)
         do {
             let ref = share.refs.first ?? .reservedConsole
-            try await xenstore.transaction { handle in
-                try await handle.write("\(directory)/\(ConsoleKeys.ringRef)", ref.description)
-                try await handle.write("\(directory)/\(ConsoleKeys.port)", port.description)
-                try await handle.write("\(directory)/\(ConsoleKeys.state)", XenbusState.initialised.xenstoreValue)
-            }
+            try await store.write([
+                ("\(directory)/\(ConsoleKeys.ringRef)", ref.description),
+                ("\(directory)/\(ConsoleKeys.port)", port.description),
+                ("\(directory)/\(ConsoleKeys.state)", XenbusState.initialised.xenstoreValue),
+            ])
         } catch {
             await frontend.close()
             throw .xenstore(op: "transaction", path: directory, underlying: error)
         }
         let backendState = "\(backendPath.trimmingNUL)/\(ConsoleKeys.state)"
         do throws(ConsoleError) {
-            _ = try await waitFor(xenstore, path: backendState) { handle throws(XenStoreError) in
-                let text: String
-                do throws(XenStoreError) { text = try await handle.read(backendState) } catch .noEntry {
-                    throw .again
-                }
-                guard XenbusState(xenstoreValue: text) == .connected else { throw .again }
+            _ = try await waitFor(store, path: backendState, watching: [backendState]) { () async throws -> Void? in
+                guard let text = try await store.read(backendState) else { return nil }
+                return XenbusState(xenstoreValue: text) == .connected ? () : nil
             }
             try await frontend.writeState(.connected)
         } catch {
@@ -161,6 +157,19 @@ public final class ConsoleFrontend: Sendable {
             throw error
         }
         return frontend
+    }
+
+    /// The same connect over a `XenStoreClient`: ``connect(domain:devid:store:gntshr:eventChannel:)`` with
+    /// `store: XenStoreBus(client: xenstore)`.
+    ///
+    /// OCaml: `Console_xen.connect id` (for id ≠ "0")
+    public static func connect(
+        domain: DomainID, devid: UInt32, xenstore: XenStoreClient, gntshr: any GntshrBackend,
+        eventChannel: any EventChannelBackend
+    ) async throws(ConsoleError) -> ConsoleFrontend {
+        try await connect(
+            domain: domain, devid: devid, store: XenStoreBus(client: xenstore), gntshr: gntshr,
+            eventChannel: eventChannel)
     }
 
     // MARK: - Bytes
@@ -204,7 +213,7 @@ public final class ConsoleFrontend: Sendable {
         }
         guard let task else { return }
         connection.close()
-        if xenstore != nil { try? await writeState(.closed) }
+        if store != nil { try? await writeState(.closed) }
         task.cancel()
         if share != nil { try? eventChannel.unbind(localPort) }
         await task.value
@@ -212,23 +221,22 @@ public final class ConsoleFrontend: Sendable {
     }
 
     private func writeState(_ state: XenbusState) async throws(ConsoleError) {
-        guard let xenstore else { return }
+        guard let store else { return }
         let path = "\(id.frontendPath)/\(ConsoleKeys.state)"
-        do throws(XenStoreError) {
-            try await xenstore.immediate { handle throws(XenStoreError) in
-                try await handle.write(path, state.xenstoreValue)
-            }
+        do {
+            try await store.write(path, state.xenstoreValue)
         } catch {
             throw .xenstore(op: "write", path: path, underlying: error)
         }
     }
 
-    private static func waitFor<T>(
-        _ xenstore: XenStoreClient, path: String,
-        _ body: @escaping @Sendable (XenStoreHandle) async throws(XenStoreError) -> T
+    /// Waits until `check` returns a value, re-running it whenever something under `paths` changes.
+    private static func waitFor<T: Sendable>(
+        _ store: any XenbusStore, path: String, watching paths: [String],
+        _ check: @escaping @Sendable () async throws -> T?
     ) async throws(ConsoleError) -> T {
         do {
-            return try await xenstore.wait { handle in try await body(handle) }
+            return try await store.wait(watching: paths, until: check)
         } catch is CancellationError {
             throw .cancelled
         } catch {

@@ -1,5 +1,6 @@
 public import XenCore
 public import XenStoreClient
+public import Xenbus
 
 /// One xenstore node a toolstack writes for a console, with the permissions it gets.
 ///
@@ -82,87 +83,141 @@ public enum ConsoleToolstack {
     ///
     /// OCaml: `Conback.Make.create ?backend_domid ?name`
     public static func createDevice(
-        _ id: ConsoleID, backend: DomainID = .dom0, name: String? = nil, xenstore: XenStoreClient
+        _ id: ConsoleID, backend: DomainID = .dom0, name: String? = nil, store: any XenbusStore
     ) async throws(ConsoleError) {
-        try await write(deviceNodes(id, backend: backend, name: name), xenstore: xenstore)
+        try await write(deviceNodes(id, backend: backend, name: name), store: store)
     }
 
     /// Publishes `domain`'s primary console ring in one transaction.
     ///
     /// C: `libxl__build_post` console keys
     public static func createPrimary(
-        domain: DomainID, ring: ConsoleRingInfo, backend: DomainID = .dom0, xenstore: XenStoreClient
+        domain: DomainID, ring: ConsoleRingInfo, backend: DomainID = .dom0, store: any XenbusStore
     ) async throws(ConsoleError) {
-        try await write(primaryNodes(domain: domain, ring: ring, backend: backend), xenstore: xenstore)
+        try await write(primaryNodes(domain: domain, ring: ring, backend: backend), store: store)
     }
 
     /// Removes both directories of extra console `id` (missing ones are fine).
     ///
     /// OCaml: `Conback.Make.destroy`
     public static func destroyDevice(
-        _ id: ConsoleID, backend: DomainID = .dom0, xenstore: XenStoreClient
+        _ id: ConsoleID, backend: DomainID = .dom0, store: any XenbusStore
     ) async throws(ConsoleError) {
         var paths = [id.frontendPath]
         if let backendPath = id.backendPath(backend: backend) { paths.insert(backendPath, at: 0) }
-        for path in paths { try await remove(path, xenstore: xenstore) }
+        for path in paths { try await remove(path, store: store) }
     }
 
     /// Removes `domain`'s primary console directory.
     ///
     /// C: `libxl__devices_destroy` / `xs_rm` of the domain path
-    public static func destroyPrimary(domain: DomainID, xenstore: XenStoreClient) async throws(ConsoleError) {
-        try await remove(ConsoleID(domain: domain, device: .primary).frontendPath, xenstore: xenstore)
+    public static func destroyPrimary(domain: DomainID, store: any XenbusStore) async throws(ConsoleError) {
+        try await remove(ConsoleID(domain: domain, device: .primary).frontendPath, store: store)
     }
 
     /// Asks the backend to close: backend `state = Closing`.
     ///
     /// OCaml: `Conback.Make.request_close`
     public static func requestClose(
-        _ id: ConsoleID, backend: DomainID = .dom0, xenstore: XenStoreClient
+        _ id: ConsoleID, backend: DomainID = .dom0, store: any XenbusStore
     ) async throws(ConsoleError) {
         guard let backendPath = id.backendPath(backend: backend) else { return }
-        try await writeOne("\(backendPath)/\(ConsoleKeys.state)", XenbusState.closing.xenstoreValue, xenstore)
+        try await writeOne("\(backendPath)/\(ConsoleKeys.state)", XenbusState.closing.xenstoreValue, store)
     }
 
     /// Forces the device down: frontend `state = Closed`, which the backend treats as the guest leaving.
     ///
     /// OCaml: `Conback.Make.force_close`
-    public static func forceClose(_ id: ConsoleID, xenstore: XenStoreClient) async throws(ConsoleError) {
-        try await writeOne("\(id.frontendPath)/\(ConsoleKeys.state)", XenbusState.closed.xenstoreValue, xenstore)
+    public static func forceClose(_ id: ConsoleID, store: any XenbusStore) async throws(ConsoleError) {
+        try await writeOne("\(id.frontendPath)/\(ConsoleKeys.state)", XenbusState.closed.xenstoreValue, store)
     }
 
     // MARK: - Helpers
 
-    private static func write(_ nodes: [ConsoleNode], xenstore: XenStoreClient) async throws(ConsoleError) {
+    /// Every node written with its owner and readers (the seam's permission model: everyone else gets
+    /// nothing, which is what ``deviceNodes(_:backend:name:)`` and ``primaryNodes(domain:ring:backend:)`` give).
+    private static func write(_ nodes: [ConsoleNode], store: any XenbusStore) async throws(ConsoleError) {
+        let written = nodes.map { node in
+            XenbusNode(
+                path: node.path, value: node.value, owner: node.permissions.owner,
+                readers: node.permissions.acl.filter { $0.access.canRead }.map(\.domain))
+        }
         do {
-            try await xenstore.transaction { handle in
-                for node in nodes {
-                    try await handle.write(node.path, node.value)
-                    try await handle.setPermissions(node.path, to: node.permissions)
-                }
-            }
+            try await store.write(written)
         } catch {
             throw .xenstore(op: "transaction", path: nodes.first?.path ?? "", underlying: error)
         }
     }
 
-    private static func writeOne(_ path: String, _ value: String, _ xenstore: XenStoreClient)
+    private static func writeOne(_ path: String, _ value: String, _ store: any XenbusStore)
         async throws(ConsoleError)
     {
-        do throws(XenStoreError) {
-            try await xenstore.immediate { handle throws(XenStoreError) in try await handle.write(path, value) }
+        do {
+            try await store.write(path, value)
         } catch {
             throw .xenstore(op: "write", path: path, underlying: error)
         }
     }
 
-    private static func remove(_ path: String, xenstore: XenStoreClient) async throws(ConsoleError) {
-        do throws(XenStoreError) {
-            try await xenstore.immediate { handle throws(XenStoreError) in try await handle.remove(path) }
-        } catch .noEntry {
-            return
+    private static func remove(_ path: String, store: any XenbusStore) async throws(ConsoleError) {
+        do {
+            try await store.remove(path)
         } catch {
             throw .xenstore(op: "rm", path: path, underlying: error)
         }
+    }
+}
+
+// MARK: - Over a XenStoreClient
+
+extension ConsoleToolstack {
+    /// ``createDevice(_:backend:name:store:)`` with `store: XenStoreBus(client: xenstore)`.
+    ///
+    /// OCaml: `Conback.Make.create ?backend_domid ?name`
+    public static func createDevice(
+        _ id: ConsoleID, backend: DomainID = .dom0, name: String? = nil, xenstore: XenStoreClient
+    ) async throws(ConsoleError) {
+        try await createDevice(id, backend: backend, name: name, store: XenStoreBus(client: xenstore))
+    }
+
+    /// ``createPrimary(domain:ring:backend:store:)`` with `store: XenStoreBus(client: xenstore)`.
+    ///
+    /// C: `libxl__build_post` console keys
+    public static func createPrimary(
+        domain: DomainID, ring: ConsoleRingInfo, backend: DomainID = .dom0, xenstore: XenStoreClient
+    ) async throws(ConsoleError) {
+        try await createPrimary(domain: domain, ring: ring, backend: backend, store: XenStoreBus(client: xenstore))
+    }
+
+    /// ``destroyDevice(_:backend:store:)`` with `store: XenStoreBus(client: xenstore)`.
+    ///
+    /// OCaml: `Conback.Make.destroy`
+    public static func destroyDevice(
+        _ id: ConsoleID, backend: DomainID = .dom0, xenstore: XenStoreClient
+    ) async throws(ConsoleError) {
+        try await destroyDevice(id, backend: backend, store: XenStoreBus(client: xenstore))
+    }
+
+    /// ``destroyPrimary(domain:store:)`` with `store: XenStoreBus(client: xenstore)`.
+    ///
+    /// C: `libxl__devices_destroy` / `xs_rm` of the domain path
+    public static func destroyPrimary(domain: DomainID, xenstore: XenStoreClient) async throws(ConsoleError) {
+        try await destroyPrimary(domain: domain, store: XenStoreBus(client: xenstore))
+    }
+
+    /// ``requestClose(_:backend:store:)`` with `store: XenStoreBus(client: xenstore)`.
+    ///
+    /// OCaml: `Conback.Make.request_close`
+    public static func requestClose(
+        _ id: ConsoleID, backend: DomainID = .dom0, xenstore: XenStoreClient
+    ) async throws(ConsoleError) {
+        try await requestClose(id, backend: backend, store: XenStoreBus(client: xenstore))
+    }
+
+    /// ``forceClose(_:store:)`` with `store: XenStoreBus(client: xenstore)`.
+    ///
+    /// OCaml: `Conback.Make.force_close`
+    public static func forceClose(_ id: ConsoleID, xenstore: XenStoreClient) async throws(ConsoleError) {
+        try await forceClose(id, store: XenStoreBus(client: xenstore))
     }
 }

@@ -1,7 +1,7 @@
-import BlkifProtocol
 import NetifProtocol
 import NetworkDevice
 import XenCore
+import Xenbus
 
 extension NetBack {
     /// Serves the vif until the frontend's directory goes (or it closes while the toolstack unplugs the

@@ -1,5 +1,4 @@
 import BackendTelemetry
-public import BlkifProtocol
 public import EventChannel
 public import GrantTable
 import Logging
@@ -7,6 +6,7 @@ public import NetifProtocol
 public import NetworkDevice
 import Synchronization
 public import XenCore
+public import Xenbus
 
 /// A Xen network backend for one vif: a `NetworkDevice` whose frames come from and go to the frontend in
 /// another domain (Linux xen-netfront, or `NetFront`).

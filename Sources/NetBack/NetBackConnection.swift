@@ -1,10 +1,10 @@
-import BlkifProtocol
 import EventChannel
 import GrantTable
 import NetifProtocol
 import NetworkDevice
 import SharedRing
 import XenCore
+import Xenbus
 
 /// One connection of a vif: the frontend's rings mapped, its channels bound, a task per port. The owner of
 /// the ring mappings: ``close()`` unbinds, joins the tasks, drops the queues' ring views, then unmaps.

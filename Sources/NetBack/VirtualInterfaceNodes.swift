@@ -1,6 +1,6 @@
-public import BlkifProtocol
 public import NetifProtocol
 public import XenCore
+public import Xenbus
 
 /// The toolstack's part of attaching a network interface: the frontend and backend xenstore directories of
 /// one vif, with the owners and permissions libxl gives them (the frontend directory owned by the guest and

@@ -1,4 +1,3 @@
-public import BlkifProtocol
 public import EventChannel
 public import GrantTable
 import NetifProtocol
@@ -6,6 +5,7 @@ import NetworkDevice
 import SharedRing
 import Synchronization
 import XenCore
+public import Xenbus
 
 extension NetFront {
     /// Connects to the vif `id` (its handle, "0"): waits for the backend's InitWait (first leading a backend

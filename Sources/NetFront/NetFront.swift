@@ -1,9 +1,9 @@
-import BlkifProtocol
 import EventChannel
 public import NetifProtocol
 public import NetworkDevice
 import Synchronization
 public import XenCore
+import Xenbus
 
 #if canImport(Glibc)
     import Glibc

@@ -1,6 +1,6 @@
-import BlkifProtocol
 import NetworkDevice
 import XenCore
+import Xenbus
 
 /// The frontend's xenstore calls, with failures turned into ``NetFrontError`` carrying the path.
 struct StoreLink: Sendable {

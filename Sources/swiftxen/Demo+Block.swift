@@ -1,4 +1,3 @@
-import BlkifProtocol
 import BlockBack
 import BlockDevice
 import BlockFront
@@ -7,6 +6,7 @@ import SimulatedHypervisor
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import Xenbus
 
 // MARK: - block section
 

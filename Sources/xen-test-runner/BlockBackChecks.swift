@@ -1,4 +1,3 @@
-import BlkifProtocol
 import BlockBack
 import BlockDevice
 import BlockFront
@@ -6,6 +5,7 @@ import EventChannel
 import GrantTable
 import XenCore
 import XenStoreClient
+import Xenbus
 
 #if canImport(Glibc)
     import Glibc

@@ -1,9 +1,9 @@
-import BlkifProtocol
 import BlockBack
 import BlockFront
 import ConsoleBackend
 import XenCore
 import XenStoreClient
+import Xenbus
 
 #if canImport(Glibc)
     import Glibc

@@ -1,9 +1,9 @@
-import BlkifProtocol
 import BlockFront
 import NetBack
 import NetifProtocol
 import XenCore
 import XenStoreClient
+import Xenbus
 
 #if canImport(Glibc)
     import Glibc

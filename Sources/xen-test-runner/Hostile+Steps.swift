@@ -1,8 +1,8 @@
-import BlkifProtocol
 import BlockBack
 import BlockFront
 import XenCore
 import XenStoreClient
+import Xenbus
 
 /// The `hostile` steps that are more than one connection attempt: the xenstore flood, the state flapping, and
 /// the end of the domain.

@@ -1,4 +1,3 @@
-import BlkifProtocol
 import BlockBack
 import BlockDevice
 import BlockFront
@@ -6,6 +5,7 @@ import EventChannel
 import GrantTable
 import XenCore
 import XenStoreClient
+import Xenbus
 
 /// The hostile guest and what serves it, carried from check to check (see ``HostileChecks``): the guest's
 /// vbd on our ``BlockBack`` over a memory disk (a backend class the kernel's xen-blkback leaves alone), its

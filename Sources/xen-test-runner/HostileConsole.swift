@@ -1,9 +1,9 @@
-import BlkifProtocol
 import BlockFront
 import ConsoleBackend
 import GrantTable
 import XenCore
 import XenStoreClient
+import Xenbus
 
 /// The hostile guest against our console backend: extra consoles (`device/console/<devid>`, which dom0
 /// creates once the guest turned xenbus autoprobe off, so its kernel's console frontend leaves them alone)

@@ -1,4 +1,3 @@
-import BlkifProtocol
 import BlockFront
 import EventChannel
 import GrantTable
@@ -8,6 +7,7 @@ import NetifProtocol
 import NetworkDevice
 import XenCore
 import XenStoreClient
+import Xenbus
 
 #if canImport(Glibc)
     import Glibc

@@ -1,10 +1,10 @@
-import BlkifProtocol
 import BlockBack
 import BlockDevice
 import BlockFront
 import Synchronization
 import Testing
 import XenCore
+import Xenbus
 
 /// BlockFront and BlockBack over the simulated hypervisor: data paths, negotiation, errors, disconnect.
 @Suite struct BlockFrontBackTests {

@@ -1,4 +1,3 @@
-import BlkifProtocol
 import BlockBack
 import BlockDevice
 import BlockFront
@@ -6,6 +5,7 @@ import SimulatedHypervisor
 import Testing
 import XenCore
 import XenStoreClient
+import Xenbus
 
 /// `BlockFront.connect`'s own rules: one connection per device at a time, this domain's id from xenstore,
 /// and xenstore failures that keep their `XenStoreError`.

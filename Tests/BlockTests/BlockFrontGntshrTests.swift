@@ -1,4 +1,3 @@
-import BlkifProtocol
 import BlockBack
 import BlockDevice
 import BlockFront
@@ -6,6 +5,7 @@ import GrantTable
 import SimulatedHypervisor
 import Testing
 import XenCore
+import Xenbus
 
 /// The frontend's gntshr path (how a dom0 userspace frontend shares pages on real Xen) against BlockBack on the
 /// simulated hypervisor. The frontend's grant table refuses `grantAccess` as `XenGrantTable` does, so every ring,

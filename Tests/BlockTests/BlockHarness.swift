@@ -1,4 +1,3 @@
-import BlkifProtocol
 import BlockBack
 import BlockDevice
 import BlockFront
@@ -6,6 +5,7 @@ import SimulatedHypervisor
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import Xenbus
 
 /// A guest (frontend) and a driver domain (backend) on one simulated hypervisor, sharing a xenstore.
 struct BlockHarness {

@@ -1,10 +1,10 @@
-import BlkifProtocol
 import BlockBack
 import BlockDevice
 import BlockFront
 import SimulatedHypervisor
 import Testing
 import XenCore
+import Xenbus
 
 /// A backend that keeps serving its vbd across connections (a guest reloading its driver) and lets the
 /// toolstack detach the device while a guest uses it.

@@ -3,7 +3,7 @@ import GrantTable
 import SimulatedHypervisor
 import Testing
 import XenCore
-import XenStoreProtocol
+import XenStoreClient
 
 #if canImport(Glibc)
     import Glibc

@@ -3,7 +3,7 @@ import GrantTable
 import SimulatedHypervisor
 import Testing
 import XenCore
-import XenStoreProtocol
+import XenStoreClient
 
 /// The xenstore ring transport between a simulated guest and dom0, over a granted page and an event channel.
 @Suite struct XenStoreRingTransportTests {

@@ -1,4 +1,3 @@
-import BlkifProtocol
 import BlockFront
 import NetBack
 import NetFront
@@ -8,6 +7,7 @@ import SimulatedHypervisor
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import Xenbus
 
 /// A guest (frontend) and a driver domain (backend) on one simulated hypervisor, sharing an in-memory
 /// xenstored, with the vif nodes written by the toolstack helper.

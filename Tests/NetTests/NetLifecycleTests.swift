@@ -1,4 +1,3 @@
-import BlkifProtocol
 import NetBack
 import NetFront
 import NetifProtocol
@@ -6,6 +5,7 @@ import NetworkDevice
 import SimulatedHypervisor
 import Testing
 import XenCore
+import Xenbus
 
 /// The whole xenbus state machine on the simulator: what mirage-net-xen's open PR #121 and issues #61/#89
 /// ask for (a close cycle before connecting, a frontend jumping to Closed, a runtime close answered from

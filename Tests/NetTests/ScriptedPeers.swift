@@ -1,10 +1,10 @@
-import BlkifProtocol
 import EventChannel
 import GrantTable
 import NetifProtocol
 import SharedRing
 import SimulatedHypervisor
 import XenCore
+import Xenbus
 
 /// A frontend written by hand: it grants two ring pages and some buffers, binds one event channel, publishes
 /// the keys and goes Connected, then lets a test put any bytes it likes on the rings.

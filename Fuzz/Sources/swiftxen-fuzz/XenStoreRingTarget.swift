@@ -1,6 +1,7 @@
 import Dispatch
 import Synchronization
 import XenCore
+import XenStoreClient
 import XenStoreProtocol
 
 /// The shared-page xenstore transport with a hostile peer: our end (server or guest) reads and answers whole

@@ -1,8 +1,8 @@
 public import XenCore
 
-/// The xenstore operations the block front and back need: the seam between the xenbus handshake and a
-/// xenstore client. `XenStoreClient` conforms through the adapters in BlockFront/BlockBack; tests may pass
-/// any other implementation.
+/// The xenstore operations a split device driver needs: the seam between the xenbus handshake and a
+/// xenstore client. BlockFront, BlockBack, NetFront and NetBack take it; a `XenStoreClient` conforms
+/// through ``XenStoreBus``, and tests may pass any other implementation.
 ///
 /// OCaml: the subset of `Xs_client_lwt.S` that `Blkfront`/`Blkback` call (`read`, `write`, `rm`,
 /// `setperms`, `transaction`, `wait`)
@@ -35,12 +35,60 @@ public protocol XenbusStore: Sendable {
         watching paths: [String], until check: @escaping @Sendable () async throws -> T?
     ) async throws -> T
 
+    /// The names of `path`'s children; empty when `path` does not exist.
+    ///
+    /// OCaml: `Xs.directory` (with `Enoent` mapped to `[]`)
+    func directory(_ path: String) async throws -> [String]
+
+    /// Writes every node and sets its permissions, all in one transaction (retried on conflict).
+    ///
+    /// OCaml: `Xs.transaction` over `Xs.write` and `Xs.setperms` (as `Conback.create` does)
+    func write(_ nodes: [XenbusNode]) async throws
+
+    /// Writes `value` at `path` only if `path` exists, in one transaction; returns whether it wrote (a
+    /// toolstack may have removed the device meanwhile, and a plain write would recreate the node).
+    ///
+    /// OCaml: `Xs.transaction` over `Xs.read` and `Xs.write`
+    func writeIfPresent(_ path: String, _ value: String) async throws -> Bool
+
+    /// Watches `paths` (each with everything below it) and returns the changed paths as they come: each
+    /// watch fires once when registered (all are registered before this returns), then on every change.
+    /// The stream ends when the consuming task is cancelled, and throws when the connection is lost.
+    ///
+    /// OCaml: none (`Xs_client_lwt` only has `wait`; xenconsoled's `xs_watch` + `xs_read_watch`)
+    func watch(_ paths: [String]) async throws -> AsyncThrowingStream<String, any Error>
+
     /// Which xenstore connection this is, so that a frontend refuses a second connect to one device made
     /// through it while letting the same paths of another xenstore (each in-memory xenstored of a test
     /// holds its own `/local/domain/1/...`) be connected. nil (the default): paths alone name a device.
     ///
     /// OCaml: none (a unikernel has one xenstore)
     var connectionIdentity: ObjectIdentifier? { get }
+}
+
+/// One node the `[XenbusNode]` form of `XenbusStore.write(_:)` creates: its value, its owner, and the
+/// domains that may read it (everyone else: no access).
+///
+/// OCaml: an element of `Conproto.Connection.to_assoc_list` (`acl, (key, value)`)
+public struct XenbusNode: Hashable, Sendable {
+    /// Absolute path.
+    public var path: String
+    /// Value written.
+    public var value: String
+    /// The domain owning the node (it may read and write it).
+    public var owner: DomainID
+    /// The other domains that may read it.
+    public var readers: [DomainID]
+
+    /// A node from its parts.
+    ///
+    /// OCaml: `(Xs_protocol.ACL.{owner; other = NONE; acl = readers with READ}, (path, value))`
+    public init(path: String, value: String, owner: DomainID, readers: [DomainID]) {
+        self.path = path
+        self.value = value
+        self.owner = owner
+        self.readers = readers
+    }
 }
 
 extension XenbusStore {

@@ -1,5 +1,6 @@
 import Synchronization
 public import XenCore
+public import XenStoreProtocol
 
 /// Failures of the shared-page xenstore transport.
 ///
