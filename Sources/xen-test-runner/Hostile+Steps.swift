@@ -100,7 +100,7 @@ extension Hostile {
         let bus = try bus()
         try await ChildProcess.checked([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 90)
         guest.domain = nil
-        try await GuestToolstack.waitDetached(.primary, of: domain, consoles: guest.consoles)
+        if !primaryBroken { try await GuestToolstack.waitDetached(.primary, of: domain, consoles: guest.consoles) }
         // With every grant of the guest unmapped, Xen can free it: the domain leaves xl list entirely.
         try await GuestToolstack.waitUntilGone(domain)
         if let nodes { try await nodes.destroy(in: bus) }

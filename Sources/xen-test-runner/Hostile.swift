@@ -22,6 +22,8 @@ actor Hostile {
     var baseline = 0
     /// Bystander round trips done so far (each one a write and a read both ways).
     var trips = 0
+    /// Set once the primary console was broken on purpose (the last attack): it is then detached with an error.
+    var primaryBroken = false
 
     // MARK: - Create and boot
 

@@ -12,10 +12,11 @@ import XenStoreClient
 /// rewritten while the backend reads them; ring refs never granted or read-only, a bogus event channel;
 /// garbage requests (refs never granted, read-only or granted to another domain, bad segments and sectors, bad
 /// indirect pages and counts, unknown operations); a xenstore flood to the daemon's quotas; its state flapping
-/// between Initialised and Closed. After each, dom0 checks that BlockBack answered with errors or
-/// disconnected that vbd with a typed error, that no mapping of the guest is left, and that a bystander disk
-/// (the dom0 kernel's xen-blkfront on another BlockBack of this process) still round-trips. Then the same
-/// guest connects cleanly, and `xl destroy` must free the domain and leave dom0's gntdev mappings as before.
+/// between Initialised and Closed; two extra consoles broken. After each, dom0 checks that BlockBack answered
+/// with errors or disconnected that vbd with a typed error, that no mapping of the guest is left, and that a
+/// bystander disk (the dom0 kernel's xen-blkfront on another BlockBack of this process) still round-trips.
+/// Then the same guest connects cleanly; last, its primary console's ring is broken (the console it answers
+/// on), and `xl destroy` must free the domain and leave dom0's gntdev mappings as before.
 enum HostileChecks {
     static let name = "swiftxen-hostile"
     static let config = "/opt/domu/hostile.cfg"
@@ -105,6 +106,12 @@ enum HostileChecks {
                     && outcome.answer["same"] == "true",
                 "clean attempt: \(outcome.text)")
             report.detail("guest: \(outcome.text); \(outcome.ending); \(await hostile.summary())")
+        }
+        await report.check(
+            "hostile: primary console in_cons 5000 past in_prod: the daemon drops it (typed error), dom0 serves on",
+            limit: 180
+        ) {
+            try await hostile.primaryConsoleAttack(report)
         }
         await report.check("hostile: xl destroy frees the domain; dom0's gntdev mappings are as before", limit: 180) {
             try await hostile.destroy(report)

@@ -81,3 +81,44 @@ extension Hostile {
         report.detail(seen.joined(separator: "; "))
     }
 }
+
+extension Hostile {
+    /// The guest's primary console broken the way only the guest itself can: its kernel owns the page the
+    /// domain builder set up and granted to dom0 (GNTTAB_RESERVED_CONSOLE), so it can write any index there.
+    /// Dom0 maps that grant and writes the guest's index, `in_cons`, 5000 past `in_prod` (the bytes a hostile
+    /// kernel would write), then types on the console: our ConsoleDaemon must drop the primary console with a
+    /// typed error instead of writing input outside the ring, and keep serving everything else. The guest
+    /// answers commands on this console, so this is the group's last attack.
+    func primaryConsoleAttack(_ report: Report) async throws {
+        let domain = try unwrap(guest.domain, "no domain")
+        let daemon = try unwrap(guest.daemon, "no console daemon")
+        let consoles = guest.consoles
+        let primary = ConsoleID(domain: domain, device: .primary)
+        let table = try XenGrantTable()
+        let mapping = try table.map(domain: domain, ref: .reservedConsole, writable: true)
+        let (inProd, inCons) = Self.breakInputConsumer(mapping.buffer, by: 5000)
+        try mapping.unmap()
+        try unwrap(guest.primary, "no pty").type("x")
+        let reason = try await Poll.poll(60, "ConsoleDaemon to drop \(primary)") {
+            consoles.detached.withLock { $0.first { $0.0 == primary } }.map { "\($0.1.map { "\($0)" } ?? "no error")" }
+        }
+        primaryBroken = true
+        try require(
+            reason.contains("consumerOutOfRange") && reason.contains("ring: ConsoleBackend.ConsoleRingDirection.input"),
+            "\(primary) detached with \"\(reason)\", want the input ring's consumerOutOfRange")
+        let failed = await daemon.failedConsoles
+        try require(failed.contains(primary), "the daemon does not list \(primary) as failed: \(failed)")
+        try await bystanderTrip()
+        report.detail(
+            "dom0 mapped grant 0 of dom\(domain): in_prod \(inProd), in_cons \(inCons) -> \(inProd &+ 5000); "
+                + "daemon: \(reason); bystander round trips \(trips)")
+    }
+
+    /// Writes `in_cons` `distance` bytes past `in_prod` on a primary console page; returns both as found.
+    private static func breakInputConsumer(_ page: PageBuffer, by distance: UInt32) -> (UInt32, UInt32) {
+        let inProd = page.uint32(at: ConsoleRingLayout.inProdOffset)
+        let inCons = page.uint32(at: ConsoleRingLayout.inConsOffset)
+        page.setUInt32(inProd &+ distance, at: ConsoleRingLayout.inConsOffset)
+        return (inProd, inCons)
+    }
+}

@@ -17,12 +17,13 @@ import XenStoreServer
         let daemon: ConsoleDaemon
         let running: Task<Void, any Error>
 
-        init() {
+        /// `typing`: what each console's sink types before it reads.
+        init(typing: [UInt8] = []) {
             let dom0 = rig.hypervisor.dom0
             let sinks = self.sinks
             daemon = ConsoleDaemon(xenstore: rig.dom0, grantTable: dom0.grantTable, eventChannel: dom0.eventChannel) {
                 id in
-                let sink = RecordingSink()
+                let sink = RecordingSink(typing: typing)
                 sinks.byConsole.withLock { $0[id] = sink }
                 return sink
             }
@@ -160,6 +161,37 @@ import XenStoreServer
         #expect(await harness.daemon.servedConsoles == [goodID])
         await harness.stop()
         await goodFront.close()
+        await evilFront.close()
+    }
+
+    /// The guest's own index on its primary console, `in_cons`, moved 5000 past `in_prod` (its kernel owns the
+    /// page): the daemon's first input write must fail with a typed error and drop that console, never write
+    /// outside the 1024-byte input ring (the real-Xen `hostile` group does the same to a PV guest's page).
+    @Test func aBadInputConsumerDisconnectsThePrimaryConsole() async throws {
+        let harness = Harness(typing: Array("x".utf8))
+        let rig = harness.rig
+        var events = harness.daemon.events.makeAsyncIterator()
+        let evil = try await rig.makeGuest()
+        let evilFront = try await rig.bootPrimaryConsole(evil)
+        let page = try #require(evilFront.connection.page)
+        let inProd = page.uint32(at: ConsoleRingLayout.inProdOffset)
+        page.setUInt32(inProd &+ 5000, at: ConsoleRingLayout.inConsOffset)
+        let before = (0..<ConsoleRingLayout.minimumPageSize).map { page.uint8(at: $0) }
+        rig.server.introduceDomain(evil.id)
+        let evilID = ConsoleID(domain: evil.id, device: .primary)
+        guard case .detached(_, let reason)? = await Self.next(&events, Self.isDetached(evilID)) else {
+            Issue.record("the console was not disconnected")
+            return
+        }
+        guard case .protocolViolation(.consumerOutOfRange(ring: .input, producer: inProd, _, size: 1024))? = reason
+        else {
+            Issue.record("unexpected reason \(String(describing: reason))")
+            return
+        }
+        #expect(await harness.daemon.failedConsoles == [evilID])
+        // Nothing was written to the page: not the typed byte, not an index.
+        #expect((0..<ConsoleRingLayout.minimumPageSize).map { page.uint8(at: $0) } == before)
+        await harness.stop()
         await evilFront.close()
     }
 }

@@ -89,15 +89,19 @@ final class RecordingSink: ConsoleSink {
     private let bytes = Mutex<[UInt8]>([])
     let readSize: Int
     let yieldsBetweenReads: Int
+    /// Typed into the console (its input ring) before the first read, as a user at `xl console` would.
+    let typing: [UInt8]
 
-    init(readSize: Int = 4096, yieldsBetweenReads: Int = 0) {
+    init(readSize: Int = 4096, yieldsBetweenReads: Int = 0, typing: [UInt8] = []) {
         self.readSize = readSize
         self.yieldsBetweenReads = yieldsBetweenReads
+        self.typing = typing
     }
 
     var received: [UInt8] { bytes.withLock { $0 } }
 
     func serve(_ console: ConsoleConnection) async throws(ConsoleError) {
+        if !typing.isEmpty { try await console.write(typing) }
         while true {
             let chunk: [UInt8]
             do throws(ConsoleError) {
