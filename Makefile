@@ -89,6 +89,7 @@ bench: setup
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources \
 	  Examples/Package.swift Examples/Sources Examples/Tests
+	scripts/check-target-imports.py
 
 format:
 	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift Fuzz/Package.swift Fuzz/Sources \

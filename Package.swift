@@ -34,6 +34,7 @@ let package = Package(
         .library(name: "NBDServer", targets: ["NBDServer"]),
         .library(name: "DomainUserdata", targets: ["DomainUserdata"]),
         .library(name: "Vchan", targets: ["Vchan"]),
+        .library(name: "XenTestSupport", targets: ["XenTestSupport"]),
         .executable(name: "swiftxen", targets: ["swiftxen"]),
         .executable(name: "swiftxen-bench", targets: ["swiftxen-bench"]),
         .executable(name: "xen-test-runner", targets: ["xen-test-runner"]),
@@ -210,6 +211,16 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: - Test support: a simulated host and its devices, for the demo, benchmarks and tests
+        .target(
+            name: "XenTestSupport",
+            dependencies: [
+                "XenCore", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "Xenbus", "BlockDevice",
+                "BlockFront", "BlockBack", "ConsoleBackend",
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: - Command-line tool
         .executableTarget(
             name: "swiftxen",
@@ -217,7 +228,7 @@ let package = Package(
                 "XenCore", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel", "SimulatedHypervisor",
                 "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient", "NBDServer", "NBDProtocol",
                 "DomainUserdata", "BlkifProtocol", "NetFront", "NetBack", "NetifProtocol",
-                "NetworkDevice", "Vchan", "Xenbus",
+                "NetworkDevice", "Vchan", "Xenbus", "XenTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -228,7 +239,7 @@ let package = Package(
             dependencies: [
                 "XenCore", "XenStoreServer", "XenStoreClient", "GrantTable", "EventChannel", "SimulatedHypervisor",
                 "BlockDevice", "BlockFront", "BlockBack", "ConsoleBackend", "NBDClient", "CXen", "NetFront", "NetBack",
-                "NetifProtocol", "NetworkDevice", "Vchan",
+                "NetifProtocol", "NetworkDevice", "Vchan", "XenTestSupport",
             ],
             swiftSettings: strict
         ),
@@ -266,6 +277,7 @@ let package = Package(
             dependencies: [
                 "BlockFront", "BlockBack", "BlkifProtocol", "SharedRing", "SimulatedHypervisor", "XenStoreServer",
                 "XenStoreClient", "Xenbus", "BlockDevice", "CXen", "XenCore", "GrantTable", "EventChannel",
+                "XenTestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "Logging", package: "swift-log"),
@@ -275,7 +287,7 @@ let package = Package(
             name: "ConsoleTests",
             dependencies: [
                 "ConsoleBackend", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "XenCore", "CXen",
-                "GrantTable",
+                "GrantTable", "XenTestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "Logging", package: "swift-log"),
@@ -295,12 +307,15 @@ let package = Package(
         ),
         .testTarget(
             name: "NBDTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevice", "XenCore"]),
+        .testTarget(
+            name: "XenTestSupportTests",
+            dependencies: ["XenTestSupport", "BlockDevice", "ConsoleBackend", "XenCore", "XenStoreClient"]),
         // The hostile guest's attacks (xen-test-runner hostile-guest) against BlockBack on the simulated hypervisor.
         .testTarget(
             name: "XenTestRunnerTests",
             dependencies: [
                 "xen-test-runner", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "BlockBack", "BlockFront",
-                "BlockDevice", "XenCore", "ConsoleBackend",
+                "BlockDevice", "XenCore", "ConsoleBackend", "XenTestSupport",
             ]
         ),
         .testTarget(

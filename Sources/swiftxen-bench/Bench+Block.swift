@@ -2,33 +2,21 @@ import BlockBack
 import BlockDevice
 import BlockFront
 import Glibc
-import SimulatedHypervisor
 import XenCore
-import XenStoreClient
-import XenStoreServer
+import XenTestSupport
 
 /// Block: BlockFront ↔ BlockBack on the simulated hypervisor over a RAM-backed device, against a plain memcpy
 /// of the same bytes. 4 KiB random reads at queue depth 32 (IOPS) and 1 MiB sequential reads (MB/s).
 enum BlockBench {
     static func run() async throws {
-        let hypervisor = SimulatedHypervisor()
-        let server = XenStoreServer()
-        let guest = try hypervisor.createDomain(name: "bench")
-        let dom0 = hypervisor.dom0
-        let backStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: .dom0)))
-        let frontStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: guest.id)))
-        let nodes = VirtualBlockDeviceNodes(backendDomain: dom0.id, frontendDomain: guest.id, deviceID: 51712)
-        try await nodes.create(in: backStore)
+        let host = SimulatedHost()
+        let vbd = SimulatedVbd(host: host, guest: try host.createGuest(name: "bench"))
+        let nodes = vbd.nodes
+        let backStore = host.dom0Bus
         let deviceBytes = 64 << 20
         let device = MemoryBlockDevice(sizeSectors: UInt64(deviceBytes / 512))
-        let serving = Task {
-            try await BlockBack.serve(
-                device, backendPath: nodes.backendPath, store: backStore, grants: dom0.grantTable,
-                events: dom0.eventChannel, options: BlockBackOptions(domain: dom0.id))
-        }
-        let front = try await BlockFront.connect(
-            "xvda", store: frontStore, grants: guest.grantTable, events: guest.eventChannel,
-            options: BlockFrontOptions(domain: guest.id))
+        let serving = try await vbd.serve(device)
+        let front = try await vbd.connectFront()
         let negotiated = front.negotiated
         print(
             "   negotiated: \(negotiated.ringPages)-page ring, \(negotiated.queues) queue(s), "

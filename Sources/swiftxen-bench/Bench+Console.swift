@@ -1,8 +1,6 @@
 import ConsoleBackend
-import SimulatedHypervisor
 import XenCore
-import XenStoreClient
-import XenStoreServer
+import XenTestSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -13,25 +11,9 @@ import XenStoreServer
 /// `in` ring). The peer, mirage's Conback, moves one ring-full per event the same way; there is no runnable
 /// OCaml peer here, so the numbers stand alone.
 func benchConsole() async throws {
-    let hypervisor = SimulatedHypervisor()
-    let server = XenStoreServer()
-    let dom0 = XenStoreClient(transport: server.connect(domain: .dom0))
-    let guest = try hypervisor.createDomain()
-    let guestStore = XenStoreClient(transport: server.connect(domain: guest.id))
-    let id = ConsoleID(domain: guest.id, device: .extra(1))
-    try await dom0.immediate { handle in
-        try await handle.write("/local/domain/\(guest.id.rawValue)/device", "")
-        try await handle.setPermissions(
-            "/local/domain/\(guest.id.rawValue)/device",
-            to: XenStorePermissions(owner: guest.id, acl: [.init(.read, .dom0)]))
-    }
-    try await ConsoleToolstack.createDevice(id, xenstore: dom0)
-    let back = ConsoleBack(
-        id: id, xenstore: dom0, grantTable: hypervisor.dom0.grantTable, eventChannel: hypervisor.dom0.eventChannel)
-    async let connected = back.connect()
-    let frontend = try await ConsoleFrontend.connect(
-        domain: guest.id, devid: 1, xenstore: guestStore, gntshr: guest.openGntshr(), eventChannel: guest.eventChannel)
-    let session = try await connected
+    let host = SimulatedHost()
+    let guest = try await host.makeGuest()
+    let (frontend, session) = try await host.connectExtraConsole(guest)
 
     let chunk = [UInt8](repeating: 0x41, count: 4096)
     for (label, mebibytes, writer, reader) in [
@@ -58,8 +40,8 @@ func benchConsole() async throws {
     }
     await frontend.close()
     await session.close()
-    await dom0.close()
-    await guestStore.close()
+    await host.dom0.close()
+    await guest.xenstore.close()
 }
 
 /// `value` with `digits` decimals (no Foundation in the bench).

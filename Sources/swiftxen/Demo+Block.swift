@@ -2,10 +2,8 @@ import BlockBack
 import BlockDevice
 import BlockFront
 import Foundation
-import SimulatedHypervisor
 import XenCore
-import XenStoreClient
-import XenStoreServer
+import XenTestSupport
 import Xenbus
 
 // MARK: - block section
@@ -25,26 +23,17 @@ extension DemoCommand {
         try handle.truncate(atOffset: 32 << 20)
         try handle.close()
 
-        let hypervisor = SimulatedHypervisor()
-        let server = XenStoreServer()
-        let guest = try hypervisor.createDomain(name: "demo-guest")
-        let dom0 = hypervisor.dom0
-        let backStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: .dom0)))
-        let frontStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: guest.id)))
-        let nodes = VirtualBlockDeviceNodes(backendDomain: dom0.id, frontendDomain: guest.id, deviceID: 51712)
-        try await nodes.create(in: backStore)
-        print("toolstack: vbd 51712 (xvda) for domain \(guest.id): \(nodes.frontendPath) <-> \(nodes.backendPath)")
-
+        let host = SimulatedHost()
+        let vbd = SimulatedVbd(host: host, guest: try host.createGuest(name: "demo-guest"))
+        let nodes = vbd.nodes
+        let backStore = host.dom0Bus
         let disk = try FileBlockDevice(path: image)
+        let serving = try await vbd.serve(disk)
+        print(
+            "toolstack: vbd 51712 (xvda) for domain \(vbd.guest.id): \(nodes.frontendPath) <-> "
+                + nodes.backendPath)
         print("backend:  serving \(image) (\(await disk.info()))")
-        let serving = Task {
-            try await BlockBack.serve(
-                disk, backendPath: nodes.backendPath, store: backStore, grants: dom0.grantTable,
-                events: dom0.eventChannel, options: BlockBackOptions(domain: dom0.id))
-        }
-        let front = try await BlockFront.connect(
-            "xvda", store: frontStore, grants: guest.grantTable, events: guest.eventChannel,
-            options: BlockFrontOptions(domain: guest.id))
+        let front = try await vbd.connectFront()
         let negotiated = front.negotiated
         print("frontend: connected to \(front.backendPath): \(await front.info())")
         print(

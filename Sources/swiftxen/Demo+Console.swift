@@ -5,6 +5,7 @@ import Synchronization
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
 // MARK: - console section
 
@@ -13,10 +14,9 @@ extension DemoCommand {
     /// discovers it through `@introduceDomain`, serves it on a pty (path in `tty`) and the demo reads the
     /// text arriving on that pty, then types a command back into the guest.
     @Sendable static func consoleSection() async throws {
-        let hypervisor = SimulatedHypervisor()
-        let server = XenStoreServer()
-        let dom0 = XenStoreClient(transport: server.connect(domain: .dom0))
-        let dom0Domain = hypervisor.dom0
+        let host = SimulatedHost()
+        let dom0 = host.dom0
+        let dom0Domain = host.dom0Domain
 
         // The daemon: every console gets a pty, exactly as xenconsoled serves them.
         let daemon = ConsoleDaemon(
@@ -26,18 +26,17 @@ extension DemoCommand {
         print("dom0: console daemon following @introduceDomain / @releaseDomain")
 
         // The toolstack builds guest 1: domain, primary console ring (grant 0 + unbound port), xenstore keys.
-        let guest = try hypervisor.createDomain(name: "demo-guest")
-        let (page, info) = try ConsoleFrontend.buildPrimaryRing(
-            grantTable: guest.grantTable, eventChannel: guest.eventChannel)
-        try await ConsoleToolstack.createPrimary(domain: guest.id, ring: info, xenstore: dom0)
-        let console = try ConsoleFrontend(
-            primaryPage: page, port: info.port, domain: guest.id, eventChannel: guest.eventChannel)
-        print("toolstack: dom\(guest.id) console ring-ref=\(info.ringRef) port=\(info.port)")
+        let guest = try host.createGuest(name: "demo-guest")
+        let console = try await host.bootPrimaryConsole(guest)
+        let keys = "/local/domain/\(guest.id)/console"
+        print(
+            "toolstack: dom\(guest.id) console ring-ref=\(host.read(keys + "/ring-ref") ?? "?") "
+                + "port=\(host.read(keys + "/port") ?? "?")")
 
         // The guest prints before anyone listens: the bytes wait in the ring (not lost).
         let boot = "[    0.000000] SwiftXen demo guest booting\r\n[    0.001000] console: hvc0 ready\r\n"
         try await console.write(Array(boot.utf8))
-        server.introduceDomain(guest.id)
+        host.xenstored.introduceDomain(guest.id)
         print("toolstack: introduced dom\(guest.id)")
 
         var events = daemon.events.makeAsyncIterator()
@@ -72,9 +71,9 @@ extension DemoCommand {
         try terminal.close()
 
         // The guest is destroyed and released: the daemon lets the console go.
-        hypervisor.destroyDomain(guest.id)
+        host.hypervisor.destroyDomain(guest.id)
         try await ConsoleToolstack.destroyPrimary(domain: guest.id, xenstore: dom0)
-        _ = server.releaseDomain(guest.id)
+        _ = host.xenstored.releaseDomain(guest.id)
         guard case .detached(let id, let reason)? = await events.next() else {
             throw DemoError.unexpected("the daemon did not detach the console")
         }

@@ -5,49 +5,36 @@ import SimulatedHypervisor
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 import Xenbus
 
-/// A guest (frontend) and a driver domain (backend) on one simulated hypervisor, sharing a xenstore.
+/// A guest (frontend) and a driver domain (backend) on one simulated hypervisor, sharing a xenstore: the
+/// package's ``SimulatedVbd`` fixture, under the names these tests use.
 struct BlockHarness {
-    let hypervisor: SimulatedHypervisor
-    let server = XenStoreServer()
+    let vbd: SimulatedVbd
+    var hypervisor: SimulatedHypervisor { vbd.host.hypervisor }
+    var server: XenStoreServer { vbd.host.xenstored }
     /// The toolstack's and the backend's connection (dom0).
-    let store: any XenbusStore
+    var store: any XenbusStore { vbd.host.dom0Bus }
     /// The guest's connection: it may only touch what the vbd permissions allow.
-    let frontStore: any XenbusStore
-    let backDomain: SimulatedDomain
-    let frontDomain: SimulatedDomain
-    let nodes: VirtualBlockDeviceNodes
+    var frontStore: any XenbusStore { vbd.guest.bus }
+    var backDomain: SimulatedDomain { vbd.host.dom0Domain }
+    var frontDomain: SimulatedDomain { vbd.guest.domain }
+    var nodes: VirtualBlockDeviceNodes { vbd.nodes }
 
     init(writable: Bool = true, deviceID: UInt32 = 51712, grantTableSize: Int = 2048) throws {
-        hypervisor = SimulatedHypervisor(grantTableSize: grantTableSize)
-        backDomain = hypervisor.dom0
-        frontDomain = try hypervisor.createDomain(name: "guest")
-        store = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: .dom0)))
-        frontStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: frontDomain.id)))
-        nodes = VirtualBlockDeviceNodes(
-            backendDomain: backDomain.id, frontendDomain: frontDomain.id, deviceID: deviceID, writable: writable)
+        let host = SimulatedHost(hypervisor: SimulatedHypervisor(grantTableSize: grantTableSize))
+        vbd = try SimulatedVbd(host: host, deviceID: deviceID, writable: writable)
     }
 
     /// Creates the vbd nodes and starts the backend serving `device`; the task ends when the frontend closes.
     func startBackend(_ device: any BlockDevice, options: BlockBackOptions? = nil) async throws -> Task<Void, any Error>
     {
-        try await nodes.create(in: store)
-        let store = store
-        let path = nodes.backendPath
-        let grants = backDomain.grantTable
-        let events = backDomain.eventChannel
-        let options = options ?? BlockBackOptions(domain: backDomain.id)
-        return Task {
-            try await BlockBack.serve(
-                device, backendPath: path, store: store, grants: grants, events: events, options: options)
-        }
+        try await vbd.serve(device, options: options)
     }
 
     func connectFront(_ id: String = "xvda", options: BlockFrontOptions? = nil) async throws -> BlockFront {
-        try await BlockFront.connect(
-            id, store: frontStore, grants: frontDomain.grantTable, events: frontDomain.eventChannel,
-            options: options ?? BlockFrontOptions(domain: frontDomain.id))
+        try await vbd.connectFront(id, options: options)
     }
 
     /// Writes a page of `byte` at `sector` through `front` and reads it back: whether the bytes came back.

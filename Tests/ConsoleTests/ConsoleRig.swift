@@ -5,83 +5,35 @@ import Synchronization
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
 /// A simulated host: hypervisor, in-memory xenstored, dom0's privileged client, guests with their own
-/// unprivileged xenstore connections.
+/// unprivileged xenstore connections — the package's ``SimulatedHost`` fixture, under the names these tests use.
 struct ConsoleRig {
-    let hypervisor = SimulatedHypervisor()
-    let server = XenStoreServer()
-    let dom0: XenStoreClient
+    let host = SimulatedHost()
+    var hypervisor: SimulatedHypervisor { host.hypervisor }
+    var server: XenStoreServer { host.xenstored }
+    var dom0: XenStoreClient { host.dom0 }
 
-    init() {
-        dom0 = XenStoreClient(transport: server.connect(domain: .dom0))
-    }
+    /// A guest as the toolstack builds one (``SimulatedHost/makeGuest(name:introduce:)``).
+    typealias Guest = SimulatedGuest
 
-    /// A guest as the toolstack builds one: the domain, its xenstore directory (owned by dom0, readable by
-    /// the guest), and the guest's own xenstore connection.
-    struct Guest {
-        let domain: SimulatedDomain
-        let xenstore: XenStoreClient
-        var id: DomainID { domain.id }
-    }
-
-    func makeGuest(introduce: Bool = false) async throws -> Guest {
-        let domain = try hypervisor.createDomain()
-        let path = "/local/domain/\(domain.id.rawValue)"
-        let guestID = domain.id
-        try await dom0.transaction { handle in
-            try await handle.write(path, "")
-            try await handle.setPermissions(path, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, guestID)]))
-            try await handle.write("\(path)/device", "")
-            try await handle.setPermissions(
-                "\(path)/device", to: XenStorePermissions(owner: guestID, acl: [.init(.read, .dom0)]))
-            try await handle.write("\(path)/name", "guest\(guestID.rawValue)")
-        }
-        if introduce { server.introduceDomain(guestID) }
-        return Guest(domain: domain, xenstore: XenStoreClient(transport: server.connect(domain: guestID)))
-    }
+    func makeGuest(introduce: Bool = false) async throws -> Guest { try await host.makeGuest(introduce: introduce) }
 
     /// Boots `guest`'s primary console the way the domain builder does; returns the guest's frontend.
     func bootPrimaryConsole(_ guest: Guest, startIndex: UInt32? = nil) async throws -> ConsoleFrontend {
-        let (page, info) = try ConsoleFrontend.buildPrimaryRing(
-            grantTable: guest.domain.grantTable, eventChannel: guest.domain.eventChannel)
-        if let startIndex {
-            for offset in [
-                ConsoleRingLayout.inConsOffset, ConsoleRingLayout.inProdOffset, ConsoleRingLayout.outConsOffset,
-                ConsoleRingLayout.outProdOffset,
-            ] {
-                page.setUInt32(startIndex, at: offset)
-            }
-        }
-        try await ConsoleToolstack.createPrimary(domain: guest.id, ring: info, xenstore: dom0)
-        return try ConsoleFrontend(
-            primaryPage: page, port: info.port, domain: guest.id, eventChannel: guest.domain.eventChannel)
+        try await host.bootPrimaryConsole(guest, startIndex: startIndex)
     }
 
     /// A backend in dom0 for `id`.
-    func backend(for id: ConsoleID) -> ConsoleBack {
-        let dom0Domain = hypervisor.dom0
-        return ConsoleBack(
-            id: id, xenstore: dom0, grantTable: dom0Domain.grantTable, eventChannel: dom0Domain.eventChannel)
-    }
+    func backend(for id: ConsoleID) -> ConsoleBack { host.consoleBackend(for: id) }
 
     /// Creates extra console `devid` for `guest` and connects both ends.
-    func connectExtraConsole(_ guest: Guest, devid: UInt32 = 1) async throws -> (
-        ConsoleFrontend, ConsoleBackSession
-    ) {
-        let id = ConsoleID(domain: guest.id, device: .extra(devid))
-        try await ConsoleToolstack.createDevice(id, name: "test", xenstore: dom0)
-        let back = backend(for: id)
-        async let session = back.connect()
-        let frontend = try await ConsoleFrontend.connect(
-            domain: guest.id, devid: devid, xenstore: guest.xenstore, gntshr: guest.domain.openGntshr(),
-            eventChannel: guest.domain.eventChannel)
-        return (frontend, try await session)
+    func connectExtraConsole(_ guest: Guest, devid: UInt32 = 1) async throws -> (ConsoleFrontend, ConsoleBackSession) {
+        try await host.connectExtraConsole(guest, devid: devid, name: "test")
     }
 
-    func read(_ path: String) -> String? {
-        server.value(at: path).map { String(decoding: $0, as: UTF8.self) }
-    }
+    func read(_ path: String) -> String? { host.read(path) }
 }
 
 /// A sink that records everything, optionally slowly: small reads with yields in between.

@@ -5,6 +5,7 @@ import Testing
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
 @testable import xen_test_runner
 
@@ -24,31 +25,20 @@ import XenStoreServer
     }
 
     static func attack(_ mode: String, _ expected: String) async throws {
-        let hypervisor = SimulatedHypervisor(grantTableSize: 256)
-        let guest = try hypervisor.createDomain(name: "hostile")
-        let server = XenStoreServer()
-        let dom0 = XenStoreClient(transport: server.connect(domain: .dom0))
-        let path = "/local/domain/\(guest.id.rawValue)"
+        let host = SimulatedHost(hypervisor: SimulatedHypervisor(grantTableSize: 256))
+        let guest = try await host.makeGuest(name: "hostile", introduce: true)
         let guestID = guest.id
-        try await dom0.transaction { handle in
-            try await handle.write(path, "")
-            try await handle.setPermissions(path, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, guestID)]))
-            try await handle.write("\(path)/device", "")
-            try await handle.setPermissions(
-                "\(path)/device", to: XenStorePermissions(owner: guestID, acl: [.init(.read, .dom0)]))
-            try await handle.write("\(path)/name", "hostile")
-        }
-        server.introduceDomain(guestID)
+        let dom0 = host.dom0
         let daemon = ConsoleDaemon(
-            xenstore: dom0, grantTable: hypervisor.dom0.grantTable, eventChannel: hypervisor.dom0.eventChannel
+            xenstore: dom0, grantTable: host.dom0Domain.grantTable, eventChannel: host.dom0Domain.eventChannel
         ) { _ throws(ConsoleError) in DrainSink() }
         let running = Task { try await daemon.run() }
         var events = daemon.events.makeAsyncIterator()
         let id = ConsoleID(domain: guestID, device: .extra(1))
         try await ConsoleToolstack.createDevice(id, name: "hostile-1", xenstore: dom0)
-        let client = XenStoreClient(transport: server.connect(domain: guestID))
         let devices = GuestDevices(
-            client: client, bus: XenStoreBus(client: client), gntshr: guest.openGntshr(), events: guest.eventChannel)
+            client: guest.xenstore, bus: guest.bus, gntshr: guest.domain.openGntshr(),
+            events: guest.domain.eventChannel)
         let text = try await HostileConsole.run(mode, front: id.frontendPath, devices: devices)
         var reason: String?
         while reason == nil, let event = await events.next() {

@@ -6,6 +6,7 @@ import Testing
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
 @testable import xen_test_runner
 
@@ -14,22 +15,20 @@ import XenStoreServer
 /// checks, with simulated grants, event channels and an in-process xenstore.
 @Suite struct HostileGuestTests {
     struct Rig {
-        let hypervisor = SimulatedHypervisor(grantTableSize: 2048)
-        let server = XenStoreServer()
-        let store: XenStoreBus
+        let host = SimulatedHost()
+        var store: XenStoreBus { host.dom0Bus }
         let devices: GuestDevices
         let grants: CountingGrantTable
         let nodes: VirtualBlockDeviceNodes
         let guest: SimulatedDomain
 
         init() throws {
-            guest = try hypervisor.createDomain(name: "hostile")
-            store = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: .dom0)))
-            let client = XenStoreClient(transport: server.connect(domain: guest.id))
+            let guest = try host.createGuest(name: "hostile")
+            self.guest = guest.domain
             devices = GuestDevices(
-                client: client, bus: XenStoreBus(client: client), gntshr: guest.openGntshr(),
-                events: guest.eventChannel)
-            grants = CountingGrantTable(hypervisor.dom0.grantTable)
+                client: guest.xenstore, bus: guest.bus, gntshr: guest.domain.openGntshr(),
+                events: guest.domain.eventChannel)
+            grants = CountingGrantTable(host.dom0Domain.grantTable)
             nodes = VirtualBlockDeviceNodes(
                 backendDomain: .dom0, frontendDomain: guest.id, deviceID: 51712, backendClass: "swiftxen-vbd")
         }
@@ -59,7 +58,7 @@ import XenStoreServer
         }
 
         func serve() -> Task<Void, any Error> {
-            let (store, grants, events, path) = (store, grants, hypervisor.dom0.eventChannel, nodes.backendPath)
+            let (store, grants, events, path) = (store, grants, host.dom0Domain.eventChannel, nodes.backendPath)
             return Task {
                 try await BlockBack.serve(
                     MemoryBlockDevice(sizeSectors: HostileAttacks.sectors), backendPath: path, store: store,
