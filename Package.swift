@@ -216,7 +216,7 @@ let package = Package(
             name: "XenTestSupport",
             dependencies: [
                 "XenCore", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "Xenbus", "BlockDevice",
-                "BlockFront", "BlockBack", "ConsoleBackend",
+                "BlockFront", "BlockBack", "ConsoleBackend", "NetifProtocol", "NetFront", "NetBack",
             ],
             swiftSettings: strict
         ),
@@ -299,7 +299,7 @@ let package = Package(
             dependencies: [
                 "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "SharedRing", "SimulatedHypervisor",
                 "XenStoreServer", "XenStoreClient", "BlockFront", "Xenbus", "XenCore", "GrantTable", "EventChannel",
-                "CXen",
+                "CXen", "XenTestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "Logging", package: "swift-log"),
@@ -309,7 +309,10 @@ let package = Package(
             name: "NBDTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevice", "XenCore"]),
         .testTarget(
             name: "XenTestSupportTests",
-            dependencies: ["XenTestSupport", "BlockDevice", "ConsoleBackend", "XenCore", "XenStoreClient"]),
+            dependencies: [
+                "XenTestSupport", "BlockDevice", "ConsoleBackend", "XenCore", "XenStoreClient", "NetifProtocol",
+                "NetworkDevice", "SimulatedHypervisor",
+            ]),
         // The hostile guest's attacks (xen-test-runner hostile-guest) against BlockBack on the simulated hypervisor.
         .testTarget(
             name: "XenTestRunnerTests",

@@ -1,5 +1,5 @@
 public import ConsoleBackend
-public import XenCore
+import XenCore
 
 extension SimulatedHost {
     /// Boots `guest`'s primary console as the domain builder does (the ring page granted as

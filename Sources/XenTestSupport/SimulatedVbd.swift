@@ -1,12 +1,12 @@
 public import BlockBack
 public import BlockDevice
 public import BlockFront
-public import SimulatedHypervisor
-public import XenCore
-public import Xenbus
+import SimulatedHypervisor
+import XenCore
+import Xenbus
 
 /// One virtual block device between dom0 and a guest of a ``SimulatedHost``: the toolstack's xenstore nodes,
-/// ``BlockBack`` serving a device in dom0 and ``BlockFront`` connecting in the guest, on the simulated grant
+/// `BlockBack` serving a device in dom0 and `BlockFront` connecting in the guest, on the simulated grant
 /// tables and event channels.
 ///
 /// ```swift
@@ -44,7 +44,7 @@ public struct SimulatedVbd: Sendable {
             backendClass: backendClass)
     }
 
-    /// Creates the vbd's nodes (as the toolstack does) and starts ``BlockBack`` in dom0 serving `device`
+    /// Creates the vbd's nodes (as the toolstack does) and starts `BlockBack` in dom0 serving `device`
     /// with `options` (default: every feature, dom0's identity). The task ends when the frontend closes or
     /// the device is taken away, and throws what `BlockBack.serve` throws.
     public func serve(
@@ -62,7 +62,7 @@ public struct SimulatedVbd: Sendable {
         }
     }
 
-    /// Connects ``BlockFront`` in the guest to the vbd named `name` (`xvda`, or the device ID's digits).
+    /// Connects `BlockFront` in the guest to the vbd named `name` (`xvda`, or the device ID's digits).
     public func connectFront(_ name: String = "xvda", options: BlockFrontOptions? = nil) async throws -> BlockFront {
         try await BlockFront.connect(
             name, store: guest.bus, grants: guest.domain.grantTable, events: guest.domain.eventChannel,

@@ -8,6 +8,7 @@ import SimulatedHypervisor
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
 /// Net: NetFront ↔ NetBack on the simulated hypervisor, frames/s and MB/s each way for 64-byte, 1500-byte and
 /// 64 KiB GSO frames, against a plain memcpy of the same bytes (one copy per frame: the least any transport
@@ -15,24 +16,12 @@ import XenStoreServer
 /// of the granted pages (grant copy on the backend, memcpy on the frontend), into a frame of its own.
 enum NetBench {
     static func run() async throws {
-        let hypervisor = SimulatedHypervisor(grantTableSize: 8192)
-        let server = XenStoreServer()
-        let guest = try hypervisor.createDomain(name: "bench")
-        let dom0 = hypervisor.dom0
-        let backStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: .dom0)))
-        let frontStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: guest.id)))
-        let nodes = VirtualInterfaceNodes(
-            backendDomain: dom0.id, frontendDomain: guest.id, handle: 0, mac: MACAddress(rawValue: 0x0016_3E00_0001))
-        try await nodes.create(in: backStore)
-        let back = try await NetBack.open(
-            backendPath: nodes.backendPath, store: backStore, grants: dom0.grantTable, events: dom0.eventChannel,
-            options: NetBackOptions(domain: dom0.id))
-        let serving = Task { try await back.serve() }
-        var options = NetFrontOptions(domain: guest.id)
+        let host = SimulatedHost(hypervisor: SimulatedHypervisor(grantTableSize: 8192))
+        let vif = SimulatedVif(
+            host: host, guest: try host.createGuest(name: "bench"), mac: MACAddress(rawValue: 0x0016_3E00_0001))
+        let (back, serving) = try await vif.startBackend()
         // Blank checksums are trusted as they come (Linux's CHECKSUM_PARTIAL): the bench measures transport.
-        options.completeBlankChecksums = false
-        let front = try await NetFront.connect(
-            "0", store: frontStore, grants: guest.grantTable, events: guest.eventChannel, options: options)
+        let front = try await vif.connectFront { $0.completeBlankChecksums = false }
         while back.negotiated == nil { try await Task.sleep(for: .milliseconds(1)) }
         print("   negotiated: \(front.negotiated.queues) queue, scatter-gather, GSO, split event channels, rx-copy")
 
@@ -72,7 +61,7 @@ enum NetBench {
         await front.disconnect()
         await back.disconnect()
         try await serving.value
-        try await nodes.destroy(in: backStore)
+        try await vif.nodes.destroy(in: host.dom0Bus)
     }
 
     /// Sends `count` copies of `frame` from `source` while `sink` reads them; the time of the whole transfer.

@@ -7,6 +7,7 @@ import SimulatedHypervisor
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -19,24 +20,14 @@ extension DemoCommand {
     /// then a 16 MiB TCP-like stream each way in 64 KiB GSO frames with blank checksums, completed and checked
     /// on arrival, and a checksum of the whole stream on both sides.
     @Sendable static func netSection() async throws {
-        let hypervisor = SimulatedHypervisor(grantTableSize: 8192)
-        let server = XenStoreServer()
-        let guest = try hypervisor.createDomain(name: "demo-net-guest")
-        let dom0 = hypervisor.dom0
-        let backStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: .dom0)))
-        let frontStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: guest.id)))
-        let nodes = VirtualInterfaceNodes(
-            backendDomain: dom0.id, frontendDomain: guest.id, handle: 0, mac: MACAddress(rawValue: 0x0016_3E00_0100))
-        try await nodes.create(in: backStore)
+        let host = SimulatedHost(hypervisor: SimulatedHypervisor(grantTableSize: 8192))
+        let guest = try host.createGuest(name: "demo-net-guest")
+        let vif = SimulatedVif(host: host, guest: guest, mac: MACAddress(rawValue: 0x0016_3E00_0100))
+        let nodes = vif.nodes
+        let backStore = host.dom0Bus
+        let (back, serving) = try await vif.startBackend()
         print("toolstack: vif \(guest.id).0 (mac \(nodes.mac)): \(nodes.frontendPath) <-> \(nodes.backendPath)")
-        let back = try await NetBack.open(
-            backendPath: nodes.backendPath, store: backStore, grants: dom0.grantTable, events: dom0.eventChannel,
-            options: NetBackOptions(domain: dom0.id))
-        let serving = Task { try await back.serve() }
-        var options = NetFrontOptions(domain: guest.id)
-        options.queues = 2
-        let front = try await NetFront.connect(
-            "0", store: frontStore, grants: guest.grantTable, events: guest.eventChannel, options: options)
+        let front = try await vif.connectFront { $0.queues = 2 }
         let table = front.negotiated
         print(
             "frontend: connected, mac \(front.mac), mtu \(front.mtu), \(table.queues) queues, split event channels: "

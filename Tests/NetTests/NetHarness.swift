@@ -7,53 +7,39 @@ import SimulatedHypervisor
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 import Xenbus
 
 /// A guest (frontend) and a driver domain (backend) on one simulated hypervisor, sharing an in-memory
 /// xenstored, with the vif nodes written by the toolstack helper.
 struct NetHarness {
-    let hypervisor: SimulatedHypervisor
-    let server = XenStoreServer()
+    let vif: SimulatedVif
+    var hypervisor: SimulatedHypervisor { vif.host.hypervisor }
+    var server: XenStoreServer { vif.host.xenstored }
     /// The toolstack's and the backend's connection (dom0).
-    let store: any XenbusStore
+    var store: any XenbusStore { vif.host.dom0Bus }
     /// The guest's connection: it may only touch what the vif permissions allow.
-    let frontStore: any XenbusStore
-    let backDomain: SimulatedDomain
-    let frontDomain: SimulatedDomain
-    let nodes: VirtualInterfaceNodes
+    var frontStore: any XenbusStore { vif.guest.bus }
+    var backDomain: SimulatedDomain { vif.host.dom0Domain }
+    var frontDomain: SimulatedDomain { vif.guest.domain }
+    var nodes: VirtualInterfaceNodes { vif.nodes }
 
     static let guestMAC = MACAddress("00:16:3e:00:00:01")!
 
     init(mtu: Int? = nil, handle: UInt32 = 0, grantTableSize: Int = 8192) throws {
-        hypervisor = SimulatedHypervisor(grantTableSize: grantTableSize)
-        backDomain = hypervisor.dom0
-        frontDomain = try hypervisor.createDomain(name: "guest")
-        store = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: .dom0)))
-        frontStore = XenStoreBus(client: XenStoreClient(transport: server.connect(domain: frontDomain.id)))
-        nodes = VirtualInterfaceNodes(
-            backendDomain: backDomain.id, frontendDomain: frontDomain.id, handle: handle, mac: Self.guestMAC, mtu: mtu)
+        let host = SimulatedHost(hypervisor: SimulatedHypervisor(grantTableSize: grantTableSize))
+        vif = SimulatedVif(host: host, guest: try host.createGuest(), handle: handle, mac: Self.guestMAC, mtu: mtu)
     }
 
     /// Writes the vif nodes, opens the backend and starts serving it.
     func startBackend(_ configure: (inout NetBackOptions) -> Void = { _ in }) async throws -> (
         NetBack, Task<Void, any Error>
     ) {
-        try await nodes.create(in: store)
-        var options = NetBackOptions(domain: backDomain.id)
-        configure(&options)
-        let back = try await NetBack.open(
-            backendPath: nodes.backendPath, store: store, grants: backDomain.grantTable,
-            events: backDomain.eventChannel,
-            options: options)
-        return (back, Task { try await back.serve() })
+        try await vif.startBackend(configure)
     }
 
     func connectFront(_ configure: (inout NetFrontOptions) -> Void = { _ in }) async throws -> NetFront {
-        var options = NetFrontOptions(domain: frontDomain.id)
-        configure(&options)
-        return try await NetFront.connect(
-            String(nodes.handle), store: frontStore, grants: frontDomain.grantTable, events: frontDomain.eventChannel,
-            options: options)
+        try await vif.connectFront(configure)
     }
 
     /// Both ends connected.

@@ -1,5 +1,8 @@
 import BlockDevice
 import ConsoleBackend
+import NetifProtocol
+import NetworkDevice
+import SimulatedHypervisor
 import Testing
 import XenCore
 import XenStoreClient
@@ -53,5 +56,24 @@ import XenTestSupport
         #expect(try await attached.connection.read() == Array("boot\n".utf8))
         await primary.close()
         await attached.close()
+    }
+
+    @Test func aVifCarriesAFrame() async throws {
+        let host = SimulatedHost(hypervisor: SimulatedHypervisor(grantTableSize: 8192))
+        let vif = SimulatedVif(host: host, guest: try host.createGuest(), mac: MACAddress("00:16:3e:00:00:07")!)
+        let (back, serving) = try await vif.startBackend()
+        let front = try await vif.connectFront()
+        #expect(front.mac == MACAddress("00:16:3e:00:00:07")!)
+        var frames = back.listen().makeAsyncIterator()
+        let payload = (0..<100).map { UInt8($0) }
+        try await front.write(size: payload.count) { buffer in
+            for (index, byte) in payload.enumerated() { buffer.setUInt8(byte, at: index) }
+            return payload.count
+        }
+        let frame = try #require(await frames.next())
+        #expect((0..<frame.data.count).map { frame.data.uint8(at: $0) } == payload)
+        await front.disconnect()
+        await back.disconnect()
+        try await serving.value
     }
 }
