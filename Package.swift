@@ -216,7 +216,7 @@ let package = Package(
             name: "XenTestSupport",
             dependencies: [
                 "XenCore", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "Xenbus", "BlockDevice",
-                "BlockFront", "BlockBack", "ConsoleBackend", "NetifProtocol", "NetFront", "NetBack",
+                "BlockFront", "BlockBack", "ConsoleBackend", "NetifProtocol", "NetFront", "NetBack", "Vchan",
             ],
             swiftSettings: strict
         ),
@@ -325,7 +325,7 @@ let package = Package(
             name: "VchanTests",
             dependencies: [
                 "Vchan", "CXen", "SimulatedHypervisor", "XenStoreServer", "XenStoreClient", "GrantTable",
-                "EventChannel", "XenCore",
+                "EventChannel", "XenCore", "XenTestSupport",
             ]
         ),
         .testTarget(

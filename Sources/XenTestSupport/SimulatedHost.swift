@@ -45,9 +45,9 @@ public struct SimulatedHost: Sendable {
     }
 
     /// Creates a guest as a toolstack does: the domain, its own unprivileged xenstore connection, and what a
-    /// toolstack writes for a new domain: `/local/domain/<id>` (owned by dom0, readable by the guest), its
-    /// `device` directory (owned by the guest) and `name` (`guest<id>` unless given). With `introduce`
-    /// xenstored fires `@introduceDomain` for it (what `ConsoleDaemon` follows).
+    /// toolstack writes for a new domain: `/local/domain/<id>` (owned by dom0, readable by the guest) with
+    /// `domid`, `name` (`guest<id>` unless given), and the `device` and `data` directories (owned by the
+    /// guest). With `introduce` xenstored fires `@introduceDomain` for it (what `ConsoleDaemon` follows).
     public func makeGuest(name: String? = nil, introduce: Bool = false) async throws -> SimulatedGuest {
         let guest = try createGuest(name: name ?? "guest")
         let id = guest.id
@@ -55,10 +55,13 @@ public struct SimulatedHost: Sendable {
         try await dom0.transaction { handle in
             try await handle.write(path, "")
             try await handle.setPermissions(path, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, id)]))
-            try await handle.write("\(path)/device", "")
-            try await handle.setPermissions(
-                "\(path)/device", to: XenStorePermissions(owner: id, acl: [.init(.read, .dom0)]))
+            try await handle.write("\(path)/domid", "\(id.rawValue)")
             try await handle.write("\(path)/name", name ?? "guest\(id.rawValue)")
+            for directory in ["device", "data"] {
+                try await handle.write("\(path)/\(directory)", "")
+                try await handle.setPermissions(
+                    "\(path)/\(directory)", to: XenStorePermissions(owner: id, acl: [.init(.read, .dom0)]))
+            }
         }
         if introduce { xenstored.introduceDomain(id) }
         return guest

@@ -4,6 +4,7 @@ import Vchan
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
 /// Vchan: a server in dom0 streams to a client in a guest on the simulated hypervisor (the rendezvous over
 /// the in-memory xenstored, events through the simulated event channels), against a plain memcpy of the
@@ -11,21 +12,10 @@ import XenStoreServer
 /// same time on two threads, so up to 1.0x of one memcpy is possible in wall-clock time.
 enum VchanBench {
     static func run() async throws {
-        let hypervisor = SimulatedHypervisor()
-        let store = XenStoreServer()
-        let guest = try hypervisor.createDomain()
-        let home = "/local/domain/\(guest.id.rawValue)"
-        let dom0Store = XenStoreClient(transport: store.connect(domain: .dom0))
-        try await dom0Store.immediate { handle in
-            try await handle.write(home, "")
-            try await handle.setPermissions(home, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, guest.id)]))
-        }
-        func environment(_ domain: SimulatedDomain) -> VchanEnvironment {
-            VchanEnvironment(
-                xenstore: XenStoreClient(transport: store.connect(domain: domain.id)),
-                eventChannel: domain.eventChannel, gntshr: domain.openGntshr(), grantTable: domain.grantTable,
-                localDomain: domain.id)
-        }
+        let host = SimulatedHost()
+        let guest = try await host.makeGuest().domain
+        let hypervisor = host.hypervisor
+        func environment(_ domain: SimulatedDomain) -> VchanEnvironment { host.vchanEnvironment(for: domain) }
         let rounds = 5
         let chunk = 1 << 20
         let source = PageBuffer(pages: chunk / 4096)
@@ -73,6 +63,6 @@ enum VchanBench {
             await client.close()
             await server.close()
         }
-        await dom0Store.close()
+        await host.dom0.close()
     }
 }

@@ -7,47 +7,24 @@ import Vchan
 import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
-/// A simulated host for vchan tests: the hypervisor, an in-memory xenstored, and domains with their
-/// xenstore directories laid out as the toolstack does (`/local/domain/<id>` readable by the domain, its
-/// `data` subtree writable by it, `domid` set).
+/// A simulated host for vchan tests (the package's ``SimulatedHost``): domains with their xenstore
+/// directories laid out as the toolstack does (`/local/domain/<id>` readable by the domain, its `data` subtree
+/// writable by it, `domid` set).
 struct VchanRig {
-    let hypervisor = SimulatedHypervisor()
-    let store = XenStoreServer()
-    let dom0: XenStoreClient
-
-    init() {
-        dom0 = XenStoreClient(transport: store.connect(domain: .dom0))
-    }
+    let host = SimulatedHost()
+    var hypervisor: SimulatedHypervisor { host.hypervisor }
+    var store: XenStoreServer { host.xenstored }
+    var dom0: XenStoreClient { host.dom0 }
 
     /// A new domain with its xenstore home (introduced, so `@releaseDomain` concerns it).
-    func makeDomain() async throws -> SimulatedDomain {
-        let domain = try hypervisor.createDomain()
-        try await prepareHome(domain.id)
-        store.introduceDomain(domain.id)
-        return domain
-    }
-
-    /// `/local/domain/<id>` with `domid`, and `data` owned by the domain.
-    func prepareHome(_ id: DomainID) async throws {
-        let home = "/local/domain/\(id.rawValue)"
-        try await dom0.transaction { handle in
-            try await handle.write(home, "")
-            try await handle.setPermissions(home, to: XenStorePermissions(owner: .dom0, acl: [.init(.read, id)]))
-            try await handle.write("\(home)/domid", "\(id.rawValue)")
-            try await handle.write("\(home)/data", "")
-            try await handle.setPermissions(
-                "\(home)/data", to: XenStorePermissions(owner: id, acl: [.init(.read, .dom0)]))
-        }
-    }
+    func makeDomain() async throws -> SimulatedDomain { try await host.makeGuest(introduce: true).domain }
 
     /// The environment of `domain`: its own xenstore connection and interfaces. With `explicitDomid` false
     /// the endpoint reads xenstore's `domid` as libxenvchan does.
     func environment(_ domain: SimulatedDomain, explicitDomid: Bool = true) -> VchanEnvironment {
-        VchanEnvironment(
-            xenstore: XenStoreClient(transport: store.connect(domain: domain.id)), eventChannel: domain.eventChannel,
-            gntshr: domain.openGntshr(), grantTable: domain.grantTable,
-            localDomain: explicitDomid ? domain.id : nil)
+        host.vchanEnvironment(for: domain, explicitDomid: explicitDomid)
     }
 
     /// A connected pair: a server in `server` for a client in `client`.
@@ -66,9 +43,7 @@ struct VchanRig {
     }
 
     /// The string value at `path`, if any.
-    func read(_ path: String) -> String? {
-        store.value(at: path).map { String(decoding: $0, as: UTF8.self) }
-    }
+    func read(_ path: String) -> String? { host.read(path) }
 }
 
 /// Deterministic pseudo-random bytes (SplitMix64), so both ends can check what they received.
