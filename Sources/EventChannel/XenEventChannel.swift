@@ -11,64 +11,76 @@ import XenToolLog
 
 /// The real event channels over libxenevtchn (`/dev/xen/evtchn`).
 ///
-/// One dedicated thread per interface polls the evtchn fd (never a cooperative-pool thread), reads the
+/// XenCore's shared `IOReactor` thread polls the evtchn fd (never a cooperative-pool thread), reads the
 /// pending port, unmasks it and wakes the tasks iterating that port's ``EventNotifications``. Binding,
 /// notifying and unbinding are non-blocking ioctls made directly. Opening fails with `.interfaceUnavailable`
 /// where `/dev/xen/evtchn` is missing, without libxen writing to stderr.
 /// OCaml: `Eventchn.handle` + mirage-xen's `Activations`
 public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
-    // @unchecked: `handle` is used only through libxenevtchn's thread-safe ioctls and read(); the poll thread
-    // is joined before the handle closes; `state` is a Mutex.
+    // @unchecked: `handle` is used only through libxenevtchn's thread-safe ioctls and read(); the reactor's
+    // registration is removed (synchronously) before the handle closes; `state` is a Mutex.
     private let handle: OpaquePointer
     private let signals = EventPortSignals()
-    /// Wakes the poll thread to exit.
-    private let wake: WakeSignal
-    private let state: Mutex<(closed: Bool, thread: JoinableThread?)>
+    private let reactor: IOReactor
+    private let state: Mutex<(closed: Bool, registration: IOReactorRegistration?)>
 
     /// The device node this backend opens.
     public static let device = "/dev/xen/evtchn"
 
-    /// Opens `/dev/xen/evtchn` and starts the poll thread.
+    /// Opens `/dev/xen/evtchn` and has the reactor poll it.
     ///
     /// OCaml: `Eventchn.init`
     public init() throws(EventChannelError) {
         guard let handle = xenevtchn_open(QuietLogger.pointer, 0) else {
             throw .interfaceUnavailable(device: Self.device, errno: errno)
         }
-        let wake: WakeSignal
-        do { wake = try WakeSignal() } catch {
+        let reactor: IOReactor
+        do { reactor = try IOReactor.shared() } catch {
             xenevtchn_close(handle)
-            throw .system(operation: "pipe", errno: error.errno)
+            throw .system(operation: "starting the I/O reactor", errno: error.errno)
         }
         self.handle = handle
-        self.wake = wake
-        let loop = PollLoop(handle: handle, fd: xenevtchn_fd(handle), wake: wake, signals: signals)
-        // Joinable, not detached: `close` frees the handle the thread polls only after the thread has ended.
-        let thread: JoinableThread
-        do throws(ThreadStartError) {
-            thread = try JoinableThread { loop.run() }
+        self.reactor = reactor
+        let signals = self.signals
+        let device = DeviceHandle(pointer: handle)
+        let registration: IOReactorRegistration
+        do {
+            registration = try reactor.register(xenevtchn_fd(handle), events: Int16(POLLIN)) { revents in
+                let handle = device.pointer
+                guard revents & Int16(POLLIN) != 0 else {
+                    // POLLERR/POLLHUP/POLLNVAL without data: the device failed; stop polling it.
+                    return false
+                }
+                let port = xenevtchn_pending(handle)
+                if port >= 0 {
+                    // Unmask first: an event arriving meanwhile sets the pending bit and is not lost.
+                    _ = xenevtchn_unmask(handle, UInt32(port))
+                    signals.signal(EventChannelPort(UInt32(port)))
+                }
+                return true
+            }
         } catch {
             xenevtchn_close(handle)
-            throw .system(operation: "pthread_create", errno: error.errno)
+            throw .system(operation: "starting the I/O reactor", errno: error.errno)
         }
-        self.state = Mutex((false, thread))
+        self.state = Mutex((false, registration))
     }
 
     deinit { close() }
 
-    /// Stops the poll thread, finishes every notification sequence and closes the device.
+    /// Stops polling, finishes every notification sequence and closes the device.
     ///
     /// OCaml: `Eventchn.close` (not in mirage-xen, where the handle lives forever)
     public func close() {
-        let thread: JoinableThread? = state.withLock { state in
+        let registration: IOReactorRegistration? = state.withLock { state in
             guard !state.closed else { return nil }
             state.closed = true
-            defer { state.thread = nil }
-            return state.thread
+            defer { state.registration = nil }
+            return state.registration
         }
-        guard let thread else { return }
-        wake.signal()
-        thread.join()
+        guard let registration else { return }
+        // Synchronous: the reactor no longer calls into `handle` once this returns.
+        reactor.deregister(registration)
         signals.closeAll()
         xenevtchn_close(handle)
     }
@@ -120,44 +132,8 @@ public final class XenEventChannel: EventChannelBackend, @unchecked Sendable {
     public func notifications(_ port: EventChannelPort) -> EventNotifications { signals.notifications(port) }
 }
 
-// MARK: - Poll thread
-
-/// The body of the poll thread.
-private final class PollLoop: @unchecked Sendable {
-    // @unchecked: used by exactly one thread after hand-over.
-    let handle: OpaquePointer
-    let fd: Int32
-    let wake: WakeSignal
-    let signals: EventPortSignals
-
-    init(handle: OpaquePointer, fd: Int32, wake: WakeSignal, signals: EventPortSignals) {
-        self.handle = handle
-        self.fd = fd
-        self.wake = wake
-        self.signals = signals
-    }
-
-    func run() {
-        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), wake.pollEntry]
-        while true {
-            fds[0].revents = 0
-            fds[1].revents = 0
-            let rc = poll(&fds, 2, -1)
-            if rc < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            if fds[1].revents != 0 { return }
-            if fds[0].revents & Int16(POLLIN) != 0 {
-                let port = xenevtchn_pending(handle)
-                if port >= 0 {
-                    // Unmask first: an event arriving meanwhile sets the pending bit and is not lost.
-                    _ = xenevtchn_unmask(handle, UInt32(port))
-                    signals.signal(EventChannelPort(UInt32(port)))
-                }
-            } else if fds[0].revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 {
-                return
-            }
-        }
-    }
+/// The evtchn handle as the reactor's handler holds it: libxenevtchn's pending/unmask calls are thread-safe, and
+/// the handler never runs after `close` deregistered it, before the handle is freed.
+private struct DeviceHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
 }

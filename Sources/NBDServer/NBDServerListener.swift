@@ -6,24 +6,22 @@ import XenCore
     import Glibc
 #endif
 
-/// A listening socket whose accept loop hands each connection to its ``NBDServer``. The loop runs on a
-/// thread of its own (`accept` blocks) and `poll`s the socket and a wake-up pipe, so ``stop()`` ends it.
+/// A listening socket whose connections go to its ``NBDServer``. XenCore's shared `IOReactor` polls it and
+/// accepts on its thread (the socket is non-blocking, so a connection gone before `accept` costs nothing);
+/// ``stop()`` removes it from the reactor.
 ///
 /// OCaml: none (`Nbd_lwt_unix` leaves listening to the application; `nbd-tool serve` has its own loop)
 public final class NBDServerListener: Sendable {
     /// What it listens on (for TCP with the port actually bound).
     public let endpoint: NBDEndpoint
     private let descriptor: Int32
-    private let wakeup: WakeSignal
     private let server: NBDServer
-    private let stopped = Atomic<Bool>(false)
+    /// Whether it stopped, and its reactor registration while it listens.
+    private let state = Mutex<(stopped: Bool, polled: (IOReactor, IOReactorRegistration)?)>((false, nil))
     /// The unix socket path to remove when the listener stops.
     private let socketPath: String?
 
     init(endpoint: NBDEndpoint, server: NBDServer) throws(NBDServerError) {
-        do { wakeup = try WakeSignal() } catch {
-            throw .listen(endpoint: endpoint.description, reason: Self.reason(error.errno))
-        }
         (descriptor, self.endpoint) = try Self.bind(endpoint)
         self.server = server
         if case .unix(let path) = endpoint { socketPath = path } else { socketPath = nil }
@@ -34,42 +32,57 @@ public final class NBDServerListener: Sendable {
     }
 
     func start() throws(NBDServerError) {
-        let status = DetachedThread.spawn { [self] in acceptLoop() }
-        guard status == 0 else {
-            throw .listen(endpoint: endpoint.description, reason: "cannot start a thread: \(Self.reason(status))")
+        let reactor: IOReactor
+        do { reactor = try IOReactor.shared() } catch {
+            throw .listen(
+                endpoint: endpoint.description, reason: "cannot start the I/O reactor: \(Self.reason(error.errno))")
         }
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        // The registration holds the listener until `stop()` removes it.
+        let registration: IOReactorRegistration
+        do {
+            registration = try reactor.register(descriptor, events: Int16(POLLIN)) { [self] revents in accept(revents) }
+        } catch {
+            throw .listen(
+                endpoint: endpoint.description, reason: "cannot start the I/O reactor: \(Self.reason(error.errno))")
+        }
+        let stoppedMeanwhile = state.withLock { state in
+            if !state.stopped { state.polled = (reactor, registration) }
+            return state.stopped
+        }
+        if stoppedMeanwhile { reactor.deregister(registration) }
     }
 
     /// Stops accepting (connections already accepted carry on) and removes the unix socket file.
     ///
     /// OCaml: none
     public func stop() {
-        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        wakeup.signal()
+        let polled = state.withLock { state -> (IOReactor, IOReactorRegistration)?? in
+            guard !state.stopped else { return nil }
+            state.stopped = true
+            defer { state.polled = nil }
+            return .some(state.polled)
+        }
+        guard let polled else { return }
+        if let (reactor, registration) = polled { reactor.deregister(registration) }
         if let socketPath { unlink(socketPath) }
     }
 
-    private func acceptLoop() {
-        var fds = [
-            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0), wakeup.pollEntry,
-        ]
-        while !stopped.load(ordering: .acquiring) {
-            fds[0].revents = 0
-            fds[1].revents = 0
-            guard poll(&fds, 2, -1) >= 0 || errno == EINTR else { break }
-            if fds[1].revents != 0 { break }
-            guard fds[0].revents != 0 else { continue }
-            let client = accept(descriptor, nil, nil)
-            if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }
-            if client < 0 {
-                // EMFILE and the like: back off rather than spin, the listener stays open.
-                if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED { usleep(10_000) }
-                continue
-            }
-            var one: Int32 = 1
-            _ = setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            server.start(descriptor: client)
+    /// One ready round of the listening socket, on the reactor's thread: accepts one connection (the reactor
+    /// calls again while more wait) and hands it to the server. False stops polling (the socket failed).
+    private func accept(_ revents: Int16) -> Bool {
+        guard revents & Int16(POLLIN) != 0 else { return false }
+        let client = Glibc.accept(descriptor, nil, nil)
+        guard client >= 0 else {
+            // EMFILE and the like: back off rather than spin (briefly: the reactor's other descriptors wait).
+            if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED { usleep(10_000) }
+            return true
         }
+        _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+        var one: Int32 = 1
+        _ = setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        server.start(descriptor: client)
+        return true
     }
 
     // MARK: - Binding

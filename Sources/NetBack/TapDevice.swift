@@ -14,13 +14,13 @@ public import XenCore
 public enum TapError: Error, Sendable, Equatable, CustomStringConvertible {
     /// `/dev/net/tun` could not be opened or the interface attached (no permission, no tun module).
     case open(name: String, errno: Int32)
-    /// The reader thread could not be started.
+    /// The I/O reactor that reads the device could not be started.
     case thread(Int32)
 
     public var description: String {
         switch self {
         case .open(let name, let code): "TAP device \(name): \(String(cString: strerror(code)))"
-        case .thread(let code): "TAP reader thread: \(String(cString: strerror(code)))"
+        case .thread(let code): "TAP reader (I/O reactor): \(String(cString: strerror(code)))"
         }
     }
 }
@@ -29,9 +29,9 @@ public enum TapError: Error, Sendable, Equatable, CustomStringConvertible {
 /// the kernel; frames the kernel sends out of the interface come out of ``listen(headerSize:)``. Opened with
 /// `IFF_VNET_HDR`, so checksum and segmentation offload metadata cross in both directions (``VirtioNetHeader``).
 ///
-/// One thread reads the device (blocking reads never sit on the cooperative pool): while the reader of
-/// ``listen(headerSize:)`` is behind, it stops reading and the kernel queues (and, past its queue, drops and
-/// counts) frames, as for any slow NIC.
+/// XenCore's shared `IOReactor` reads the device when it is readable (blocking reads never sit on the
+/// cooperative pool): while the reader of ``listen(headerSize:)`` is behind, the device is not polled and the
+/// kernel queues (and, past its queue, drops and counts) frames, as for any slow NIC.
 /// OCaml: none (mirage-net-unix's `Netif` over `Tuntap`; the Linux side of a Xen vif bridge)
 public final class TapDevice: NetworkDevice {
     /// The interface name (e.g. "tap0", or what the kernel picked).
@@ -46,13 +46,13 @@ public final class TapDevice: NetworkDevice {
     public let mtu: Int
 
     private let descriptor: Int32
-    /// Wakes the reader thread (room in the frame queue again, or a stop).
-    private let wake: WakeSignal
+    private let reactor: IOReactor
     private let frames: FrameQueue
     private let counters = NetworkCounters()
     private let scratch = ScratchBuffers()
-    private let reader = Mutex<(stopping: Bool, stopped: Bool, waiters: [CheckedContinuation<Void, Never>])>(
-        (false, false, []))
+    private let reader = Mutex<(stopping: Bool, registration: IOReactorRegistration?)>((false, nil))
+    /// Whether the frame queue has room; changed with the registration's events under this lock, so a
+    /// resume never crosses a pause.
     private let room = Mutex<Bool>(true)
     /// Writes in progress: the descriptor is closed only once they have left (a closed number may be reused).
     private let writers = InFlightGate()
@@ -73,23 +73,28 @@ public final class TapDevice: NetworkDevice {
         }
         // What we take from the kernel: partial checksums and TCP segmentation offload (netif carries both).
         _ = cxen_tun_set_offload(fd, UInt32(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6))
-        let wake: WakeSignal
-        do { wake = try WakeSignal() } catch {
+        let reactor: IOReactor
+        do { reactor = try IOReactor.shared() } catch {
             close(fd)
-            throw .open(name: name, errno: error.errno)
+            throw .thread(error.errno)
         }
         let interface = String(decoding: chosen.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         self.name = interface
         self.descriptor = fd
-        self.wake = wake
+        self.reactor = reactor
         self.frames = FrameQueue(capacity: frameQueueCapacity)
         self.mac = Self.sysfs(interface, "address").flatMap { MACAddress($0) } ?? .local(seed: UInt64(fd))
         self.mtu = Self.sysfs(interface, "mtu").flatMap { Int($0) } ?? Netif.defaultMTU
         frames.setSpaceHandler { [weak self] in self?.resume() }
-        let status = DetachedThread.spawn { [self] in readLoop() }
-        guard status == 0 else {
+        let buffer = PageBuffer(pages: 17)
+        do {
+            let registration = try reactor.register(fd, events: Int16(POLLIN)) { [weak self] revents in
+                self?.readReady(revents, into: buffer) ?? false
+            }
+            reader.withLock { $0.registration = registration }
+        } catch {
             close(fd)
-            throw .thread(status)
+            throw .thread(error.errno)
         }
     }
 
@@ -103,57 +108,44 @@ public final class TapDevice: NetworkDevice {
         return String(decoding: buffer.prefix(count), as: UTF8.self).filter { !$0.isWhitespace }
     }
 
-    // MARK: - Reading (one thread)
+    // MARK: - Reading (on the reactor's thread)
 
-    private func readLoop() {
-        let buffer = PageBuffer(pages: 17)
-        var fds = [
-            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0), wake.pollEntry,
-        ]
-        while true {
-            if reader.withLock({ $0.stopping }) { break }
-            if !room.withLock({ $0 }) || frames.isFull {
-                room.withLock { $0 = false }
-                // Wait for the reader to make room (or a stop): only the wake pipe.
-                var wakeOnly = [fds[1]]
-                _ = poll(&wakeOnly, 1, 100)
-                wake.drain()
-                continue
+    /// One readable round of the device: one frame into the queue. Pauses polling while the queue is full
+    /// (``resume()`` polls again); false stops polling (the device failed).
+    private func readReady(_ revents: Int16, into buffer: PageBuffer) -> Bool {
+        guard revents & Int16(POLLIN) != 0 else { return false }
+        if frames.isFull {
+            let paused = room.withLock { room -> Bool in
+                // Full now, and no resume can slip in between: the space handler takes this lock too.
+                guard frames.isFull else { return false }
+                room = false
+                if let registration = reader.withLock({ $0.registration }) { reactor.setEvents(0, for: registration) }
+                return true
             }
-            let ready = poll(&fds, 2, -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                break
-            }
-            if fds[1].revents != 0 { wake.drain() }
-            guard fds[0].revents & Int16(POLLIN) != 0 else {
-                if fds[0].revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { break }
-                continue
-            }
-            let count = read(descriptor, buffer.pointer, buffer.count)
-            guard count > VirtioNetHeader.size else {
-                if count < 0, errno != EINTR, errno != EAGAIN { break }
-                continue
-            }
-            let header = VirtioNetHeader(decoding: buffer)
-            let data = PageBuffer(
-                copying: UnsafeRawBufferPointer(
-                    start: buffer.pointer + VirtioNetHeader.size, count: count - VirtioNetHeader.size))
-            counters.received(data.count)
-            frames.offer(NetworkFrame(data: data, checksum: header.checksum, gso: header.gso))
+            if paused { return true }
         }
-        let waiters = reader.withLock { state in
-            state.stopped = true
-            defer { state.waiters.removeAll() }
-            return state.waiters
+        let count = read(descriptor, buffer.pointer, buffer.count)
+        guard count > VirtioNetHeader.size else {
+            return count >= 0 || errno == EINTR || errno == EAGAIN
         }
-        frames.finish()
-        for waiter in waiters { waiter.resume() }
+        let header = VirtioNetHeader(decoding: buffer)
+        let data = PageBuffer(
+            copying: UnsafeRawBufferPointer(
+                start: buffer.pointer + VirtioNetHeader.size, count: count - VirtioNetHeader.size))
+        counters.received(data.count)
+        frames.offer(NetworkFrame(data: data, checksum: header.checksum, gso: header.gso))
+        return true
     }
 
+    /// Room in the frame queue again: poll the device again if it was paused.
     private func resume() {
-        room.withLock { $0 = true }
-        wake.signal()
+        room.withLock { room in
+            guard !room else { return }
+            room = true
+            if let registration = reader.withLock({ $0.registration }) {
+                reactor.setEvents(Int16(POLLIN), for: registration)
+            }
+        }
     }
 
     // MARK: - NetworkDevice
@@ -202,24 +194,20 @@ public final class TapDevice: NetworkDevice {
     /// OCaml: `Netif.reset_stats_counters`
     public func resetStatistics() { counters.reset() }
 
-    /// Stops the reader thread (joined), then closes the device: the interface goes away unless persistent.
+    /// Stops reading (the reactor no longer touches the device once this returns), then closes the device: the
+    /// interface goes away unless persistent.
     ///
     /// OCaml: `Netif.disconnect` (mirage-net-unix: `Tuntap.closetap`)
     public func disconnect() async {
-        let first = reader.withLock { state -> Bool in
-            defer { state.stopping = true }
-            return !state.stopping
+        let registration = reader.withLock { state -> IOReactorRegistration?? in
+            guard !state.stopping else { return nil }
+            state.stopping = true
+            defer { state.registration = nil }
+            return .some(state.registration)
         }
-        guard first else { return }
-        wake.signal()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let stopped = reader.withLock { state -> Bool in
-                if state.stopped { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if stopped { continuation.resume() }
-        }
+        guard let registration else { return }
+        if let registration { reactor.deregister(registration) }
+        frames.finish()
         await writers.close()
         close(descriptor)
     }

@@ -71,4 +71,44 @@ import XenCore
         await tap.disconnect()
         #expect(access("/sys/class/net/\(tap.name)", F_OK) != 0, "the interface went with the device")
     }
+
+    /// A reader far behind: the queue (4 frames) fills, the device is no longer polled, and once the reader
+    /// catches up reading resumes: all 40 frames the kernel sent meanwhile arrive, in order.
+    @Test func aFullQueuePausesReadingAndRoomResumesIt() async throws {
+        let tap = try TapDevice(name: "sxbp\(getpid() % 100_000)", frameQueueCapacity: 4)
+        // Disconnect on every path: a device left open stays registered with the reactor.
+        var failure: (any Error)?
+        do { try await Self.fillThenDrain(tap) } catch { failure = error }
+        await tap.disconnect()
+        if let failure { throw failure }
+    }
+
+    static func fillThenDrain(_ tap: TapDevice) async throws {
+        #expect(PacketSocket.disableIPv6(tap.name))
+        let kernel = try PacketSocket(interface: tap.name)
+        try kernel.setLinkUp(true)
+        let us = MACAddress.local(seed: 0xB0B)
+        for index in 0..<40 {
+            let frame = testFrame(size: 200, seed: UInt32(1000 + index), from: tap.mac, to: us)
+            var attempts = 0
+            while !kernel.send(frame), attempts < 200 {  // the interface may still be coming up
+                attempts += 1
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            try #require(attempts < 200, "frame \(index) could not be sent: errno \(errno)")
+        }
+        try await Task.sleep(for: .milliseconds(200))  // the queue fills; the rest waits in the kernel
+        let frames = tap.listen()
+        let seeds = try await withTimeLimit(.seconds(30), timeout: { TapTestTimeout() }) {
+            var iterator = frames.makeAsyncIterator()
+            var seeds: [UInt32] = []
+            while seeds.count < 40, let next = await iterator.next() {
+                if let seed = testSeed(next.data), (1000..<1040).contains(seed) { seeds.append(seed) }
+            }
+            return seeds
+        }
+        #expect(seeds == (0..<40).map { UInt32(1000 + $0) })
+    }
 }
+
+struct TapTestTimeout: Error {}
