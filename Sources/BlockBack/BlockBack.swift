@@ -66,18 +66,6 @@ public enum BlockBack {
         return "/local/domain/\(parts[2])"
     }
 
-    /// Whether `device` implements discard: a zero-length discard answers `.unimplemented` when it does not.
-    static func probeDiscard(_ device: any BlockDevice) async -> Bool {
-        do {
-            try await device.discard(at: 0, count: 0)
-            return true
-        } catch .unimplemented {
-            return false
-        } catch {
-            return true
-        }
-    }
-
 }
 
 /// Runs `body`, wrapping a failure other than a `BlockBackError` as a xenstore failure at `path`.

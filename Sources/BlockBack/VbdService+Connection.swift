@@ -39,7 +39,8 @@ extension VbdService {
         if let mode = try await xenstore(backendPath, { try await store.read(backendPath + "/mode") }), mode == "r" {
             info.readWrite = false
         }
-        discardSupported = await BlockBack.probeDiscard(device)
+        // The device says whether it discards; nothing is sent to it to find out.
+        discardSupported = await device.supportsDiscard
         var advertised = BlkifBackendInfo()
         advertised.sectors = info.sizeSectors * UInt64(info.sectorSize / Blkif.sectorUnit)
         advertised.sectorSize = info.sectorSize
