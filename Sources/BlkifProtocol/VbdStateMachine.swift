@@ -68,6 +68,8 @@ public enum VbdConnectFailure: Sendable, Equatable {
 }
 
 /// Where a ``VbdBackendStateMachine`` is in its one connection.
+///
+/// OCaml: none (Linux xen-blkback reads it off the backend's `xenbus_device` state)
 public enum VbdBackendPhase: Sendable, Equatable {
     /// Nothing advertised yet: waiting for a frontend to serve.
     case awaitingFrontend
@@ -103,8 +105,8 @@ public enum VbdBackendPhase: Sendable, Equatable {
 ///   release, Closed. `online` = 0 alone does not: libxl writes Closing with it, and Linux blkback looks at
 ///   `online` only when the frontend is Closed.
 ///
-/// OCaml: none (mirage-block-xen's `Blkback.run` interleaves these decisions with its xenstore I/O); Linux
-/// xen-blkback: `frontend_changed` and `connect` in drivers/block/xen-blkback/xenbus.c
+/// OCaml: `Blkback.run` (its handshake decisions, which mirage-block-xen interleaves with the xenstore I/O);
+/// Linux xen-blkback: `frontend_changed` and `connect` in drivers/block/xen-blkback/xenbus.c
 public struct VbdBackendStateMachine: Sendable, Equatable {
     /// Where the machine is.
     public private(set) var phase: VbdBackendPhase = .awaitingFrontend
@@ -121,7 +123,7 @@ public struct VbdBackendStateMachine: Sendable, Equatable {
     /// The steps for what the backend now sees in xenstore; empty while there is nothing to do but wait for
     /// the next change. An observation that yields no step leaves the machine as it was.
     ///
-    /// Linux xen-blkback: `frontend_changed` (and `xen_blkbk_probe`'s InitWait)
+    /// OCaml: none (Linux xen-blkback: `frontend_changed`, and `xen_blkbk_probe`'s InitWait)
     public mutating func observed(_ seen: VbdObservation) -> [VbdBackendAction] {
         switch phase {
         case .awaitingFrontend: return awaiting(seen)
@@ -134,7 +136,8 @@ public struct VbdBackendStateMachine: Sendable, Equatable {
     /// The steps after a queue found the frontend broke its ring: close the connection (Closing, release,
     /// Closed). Nothing when no connection is up.
     ///
-    /// Linux xen-blkback: `xen_blkif_disconnect` on a ring error, then the close `frontend_changed` leads to
+    /// OCaml: none (Linux xen-blkback: `xen_blkif_disconnect` on a ring error, then the close `frontend_changed`
+    /// leads to)
     public mutating func ringBroken() -> [VbdBackendAction] {
         isConnected ? close() : []
     }
@@ -143,7 +146,7 @@ public struct VbdBackendStateMachine: Sendable, Equatable {
     /// as Linux's `xenbus_dev_fatal` leads the frontend to close, and stop. A xenstore failure is not
     /// announced: the store that failed would carry the news.
     ///
-    /// Linux xen-blkback: `connect_ring`'s and `xen_blkif_map`'s failures in `frontend_changed`
+    /// OCaml: none (Linux xen-blkback: `connect_ring`'s and `xen_blkif_map`'s failures in `frontend_changed`)
     public mutating func connectFailed(_ failure: VbdConnectFailure) -> [VbdBackendAction] {
         guard phase == .connected else { return [] }
         phase = .finished
