@@ -107,9 +107,11 @@ let package = Package(
         .target(name: "XenToolLog", dependencies: ["CXen"], swiftSettings: strict),
         .target(name: "GrantTable", dependencies: ["XenCore", "CXen", "XenToolLog"], swiftSettings: strict),
         .target(name: "EventChannel", dependencies: ["XenCore", "CXen", "XenToolLog"], swiftSettings: strict),
+        // It implements the seams (GrantTable's and EventChannel's backends, DomainUserdata's DomainDirectory):
+        // the libraries behind those seams do not depend on it.
         .target(
             name: "SimulatedHypervisor",
-            dependencies: ["XenCore", "GrantTable", "EventChannel"],
+            dependencies: ["XenCore", "GrantTable", "EventChannel", "DomainUserdata"],
             swiftSettings: strict
         ),
 
@@ -200,7 +202,7 @@ let package = Package(
         // MARK: - libxl per-domain userdata
         .target(
             name: "DomainUserdata",
-            dependencies: ["XenCore", "XenStoreClient", "SimulatedHypervisor", "CXen", "XenToolLog"],
+            dependencies: ["XenCore", "XenStoreClient", "CXen", "XenToolLog"],
             swiftSettings: strict
         ),
 

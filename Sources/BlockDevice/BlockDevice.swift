@@ -107,6 +107,13 @@ public protocol BlockDevice: Sendable {
     /// Not in `Mirage_block.S`; blkif `BLKIF_OP_DISCARD`, NBD `NBD_CMD_TRIM`.
     func discard(at sector: UInt64, count: UInt64) async throws(BlockError)
 
+    /// Whether the device implements ``discard(at:count:)``: stated by the device, never learnt by trying one.
+    /// A Xen backend advertises `feature-discard` only for a device that says so (and is writable).
+    ///
+    /// OCaml: none (`Mirage_block.info` has no discard); Linux: xen-blkback's `xen_blkbk_discard` asks
+    /// `bdev_max_discard_sectors`
+    var supportsDiscard: Bool { get async }
+
     /// Disconnects. Never fails; later operations fail with ``BlockError/disconnected``.
     ///
     /// OCaml: `Mirage_device.S.disconnect`
@@ -170,6 +177,12 @@ extension BlockDevice {
     public func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
         throw .unimplemented(operation: "discard")
     }
+
+    /// Default: false, as the default ``discard(at:count:)`` fails with ``BlockError/unimplemented(operation:)``.
+    /// A device that implements discard says so.
+    ///
+    /// OCaml: none (`Mirage_block.info` has no discard)
+    public var supportsDiscard: Bool { false }
 
     /// Default: the device does not know its allocation.
     ///

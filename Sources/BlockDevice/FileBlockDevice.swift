@@ -115,6 +115,11 @@ public final class FileBlockDevice: BlockDevice {
         try await writeZeroes(at: sector, count: count, unmap: true, fast: false)
     }
 
+    /// True: ``discard(at:count:)`` punches a hole (or writes zeroes where the file system cannot).
+    ///
+    /// OCaml: none (mirage-block-unix's `Block.discard` is always there)
+    public var supportsDiscard: Bool { true }
+
     /// Closes the file (once operations in progress finish); later calls fail with ``BlockError/disconnected``.
     ///
     /// OCaml: `Block.disconnect`

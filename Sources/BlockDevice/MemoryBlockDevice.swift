@@ -94,6 +94,9 @@ public final class MemoryBlockDevice: BlockDevice {
         try await writeZeroes(at: sector, count: count, unmap: true, fast: false)
     }
 
+    /// True: ``discard(at:count:)`` zeroes the sectors and gives whole chunks back.
+    public var supportsDiscard: Bool { true }
+
     /// Always fast: zeroes the bytes, gives whole pages back and, with `unmap`, turns whole chunks into holes.
     ///
     /// OCaml: none (`Mirage_block_mem` has no write-zeroes)

@@ -43,6 +43,11 @@ public struct SafeBlockDevice<Base: BlockDevice>: BlockDevice {
         try await base.discard(at: sector, count: count)
     }
 
+    /// Not in `Mirage_block_safe`: the base device's.
+    public var supportsDiscard: Bool {
+        get async { await base.supportsDiscard }
+    }
+
     /// Not in `Mirage_block_safe`: the range is checked, then forwarded.
     ///
     /// OCaml: none (`Mirage_block_safe` has no allocation map)

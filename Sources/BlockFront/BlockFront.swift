@@ -174,6 +174,11 @@ public final class BlockFront: BlockDevice {
         try check(status, operation: "DISCARD", sector: sector)
     }
 
+    /// True when the backend advertised `feature-discard` (``discard(at:count:)`` sends `BLKIF_OP_DISCARD`).
+    ///
+    /// OCaml: none (not in mirage-block-xen; Linux blkfront: `info->feature_discard`)
+    public var supportsDiscard: Bool { negotiated.backend.discard }
+
     // MARK: - Transfers
 
     func pickQueue() -> FrontQueue {

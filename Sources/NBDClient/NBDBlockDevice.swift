@@ -73,6 +73,11 @@ public struct NBDBlockDevice: BlockDevice {
         do { try await client.trim(at: sector * size, length: count * size) } catch { throw error.blockError }
     }
 
+    /// True when the server advertised `NBD_FLAG_SEND_TRIM` (``discard(at:count:)`` sends `NBD_CMD_TRIM`).
+    ///
+    /// OCaml: none (libnbd: `nbd_can_trim`)
+    public var supportsDiscard: Bool { client.flags.contains(.sendTrim) }
+
     /// `NBD_CMD_WRITE_ZEROES` (`NO_HOLE` unless `unmap`, `FAST_ZERO` when `fast`); without the server's
     /// support, zero-filled writes (or, when `fast`, `BlockError.unimplemented(operation:)`).
     ///

@@ -19,6 +19,7 @@ final class CountingDevice: BlockDevice {
     func discard(at sector: UInt64, count: UInt64) async throws(BlockError) {
         try await base.discard(at: sector, count: count)
     }
+    var supportsDiscard: Bool { base.supportsDiscard }
     func disconnect() async { await base.disconnect() }
 }
 

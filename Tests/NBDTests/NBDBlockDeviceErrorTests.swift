@@ -49,4 +49,16 @@ final class FailingReadDevice: BlockDevice {
         await device.disconnect()
         await rig.stop()
     }
+
+    /// The device says it discards when the server advertised `NBD_FLAG_SEND_TRIM` (a writable export), and
+    /// not for a read-only one.
+    @Test(arguments: [false, true]) func discardSupportFollowsTheServersTrimFlag(_ readOnly: Bool) async throws {
+        let rig = try await ServerRig([NBDServerExport(device: MemoryBlockDevice(sizeSectors: 64), readOnly: readOnly)])
+        let client = try await NBDClient.connect(uri: rig.uri())
+        let device: any BlockDevice = NBDBlockDevice(client)
+        #expect(client.flags.contains(.sendTrim) == !readOnly)
+        #expect(await device.supportsDiscard == !readOnly)
+        await device.disconnect()
+        await rig.stop()
+    }
 }
