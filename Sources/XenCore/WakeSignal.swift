@@ -7,7 +7,8 @@
 #endif
 
 /// The one wake-up mechanism of SwiftXen's I/O threads (XenStoreClient's transport, NBDClient's direct
-/// connections, NBDServer's listener and connections, the event-channel poll thread, NetBack's TAP reader): a
+/// connections, NBDServer's connections, the ``IOReactor`` shared by the event-channel devices, NBDServer's
+/// listeners and NetBack's TAP readers): a
 /// non-blocking, close-on-exec pipe whose read end sits in the thread's `poll` set. Any thread may `signal`;
 /// the I/O thread `drain`s after `poll` reports it readable. Both ends are closed when the last holder lets go,
 /// so a thread that still polls the read end never sees its number reused.
