@@ -18,6 +18,20 @@ public struct UserdataCollector: Sendable {
         public var uuid: DomainUUID
         /// The file names removed.
         public var removed: [String]
+        /// Why nothing was removed, when the domain's userdata lock could not be taken or the directory not
+        /// read (say, a directory where its lock file belongs): its files stay for a later sweep, and the
+        /// sweep goes on with the other domains.
+        public var failure: UserdataError?
+
+        /// A domain's sweep result.
+        ///
+        /// libxl: not in libxl.
+        public init(domid: DomainID, uuid: DomainUUID, removed: [String], failure: UserdataError? = nil) {
+            self.domid = domid
+            self.uuid = uuid
+            self.removed = removed
+            self.failure = failure
+        }
     }
 
     /// The store whose directory is swept (and whose domain directory says who is alive).
@@ -49,7 +63,7 @@ public struct UserdataCollector: Sendable {
             } catch {
                 continue  // "unknown" is not "dead": keep the data
             }
-            if live != owner.uuid { collected.append(try collect(owner)) }
+            if live != owner.uuid { collected.append(collect(owner)) }
         }
         return collected
     }
@@ -102,8 +116,14 @@ public struct UserdataCollector: Sendable {
         var uuid: DomainUUID
     }
 
-    private func collect(_ owner: Owner) throws(UserdataError) -> Collected {
-        let removed = try store.destroyAll(domid: owner.domid, uuid: owner.uuid)
-        return Collected(domid: owner.domid, uuid: owner.uuid, removed: removed.sorted())
+    /// One dead domain's destroyAll; its failure is reported in the result, not thrown, so one domain's bad
+    /// lock path never stops the others' cleanup.
+    private func collect(_ owner: Owner) -> Collected {
+        do throws(UserdataError) {
+            let removed = try store.destroyAll(domid: owner.domid, uuid: owner.uuid)
+            return Collected(domid: owner.domid, uuid: owner.uuid, removed: removed.sorted())
+        } catch {
+            return Collected(domid: owner.domid, uuid: owner.uuid, removed: [], failure: error)
+        }
     }
 }

@@ -4,7 +4,7 @@ public import XenCore
 /// `ERROR_FAIL`/`ERROR_NOMEM`/`ERROR_LOCK_FAIL` plus a log line; here each keeps its context (path, errno, op).
 ///
 /// libxl: the `ERROR_*` codes returned by `libxl_userdata_store/retrieve/unlink`.
-public enum UserdataError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum UserdataError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The userid is not a short printable ASCII string without `/`.
     case invalidUserid(String, reason: String)
     /// The userid is the lock file's reserved name (or contains it, so destroy would never collect it).

@@ -1,4 +1,7 @@
 import DomainUserdata
+#if canImport(Glibc)
+    import Glibc
+#endif
 import SimulatedHypervisor
 import Testing
 import XenCore
@@ -29,6 +32,26 @@ import XenStoreServer
         // The lock file went with destroyAll's own unlock, as in libxl's destroy path.
         #expect(dir.names() == ["qemu-resume.5", "userdata-d.7.\(uuidB).xl"])
         #expect(try store.retrieve(domid: 7, userid: .xl) == [3])
+    }
+
+    /// Found by the `userdata` fuzz target (2026-12-04): a directory where a dead domain's lock file belongs made
+    /// that domain's destroyAll throw, which ended the whole sweep, so the next dead domain's files stayed.
+    @Test func oneDomainsUnusableLockDoesNotStopTheSweep() throws {
+        defer { dir.remove() }
+        try store.store(domid: 5, userid: .xl, data: [1])
+        try store.store(domid: 7, userid: .xl, data: [2])
+        let blocked = UserdataFileName.lock(domid: 5, uuid: uuidA).description
+        #expect(mkdir(dir.file(blocked), 0o700) == 0)
+        domains.destroy(5)
+        domains.destroy(7)
+        let collected = try UserdataCollector(store: store).sweep()
+        #expect(collected.map(\.domid) == [5, 7])
+        #expect(collected.first?.removed == [])
+        #expect(collected.first?.failure != nil, "domain 5's lock could not be taken: \(collected)")
+        #expect(collected.last?.removed == ["userdata-d.7.\(uuidB).xl"])
+        #expect(collected.last?.failure == nil)
+        // Domain 5's data stays for a later sweep (libxl would not remove it without the lock either).
+        #expect(dir.names() == ["userdata-d.5.\(uuidA).xl", blocked])
     }
 
     @Test func sweepCollectsAReusedDomidsOldData() throws {
