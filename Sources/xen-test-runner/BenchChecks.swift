@@ -62,7 +62,8 @@ enum BenchChecks {
             try await bench.destroy(report)
         }
         await bench.cleanUp()
-        printTable(await bench.results.rows(), report: report)
+        let xenstore = await XenStoreBench.run(report)
+        printTable(await bench.results.rows() + xenstore, report: report)
     }
 
     /// One table: row, ours, peer, ratio; a row whose figures are missing says why.
