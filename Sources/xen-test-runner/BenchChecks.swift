@@ -16,6 +16,8 @@
 /// sequential read and write with `O_DIRECT` (busybox dd, 1 MiB blocks) and 4 KiB random reads at queue depth
 /// 1 and 16 (bench-randread.c, threads with pread). Rows compare ours with each peer; the ratio is ours / peer
 /// (higher is better for ours). The figures are only comparable within one boot (TCG, a shared machine).
+/// **Console** (``ConsoleBench``): guest output through our ConsoleDaemon and through xenconsoled. **XenStore**
+/// (``XenStoreBench``): reads/s from dom0, XenStoreClient against libxenstore, over both transports.
 /// XB_QUICK=1 (xt.bench.quick on dom0's command line) shortens every measurement.
 enum BenchChecks {
     static let name = "swiftxen-bench"
@@ -58,12 +60,26 @@ enum BenchChecks {
         ) {
             try await bench.measure(report)
         }
+        await report.check(
+            "bench: console: \(ConsoleBench.kib) KiB of guest output through our ConsoleDaemon", limit: 900
+        ) {
+            try await bench.console(report)
+        }
         await report.check("bench: xl destroy; every backend lets go", limit: 180) {
             try await bench.destroy(report)
         }
         await bench.cleanUp()
+        var peer: Double?
+        var why: String?
+        await report.check("bench: console: the same guest again, its console on xenconsoled", limit: 900) {
+            do { peer = try await ConsoleBench.xenconsoled(report) } catch {
+                why = "\(error)"
+                throw error
+            }
+        }
+        let console = BenchRow(label: ConsoleBench.label, ours: await bench.consoleRate, peer: peer, note: why)
         let xenstore = await XenStoreBench.run(report)
-        printTable(await bench.results.rows() + xenstore, report: report)
+        printTable(await bench.results.rows() + [console] + xenstore, report: report)
     }
 
     /// One table: row, ours, peer, ratio; a row whose figures are missing says why.

@@ -20,6 +20,8 @@ actor BlockBench {
     /// The backends the guest has a disk of (qdisk only when QEMU is staged).
     var measured: [BlockBackend] = []
     var results = BlockResults()
+    /// The console row's figure for our ConsoleDaemon (kB/s).
+    var consoleRate: Double?
     var asked = 0
 
     // MARK: - Create and boot
@@ -155,6 +157,14 @@ actor BlockBench {
         }
         try require(failures.isEmpty, failures.joined(separator: "; "))
         report.detail("\(asked) commands by \(guest.elapsed())")
+    }
+
+    /// ``ConsoleBench``'s measurement on this guest, whose console is ours.
+    func console(_ report: Report) async throws {
+        _ = try unwrap(guest.primary, "the guest never booted")
+        let answer = try await ask("console \(ConsoleBench.kib)", seconds: 900)
+        consoleRate = try ConsoleBench.figure(answer)
+        report.detail("\(answer) at \(guest.elapsed())")
     }
 
     // MARK: - Destroy

@@ -8,6 +8,9 @@
 #                                (timed with /proc/uptime: busybox dd prints no rate here)
 #   ID write DISK MIB         -> dd if=/dev/zero of=/dev/DISK bs=1M count=MIB oflag=direct conv=fsync: the same
 #   ID rand DISK DEPTH SECS   -> bench-randread: 4 KiB random O_DIRECT reads at DEPTH: "ID ios=N seconds=S iops=I"
+#   ID console KIB            -> KIB KiB of text lines (yes) written to /dev/hvc0 (this very console) with cat,
+#                                timed with /proc/uptime: "ID bytes=N seconds=S" (the write returns once the
+#                                backend drained all but the last ring-full into its pty)
 # A failed command answers "ID failed WHY".
 export PATH=/bin
 say() { echo "XT-DOMU $*"; }
@@ -39,6 +42,14 @@ while read -r id verb disk a b; do
         rand)
             if out=$(/bin/bench-randread "/dev/$disk" "$a" "$b" 2>&1); then say "$id $out"
             else say "$id failed $(echo "$out" | tail -1)"; fi ;;
+        console)
+            yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c $((disk * 1024)) > /tmp/payload
+            t0=$(cut -d' ' -f1 /proc/uptime)
+            if cat /tmp/payload > /dev/hvc0; then
+                t1=$(cut -d' ' -f1 /proc/uptime)
+                say "$id bytes=$((disk * 1024)) seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+            else say "$id failed writing /dev/hvc0"; fi
+            rm -f /tmp/payload ;;
         "") ;;
         *) say "$id failed unknown command $verb" ;;
     esac
