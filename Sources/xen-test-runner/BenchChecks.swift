@@ -36,6 +36,8 @@ enum BenchChecks {
     /// MiB per sequential pass and seconds per random-read run.
     static let sequentialMiB = quick ? 16 : 64
     static let randomSeconds = quick ? 2 : 5
+    /// Block rounds: each figure in the table is the median of this many samples.
+    static let rounds = quick ? 1 : 3
 
     /// The three backends: each a disk of the guest.
     static let backends: [BlockBackend] = [
@@ -55,7 +57,8 @@ enum BenchChecks {
             try await bench.boot(report)
         }
         await report.check(
-            "bench: block: seq read/write \(sequentialMiB) MiB O_DIRECT, 4 KiB random reads QD1/QD16, each disk",
+            "bench: block: seq read/write \(sequentialMiB) MiB O_DIRECT, 4 KiB random reads QD1/QD16, each disk, "
+                + "\(rounds) round(s)",
             limit: 1800
         ) {
             try await bench.measure(report)

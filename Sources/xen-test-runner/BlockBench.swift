@@ -140,23 +140,43 @@ actor BlockBench {
 
     // MARK: - Measure
 
-    /// Every metric on every disk, the disks in turn within each metric (so that a slow spell of the host
-    /// spreads over all of them). A failed measurement fails the check after the others ran.
+    /// Every metric on every disk, `BenchChecks.rounds` times: within a round the disks take turns per metric,
+    /// and each round starts with the next disk (so that a slow spell of the shared host spreads over all of
+    /// them). The table has each figure's median; the details every sample. A failed measurement fails the
+    /// check after the others ran.
     func measure(_ report: Report) async throws {
         _ = try unwrap(guest.primary, "the guest never booted")
         var failures: [String] = []
-        for metric in BlockMetric.allCases {
-            for backend in measured {
-                do {
-                    let answer = try await ask(metric.command(backend.disk), seconds: 600)
-                    results.values[metric, default: [:]][backend.name] = try metric.figure(DomUNetChecks.fields(answer))
-                } catch {
-                    failures.append("\(backend.name) \(metric.label): \(error)")
+        var samples: [BlockMetric: [String: [Double]]] = [:]
+        for round in 0..<BenchChecks.rounds {
+            let first = round % measured.count
+            let order = Array(measured[first...] + measured[..<first])
+            for metric in BlockMetric.allCases {
+                for backend in order {
+                    do {
+                        let answer = try await ask(metric.command(backend.disk), seconds: 600)
+                        let figure = try metric.figure(DomUNetChecks.fields(answer))
+                        samples[metric, default: [:]][backend.name, default: []].append(figure)
+                    } catch {
+                        failures.append("\(backend.name) \(metric.label): \(error)")
+                    }
                 }
             }
         }
+        for (metric, byBackend) in samples {
+            for (name, figures) in byBackend {
+                results.values[metric, default: [:]][name] = figures.sorted()[figures.count / 2]
+            }
+        }
         try require(failures.isEmpty, failures.joined(separator: "; "))
-        report.detail("\(asked) commands by \(guest.elapsed())")
+        let spread = BlockMetric.allCases.map { metric in
+            "\(metric.label): "
+                + measured.map { backend in
+                    "\(backend.name) "
+                        + (samples[metric]?[backend.name] ?? []).map { BenchChecks.fixed($0, 1) }.joined(separator: "/")
+                }.joined(separator: ", ")
+        }
+        report.detail("\(asked) commands by \(guest.elapsed()); samples: \(spread.joined(separator: "; "))")
     }
 
     /// ``ConsoleBench``'s measurement on this guest, whose console is ours.
