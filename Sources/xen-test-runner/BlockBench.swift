@@ -142,21 +142,29 @@ actor BlockBench {
 
     /// Every metric on every disk, `BenchChecks.rounds` times: within a round the disks take turns per metric,
     /// and each round starts with the next disk (so that a slow spell of the shared host spreads over all of
-    /// them). The table has each figure's median; the details every sample. A failed measurement fails the
-    /// check after the others ran.
+    /// them). The table has each figure's median; the details every sample, and the median dom0 CPU time per
+    /// MiB (sequential) or per read (random) over the same interval: every dom0 CPU's busy time in
+    /// /proc/stat, whoever spent it (our runner, the kernel's blkback and loop threads, QEMU, and what runs
+    /// anyway: xenstored, the runner's console reader). A failed measurement fails the check after the others
+    /// ran.
     func measure(_ report: Report) async throws {
         _ = try unwrap(guest.primary, "the guest never booted")
         var failures: [String] = []
         var samples: [BlockMetric: [String: [Double]]] = [:]
+        var cpu: [BlockMetric: [String: [Double]]] = [:]
         for round in 0..<BenchChecks.rounds {
             let first = round % measured.count
             let order = Array(measured[first...] + measured[..<first])
             for metric in BlockMetric.allCases {
                 for backend in order {
                     do {
-                        let answer = try await ask(metric.command(backend.disk), seconds: 600)
-                        let figure = try metric.figure(DomUNetChecks.fields(answer))
+                        let busy = Self.dom0BusySeconds()
+                        let answer = DomUNetChecks.fields(try await ask(metric.command(backend.disk), seconds: 600))
+                        let spent = Self.dom0BusySeconds() - busy
+                        let figure = try metric.figure(answer)
                         samples[metric, default: [:]][backend.name, default: []].append(figure)
+                        let units = Double(answer["ios"] ?? "") ?? Double(BenchChecks.sequentialMiB)
+                        cpu[metric, default: [:]][backend.name, default: []].append(spent * 1000 / units)
                     } catch {
                         failures.append("\(backend.name) \(metric.label): \(error)")
                     }
@@ -176,7 +184,25 @@ actor BlockBench {
                         + (samples[metric]?[backend.name] ?? []).map { BenchChecks.fixed($0, 1) }.joined(separator: "/")
                 }.joined(separator: ", ")
         }
-        report.detail("\(asked) commands by \(guest.elapsed()); samples: \(spread.joined(separator: "; "))")
+        let costs = BlockMetric.allCases.map { metric in
+            "\(metric.label): "
+                + measured.map { backend in
+                    let spent = (cpu[metric]?[backend.name] ?? []).sorted()
+                    return "\(backend.name) " + (spent.isEmpty ? "-" : BenchChecks.fixed(spent[spent.count / 2], 1))
+                }.joined(separator: ", ")
+        }
+        report.detail(
+            "\(asked) commands by \(guest.elapsed()); samples: \(spread.joined(separator: "; ")); dom0 CPU ms per "
+                + "MiB (seq) or per read (random), medians: \(costs.joined(separator: "; "))")
+    }
+
+    /// Seconds every dom0 CPU was busy since boot (user, nice, system, irq, softirq of /proc/stat's `cpu` line,
+    /// in USER_HZ = 100 ticks); 0 when it cannot be read.
+    static func dom0BusySeconds() -> Double {
+        guard let first = Files.read("/proc/stat")?.split(separator: "\n").first else { return 0 }
+        let ticks = first.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard ticks.count >= 7 else { return 0 }
+        return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / 100
     }
 
     /// ``ConsoleBench``'s measurement on this guest, whose console is ours.
