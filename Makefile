@@ -5,13 +5,15 @@ SWIFT_FLAGS  ?=
 CONFIG_BENCH ?= release
 # Debian packages the build, the tests, the demo and the benchmarks use (installed only when missing); gdb
 # prints where a hung unit test waits (scripts/unit-test.sh).
-APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl python3-libnbd gdb
+# gcc and libc6-dev build the bench guest's static random-read tool (scripts/xen/bench-randread.c).
+APT_PACKAGES := libxen-dev xenstore-utils pkg-config nbdkit qemu-utils libnbd-bin fio openssl python3-libnbd gdb \
+                gcc libc6-dev
 
 # Fuzzing (`make fuzz`, scripts/fuzz.sh): seconds per target; CI runs a short pass of every target inside `make test`.
 FUZZ_SECONDS    ?= 60
 CI_FUZZ_SECONDS ?= 20
 
-.PHONY: setup build test unit-test docs examples demo bench lint format xen-test fuzz sanitize clean
+.PHONY: setup build test unit-test docs examples demo bench lint format xen-test xen-bench fuzz sanitize clean
 
 setup:
 	@missing=""; \
@@ -60,6 +62,12 @@ examples: setup
 # xenstored (C and OCaml). Fetches what it needs from Debian into .build-xen; see Documentation/RealXen.md.
 xen-test: setup
 	scripts/xen/xen-test.sh
+
+# The real-Xen benchmark (not part of `make test`): the tier booted once per xenstored with only the runner's
+# `bench` group, our BlockBack beside the kernel's xen-blkback and QEMU's qdisk inside one guest; one table per
+# boot (row, ours, peer, ratio). XB_QUICK=1: the short mode CI runs. See Documentation/RealXen.md.
+xen-bench: setup
+	scripts/xen/xen-bench.sh
 
 # The whole unit suite under AddressSanitizer, in its own scratch path. ASan leaves SIGSEGV alone
 # (handle_segv=0): the exit tests prove that a late access to a released grant page faults, and expect the

@@ -124,23 +124,10 @@ actor DomU {
     /// Starts the loop serving xvda: one `BlockBack.serve` per frontend connection (a guest reloading its
     /// driver connects again) until the toolstack takes the vbd offline.
     func startServing() throws {
-        let nodes = try unwrap(nodes, "no vbd nodes")
-        let client = try unwrap(guest.client, "no xenstore client")
-        let grants = try unwrap(blockGrants, "no grant table")
-        let events = try unwrap(blockEvents, "no event channels")
-        let disk = try FileBlockDevice(path: DomUChecks.diskPath)
-        let bus = XenStoreBus(client: client)
-        blockBack = Task {
-            var served = 0
-            while try await nodes.isOnline(in: bus) {
-                try await BlockBack.serve(
-                    disk, backendPath: nodes.backendPath, store: bus, grants: grants, events: events,
-                    options: BlockBackOptions(domain: .dom0))
-                served += 1
-            }
-            await disk.disconnect()
-            return served
-        }
+        blockBack = try GuestToolstack.serveFile(
+            DomUChecks.diskPath, nodes: try unwrap(nodes, "no vbd nodes"),
+            client: try unwrap(guest.client, "no xenstore client"), grants: try unwrap(blockGrants, "no grant table"),
+            events: try unwrap(blockEvents, "no event channels"))
     }
 
     // MARK: - Both directions

@@ -72,10 +72,11 @@ enum Files {
         return result
     }
 
-    /// Writes `text` to an existing (sysfs) file; true when the whole write succeeded.
+    /// Writes `text` to an existing (sysfs) file, or with `create` to a new or truncated one (mode 0644); true
+    /// when the whole write succeeded.
     @discardableResult
-    static func write(_ path: String, _ text: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
+    static func write(_ path: String, _ text: String, create: Bool = false) -> Bool {
+        let fd = create ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) : open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         let bytes = Array(text.utf8)

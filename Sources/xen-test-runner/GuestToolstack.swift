@@ -1,8 +1,11 @@
+import BlockBack
+import BlockDevice
 import ConsoleBackend
 import EventChannel
 import GrantTable
 import XenCore
 import XenStoreClient
+import Xenbus
 
 /// What every test guest of the tier needs around `xl create` (the `domu` and `domunet` groups): dom0's
 /// xenstore nodes, our console daemon in place of xenconsoled, the paused domain, its primary console's pty,
@@ -80,6 +83,28 @@ enum GuestToolstack {
         let ttyKey = "\(id.frontendPath)/\(ConsoleKeys.tty)"
         let tty = try await client.immediate { handle in try await handle.read(ttyKey) }
         return (session, try PtyReader(path: tty, marker: "XT-DOMU"), tty)
+    }
+
+    /// Serves the vbd `nodes` from the file at `path` with our BlockBack: one `BlockBack.serve` per frontend
+    /// connection (a guest reloading its driver connects again) until the toolstack takes the vbd offline. The
+    /// task answers how many connections it served.
+    static func serveFile(
+        _ path: String, nodes: VirtualBlockDeviceNodes, client: XenStoreClient, grants: any GrantTableBackend,
+        events: any EventChannelBackend
+    ) throws -> Task<Int, any Error> {
+        let disk = try FileBlockDevice(path: path)
+        let bus = XenStoreBus(client: client)
+        return Task {
+            var served = 0
+            while try await nodes.isOnline(in: bus) {
+                try await BlockBack.serve(
+                    disk, backendPath: nodes.backendPath, store: bus, grants: grants, events: events,
+                    options: BlockBackOptions(domain: .dom0))
+                served += 1
+            }
+            await disk.disconnect()
+            return served
+        }
     }
 
     /// Waits until `domain` has left `xl list`: Xen frees it only once every grant of it is unmapped.

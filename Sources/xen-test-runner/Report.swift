@@ -81,6 +81,9 @@ final class Report: Sendable {
         state.withLock { $0.detail = text }
     }
 
+    /// Prints `text` as one console line of its own, outside any check (the bench group's table).
+    func line(_ text: String) { emit(text) }
+
     /// Gives the watchdog words for the running check: if it expires, `explain()` (run on the watchdog's
     /// thread, so it must not wait for tasks) is quoted on the FAIL line, with every thread's state.
     func onTimeout(_ explain: @escaping @Sendable () -> String) {

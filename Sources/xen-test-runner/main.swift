@@ -4,7 +4,8 @@
 // kernel command line) runs only those groups: hypervisor, libxenstore, grantevent, userdata, grants,
 // client, conversation, blockback, blockfront, console, net, vchan, domu (it unloads the kernel's
 // xen-blkback), domunet (a guest on our NetBack and the kernel's xen-netback), hostile (a guest running this
-// runner as a frontend gone bad against our BlockBack); `main` = all but the three guests.
+// runner as a frontend gone bad against our BlockBack); `main` = all but the three guests. `bench` (make
+// xen-bench: our backends beside xen-blkback and QEMU's qdisk, one table) runs only when named: not in `all`.
 // scripts/xen/xen-test.sh boots dom0 once per xenstored with every group. `xen-test-runner hostile-guest` is
 // the hostile guest's side.
 #if canImport(Glibc)
@@ -22,9 +23,11 @@ if CommandLine.arguments.dropFirst().first == "hostile-guest" { exit(await Hosti
 
 let variant = getenv("XT_XENSTORED").map { String(cString: $0) } ?? "unknown"
 let only = getenv("XT_ONLY").map { String(cString: $0).split { $0 == "," || $0 == "+" }.map(String.init) } ?? []
-/// Every group by default; `main` is every group but the guests' (a boot without a guest).
+/// Every group by default; `main` is every group but the guests' (a boot without a guest). The benchmark
+/// (`bench`) only when named.
 func wanted(_ group: String) -> Bool {
-    only.isEmpty || only.contains(group) || only.contains("all")
+    if group == "bench" { return only.contains(group) }
+    return only.isEmpty || only.contains(group) || only.contains("all")
         || (only.contains("main") && !["domu", "domunet", "hostile"].contains(group))
 }
 // Under AddressSanitizer (XT_ASAN=1) its own handlers report faults, with the shadow memory's verdict.
@@ -54,6 +57,7 @@ if wanted("vchan") { await VchanChecks.run(report) }
 if wanted("domu") { await DomUChecks.run(report) }
 if wanted("domunet") { await DomUNetChecks.run(report) }
 if wanted("hostile") { await HostileChecks.run(report) }
+if wanted("bench") { await BenchChecks.run(report) }
 
 report.check("dom0 memory integrity: no page of the runner changed underneath it (canary)") {
     let (changed, rounds) = HeapCanary.findings

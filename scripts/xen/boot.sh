@@ -37,6 +37,8 @@ DOM0_CMDLINE="console=hvc0 earlyprintk=xen loglevel=4 xt.xenstored=$VARIANT xt.t
 [ -n "${XT_CANARY:-}" ] && DOM0_CMDLINE+=" xt.canary=$XT_CANARY"
 [ -n "${XT_DOMU_DISK:-}" ] && DOM0_CMDLINE+=" xt.domu.disk=$XT_DOMU_DISK"
 [ -n "${XT_DOMU_CONSOLE:-}" ] && DOM0_CMDLINE+=" xt.domu.console=$XT_DOMU_CONSOLE"
+# XB_QUICK=1 (make xen-bench's short mode): the bench group's shorter measurements.
+[ "${XB_QUICK:-0}" = 1 ] && DOM0_CMDLINE+=" xt.bench.quick=1"
 
 : > "$LOG"
 : > "$LOG.qemu"
@@ -92,7 +94,8 @@ WALL=$(xt_since "$T0")
 
 # The console is a tty: strip CRs. Runner lines may carry a Xen/console prefix: match anywhere.
 tr -d '\r' < "$LOG" > "$LOG.txt"
-grep -a -o -E '(PASS|FAIL) \[[a-z]+\] .*' "$LOG.txt" || true
+# The bench group's table (XT-BENCH lines) goes out with the check lines.
+grep -a -o -E '(PASS|FAIL) \[[a-z]+\] .*|XT-BENCH .*' "$LOG.txt" || true
 summary=$(grep -a -o -E '[0-9]+ passed, [0-9]+ failed' "$LOG.txt" | tail -1)
 boot_s=${started_at:-?}
 xt_log "xenstored=$VARIANT qemu_exit=$qrc wall=${WALL}s runner_started_at=${boot_s}s log=$LOG"

@@ -25,6 +25,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 # The network mode (the `domunet` group's guest: xt.mode=net on the kernel command line) is a script of its own.
 grep -q 'xt.mode=net' /proc/cmdline && exec /bin/sh /domunet-init.sh
+# The benchmark mode (the `bench` group's guest: xt.mode=bench) too.
+grep -q 'xt.mode=bench' /proc/cmdline && exec /bin/sh /bench-init.sh
 say() { echo "XT-DOMU $*"; }
 fail() { say "error=$*"; while true; do sleep 3600; done; }
 # The blkfront module with a multi-page ring (4 pages); one queue per vCPU (its default).

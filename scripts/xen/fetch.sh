@@ -12,8 +12,11 @@ set -euo pipefail
 
 # The Xen library closure is computed from apt's own dependency data (xen-utils-4.17 pulls libxenmisc,
 # which pulls the rest), so it follows whatever point release Debian ships.
+# qemu-system-xen: QEMU's Xen device model, for the bench group's qdisk disk (make xen-bench), and from
+# qemu-system-data the keymap it loads even with `-vnc none`; its other libraries (glib, pixman, spice...) come
+# from the host's qemu-system-x86, which depends on the same ones.
 ROOTS=("xen-hypervisor-$XT_XENVER-amd64" "xen-utils-$XT_XENVER" xen-utils-common xenstore-utils
-       busybox-static linux-image-amd64)
+       busybox-static linux-image-amd64 qemu-system-xen qemu-system-data)
 
 apt_lock=(-o DPkg::Lock::Timeout=600)
 

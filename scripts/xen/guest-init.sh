@@ -54,6 +54,8 @@ dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null && losetup /dev/loop
 # Debugging knobs for the domU group (XT_DOMU_DISK=none, XT_DOMU_CONSOLE=xenconsoled on the host).
 DOMU_KNOBS="XT_DOMU_DISK=$(arg xt.domu.disk ours) XT_DOMU_CONSOLE=$(arg xt.domu.console ours)"
 [ -n "$(arg xt.canary "")" ] && DOMU_KNOBS="$DOMU_KNOBS XT_CANARY=$(arg xt.canary "")"
+# xt.bench.quick=1 (XB_QUICK=1 on the host): the bench group's short mode.
+DOMU_KNOBS="$DOMU_KNOBS XB_QUICK=$(arg xt.bench.quick 0)"
 if [ "$(arg xt.domu.console ours)" = xenconsoled ]; then
     /usr/sbin/xenconsoled --pid-file=/run/xen/xenconsoled.pid || echo "XT-NOTE xenconsoled failed"
 fi

@@ -4,7 +4,8 @@
 #   vmlinuz     the dom0 kernel (Debian's linux-image, PV dom0 capable)
 #   initrd.img  busybox, both xenstoreds, xen-init-dom0, xl, vchan-socket-proxy, the Xen kernel modules, the
 #               runner, /init, and /opt/domu: the test domU (the same kernel, its own tiny initramfs, its xl
-#               configs) and the hostile guest's initramfs (busybox and this runner again)
+#               configs) and the hostile guest's initramfs (busybox and this runner again); with XT_QDISK=1
+#               (make xen-bench) also QEMU's Xen device model, for the `bench` group's qdisk backend
 # Everything comes from $XT_SYSROOT (fetch.sh); shared libraries are resolved there first, then on the host.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -70,6 +71,15 @@ cp "$SYS/etc/xen/oxenstored.conf" "$ROOT/etc/xen/"
 # xl/libxl for the domU check: no xenconsoled, no hotplug scripts (the domU gets no kernel-backed device).
 # dom0_mem is fixed on Xen's command line, so xl must not try to balloon dom0 down.
 stage "$XENBIN/xl" /usr/sbin/xl
+# XT_QDISK=1: QEMU's Xen device model (Debian's qemu-system-xen) where libxl looks for it, with its libraries
+# (about 60 MB: only the benchmark boots carry it). The `bench` group gives its guest a qdisk disk.
+if [ "${XT_QDISK:-0}" = 1 ]; then
+    [ -x "$SYS/usr/libexec/xen-qemu-system-i386" ] || xt_die "no qemu-system-xen in the sysroot (fetch.sh)"
+    stage "$SYS/usr/libexec/xen-qemu-system-i386" /usr/libexec/xen-qemu-system-i386
+    # libxl passes `-vnc none`, and QEMU 7.2 still loads its default keymap: without it the device model exits
+    # ("could not read keymap file: 'en-us'") and libxl's QMP connection is refused.
+    install -D -m 0644 "$SYS/usr/share/qemu/keymaps/en-us" "$ROOT/usr/share/qemu/keymaps/en-us"
+fi
 printf 'autoballoon="off"\nlockfile="/var/lock/xl"\n' > "$ROOT/etc/xen/xl.conf"
 strip -o "$XT_OUT/xen-test-runner" "$RUNNER"
 stage "$XT_OUT/xen-test-runner" /opt/bin/xen-test-runner
@@ -117,6 +127,12 @@ install -m 0755 "$HERE/hostile-init.sh" "$HROOT/init"
 
 install -m 0755 "$HERE/domu-init.sh" "$DROOT/init"
 install -m 0755 "$HERE/domunet-init.sh" "$DROOT/domunet-init.sh"
+# The benchmark mode (the `bench` group, scripts/xen/bench-init.sh) and its random-read tool, a static C program.
+install -m 0755 "$HERE/bench-init.sh" "$DROOT/bench-init.sh"
+command -v "${CC:-cc}" >/dev/null || xt_die "no C compiler (${CC:-cc}) for bench-randread.c (make setup installs gcc)"
+"${CC:-cc}" -static -O2 -pthread -o "$DROOT/bin/bench-randread" "$HERE/bench-randread.c" \
+    || xt_die "cannot build bench-randread.c statically (libc6-dev)"
+strip "$DROOT/bin/bench-randread"
 (cd "$DROOT" && find . | LC_ALL=C sort | "$SYS/bin/busybox" cpio -o -H newc 2>/dev/null) \
     | gzip -1 > "$ROOT/opt/domu/initrd.img"
 cp "$SYS/boot/vmlinuz-$KVER" "$ROOT/opt/domu/vmlinuz"
@@ -144,6 +160,10 @@ sed -e 's/^name = .*/name = "swiftxen-domunet"/' -e 's/^extra = "\(.*\)"/extra =
 # runner's cooperative pool has more than one thread); no disk, no vif either (dom0 writes the vbd it attacks).
 sed -e 's/^name = .*/name = "swiftxen-hostile"/' -e 's|^ramdisk = .*|ramdisk = "/opt/domu/initrd-hostile.img"|' \
     "$ROOT/opt/domu/domu.cfg" > "$ROOT/opt/domu/hostile.cfg"
+# The benchmark guest (the `bench` group): the domU in its bench mode, more memory (three disks with persistent
+# grants preallocated, about 33 MiB each). The runner adds its qdisk disk when QEMU is staged.
+sed -e 's/^name = .*/name = "swiftxen-bench"/' -e 's/^extra = "\(.*\)"/extra = "\1 xt.mode=bench"/' \
+    -e 's/^memory = .*/memory = 320/' "$ROOT/opt/domu/domu.cfg" > "$ROOT/opt/domu/bench.cfg"
 echo "root:x:0:0:root:/root:/bin/sh" > "$ROOT/etc/passwd"
 echo "root:x:0:" > "$ROOT/etc/group"
 

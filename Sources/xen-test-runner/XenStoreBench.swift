@@ -1,0 +1,162 @@
+import CXen
+import Synchronization
+import XenCore
+import XenStoreClient
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// The `bench` group's XenStore rows: reads per second from dom0 against this boot's daemon, over the unix
+/// socket and over /dev/xen/xenbus, of one small key. The peer is libxenstore: `xs_read` in a loop on 1 and on 8
+/// threads sharing one `xs_open` handle (its handle is thread-safe: a mutex inside); ours is one XenStoreClient
+/// with 1 and with 64 reads in flight (tasks on the default executor). Each figure is one run of `seconds`.
+enum XenStoreBench {
+    static let key = "/xt/bench/key"
+    static let seconds = BenchChecks.quick ? 1 : 3
+
+    /// Three rows per transport: ours at 1 in flight vs 1 thread (on the default executor, and preferring the
+    /// connection's I/O thread), ours at 64 in flight vs the better of 1 and 8 threads.
+    static func run(_ report: Report) async -> [BenchRow] {
+        var rows: [BenchRow] = []
+        for transport in LibXenstoreChecks.Transport.allCases {
+            let name = transport.rawValue
+            var figures: [String: Double] = [:]
+            var why: String?
+            await report.check(
+                "bench: xenstore reads/s over \(name), \(seconds) s each: XenStoreClient 1/64 in flight, "
+                    + "libxenstore 1/8 threads",
+                limit: 120
+            ) {
+                do {
+                    figures = try await measure(transport)
+                    report.detail(
+                        figures.sorted { $0.key < $1.key }.map { "\($0.key) \(Int($0.value))" }.joined(separator: ", "))
+                } catch {
+                    why = "\(error)"
+                    throw error
+                }
+            }
+            let best = max(figures["libxenstore 1 thread"] ?? 0, figures["libxenstore 8 threads"] ?? 0)
+            rows.append(
+                BenchRow(
+                    label: "xenstore[\(name)] reads/s XenStoreClient 1 in flight vs libxenstore 1 thread",
+                    ours: figures["ours 1"], peer: figures["libxenstore 1 thread"], note: why))
+            rows.append(
+                BenchRow(
+                    label: "xenstore[\(name)] reads/s XenStoreClient 1 in flight, client.executor vs 1 thread",
+                    ours: figures["ours 1 executor"], peer: figures["libxenstore 1 thread"], note: why))
+            rows.append(
+                BenchRow(
+                    label: "xenstore[\(name)] reads/s XenStoreClient 64 in flight vs libxenstore best of 1/8",
+                    ours: figures["ours 64"], peer: best > 0 ? best : nil, note: why))
+        }
+        return rows
+    }
+
+    /// Ours and libxenstore's, alternating, over one transport.
+    static func measure(_ transport: LibXenstoreChecks.Transport) async throws -> [String: Double] {
+        let handle = SharedHandle(try transport.open())
+        defer { xs_close(handle.handle) }
+        try require(xs_write(handle.handle, 0, key, "value", 5), errnoText("xs_write \(key)"))
+        let client = try await XenStoreClientChecks.Transport(rawValue: transport.rawValue)!.client()
+        var figures: [String: Double] = [:]
+        do {
+            figures["ours 1"] = try await clientRate(client, inFlight: 1)
+            figures["libxenstore 1 thread"] = try await libxenstoreRate(handle, threads: 1)
+            figures["ours 64"] = try await clientRate(client, inFlight: 64)
+            figures["libxenstore 8 threads"] = try await libxenstoreRate(handle, threads: 8)
+            figures["ours 1 executor"] = try await clientRate(client, inFlight: 1, executor: client.executor)
+        } catch {
+            await client.close()
+            throw error
+        }
+        await client.close()
+        return figures
+    }
+
+    /// Reads per second from `inFlight` tasks sharing `client`, preferring `executor` (the connection's I/O
+    /// thread: one wake-up per round trip instead of two) when given.
+    static func clientRate(
+        _ client: XenStoreClient, inFlight: Int, executor: (any TaskExecutor)? = nil
+    ) async throws -> Double {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start + .seconds(seconds)
+        let total = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<inFlight {
+                group.addTask(executorPreference: executor) {
+                    var count = 0
+                    while clock.now < deadline {
+                        for _ in 0..<16 {
+                            let value = try await client.immediate { handle throws(XenStoreError) in
+                                try await handle.readBytes(key)
+                            }
+                            try require(value.count == 5, "read \(value.count) bytes of \(key)")
+                        }
+                        count += 16
+                    }
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        return Double(total) / elapsedSeconds(since: start)
+    }
+
+    /// Reads per second from `threads` plain threads calling `xs_read` on the shared handle (on a thread of the
+    /// blocking pool that waits for them).
+    static func libxenstoreRate(_ shared: SharedHandle, threads: Int) async throws -> Double {
+        let result = await blocking { () -> Result<Double, CheckFailure> in
+            let counts = Mutex<(done: Int, total: Int, failed: Bool)>((0, 0, false))
+            let start = ContinuousClock.now
+            let deadline = start + .seconds(seconds)
+            var started = 0
+            var spawnError: Int32 = 0
+            for _ in 0..<threads where spawnError == 0 {
+                spawnError = DetachedThread.spawn {
+                    var count = 0
+                    var failed = false
+                    while !failed, ContinuousClock.now < deadline {
+                        for _ in 0..<16 where !failed { failed = !shared.read(key) }
+                        count += 16
+                    }
+                    counts.withLock {
+                        $0.done += 1
+                        $0.total += count
+                        $0.failed = $0.failed || failed
+                    }
+                }
+                if spawnError == 0 { started += 1 }
+            }
+            // The threads that did start share the handle: wait for them before reporting a failed start.
+            while counts.withLock({ $0.done }) < started { usleep(10_000) }
+            let (_, total, failed) = counts.withLock { $0 }
+            if spawnError != 0 { return .failure(CheckFailure("cannot start a thread: errno \(spawnError)")) }
+            if failed { return .failure(CheckFailure(errnoText("xs_read \(key)"))) }
+            return .success(Double(total) / elapsedSeconds(since: start))
+        }
+        return try result.get()
+    }
+
+    static func elapsedSeconds(since start: ContinuousClock.Instant) -> Double {
+        let (whole, atto) = (ContinuousClock.now - start).components
+        return Double(whole) + Double(atto) / 1e18
+    }
+
+    /// libxenstore's handle, carried across threads (it locks inside).
+    final class SharedHandle: @unchecked Sendable {
+        let handle: OpaquePointer
+        init(_ handle: OpaquePointer) { self.handle = handle }
+
+        /// One `xs_read`; false when it failed or the value is not the 5 bytes written.
+        func read(_ path: String) -> Bool {
+            var length: UInt32 = 0
+            guard let value = xs_read(handle, 0, path, &length) else { return false }
+            free(value)
+            return length == 5
+        }
+    }
+}
