@@ -23,22 +23,39 @@ extension NBDDirectConnection {
 
     func run() {
         ioThread.store(UInt(pthread_self()), ordering: .releasing)
-        let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.stagingSize, alignment: 4096)
-        defer { staging.deallocate() }
-        var decoder = NBDReplyDecoder(structuredReplies: structured || extended, extendedHeaders: extended)
-        var ending: NBDError? = nil
+        let loop = DirectLoop(self)
         if !leftover.isEmpty {
             // The server spoke before we asked: the decoder rejects it (no request matches).
-            ending = leftover.withUnsafeBytes { process($0, &decoder) }
+            loop.ending = leftover.withUnsafeBytes { process($0, &loop.decoder) }
         }
-        var fds = [
-            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
-            wakeup.pollEntry,
-        ]
+        if loop.ending == nil { PollLoop.run(loop, wake: wakeup, runJobs: runJobs) }
+        finish(loop.ending ?? .disconnected)
+    }
+
+    /// The I/O thread's side of its ``PollLoop``: flushes what tasks queued, polls the socket (until the
+    /// nearest request deadline when some request is timed), reads replies and completes requests. The
+    /// decoder and the staging buffer are its own.
+    private final class DirectLoop: PollLoopClient {
+        let connection: NBDDirectConnection
+        let staging = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: NBDDirectConnection.stagingSize, alignment: 4096)
+        var decoder: NBDReplyDecoder
+        /// What ended the connection, once something did.
+        var ending: NBDError?
+        /// The last read took all it asked for: more is likely waiting.
         var streaming = false
-        while ending == nil {
-            let moreJobs = runJobs()
-            let (wantWrite, writeFailed) = output.withLock { output -> (Bool, Int32) in
+
+        init(_ connection: NBDDirectConnection) {
+            self.connection = connection
+            decoder = NBDReplyDecoder(
+                structuredReplies: connection.structured || connection.extended, extendedHeaders: connection.extended)
+        }
+
+        deinit { staging.deallocate() }
+
+        func prepare(_ fds: inout [pollfd], jobsWaiting: Bool) -> PollLoopStep {
+            let descriptor = connection.descriptor
+            let (wantWrite, writeFailed) = connection.output.withLock { output -> (Bool, Int32) in
                 if output.flushPending {
                     output.flushPending = false
                     _ = output.flush(to: descriptor)
@@ -46,48 +63,50 @@ extension NBDDirectConnection {
                 return (!output.isEmpty, output.failed)
             }
             if writeFailed != 0 {
-                ending = Self.error(writeFailed, "send")
-                break
+                ending = NBDDirectConnection.error(writeFailed, "send")
+                return .stop
             }
-            let (closing, timed) = state.withLock { ($0.closing, $0.timed > 0) }
+            let (closing, timed) = connection.state.withLock { ($0.closing, $0.timed > 0) }
             if closing {
                 ending = .disconnected
-                break
+                return .stop
             }
             if streaming && !wantWrite {
-                // The last read took all it asked for: more is likely waiting, so read again without a poll.
-                (ending, streaming) = readOnce(staging, &decoder)
-                continue
+                // Read again without a poll.
+                (ending, streaming) = connection.readOnce(staging, &decoder)
+                return ending == nil ? .again : .stop
             }
-            var wait: Int32 = moreJobs ? 0 : -1
+            var wait: Int32 = -1
             if timed {
                 let now = Int64(MonotonicClock.nanoseconds())
-                if let nearest = expire(now: now), !moreJobs {
+                if let nearest = connection.expire(now: now), !jobsWaiting {
                     wait = Int32(clamping: max(0, (nearest - now + 999_999) / 1_000_000))
                 }
             }
-            fds[0].events = Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0)
-            fds[0].revents = 0
-            fds[1].revents = 0
-            if poll(&fds, 2, wait) < 0 {
-                if errno == EINTR { continue }
-                ending = .io("poll: \(String(cString: strerror(errno)))")
-                break
-            }
-            if fds[1].revents != 0 { wakeup.drain() }
-            let events = fds[0].revents
+            let entry = pollfd(fd: descriptor, events: Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0), revents: 0)
+            if fds.count == 1 { fds.append(entry) } else { fds[1] = entry }
+            return .wait(milliseconds: wait)
+        }
+
+        func ready(_ fds: [pollfd]) -> Bool {
+            let events = fds[1].revents
             if events & Int16(POLLOUT) != 0 {
-                let failed = output.withLock { $0.flush(to: descriptor) }
+                let failed = connection.output.withLock { $0.flush(to: connection.descriptor) }
                 if failed != 0 {
-                    ending = Self.error(failed, "send")
-                    break
+                    ending = NBDDirectConnection.error(failed, "send")
+                    return false
                 }
             }
             if events & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
-                (ending, streaming) = readOnce(staging, &decoder)
+                (ending, streaming) = connection.readOnce(staging, &decoder)
             }
+            return ending == nil
         }
-        finish(ending ?? .disconnected)
+
+        func failed(errno: Int32) -> Bool {
+            ending = .io("poll: \(String(cString: strerror(errno)))")
+            return false
+        }
     }
 
     /// The connection is over: flush what is queued (`NBD_CMD_DISC`), shut the socket, fail everything,

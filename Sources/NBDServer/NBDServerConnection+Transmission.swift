@@ -35,64 +35,81 @@ extension NBDServerConnection {
 
     func transmit(_ session: NBDServerSession, descriptor: Int32, leftover: [UInt8]) {
         let index = session.exportIndex
-        var transmission = NBDTransmission(
-            descriptor: descriptor, session: session,
-            decoder: NBDRequestDecoder(extendedHeaders: session.extendedHeaders, maxPayload: session.maxPayload),
-            device: server.exports[index].device, sectorSize: server.sectorSizes[index])
-        let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.stagingSize, alignment: 4096)
-        defer { staging.deallocate() }
+        let loop = TransmitLoop(
+            self,
+            NBDTransmission(
+                descriptor: descriptor, session: session,
+                decoder: NBDRequestDecoder(extendedHeaders: session.extendedHeaders, maxPayload: session.maxPayload),
+                device: server.exports[index].device, sectorSize: server.sectorSizes[index]))
         if !leftover.isEmpty {
-            guard leftover.withUnsafeBytes({ process($0, &transmission) }) else { return }
+            guard leftover.withUnsafeBytes({ process($0, &loop.transmission) }) else { return }
         }
-        var fds = [
-            pollfd(fd: descriptor, events: 0, revents: 0), wakeSlot,
-        ]
-        var spin = server.options.busyPollWindow.map { SpinClock(window: UInt64(max(0, $0.nanoseconds))) }
-        while true {
-            let moreJobs = runJobs()
-            let (pending, failed, queued) = output.withLock { output -> (Bool, Int32, Int) in
+        guard let wakeup else { return }
+        PollLoop.run(loop, wake: wakeup, runJobs: runJobs)
+    }
+
+    /// The connection thread's side of its ``PollLoop`` in transmission. Right after traffic the next request
+    /// is likely microseconds away: it polls without sleeping for a while (`NBDServerOptions.busyPollWindow`,
+    /// XenCore's `SpinClock`) before sleeping in `poll`.
+    private final class TransmitLoop: PollLoopClient {
+        let connection: NBDServerConnection
+        var transmission: NBDTransmission
+        let staging = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: NBDServerConnection.stagingSize, alignment: 4096)
+        var spin: SpinClock?
+        /// Whether this round polls for requests.
+        var wantRead = false
+
+        init(_ connection: NBDServerConnection, _ transmission: NBDTransmission) {
+            self.connection = connection
+            self.transmission = transmission
+            spin = connection.server.options.busyPollWindow.map { SpinClock(window: UInt64(max(0, $0.nanoseconds))) }
+        }
+
+        deinit { staging.deallocate() }
+
+        func prepare(_ fds: inout [pollfd], jobsWaiting: Bool) -> PollLoopStep {
+            let descriptor = transmission.descriptor
+            let (pending, failed, queued) = connection.output.withLock { output -> (Bool, Int32, Int) in
                 if output.flushPending {
                     output.flushPending = false
                     _ = output.flush(to: descriptor)
                 }
                 return (!output.isEmpty, output.failed, output.queuedBytes)
             }
-            if failed != 0 { return }
-            let (requests, closing) = state.withLock { ($0.requests, $0.closing) }
+            if failed != 0 { return .stop }
+            let (requests, closing) = connection.state.withLock { ($0.requests, $0.closing) }
             if closing { transmission.reading = false }
             // After DISC (or at shutdown) every request in flight is answered before the connection closes.
-            if !transmission.reading && requests == 0 && !pending && !moreJobs { return }
-            let full = isFull(queued: queued)
+            if !transmission.reading && requests == 0 && !pending && !jobsWaiting { return .stop }
+            let full = connection.isFull(queued: queued)
             if !transmission.backlog.isEmpty, !full, transmission.reading {
                 // Requests held back while the connection was full go first.
                 let backlog = transmission.backlog
                 transmission.backlog = []
-                guard backlog.withUnsafeBytes({ process($0, &transmission) }) else { return }
-                continue
+                return backlog.withUnsafeBytes({ connection.process($0, &transmission) }) ? .again : .stop
             }
-            let wantRead = transmission.reading && !full && transmission.backlog.isEmpty
-            fds[0].events = (wantRead ? Int16(POLLIN) : 0) | (pending ? Int16(POLLOUT) : 0)
-            fds[0].revents = 0
-            fds[1].revents = 0
-            // Right after traffic the next request is likely microseconds away: poll without sleeping for a
-            // while (XenCore's `SpinClock`, `NBDServerOptions.busyPollWindow`) before sleeping in `poll`.
-            var ready: Int32 = 0
-            if !moreJobs, let clock = spin { ready = clock.spin(&fds) }
-            if ready == 0 { ready = poll(&fds, 2, moreJobs ? 0 : -1) }
-            if fds[0].revents != 0 { spin?.touch() }
-            if ready < 0 {
-                if errno == EINTR { continue }
-                return
+            wantRead = transmission.reading && !full && transmission.backlog.isEmpty
+            let events = (wantRead ? Int16(POLLIN) : 0) | (pending ? Int16(POLLOUT) : 0)
+            let entry = pollfd(fd: descriptor, events: events, revents: 0)
+            if fds.count == 1 { fds.append(entry) } else { fds[1] = entry }
+            return .wait(spin: spin != nil)
+        }
+
+        func keepSpinning() -> Bool { spin?.active ?? false }
+
+        func ready(_ fds: [pollfd]) -> Bool {
+            let events = fds[1].revents
+            if events != 0 { spin?.touch() }
+            let descriptor = transmission.descriptor
+            if events & Int16(POLLOUT) != 0, connection.output.withLock({ $0.flush(to: descriptor) }) != 0 {
+                return false
             }
-            if fds[1].revents != 0 { wakeup?.drain() }
-            let events = fds[0].revents
-            if events & Int16(POLLOUT) != 0, output.withLock({ $0.flush(to: descriptor) }) != 0 { return }
-            if events & (Int16(POLLERR) | Int16(POLLNVAL)) != 0 { return }
+            if events & (Int16(POLLERR) | Int16(POLLNVAL)) != 0 { return false }
             if events & (Int16(POLLIN) | Int16(POLLHUP)) != 0, wantRead {
-                guard readOnce(descriptor, staging, &transmission) else { return }
-            } else if events & Int16(POLLHUP) != 0 {
-                return
+                return connection.readOnce(descriptor, staging, &transmission)
             }
+            return events & Int16(POLLHUP) == 0
         }
     }
 

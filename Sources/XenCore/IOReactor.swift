@@ -9,10 +9,10 @@ import Synchronization
 #endif
 
 /// SwiftXen's reactor: one thread polling every registered descriptor and calling its handler, on that thread,
-/// when the descriptor is ready (level-triggered `poll(2)`, with a ``WakeSignal`` for changes). The I/O that
-/// waits on a descriptor without a latency budget of its own shares ``shared()``: the event-channel devices
-/// (every XenEventChannel's `/dev/xen/evtchn`), NBDServer's listeners and NetBack's TAP readers, each of which
-/// had a poll thread of its own.
+/// when the descriptor is ready (level-triggered `poll(2)` in XenCore's ``PollLoop``, with a ``WakeSignal`` for
+/// changes). The I/O that waits on a descriptor without a latency budget of its own shares ``shared()``: the
+/// event-channel devices (every XenEventChannel's `/dev/xen/evtchn`), NBDServer's listeners and NetBack's TAP
+/// readers, each of which had a poll thread of its own.
 ///
 /// Handlers run on the reactor's thread and must not block: they do the non-blocking read the readiness
 /// promised (an `accept`, a `read` of what is there) and hand work on. A handler returns whether to keep
@@ -143,11 +143,21 @@ package final class IOReactor: Sendable {
 
     private func run() {
         state.withLock { $0.thread = pthread_self() }
-        var fds: [pollfd] = []
-        var ids: [UInt64] = []
+        PollLoop.run(ReactorLoop(self), wake: wake)
+    }
+
+    /// The loop's side of the reactor: the poll set follows the registrations (rebuilt when their generation
+    /// changes), and every ready descriptor's handler is called.
+    private final class ReactorLoop: PollLoopClient {
+        let reactor: IOReactor
+        var ids: [UInt64] = [0]
         var seen = UInt64.max
-        while true {
-            let (stop, snapshot) = state.withLock { state -> (Bool, (UInt64, [(UInt64, Int32, Int16)])?) in
+
+        init(_ reactor: IOReactor) { self.reactor = reactor }
+
+        func prepare(_ fds: inout [pollfd], jobsWaiting: Bool) -> PollLoopStep {
+            let (stop, snapshot) = reactor.state.withLock {
+                state -> (Bool, (UInt64, [(UInt64, Int32, Int16)])?) in
                 if state.stopping || state.entries.isEmpty {
                     // Nothing to poll: the thread ends (the next registration starts another).
                     state.entries.removeAll()
@@ -156,25 +166,30 @@ package final class IOReactor: Sendable {
                     return (true, nil)
                 }
                 guard state.generation != seen else { return (false, nil) }
+                state.polledGeneration = state.generation
                 let active = state.entries.filter { $0.value.events != 0 }
                 return (false, (state.generation, active.map { ($0.key, $0.value.descriptor, $0.value.events) }))
             }
-            if stop { return }
+            if stop { return .stop }
             if let (generation, active) = snapshot {
                 seen = generation
-                state.withLock { $0.polledGeneration = generation }
-                fds = [wake.pollEntry] + active.map { pollfd(fd: $0.1, events: $0.2, revents: 0) }
+                fds.removeSubrange(1...)
+                fds += active.map { pollfd(fd: $0.1, events: $0.2, revents: 0) }
                 ids = [0] + active.map(\.0)
             }
-            for index in fds.indices { fds[index].revents = 0 }
-            if poll(&fds, nfds_t(fds.count), -1) < 0 {
-                if errno != EINTR { usleep(1000) }  // ENOMEM: try again shortly rather than spin
-                continue
-            }
-            if fds[0].revents != 0 { wake.drain() }
+            return .wait()
+        }
+
+        func ready(_ fds: [pollfd]) -> Bool {
             for index in fds.indices.dropFirst() where fds[index].revents != 0 {
-                dispatch(ids[index], fds[index].revents)
+                reactor.dispatch(ids[index], fds[index].revents)
             }
+            return true
+        }
+
+        func failed(errno: Int32) -> Bool {
+            usleep(1000)  // ENOMEM: try again shortly rather than spin
+            return true
         }
     }
 

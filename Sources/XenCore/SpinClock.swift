@@ -1,10 +1,7 @@
-#if canImport(Glibc)
-    package import Glibc
-#endif
-
 /// The one spin policy of SwiftXen's I/O threads (XenStoreClient's transport, NBDServer's connections): after
 /// traffic, a thread keeps polling its descriptors without sleeping for a bounded window, yielding the core
-/// between polls, so that the next request or reply finds it awake.
+/// between polls, so that the next request or reply finds it awake. ``PollLoop`` spins while its client's
+/// clock is ``active``.
 ///
 /// Why: a request-reply round trip on one machine takes some tens of microseconds, and a thread asleep in
 /// `poll` adds a wake-up to each — on a VM whose idle vCPUs halt, a wake-up of a halted vCPU costs more than
@@ -39,15 +36,4 @@ package struct SpinClock {
 
     /// True while within `window` of the last traffic.
     package var active: Bool { MonotonicClock.nanoseconds() &- last < window }
-
-    /// Polls `fds` without sleeping while `active` and `more()` hold, yielding the core between polls; returns
-    /// what the last poll returned (0: nothing ready, the caller sleeps in `poll` next).
-    package func spin(_ fds: inout [pollfd], while more: () -> Bool = { true }) -> Int32 {
-        var ready = poll(&fds, nfds_t(fds.count), 0)
-        while ready == 0, more(), active {
-            sched_yield()
-            ready = poll(&fds, nfds_t(fds.count), 0)
-        }
-        return ready
-    }
 }

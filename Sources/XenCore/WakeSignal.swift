@@ -6,12 +6,12 @@
     package import Darwin
 #endif
 
-/// The one wake-up mechanism of SwiftXen's I/O threads (XenStoreClient's transport, NBDClient's direct
-/// connections, NBDServer's connections, the ``IOReactor`` shared by the event-channel devices, NBDServer's
-/// listeners and NetBack's TAP readers): a
-/// non-blocking, close-on-exec pipe whose read end sits in the thread's `poll` set. Any thread may `signal`;
-/// the I/O thread `drain`s after `poll` reports it readable. Both ends are closed when the last holder lets go,
-/// so a thread that still polls the read end never sees its number reused.
+/// The one wake-up mechanism of SwiftXen's I/O threads, each running a ``PollLoop`` (XenStoreClient's
+/// transport, NBDClient's direct connections, NBDServer's connections, the ``IOReactor`` shared by the
+/// event-channel devices, NBDServer's listeners and NetBack's TAP readers): a non-blocking, close-on-exec pipe
+/// whose read end is entry 0 of the loop's `poll` set. Any thread may `signal`; the loop `drain`s after `poll`
+/// reports it readable. Both ends are closed when the last holder lets go, so a thread that still polls the
+/// read end never sees its number reused.
 package final class WakeSignal: Sendable {
     /// The read end: poll it for `POLLIN`.
     package let descriptor: Int32

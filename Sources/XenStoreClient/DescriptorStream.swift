@@ -236,68 +236,78 @@ final class DescriptorStream: Sendable {
     // MARK: - The I/O thread
 
     private func run() {
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        var fds = [
-            pollfd(fd: descriptor, events: 0, revents: 0), wakeup.pollEntry,
-        ]
         ioThread.store(UInt(pthread_self()), ordering: .releasing)
-        defer { retireExecutor() }
-        var spin = SpinClock(writes: writeCount.load(ordering: .relaxed))
-        while true {
-            let jobsWaiting = runJobs()
-            let (closed, paused, spinWanted) = state.withLock { state in
-                (state.closed || state.endOfStream, state.queue.count >= Self.queueLimit, state.pusher?.spin)
+        PollLoop.run(StreamLoop(self), wake: wakeup, runJobs: runJobs)
+        state.withLock { $0.threadRunning = false }
+        retireExecutor()
+    }
+
+    /// The I/O thread's side of its ``PollLoop``: reads whatever arrives (unless the reader is too far behind),
+    /// finishes writes the socket could not take at once, and while a push receiver sends requests one at a
+    /// time stays awake for up to `SpinClock.window` after the last traffic.
+    private final class StreamLoop: PollLoopClient {
+        let stream: DescriptorStream
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var spin: SpinClock
+        var paused = false
+        var spinWanted: (@Sendable () -> Bool)?
+
+        init(_ stream: DescriptorStream) {
+            self.stream = stream
+            spin = SpinClock(writes: stream.writeCount.load(ordering: .relaxed))
+        }
+
+        func prepare(_ fds: inout [pollfd], jobsWaiting: Bool) -> PollLoopStep {
+            let (closed, paused, spinWanted) = stream.state.withLock { state in
+                let paused = state.queue.count >= DescriptorStream.queueLimit
+                return (state.closed || state.endOfStream, paused, state.pusher?.spin)
             }
-            let wantWrite = writesWaiting.load(ordering: .acquiring)
-            if closed { break }
-            fds[0].events = (paused ? 0 : Int16(POLLIN)) | (wantWrite ? Int16(POLLOUT) : 0)
+            if closed { return .stop }
+            (self.paused, self.spinWanted) = (paused, spinWanted)
+            let wantWrite = stream.writesWaiting.load(ordering: .acquiring)
+            let events = (paused ? 0 : Int16(POLLIN)) | (wantWrite ? Int16(POLLOUT) : 0)
             // A negative descriptor is skipped by poll: while paused with nothing to write, a hang-up (reported
             // even without requested events) must not make poll return at once, over and over.
-            fds[0].fd = fds[0].events == 0 ? -1 : descriptor
-            fds[0].revents = 0
-            fds[1].revents = 0
-            var ready = poll(&fds, 2, 0)
-            if ready == 0 && !jobsWaiting {
-                // Nothing yet. While requests go one at a time (the receiver says so), the next reply or request
-                // is likely microseconds after the last traffic: keep polling without sleeping for a short,
-                // bounded while, so that the reply finds this thread awake. A sleep in poll and its wake-up
-                // cost more than the rest of the round trip, and a blocking `xs_read` pays only one wake-up
-                // where we would pay two (this thread, then the requester's pool thread). Yielding between
-                // polls hands the core to the server or the requester when they are runnable on it.
-                while ready == 0, !paused, let spinWanted, spinWanted(),
-                    spin.active(writes: writeCount.load(ordering: .relaxed))
-                {
-                    sched_yield()
-                    ready = poll(&fds, 2, 0)
-                }
-                if ready == 0 { ready = poll(&fds, 2, -1) }
-            }
-            if ready < 0 {
-                if errno == EINTR { continue }
-                finish(DescriptorError(operation: "poll", errno: errno))
-                break
-            }
-            if fds[1].revents != 0 { wakeup.drain() }
-            let events = fds[0].revents
+            let entry = pollfd(fd: events == 0 ? -1 : stream.descriptor, events: events, revents: 0)
+            if fds.count == 1 { fds.append(entry) } else { fds[1] = entry }
+            // While requests go one at a time (the receiver says so), the next reply or request is likely
+            // microseconds after the last traffic: the reply should find this thread awake. A sleep in poll and
+            // its wake-up cost more than the rest of the round trip, and a blocking `xs_read` pays only one
+            // wake-up where we would pay two (this thread, then the requester's pool thread).
+            return .wait(spin: !paused && spinWanted != nil)
+        }
+
+        func keepSpinning() -> Bool {
+            guard let spinWanted, spinWanted() else { return false }
+            return spin.active(writes: stream.writeCount.load(ordering: .relaxed))
+        }
+
+        func ready(_ fds: [pollfd]) -> Bool {
+            let events = fds[1].revents
             if events & Int16(POLLOUT) != 0 || (paused && events & (Int16(POLLHUP) | Int16(POLLERR)) != 0) {
                 // Paused readers still learn about a hang-up through the failing writes.
-                finishWrites()
+                stream.finishWrites()
             }
-            if events & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 && !paused {
-                let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress!, $0.count) }
-                if count > 0 {
-                    spin.touch()
-                    received(Array(buffer[0..<count]))
-                } else if count == 0 {
-                    finish(nil)
-                    break
-                } else if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
-                    finish(state.withLock { $0.closed } ? nil : DescriptorError(operation: "read", errno: errno))
-                    break
-                }
+            guard events & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 && !paused else { return true }
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(stream.descriptor, $0.baseAddress!, $0.count) }
+            if count > 0 {
+                spin.touch()
+                stream.received(Array(buffer[0..<count]))
+            } else if count == 0 {
+                stream.finish(nil)
+                return false
+            } else if case let code = errno, code != EAGAIN && code != EWOULDBLOCK && code != EINTR {
+                let closed = stream.state.withLock { $0.closed }
+                stream.finish(closed ? nil : DescriptorError(operation: "read", errno: code))
+                return false
             }
+            return true
         }
-        state.withLock { $0.threadRunning = false }
+
+        func failed(errno: Int32) -> Bool {
+            stream.finish(DescriptorError(operation: "poll", errno: errno))
+            return false
+        }
     }
 
     /// Bytes read from the descriptor: on the device, a reply lets the next packet in (written first, so that

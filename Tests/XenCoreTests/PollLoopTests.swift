@@ -1,0 +1,120 @@
+import Synchronization
+import Testing
+import XenCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The one poll loop: rounds as the client asks (again without polling, wait, stop), never sleeping while
+/// jobs wait, spinning only while the client says so, and the wake signal drained and kept from the client.
+@Suite struct PollLoopTests {
+    typealias Pipe = IOReactorTests.Pipe
+
+    /// A client that plays `steps` in order and records what the loop did.
+    final class Scripted: PollLoopClient {
+        let pipe: Pipe
+        var steps: [PollLoopStep]
+        var prepared: [Bool] = []
+        var readyCalls: [(wake: Int16, pipe: Int16)] = []
+        var spins = 0
+        var spinLimit = 0
+        var onSpin: (Int) -> Void = { _ in }
+
+        init(_ pipe: Pipe, _ steps: [PollLoopStep]) {
+            self.pipe = pipe
+            self.steps = steps
+        }
+
+        func prepare(_ fds: inout [pollfd], jobsWaiting: Bool) -> PollLoopStep {
+            prepared.append(jobsWaiting)
+            let entry = pollfd(fd: pipe.reader, events: Int16(POLLIN), revents: 0)
+            if fds.count == 1 { fds.append(entry) } else { fds[1] = entry }
+            return steps.isEmpty ? .stop : steps.removeFirst()
+        }
+
+        func keepSpinning() -> Bool {
+            spins += 1
+            onSpin(spins)
+            return spins <= spinLimit
+        }
+
+        func ready(_ fds: [pollfd]) -> Bool {
+            readyCalls.append((fds[0].revents, fds[1].revents))
+            if fds[1].revents & Int16(POLLIN) != 0 { _ = pipe.drain() }
+            return true
+        }
+    }
+
+    @Test func againGoesRoundWithoutPollingAndStopEnds() throws {
+        let pipe = Pipe()
+        defer { pipe.closeBoth() }
+        pipe.send()
+        let wake = try WakeSignal()
+        let client = Scripted(pipe, [.again, .again, .wait(), .stop])
+        PollLoop.run(client, wake: wake)
+        #expect(client.prepared.count == 4)
+        // Only the one wait polled: the pipe's byte was seen once, by it.
+        #expect(client.readyCalls.count == 1)
+        #expect(client.readyCalls.first?.pipe == Int16(POLLIN))
+    }
+
+    @Test func queuedJobsKeepTheLoopFromSleeping() throws {
+        let pipe = Pipe()
+        defer { pipe.closeBoth() }
+        let wake = try WakeSignal()
+        // Nothing will ever be ready, and the client asks to wait without bound: only the jobs still waiting
+        // may keep the loop from sleeping. (Should it sleep anyway, a signal 5 s later ends the test, failing.)
+        _ = DetachedThread.spawn {
+            usleep(5_000_000)
+            wake.signal()
+        }
+        var jobRounds = 0
+        let client = Scripted(pipe, [.wait(), .wait(), .stop])
+        PollLoop.run(client, wake: wake) {
+            jobRounds += 1
+            return jobRounds < 3
+        }
+        #expect(client.prepared == [true, true, false])
+        #expect(client.readyCalls.isEmpty)
+    }
+
+    @Test func spinningPollsWithoutSleepingWhileTheClientSaysSo() throws {
+        let pipe = Pipe()
+        defer { pipe.closeBoth() }
+        let wake = try WakeSignal()
+        let client = Scripted(pipe, [.wait(spin: true), .stop])
+        client.spinLimit = 5
+        // Data arrives during the third spin: the next poll without sleeping finds it.
+        client.onSpin = { count in if count == 3 { pipe.send() } }
+        PollLoop.run(client, wake: wake)
+        #expect(client.spins == 3)
+        #expect(client.readyCalls.count == 1)
+        #expect(client.readyCalls.first?.pipe == Int16(POLLIN))
+    }
+
+    @Test func theWakeSignalIsDrainedAndShownAsEntryZero() throws {
+        let pipe = Pipe()
+        defer { pipe.closeBoth() }
+        let wake = try WakeSignal()
+        wake.signal()
+        wake.signal()
+        let client = Scripted(pipe, [.wait(), .stop])
+        PollLoop.run(client, wake: wake)
+        #expect(client.readyCalls.count == 1)
+        #expect(client.readyCalls.first?.wake == Int16(POLLIN))
+        #expect(client.readyCalls.first?.pipe == 0)
+        var entry = wake.pollEntry
+        #expect(poll(&entry, 1, 0) == 0)
+    }
+
+    @Test func aTimedWaitReturnsWithNothingReady() throws {
+        let pipe = Pipe()
+        defer { pipe.closeBoth() }
+        let wake = try WakeSignal()
+        let client = Scripted(pipe, [.wait(milliseconds: 1), .stop])
+        PollLoop.run(client, wake: wake)
+        #expect(client.prepared.count == 2)
+        #expect(client.readyCalls.isEmpty)
+    }
+}
