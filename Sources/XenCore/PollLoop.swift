@@ -1,9 +1,5 @@
 #if canImport(Glibc)
     package import Glibc
-#elseif canImport(Musl)
-    package import Musl
-#elseif canImport(Darwin)
-    package import Darwin
 #endif
 
 /// What a ``PollLoop`` does next, as its client says before each round.
