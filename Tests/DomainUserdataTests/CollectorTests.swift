@@ -1,12 +1,13 @@
 import DomainUserdata
-#if canImport(Glibc)
-    import Glibc
-#endif
 import SimulatedHypervisor
 import Testing
 import XenCore
 import XenStoreClient
 import XenStoreServer
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite struct CollectorTests {
     let dir = TemporaryDirectory()
