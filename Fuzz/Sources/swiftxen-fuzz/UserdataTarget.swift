@@ -112,8 +112,13 @@ enum UserdataTarget {
             }
         }
         let left = Set(((try? listing()) ?? []))
+        // retrieve (domain 1) and store (domain 2) take and release their domain's lock, and releasing it
+        // unlinks the lock path, as libxl's `libxl__unlock_file` does: a file (or symlink) left there goes.
+        let liveLocks = Set(alive.map { UserdataFileName.lock(domid: $0.key, uuid: $0.value).description })
         for (name, entry) in made {
             guard let parsed = UserdataFileName(parsing: name), alive[parsed.domid] != parsed.uuid else {
+                let isDirectory = if case .directory = entry { true } else { false }
+                if liveLocks.contains(name) && !isDirectory { continue }
                 require(left.contains(name), "sweep removed \(name), which is not a dead domain's")
                 continue
             }
