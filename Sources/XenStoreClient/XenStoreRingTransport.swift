@@ -122,6 +122,12 @@ public final class XenStoreRingTransport: XenStoreTransport {
 
     deinit { pump.withLock { $0 }?.cancel() }
 
+    /// Waits until the event pump has ended: `waitForEvent` returned false (the event channel went away). Join it
+    /// before the ring page is unmapped, so that no task of the transport is running when its page goes.
+    ///
+    /// OCaml: none (Lwt threads are not joined)
+    public func pumpEnded() async { await pump.withLock { $0 }?.value }
+
     // MARK: - Events
 
     private func wakeAll(closing: Bool = false) {

@@ -1,6 +1,7 @@
 import EventChannel
 import GrantTable
 import SimulatedHypervisor
+import Synchronization
 import Testing
 import XenCore
 import XenStoreClient
@@ -56,5 +57,26 @@ import XenStoreClient
             try mapping.unmap()
             stale.storeBytes(of: 1, toByteOffset: 1024, as: UInt32.self)
         }
+    }
+
+    final class Countdown: Sendable {
+        let waits = Mutex(0)
+    }
+
+    @Test func pumpEndedReturnsOnceTheEventChannelIsGoneAndTheTransportEnds() async throws {
+        let countdown = Countdown()
+        let transport = XenStoreRingTransport(
+            page: PageBuffer(pages: 1), role: .server, notify: {},
+            waitForEvent: {
+                try? await Task.sleep(for: .milliseconds(1))
+                return countdown.waits.withLock { waits in
+                    waits += 1
+                    return waits < 3
+                }
+            })
+        await transport.pumpEnded()
+        #expect(countdown.waits.withLock { $0 } == 3)
+        // The pump's end closes the transport: a read finds the end of the stream.
+        #expect(try await transport.read() == nil)
     }
 }

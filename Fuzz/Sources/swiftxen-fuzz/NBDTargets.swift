@@ -11,8 +11,11 @@ enum NBDReplyTarget {
     static func run(_ data: [UInt8]) {
         var input = FuzzInput(data)
         let flags = input.byte()
-        let structured = flags & 1 == 1
         let extended = flags & 2 == 2
+        // Extended headers imply structured replies (a server then sends only extended reply chunks), as our
+        // client decodes them: a read answered in chunks is not held to the in-order, whole-length rule of a
+        // simple reply (the client checks that chunks tile the request).
+        let structured = flags & 1 == 1 || extended
         let chunk = Int(flags >> 2)
         var requests: [UInt64: NBDRequestInfo] = [:]
         let commands: [NBDCommand] = [.read, .write, .flush, .trim, .blockStatus, .writeZeroes, .cache, .read]

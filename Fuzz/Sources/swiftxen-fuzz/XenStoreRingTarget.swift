@@ -65,14 +65,25 @@ enum XenStoreRingTarget {
                 return more
             })
         let reconnect = !weAreServer && mode & 2 == 2
+        // The task gets the transport through a box, not a capture, and lets go of it before it signals: the
+        // transport (and the weak reference its pump holds) must be gone when this input ends, or the leak
+        // check that follows an input finds it half torn down on another thread.
+        let box = Locked<XenStoreRingTransport?>(transport)
         Task {
-            await exercise(transport, reconnect: reconnect)
+            var ours = box.mutex.withLock { boxed in
+                defer { boxed = nil }
+                return boxed
+            }
+            if let transport = ours {
+                await exercise(transport, reconnect: reconnect)
+                await transport.pumpEnded()
+            }
+            ours = nil
             finished.signal()
         }
-        withExtendedLifetime(transport) {
-            finished.wait()
-            pumpEnded.wait()
-        }
+        finished.wait()
+        pumpEnded.wait()
+        withExtendedLifetime(transport) {}
     }
 
     static func exercise(_ transport: XenStoreRingTransport, reconnect: Bool) async {
