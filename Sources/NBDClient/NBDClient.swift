@@ -192,7 +192,7 @@ public final class NBDClient: Sendable {
     ///
     /// OCaml: none
     public func executor(connection index: Int) -> any SerialExecutor {
-        if let direct = directs[index % directs.count] { return direct }
+        if let direct = directs[index % directs.count] { return direct.executor }
         return channels[index % channels.count].channel.eventLoop.executor
     }
 
@@ -202,7 +202,9 @@ public final class NBDClient: Sendable {
     /// thread that read their reply: one thread wake-up per round trip, like a blocking `nbd_pread`.
     ///
     /// OCaml: none
-    public func taskExecutor(connection index: Int) -> (any TaskExecutor)? { directs[index % directs.count] }
+    public func taskExecutor(connection index: Int) -> (any TaskExecutor)? {
+        directs[index % directs.count]?.executor
+    }
 
     /// The sector-addressed `Mirage_block.S` view of this client (``NBDBlockDevice``), for code written
     /// against `BlockDevice`.

@@ -22,13 +22,13 @@ extension NBDDirectConnection {
     private static let directMinimum: UInt64 = 2048
 
     func run() {
-        ioThread.store(UInt(pthread_self()), ordering: .releasing)
+        executor.attach()
         let loop = DirectLoop(self)
         if !leftover.isEmpty {
             // The server spoke before we asked: the decoder rejects it (no request matches).
             loop.ending = leftover.withUnsafeBytes { process($0, &loop.decoder) }
         }
-        if loop.ending == nil { PollLoop.run(loop, wake: wakeup, runJobs: runJobs) }
+        if loop.ending == nil { PollLoop.run(loop, wake: wakeup, runJobs: executor.runJobs) }
         finish(loop.ending ?? .disconnected)
     }
 
@@ -115,7 +115,7 @@ extension NBDDirectConnection {
         _ = output.withLock { $0.flush(to: descriptor) }
         _ = shutdown(descriptor, Int32(SHUT_RDWR))
         failAll(error)
-        retireExecutor()
+        executor.retire()
         let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
             state.threadDone = true
             state.closing = true

@@ -58,12 +58,11 @@ final class NBDDirectConnection: Sendable {
     let wakeup: WakeSignal
     let state = Mutex(State())
     let output = Mutex(SocketOutputQueue())
-    /// Jobs of tasks running on the I/O thread's executor.
-    let jobs = ThreadJobQueue()
-    /// The I/O thread's `pthread_self()`, so that its own submissions and jobs need no wake-up.
-    let ioThread = Atomic<UInt>(0)
-    /// Where jobs go once the I/O thread has exited (one serial executor, so actors stay serial).
-    let fallback: any SerialExecutor
+    /// The I/O thread as a serial and task executor (`NBDClient.taskExecutor(connection:)`): a task or actor
+    /// on it is resumed right on the thread that read its reply, and its next request is batched into that
+    /// thread's next `sendmsg`. Once the connection is gone, one event loop takes over, so an actor on it
+    /// stays serial.
+    let executor: IOThreadExecutor
 
     /// Takes ownership of `descriptor`, a connected socket whose handshake is done.
     init(descriptor: Int32, leftover: [UInt8], structured: Bool, extended: Bool) throws(NBDError) {
@@ -76,7 +75,7 @@ final class NBDDirectConnection: Sendable {
         self.leftover = leftover
         self.structured = structured
         self.extended = extended
-        self.fallback = MultiThreadedEventLoopGroup.singleton.next().executor
+        executor = IOThreadExecutor(wake: wakeup, fallback: .serial(MultiThreadedEventLoopGroup.singleton.next().executor))
     }
 
     /// READs at least this large get their data read straight into the caller's pages, headers alone.
@@ -93,7 +92,7 @@ final class NBDDirectConnection: Sendable {
         guard DetachedThread.spawn({ [self] in run() }) == 0 else { throw .io("cannot start the NBD I/O thread") }
     }
 
-    var onIOThread: Bool { UInt(pthread_self()) == ioThread.load(ordering: .relaxed) }
+    var onIOThread: Bool { executor.isOnThread }
 
     func signal() { wakeup.signal() }
 

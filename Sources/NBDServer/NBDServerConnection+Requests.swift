@@ -5,18 +5,8 @@ import XenCore
 // Running requests against the device. Reads the device can answer at once are answered on the connection
 // thread; everything else runs as a task on that thread (it is their executor), so the device's completion
 // and the reply go out without a hop.
-extension NBDServerConnection: TaskExecutor {
-    func enqueue(_ job: consuming ExecutorJob) {
-        // Once the thread is gone the task finishes on the global pool (its reply is dropped).
-        if jobs.enqueueOrRunGlobally(UnownedJob(job)) && !onIOThread { signal() }
-    }
-
-    /// Runs the jobs queued now; true if more were queued meanwhile (the next poll must not block).
-    func runJobs() -> Bool { jobs.runQueued(on: asUnownedTaskExecutor()) }
-
-    /// The thread is exiting: queued and later jobs go to the global pool.
-    func retireExecutor() { jobs.retireToGlobal() }
-
+// Once the thread is gone a task finishes on the global pool (its reply is dropped).
+extension NBDServerConnection {
     /// Starts a checked request other than WRITE (whose payload comes first) and DISC.
     func start(_ operation: NBDServerOperation, _ header: NBDRequestHeader, _ transmission: NBDTransmission) {
         let (device, sectorSize, session) = (transmission.device, transmission.sectorSize, transmission.session)
@@ -40,7 +30,7 @@ extension NBDServerConnection: TaskExecutor {
                 reply(items: Self.dataReply(session, header, buffer), bytes: buffer.count)
                 return
             }
-            Task(executorPreference: self) {
+            Task(executorPreference: executor) {
                 await self.read(header, buffer: buffer, sparse: sparse, device, sectorSize, session)
             }
         case .cache:
@@ -49,7 +39,7 @@ extension NBDServerConnection: TaskExecutor {
             reply(items: [(session.okReply(cookie: header.cookie, offset: header.offset), [])], bytes: 0)
         default:
             begin(bytes: 0)
-            Task(executorPreference: self) {
+            Task(executorPreference: executor) {
                 await self.perform(operation, header, payload: nil, device, sectorSize, session)
             }
         }

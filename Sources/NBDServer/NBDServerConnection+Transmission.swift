@@ -44,8 +44,8 @@ extension NBDServerConnection {
         if !leftover.isEmpty {
             guard leftover.withUnsafeBytes({ process($0, &loop.transmission) }) else { return }
         }
-        guard let wakeup else { return }
-        PollLoop.run(loop, wake: wakeup, runJobs: runJobs)
+        guard let wakeup, let executor else { return }
+        PollLoop.run(loop, wake: wakeup, runJobs: executor.runJobs)
     }
 
     /// The connection thread's side of its ``PollLoop`` in transmission. Right after traffic the next request
@@ -208,7 +208,7 @@ extension NBDServerConnection {
         guard let write = transmission.write else { return }
         transmission.write = nil
         let (device, sector, session) = (transmission.device, transmission.sectorSize, transmission.session)
-        Task(executorPreference: self) {
+        Task(executorPreference: executor) {
             await self.perform(write.operation, write.header, payload: write.buffer, device, sector, session)
         }
     }

@@ -30,16 +30,16 @@ final class NBDServerConnection: Sendable {
     private let ended: @Sendable () -> Void
     let state = Mutex(State())
     let output = Mutex(SocketOutputQueue())
-    /// Jobs of the request tasks that run on this thread.
-    let jobs = ThreadJobQueue()
-    /// The thread's `pthread_self()`, so that its own replies and jobs need no wake-up.
-    let ioThread = Atomic<UInt>(0)
+    /// The thread as the task executor of the requests it starts (nil: no wake-up pipe, and the connection is
+    /// abandoned).
+    let executor: IOThreadExecutor?
 
     init(descriptor: Int32, server: NBDServer, ended: @escaping @Sendable () -> Void) {
         self.server = server
         self.socket = descriptor
         self.ended = ended
         wakeup = try? WakeSignal()
+        executor = wakeup.map { IOThreadExecutor(wake: $0) }
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
     }
 
@@ -64,7 +64,7 @@ final class NBDServerConnection: Sendable {
         return state.withLock { ($0.requests, $0.bytes + queued) }
     }
 
-    var onIOThread: Bool { UInt(pthread_self()) == ioThread.load(ordering: .relaxed) }
+    var onIOThread: Bool { executor?.isOnThread ?? false }
 
     /// Wakes the thread out of `poll`.
     func signal() { wakeup?.signal() }
@@ -79,7 +79,7 @@ final class NBDServerConnection: Sendable {
     }
 
     private func run() {
-        ioThread.store(UInt(pthread_self()), ordering: .releasing)
+        executor?.attach()
         var tlsBridge: NBDTLSBridge?
         if let (session, descriptor, leftover, bridge) = handshake() {
             tlsBridge = bridge
@@ -87,7 +87,7 @@ final class NBDServerConnection: Sendable {
             if descriptor != socket { close(descriptor) }
         }
         state.withLock { $0.ended = true }
-        retireExecutor()
+        executor?.retire()
         if let tlsBridge {
             // NIO holds its own descriptor of the socket under TLS: it closes it after close_notify.
             tlsBridge.close()

@@ -65,10 +65,10 @@ final class DescriptorStream: Sendable {
     private let writeCount = Atomic<UInt>(0)
     /// Set once the stream is closed or ended, checked by writers without taking `state`.
     private let ended = Atomic<Bool>(false)
-    /// Jobs of tasks that prefer this stream's I/O thread as their executor (see `DescriptorStream+Executor`).
-    let jobs = ThreadJobQueue()
-    /// The I/O thread's `pthread_self()`, so that jobs it enqueues itself need no wake-up.
-    let ioThread = Atomic<UInt>(0)
+    /// The I/O thread as a task executor (`XenStoreClient.executor`): a task that prefers it is resumed right on
+    /// the thread that read its reply, so a round trip costs one thread wake-up, as a blocking `xs_read` does,
+    /// instead of two (I/O thread, then a pool thread).
+    let executor: IOThreadExecutor
     /// Device mode: which packet may be written when (one at the device at a time).
     private let gate = Mutex(XenbusDeviceGate())
     /// Held while handing bytes to the reader or receiver, so that deliveries from the I/O thread, from a
@@ -83,6 +83,7 @@ final class DescriptorStream: Sendable {
         }
         self.descriptor = descriptor
         self.mode = mode
+        executor = IOThreadExecutor(wake: wakeup)
     }
 
     deinit {
@@ -236,10 +237,10 @@ final class DescriptorStream: Sendable {
     // MARK: - The I/O thread
 
     private func run() {
-        ioThread.store(UInt(pthread_self()), ordering: .releasing)
-        PollLoop.run(StreamLoop(self), wake: wakeup, runJobs: runJobs)
+        executor.attach()
+        PollLoop.run(StreamLoop(self), wake: wakeup, runJobs: executor.runJobs)
         state.withLock { $0.threadRunning = false }
-        retireExecutor()
+        executor.retire()
     }
 
     /// The I/O thread's side of its ``PollLoop``: reads whatever arrives (unless the reader is too far behind),

@@ -114,7 +114,7 @@ extension UnixSocketTransport: PushingTransport {
         stream.startPushing(pusher)
         return true
     }
-    var ioExecutor: (any TaskExecutor)? { stream }
+    var ioExecutor: (any TaskExecutor)? { stream.executor }
 }
 
 extension XenbusDeviceTransport: PushingTransport {
@@ -122,5 +122,5 @@ extension XenbusDeviceTransport: PushingTransport {
         stream.startPushing(pusher)
         return true
     }
-    var ioExecutor: (any TaskExecutor)? { stream }
+    var ioExecutor: (any TaskExecutor)? { stream.executor }
 }
