@@ -75,7 +75,8 @@ final class NBDDirectConnection: Sendable {
         self.leftover = leftover
         self.structured = structured
         self.extended = extended
-        executor = IOThreadExecutor(wake: wakeup, fallback: .serial(MultiThreadedEventLoopGroup.singleton.next().executor))
+        executor = IOThreadExecutor(
+            wake: wakeup, fallback: .serial(MultiThreadedEventLoopGroup.singleton.next().executor))
     }
 
     /// READs at least this large get their data read straight into the caller's pages, headers alone.
