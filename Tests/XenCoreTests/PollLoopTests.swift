@@ -46,13 +46,23 @@ import XenCore
         }
     }
 
-    @Test func againGoesRoundWithoutPollingAndStopEnds() throws {
+    /// Runs the loop over a fresh pipe with a client playing `steps`, after `setUp`; returns the client and the
+    /// loop's wake signal.
+    static func play(
+        _ steps: [PollLoopStep], setUp: (Scripted, WakeSignal) -> Void = { _, _ in },
+        runJobs: () -> Bool = { false }
+    ) throws -> (Scripted, WakeSignal) {
         let pipe = Pipe()
         defer { pipe.closeBoth() }
-        pipe.send()
         let wake = try WakeSignal()
-        let client = Scripted(pipe, [.again, .again, .wait(), .stop])
-        PollLoop.run(client, wake: wake)
+        let client = Scripted(pipe, steps)
+        setUp(client, wake)
+        PollLoop.run(client, wake: wake, runJobs: runJobs)
+        return (client, wake)
+    }
+
+    @Test func againGoesRoundWithoutPollingAndStopEnds() throws {
+        let (client, _) = try Self.play([.again, .again, .wait(), .stop]) { client, _ in client.pipe.send() }
         #expect(client.prepared.count == 4)
         // Only the one wait polled: the pipe's byte was seen once, by it.
         #expect(client.readyCalls.count == 1)
@@ -60,47 +70,41 @@ import XenCore
     }
 
     @Test func queuedJobsKeepTheLoopFromSleeping() throws {
-        let pipe = Pipe()
-        defer { pipe.closeBoth() }
-        let wake = try WakeSignal()
         // Nothing will ever be ready, and the client asks to wait without bound: only the jobs still waiting
         // may keep the loop from sleeping. (Should it sleep anyway, a signal 5 s later ends the test, failing.)
-        _ = DetachedThread.spawn {
-            usleep(5_000_000)
-            wake.signal()
-        }
         var jobRounds = 0
-        let client = Scripted(pipe, [.wait(), .wait(), .stop])
-        PollLoop.run(client, wake: wake) {
-            jobRounds += 1
-            return jobRounds < 3
-        }
+        let (client, _) = try Self.play(
+            [.wait(), .wait(), .stop],
+            setUp: { _, wake in
+                _ = DetachedThread.spawn {
+                    usleep(5_000_000)
+                    wake.signal()
+                }
+            },
+            runJobs: {
+                jobRounds += 1
+                return jobRounds < 3
+            })
         #expect(client.prepared == [true, true, false])
         #expect(client.readyCalls.isEmpty)
     }
 
     @Test func spinningPollsWithoutSleepingWhileTheClientSaysSo() throws {
-        let pipe = Pipe()
-        defer { pipe.closeBoth() }
-        let wake = try WakeSignal()
-        let client = Scripted(pipe, [.wait(spin: true), .stop])
-        client.spinLimit = 5
-        // Data arrives during the third spin: the next poll without sleeping finds it.
-        client.onSpin = { count in if count == 3 { pipe.send() } }
-        PollLoop.run(client, wake: wake)
+        let (client, _) = try Self.play([.wait(spin: true), .stop]) { client, _ in
+            client.spinLimit = 5
+            // Data arrives during the third spin: the next poll without sleeping finds it.
+            client.onSpin = { [pipe = client.pipe] count in if count == 3 { pipe.send() } }
+        }
         #expect(client.spins == 3)
         #expect(client.readyCalls.count == 1)
         #expect(client.readyCalls.first?.pipe == Int16(POLLIN))
     }
 
     @Test func theWakeSignalIsDrainedAndShownAsEntryZero() throws {
-        let pipe = Pipe()
-        defer { pipe.closeBoth() }
-        let wake = try WakeSignal()
-        wake.signal()
-        wake.signal()
-        let client = Scripted(pipe, [.wait(), .stop])
-        PollLoop.run(client, wake: wake)
+        let (client, wake) = try Self.play([.wait(), .stop]) { _, wake in
+            wake.signal()
+            wake.signal()
+        }
         #expect(client.readyCalls.count == 1)
         #expect(client.readyCalls.first?.wake == Int16(POLLIN))
         #expect(client.readyCalls.first?.pipe == 0)
@@ -109,11 +113,7 @@ import XenCore
     }
 
     @Test func aTimedWaitReturnsWithNothingReady() throws {
-        let pipe = Pipe()
-        defer { pipe.closeBoth() }
-        let wake = try WakeSignal()
-        let client = Scripted(pipe, [.wait(milliseconds: 1), .stop])
-        PollLoop.run(client, wake: wake)
+        let (client, _) = try Self.play([.wait(milliseconds: 1), .stop])
         #expect(client.prepared.count == 2)
         #expect(client.readyCalls.isEmpty)
     }
