@@ -17,9 +17,9 @@
 /// on the core (another runnable thread, not the peer answering). A spinner then waits behind it until the next
 /// scheduler tick on every round trip, and the requester's woken pool thread waits for a core the neighbour
 /// holds, while a thread asleep in `poll` (or on a futex) is woken, and preempts it, as soon as its reply
-/// lands. So a late yield turns this clock's spinning off for ``backoff``. Measured beside a CI build on this
-/// 2-core VM: XenStoreClient at 1 in flight on the default executor did 282–378 reads/s spinning regardless,
-/// 4,599–13,453 with the back-off (libxenstore's blocking `xs_read`: 7,172–19,362).
+/// lands. So a late yield turns this clock's spinning off for ``backoff``. Measured on this 2-core VM beside
+/// CPU-bound work: XenStoreClient at 1 in flight on the default executor went from a few hundred reads/s to
+/// some thousands (Documentation/Benchmarks.md, "On a busy host").
 package struct SpinClock {
     /// How long after the last traffic the thread stays awake, in nanoseconds.
     package let window: UInt64
