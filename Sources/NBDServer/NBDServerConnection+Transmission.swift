@@ -96,7 +96,7 @@ extension NBDServerConnection {
             return .wait(spin: spin != nil)
         }
 
-        func keepSpinning() -> Bool { spin?.active ?? false }
+        func keepSpinning(yielded: UInt64?) -> Bool { spin?.keepSpinning(yielded: yielded) ?? false }
 
         func ready(_ fds: [pollfd]) -> Bool {
             let events = fds[1].revents

@@ -21,8 +21,9 @@ package protocol PollLoopClient: AnyObject {
     /// loop's wake signal; the client may change how many entries follow it) and says how to wait.
     func prepare(_ fds: inout [pollfd], jobsWaiting: Bool) -> PollLoopStep
     /// While spinning (``PollLoopStep/wait(milliseconds:spin:)`` with `spin`): whether to poll once more
-    /// without sleeping.
-    func keepSpinning() -> Bool
+    /// without sleeping. `yielded`: how long the loop's last `sched_yield` took, in nanoseconds (nil before the
+    /// spin's first), for ``SpinClock/keepSpinning(yielded:writes:)``.
+    func keepSpinning(yielded: UInt64?) -> Bool
     /// After a poll that returned with something ready (the wake signal is already drained; `revents` tell
     /// which entries). False ends the loop.
     func ready(_ fds: [pollfd]) -> Bool
@@ -31,7 +32,7 @@ package protocol PollLoopClient: AnyObject {
 }
 
 extension PollLoopClient {
-    package func keepSpinning() -> Bool { false }
+    package func keepSpinning(yielded: UInt64?) -> Bool { false }
     package func failed(errno: Int32) -> Bool { false }
 }
 
@@ -63,8 +64,9 @@ package enum PollLoop {
             } else {
                 if spin {
                     ready = poll(&fds, nfds_t(fds.count), 0)
-                    while ready == 0, client.keepSpinning() {
-                        sched_yield()
+                    var yielded: UInt64?
+                    while ready == 0, client.keepSpinning(yielded: yielded) {
+                        yielded = SpinClock.yieldCore()
                         ready = poll(&fds, nfds_t(fds.count), 0)
                     }
                 }

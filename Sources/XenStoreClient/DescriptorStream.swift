@@ -278,9 +278,9 @@ final class DescriptorStream: Sendable {
             return .wait(spin: !paused && spinWanted != nil)
         }
 
-        func keepSpinning() -> Bool {
+        func keepSpinning(yielded: UInt64?) -> Bool {
             guard let spinWanted, spinWanted() else { return false }
-            return spin.active(writes: stream.writeCount.load(ordering: .relaxed))
+            return spin.keepSpinning(yielded: yielded, writes: stream.writeCount.load(ordering: .relaxed))
         }
 
         func ready(_ fds: [pollfd]) -> Bool {

@@ -33,7 +33,7 @@ import XenCore
             return steps.isEmpty ? .stop : steps.removeFirst()
         }
 
-        func keepSpinning() -> Bool {
+        func keepSpinning(yielded: UInt64?) -> Bool {
             spins += 1
             onSpin(spins)
             return spins <= spinLimit

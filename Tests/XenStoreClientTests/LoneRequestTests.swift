@@ -31,6 +31,7 @@ import XenStoreProtocol
     /// run one at a time), and a task whose replies keep being caught yields now and then.
     @Test func onlyASequentialRequesterWaitsAndItYieldsNowAndThen() async {
         let gauge = InFlightGauge()
+        gauge.lateYield.store(.max, ordering: .relaxed)  // a loaded test host must not turn waiting off
         for _ in 0..<3 { gauge.dispatching(pending: 1) }
         gauge.count.store(1, ordering: .relaxed)
         gauge.readerThread.store(1, ordering: .relaxed)  // replies come from another thread
@@ -46,6 +47,30 @@ import XenStoreProtocol
         #expect(noReader == (false, false))
         let yields = (1...(3 * InFlightGauge.yieldEvery)).filter { _ in gauge.yieldDue() }.count
         #expect(yields == 3)
+    }
+
+    /// A yield in the wait that comes back late (here: every yield) shows a busy neighbour on the core: the
+    /// requester stops waiting, and does not wait again until the back-off is over.
+    @Test func aLateYieldTurnsLoneReplyWaitsOff() async {
+        let gauge = InFlightGauge()
+        gauge.lateYield.store(0, ordering: .relaxed)
+        for _ in 0..<3 { gauge.dispatching(pending: 1) }
+        gauge.count.store(1, ordering: .relaxed)
+        gauge.readerThread.store(1, ordering: .relaxed)
+        let (waits, backedOff) = await Task { () -> ([Bool], Bool) in
+            var waits = [
+                gauge.awaitLoneReply(since: 0), gauge.awaitLoneReply(since: 0), gauge.awaitLoneReply(since: 0),
+            ]
+            let backedOff = gauge.backoffUntil.load(ordering: .relaxed) > MonotonicClock.nanoseconds()
+            gauge.backoffUntil.store(0, ordering: .relaxed)  // the back-off is over
+            gauge.lateYield.store(.max, ordering: .relaxed)
+            waits.append(gauge.awaitLoneReply(since: 0))
+            return (waits, backedOff)
+        }.value
+        // The first call only learns who asks; the second waits, finds its yield late and backs off; the
+        // third does not wait; once the back-off is over, the requester waits again.
+        #expect(waits == [false, true, false, true])
+        #expect(backedOff)
     }
 
     @Test func lateReplyAfterManyQuickOnesArrivesAndHangUpFailsTyped() async throws {
