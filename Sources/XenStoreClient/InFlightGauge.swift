@@ -77,9 +77,10 @@ final class InFlightGauge: Sendable {
         let previous = lastRequester.load(ordering: .relaxed)
         if previous != me { lastRequester.store(me, ordering: .relaxed) }
         let reader = readerThread.load(ordering: .relaxed)
-        let start = MonotonicClock.nanoseconds()
+        // The clock is read only once the cheap conditions hold: this runs for every request.
         guard previous == me, me != 0, count.load(ordering: .relaxed) == 1, wantsSpin, reader != 0,
-            reader != UInt(pthread_self()), start >= backoffUntil.load(ordering: .relaxed)
+            reader != UInt(pthread_self()), case let start = MonotonicClock.nanoseconds(),
+            start >= backoffUntil.load(ordering: .relaxed)
         else {
             if caughtInARow.load(ordering: .relaxed) != 0 { caughtInARow.store(0, ordering: .relaxed) }
             return false

@@ -18,13 +18,27 @@ enum XenStorePayload {
     /// is zero strings). OCaml: `Xs_protocol.split_string '\000'`
     static func terminatedStrings(_ payload: [UInt8]) -> [String]? {
         guard payload.isEmpty || payload.last == nul else { return nil }
-        return payload.split(separator: nul, omittingEmptySubsequences: false).dropLast().map {
-            String(decoding: $0, as: UTF8.self)
+        // One pass over the bytes, one String per part and no intermediate array of slices: every request
+        // the server handles is decoded here.
+        return payload.withUnsafeBufferPointer { bytes in
+            var parts: [String] = []
+            var start = 0
+            for index in 0..<bytes.count where bytes[index] == nul {
+                parts.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
+                start = index + 1
+            }
+            return parts
         }
     }
 
     /// Exactly one NUL-terminated string, as xenstored's `onearg`.
     static func single(_ payload: [UInt8], _ type: XenStoreMessageType) throws(XenStoreProtocolError) -> String {
+        // The common case, checked without building an array: the only NUL is the last byte.
+        if let first = payload.firstIndex(of: nul), first == payload.count - 1 {
+            return payload.withUnsafeBufferPointer {
+                String(decoding: UnsafeBufferPointer(rebasing: $0[0..<first]), as: UTF8.self)
+            }
+        }
         guard let parts = terminatedStrings(payload), parts.count == 1 else {
             throw .malformedPayload(type: type, reason: "expected exactly one NUL-terminated string")
         }

@@ -106,17 +106,23 @@ private final class XenStoreSocketHandler: ChannelInboundHandler {
 /// pipelined replies leave in one write.
 private final class SocketSink: XenStoreConnectionSink {
     private struct Pending {
-        var bytes: [UInt8] = []
+        /// Replies not yet handed to the channel, gathered straight into the buffer the write sends.
+        var bytes: ByteBuffer
         var scheduled = false
     }
     let channel: any Channel
-    private let pending = Mutex(Pending())
+    private let allocator: ByteBufferAllocator
+    private let pending: Mutex<Pending>
 
-    init(channel: any Channel) { self.channel = channel }
+    init(channel: any Channel) {
+        self.channel = channel
+        self.allocator = channel.allocator
+        self.pending = Mutex(Pending(bytes: allocator.buffer(capacity: 0)))
+    }
 
     func enqueue(_ bytes: [UInt8]) -> (@Sendable () -> Void)? {
         let schedule = pending.withLock { pending -> Bool in
-            pending.bytes.append(contentsOf: bytes)
+            pending.bytes.writeBytes(bytes)
             guard !pending.scheduled else { return false }
             pending.scheduled = true
             return true
@@ -126,14 +132,14 @@ private final class SocketSink: XenStoreConnectionSink {
     }
 
     private func drain() {
-        let bytes = pending.withLock { pending -> [UInt8] in
+        let bytes = pending.withLock { pending -> ByteBuffer in
             pending.scheduled = false
             let bytes = pending.bytes
-            pending.bytes = []
+            pending.bytes = allocator.buffer(capacity: 0)
             return bytes
         }
-        guard !bytes.isEmpty else { return }
-        channel.writeAndFlush(ByteBuffer(bytes: bytes), promise: nil)
+        guard bytes.readableBytes > 0 else { return }
+        channel.writeAndFlush(bytes, promise: nil)
     }
 
     func close() -> (@Sendable () -> Void)? {

@@ -34,6 +34,13 @@ struct XenStoreConnectionState: Sendable {
     var watches: [XenStoreWatch] = []
     var transactions: [UInt32: XenStoreTransaction] = [:]
     var nextTransactionID: UInt32 = 1
+
+    /// Takes the parser out (leaving a fresh one) together with the domain, without copying the rest.
+    mutating func takeParser() -> (XenStorePacketParser, DomainID) {
+        let taken = parser
+        parser = XenStorePacketParser(maximumPayload: taken.maximumPayload)
+        return (taken, domain)
+    }
 }
 
 /// A domain the server was told about (`INTRODUCE`).
@@ -89,24 +96,27 @@ struct XenStoreState: Sendable {
     /// Feeds bytes a connection sent; processes every complete packet. An oversize packet closes the
     /// connection, as xenstored does; other connections are unaffected.
     mutating func receive(_ bytes: some Sequence<UInt8>, from id: XenStoreConnectionID) {
-        guard connections[id] != nil else { return }
-        connections[id]!.parser.append(bytes)
+        // The parser leaves the connection's state while its packets are handled (one dictionary lookup per
+        // batch, not per packet; nothing a request does touches another request's bytes) and goes back after.
+        guard case (var parser, let domain)? = connections[id]?.takeParser() else { return }
+        defer { connections[id]?.parser = parser }
+        parser.append(bytes)
         while true {
             let packet: XenStorePacket?
             do {
-                packet = try connections[id]?.parser.next()
+                packet = try parser.next()
             } catch {
                 log.append("connection \(id): \(error); closing it")
                 closing.append(id)
                 return
             }
             guard let packet else { return }
-            process(packet, from: id)
+            process(packet, from: id, domain: domain)
         }
     }
 
     /// Handles one request packet and queues the reply (plus any watch events it caused).
-    mutating func process(_ packet: XenStorePacket, from id: XenStoreConnectionID) {
+    mutating func process(_ packet: XenStorePacket, from id: XenStoreConnectionID, domain: DomainID) {
         let reply: XenStoreReply
         var newWatch: (path: String, token: String)?
         do throws(StoreFailure) {
@@ -118,7 +128,7 @@ struct XenStoreState: Sendable {
             } catch {
                 throw StoreFailure(.einval)
             }
-            reply = try handle(request, transactionID: packet.transactionID, from: id)
+            reply = try handle(request, transactionID: packet.transactionID, from: id, domain: domain)
             if case .watch(let path, let token) = request { newWatch = (path, token) }
         } catch {
             reply = .error(error.name)
@@ -146,10 +156,9 @@ struct XenStoreState: Sendable {
     // MARK: - Dispatch
 
     mutating func handle(
-        _ request: XenStoreRequest, transactionID tid: UInt32, from id: XenStoreConnectionID
+        _ request: XenStoreRequest, transactionID tid: UInt32, from id: XenStoreConnectionID, domain: DomainID
     ) throws(StoreFailure) -> XenStoreReply {
         // No copy of the connection state may stay alive here: it would make every mutation below copy.
-        guard let domain = connections[id]?.domain else { throw StoreFailure(.einval) }
         let context = OperationContext(connection: id, domain: domain, transaction: request.isTransactional ? tid : 0)
         if context.transaction != 0 && connections[id]?.transactions[context.transaction] == nil {
             throw StoreFailure(.enoent)

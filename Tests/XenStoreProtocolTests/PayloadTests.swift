@@ -47,6 +47,18 @@ import XenStoreProtocol
         #expect(try XenStoreRequest(decoding: trailing) == .release(domain: 12))
     }
 
+    @Test func stringsSplitAtEveryNul() throws {
+        // One string (the fast path), an empty one, and several with empty parts between NULs.
+        #expect(
+            try XenStoreRequest(decoding: XenStorePacket(type: .read, payload: Array("/a/b\0".utf8)))
+                == .read(path: "/a/b"))
+        #expect(try XenStoreRequest(decoding: XenStorePacket(type: .read, payload: [0])) == .read(path: ""))
+        let watch = XenStorePacket(type: .watch, payload: Array("/a\0\0".utf8))
+        #expect(try XenStoreRequest(decoding: watch) == .watch(path: "/a", token: ""))
+        let unwatch = XenStorePacket(type: .unwatch, payload: Array("\0tok\0".utf8))
+        #expect(try XenStoreRequest(decoding: unwatch) == .unwatch(path: "", token: "tok"))
+    }
+
     @Test func watchIgnoresAnExtraDepthArgument() throws {
         let packet = XenStorePacket(type: .watch, payload: Array("/a\0tok\u{0}1\0".utf8))
         #expect(try XenStoreRequest(decoding: packet) == .watch(path: "/a", token: "tok"))
