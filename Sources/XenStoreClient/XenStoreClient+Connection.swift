@@ -391,9 +391,13 @@ extension WirePayload {
     static func checkedStrings(
         _ strings: [String], path: String, op: XenStoreMessageType
     ) throws(XenStoreError) -> [UInt8] {
-        for string in strings where string.utf8.contains(0) {
+        // Each string ends with its NUL in the encoding: any other NUL came from inside one. One pass over
+        // contiguous bytes instead of a search through every string's view.
+        let bytes = encode(strings)
+        let nuls = bytes.withUnsafeBufferPointer { buffer in buffer.reduce(0) { $0 + ($1 == 0 ? 1 : 0) } }
+        guard nuls == strings.count else {
             throw .invalidArgument(path: path, op: op, reason: "argument contains a NUL byte")
         }
-        return encode(strings)
+        return bytes
     }
 }

@@ -65,13 +65,9 @@ public enum XenStorePath {
         guard count <= XenStoreLimits.absolutePathMax else {
             throw .invalidPath(path: path, reason: "longer than \(XenStoreLimits.absolutePathMax)")
         }
-        var previousSlash = false
-        for byte in bytes {
-            let slash = byte == UInt8(ascii: "/")
-            if slash && previousSlash { throw .invalidPath(path: path, reason: "empty component (//)") }
-            previousSlash = slash
-            guard isAllowed(byte) else { throw .invalidPath(path: path, reason: "forbidden character") }
-        }
+        // Over the contiguous bytes (native strings always have them), not the view's index machinery.
+        let problem = bytes.withContiguousStorageIfAvailable(firstProblem) ?? firstProblem(Array(bytes))
+        if let problem { throw .invalidPath(path: path, reason: problem) }
         if count > XenStoreLimits.relativePathMax, let below = pathBelowDomainHome(path),
             below > XenStoreLimits.relativePathMax
         {
@@ -108,6 +104,19 @@ public enum XenStorePath {
     }
 
     // MARK: - Characters
+
+    /// What is wrong with a path's characters: an empty component (`//`) or a forbidden character; nil if
+    /// nothing.
+    private static func firstProblem(_ bytes: some Collection<UInt8>) -> String? {
+        var previousSlash = false
+        for byte in bytes {
+            let slash = byte == UInt8(ascii: "/")
+            if slash && previousSlash { return "empty component (//)" }
+            previousSlash = slash
+            guard isAllowed(byte) else { return "forbidden character" }
+        }
+        return nil
+    }
 
     private static func isAllowed(_ byte: UInt8) -> Bool {
         switch byte {
