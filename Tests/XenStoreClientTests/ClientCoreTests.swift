@@ -105,6 +105,13 @@ import XenStoreProtocol
 
     // MARK: - Retry policy
 
+    @Test func argumentsWithANulAreRefusedBeforeTheyAreSent() throws {
+        #expect(try WirePayload.checkedStrings(["/a", "", "tok"], path: "/a", op: .watch) == Array("/a\0\0tok\0".utf8))
+        for strings in [["/a\0b"], ["/a", "to\0k"], ["\0"]] {
+            #expect(throws: XenStoreError.self) { try WirePayload.checkedStrings(strings, path: "/a", op: .watch) }
+        }
+    }
+
     @Test func backoffIsJitteredAndCapped() {
         let policy = XenStoreRetryPolicy(
             maxAttempts: 10, initialBackoff: .microseconds(100), maxBackoff: .milliseconds(1))
