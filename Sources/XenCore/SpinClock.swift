@@ -13,27 +13,20 @@
 /// second asleep in `poll`, 1.2–1.3x polling). Bounded: an idle connection costs at most `window` of CPU once,
 /// then sleeps; `sched_yield` between polls hands the core to any thread that can run on it.
 ///
-/// And only where the core is ours: a `sched_yield` that comes back late (``lateYield``) shows a busy neighbour
+/// And only where the core is ours: a `sched_yield` that comes back late (``SpinBackoff/lateYield``) shows a busy neighbour
 /// on the core (another runnable thread, not the peer answering). A spinner then waits behind it until the next
 /// scheduler tick on every round trip, and the requester's woken pool thread waits for a core the neighbour
 /// holds, while a thread asleep in `poll` (or on a futex) is woken, and preempts it, as soon as its reply
-/// lands. So a late yield turns this clock's spinning off for ``backoff``. Measured on this 2-core VM beside
+/// lands. So a late yield turns this clock's spinning off for ``SpinBackoff/duration``. Measured on this 2-core VM beside
 /// CPU-bound work: XenStoreClient at 1 in flight on the default executor went from a few hundred reads/s to
 /// some thousands (Documentation/Benchmarks.md, "On a busy host").
 package struct SpinClock {
     /// How long after the last traffic the thread stays awake, in nanoseconds.
     package let window: UInt64
-    /// A yield longer than this (nanoseconds) starts a back-off (`.max`: never; tests pin it so).
-    package var lateYield: UInt64 = SpinClock.defaultLateYield
+    /// This clock's back-off after a late yield (its own: one busy core does not stop other threads' spins).
+    package let backoff = SpinBackoff()
     private var last: UInt64
     private var writes: UInt
-    /// No spinning before this time (nanoseconds of `MonotonicClock`).
-    private var backoffUntil: UInt64 = 0
-
-    /// The default ``lateYield``: 100 µs, the default window, far above a yield to a peer that answers.
-    package static let defaultLateYield: UInt64 = 100_000
-    /// How long spinning stays off after a late yield: 50 ms, a few scheduler ticks.
-    package static let backoff: UInt64 = 50_000_000
 
     /// A clock that starts with traffic now; `writes` is the caller's write count, if it keeps one.
     package init(window: UInt64 = 100_000, writes: UInt = 0) {
@@ -50,8 +43,8 @@ package struct SpinClock {
     /// yield before this check took (nil before a spin's first yield); a late one starts a back-off.
     package mutating func keepSpinning(yielded: UInt64?, writes: UInt? = nil) -> Bool {
         let now = MonotonicClock.nanoseconds()
-        if let yielded, yielded > lateYield { backoffUntil = now &+ Self.backoff }
-        if now < backoffUntil { return false }
+        if let yielded { backoff.noteYield(yielded, now: now) }
+        if backoff.isBackingOff(now: now) { return false }
         if let writes, writes != self.writes {
             self.writes = writes
             last = now

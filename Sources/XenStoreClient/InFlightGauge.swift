@@ -30,11 +30,9 @@ final class InFlightGauge: Sendable {
     /// How long a lone requester waits for its reply before parking its task.
     static let replyWait: UInt64 = 50_000
 
-    /// A yield in that wait longer than this (nanoseconds) turns waiting off for `SpinClock.backoff`: a busy
-    /// neighbour shares the core (see `SpinClock`). Tests pin it to `.max`.
-    let lateYield = Atomic<UInt64>(SpinClock.defaultLateYield)
-    /// No lone-reply waits before this time (nanoseconds of `MonotonicClock`).
-    let backoffUntil = Atomic<UInt64>(0)
+    /// A late yield in that wait turns waiting off for a while: a busy neighbour shares the core (see
+    /// `SpinClock`). Per connection; tests pin its `lateYield`.
+    let backoff = SpinBackoff()
 
     /// One request at a time: the last few replies were for lone requests and at most one is in flight now.
     /// With many in flight, replies come in bursts and are better gathered by a sleeping `poll`, and the
@@ -59,7 +57,7 @@ final class InFlightGauge: Sendable {
         loneStreak.store(pending <= 1 ? min(streak + 1, 16) : 0, ordering: .relaxed)
     }
 
-    /// A lone request just went out: waits (bounded by `replyWait`, yielding the core; not for `SpinClock.backoff` after a yield came back late) until a batch of
+    /// A lone request just went out: waits (bounded by `replyWait`, yielding the core; not while `backoff` lasts after a yield came back late) until a batch of
     /// replies after `since` is dispatched, so that a reply arriving within a round trip finds the requester
     /// still running and its task continues without being parked and woken again (the pool thread hop that a
     /// blocking `xs_read` does not pay). Returns whether it waited.
@@ -80,16 +78,13 @@ final class InFlightGauge: Sendable {
         // The clock is read only once the cheap conditions hold: this runs for every request.
         guard previous == me, me != 0, count.load(ordering: .relaxed) == 1, wantsSpin, reader != 0,
             reader != UInt(pthread_self()), case let start = MonotonicClock.nanoseconds(),
-            start >= backoffUntil.load(ordering: .relaxed)
+            !backoff.isBackingOff(now: start)
         else {
             if caughtInARow.load(ordering: .relaxed) != 0 { caughtInARow.store(0, ordering: .relaxed) }
             return false
         }
         while deliveries.load(ordering: .acquiring) == since && MonotonicClock.nanoseconds() &- start < Self.replyWait {
-            if SpinClock.yieldCore() > lateYield.load(ordering: .relaxed) {
-                backoffUntil.store(MonotonicClock.nanoseconds() &+ SpinClock.backoff, ordering: .relaxed)
-                break
-            }
+            if backoff.noteYield(SpinClock.yieldCore()) { break }
         }
         return true
     }

@@ -28,19 +28,21 @@ import XenCore
 
     @Test func aLateYieldStopsSpinningForTheBackoff() {
         var clock = SpinClock(window: 10_000_000_000)
-        let late = SpinClock.defaultLateYield + 1
+        let late = SpinBackoff.defaultLateYield + 1
         #expect(
-            Self.answers(&clock, [(SpinClock.defaultLateYield, nil), (late, nil), (nil, nil)]) == [true, false, false])
+            Self.answers(&clock, [(SpinBackoff.defaultLateYield, nil), (late, nil), (nil, nil)]) == [
+                true, false, false,
+            ])
         // Traffic does not end a back-off; its end does.
         clock.touch()
         #expect(Self.answers(&clock, [(nil, 1)]) == [false])
-        usleep(UInt32(SpinClock.backoff / 1000) + 10_000)
+        usleep(UInt32(SpinBackoff.duration / 1000) + 10_000)
         #expect(Self.answers(&clock, [(nil, nil)]) == [true])
     }
 
     @Test func aPinnedClockNeverBacksOff() {
         var clock = SpinClock(window: 10_000_000_000)
-        clock.lateYield = .max
+        clock.backoff.lateYield.store(.max, ordering: .relaxed)
         #expect(Self.answers(&clock, [(1_000_000_000, nil), (nil, nil)]) == [true, true])
     }
 

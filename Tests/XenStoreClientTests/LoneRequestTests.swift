@@ -31,7 +31,7 @@ import XenStoreProtocol
     /// run one at a time), and a task whose replies keep being caught yields now and then.
     @Test func onlyASequentialRequesterWaitsAndItYieldsNowAndThen() async {
         let gauge = InFlightGauge()
-        gauge.lateYield.store(.max, ordering: .relaxed)  // a loaded test host must not turn waiting off
+        gauge.backoff.lateYield.store(.max, ordering: .relaxed)  // a loaded test host must not turn waiting off
         for _ in 0..<3 { gauge.dispatching(pending: 1) }
         gauge.count.store(1, ordering: .relaxed)
         gauge.readerThread.store(1, ordering: .relaxed)  // replies come from another thread
@@ -53,7 +53,7 @@ import XenStoreProtocol
     /// requester stops waiting, and does not wait again until the back-off is over.
     @Test func aLateYieldTurnsLoneReplyWaitsOff() async {
         let gauge = InFlightGauge()
-        gauge.lateYield.store(0, ordering: .relaxed)
+        gauge.backoff.lateYield.store(0, ordering: .relaxed)
         for _ in 0..<3 { gauge.dispatching(pending: 1) }
         gauge.count.store(1, ordering: .relaxed)
         gauge.readerThread.store(1, ordering: .relaxed)
@@ -61,9 +61,9 @@ import XenStoreProtocol
             var waits = [
                 gauge.awaitLoneReply(since: 0), gauge.awaitLoneReply(since: 0), gauge.awaitLoneReply(since: 0),
             ]
-            let backedOff = gauge.backoffUntil.load(ordering: .relaxed) > MonotonicClock.nanoseconds()
-            gauge.backoffUntil.store(0, ordering: .relaxed)  // the back-off is over
-            gauge.lateYield.store(.max, ordering: .relaxed)
+            let backedOff = gauge.backoff.isBackingOff()
+            gauge.backoff.end()  // the back-off is over
+            gauge.backoff.lateYield.store(.max, ordering: .relaxed)
             waits.append(gauge.awaitLoneReply(since: 0))
             return (waits, backedOff)
         }.value
