@@ -253,6 +253,7 @@ let package = Package(
                 "XenCore", "CXen", "GrantTable", "EventChannel", "BlockDevice", "BlkifProtocol", "BlockBack",
                 "BlockFront", "XenStoreClient", "XenStoreProtocol", "XenStoreConversations", "DomainUserdata",
                 "ConsoleBackend", "NetFront", "NetBack", "NetifProtocol", "NetworkDevice", "Vchan", "Xenbus",
+                "XenTestSupport",
             ],
             swiftSettings: strict
         ),

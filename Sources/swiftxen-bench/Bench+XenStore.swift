@@ -1,9 +1,8 @@
 import CXen
 import Glibc
-import Synchronization
-import XenCore
 import XenStoreClient
 import XenStoreServer
+import XenTestSupport
 
 // Reads per second on one connection to one XenStoreServer unix socket, in one process run: SwiftXen's
 // multiplexing client with 1 and 64 requests in flight against libxenstore (`xs_read` in a loop through
@@ -47,7 +46,7 @@ enum XenStoreBench {
         defer { xs_close(handle) }
         for _ in 0..<500 {
             _ = try await swiftClient.immediate { h throws(XenStoreError) in try await h.readBytes(key) }
-            try shared.read(key)
+            guard shared.read(key) else { throw BenchError(description: "xs_read \(key): errno \(errno)") }
         }
 
         // XENSTORE_BENCH_ONLY=1,3 runs only those configurations (0-based, for profiling one at a time).
@@ -127,26 +126,9 @@ enum XenStoreBench {
     static func swiftRate(
         _ client: XenStoreClient, inFlight: Int, executor: (any TaskExecutor)?
     ) async throws -> Double {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let deadline = start + .seconds(seconds)
-        let total = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<inFlight {
-                group.addTask(executorPreference: executor) {
-                    var count = 0
-                    while clock.now < deadline {
-                        for _ in 0..<16 {
-                            _ = try await client.immediate { h throws(XenStoreError) in try await h.readBytes(key) }
-                        }
-                        count += 16
-                    }
-                    return count
-                }
-            }
-            return try await group.reduce(0, +)
+        try await RateLoop.tasks(inFlight, seconds: seconds, executor: executor) {
+            _ = try await client.immediate { h throws(XenStoreError) in try await h.readBytes(key) }
         }
-        let elapsed = start.duration(to: clock.now)
-        return Double(total) / seconds(elapsed)
     }
 
     static func seconds(_ duration: Duration) -> Double {
@@ -175,42 +157,11 @@ enum XenStoreBench {
     /// `threads` plain threads sharing one `xs_open` handle (opened on the socket through `XENSTORED_PATH`,
     /// as libxenstore reads it) call `xs_read` until the deadline.
     static func libxenstoreRate(_ shared: SharedHandle, threads: Int) throws -> Double {
-        let counts = Mutex<(done: Int, total: Int, failed: Bool)>((0, 0, false))
-        let clock = ContinuousClock()
-        let start = clock.now
-        let deadline = start + .seconds(seconds)
-        var started = 0
-        var spawnError: Int32 = 0
-        for _ in 0..<threads where spawnError == 0 {
-            spawnError = DetachedThread.spawn {
-                var count = 0
-                var failed = false
-                while clock.now < deadline {
-                    do {
-                        for _ in 0..<16 { try shared.read(key) }
-                        count += 16
-                    } catch {
-                        failed = true
-                        break
-                    }
-                }
-                counts.withLock {
-                    $0.done += 1
-                    $0.total += count
-                    $0.failed = $0.failed || failed
-                }
-            }
-            if spawnError == 0 { started += 1 }
+        do {
+            return try RateLoop.threads(threads, seconds: seconds) { shared.read(key) }
+        } catch {
+            throw BenchError(description: "xs_read \(key) on \(threads) threads: \(error)")
         }
-        // The threads that did start share the handle: wait for them before reporting a failed start.
-        while counts.withLock({ $0.done }) < started { usleep(10_000) }
-        let elapsed = start.duration(to: clock.now)
-        let (_, total, failed) = counts.withLock { $0 }
-        if spawnError != 0 {
-            throw BenchError(description: "cannot start a thread: \(String(cString: strerror(spawnError)))")
-        }
-        if failed { throw BenchError(description: "xs_read failed") }
-        return Double(total) / seconds(elapsed)
     }
 
     /// libxenstore's handle is thread-safe (a mutex inside); this only carries it across threads.
@@ -218,12 +169,12 @@ enum XenStoreBench {
         let handle: OpaquePointer
         init(_ handle: OpaquePointer) { self.handle = handle }
 
-        func read(_ path: String) throws {
+        /// One `xs_read`; false when it failed.
+        func read(_ path: String) -> Bool {
             var length: UInt32 = 0
-            guard let value = xs_read(handle, 0, path, &length) else {
-                throw BenchError(description: "xs_read \(path): errno \(errno)")
-            }
+            guard let value = xs_read(handle, 0, path, &length) else { return false }
             free(value)
+            return true
         }
     }
 }

@@ -1,7 +1,6 @@
 import CXen
-import Synchronization
-import XenCore
 import XenStoreClient
+import XenTestSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -82,68 +81,25 @@ enum XenStoreBench {
     static func clientRate(
         _ client: XenStoreClient, inFlight: Int, executor: (any TaskExecutor)? = nil
     ) async throws -> Double {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let deadline = start + .seconds(seconds)
-        let total = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<inFlight {
-                group.addTask(executorPreference: executor) {
-                    var count = 0
-                    while clock.now < deadline {
-                        for _ in 0..<16 {
-                            let value = try await client.immediate { handle throws(XenStoreError) in
-                                try await handle.readBytes(key)
-                            }
-                            try require(value.count == 5, "read \(value.count) bytes of \(key)")
-                        }
-                        count += 16
-                    }
-                    return count
-                }
-            }
-            return try await group.reduce(0, +)
+        try await RateLoop.tasks(inFlight, seconds: Double(seconds), executor: executor) {
+            let value = try await client.immediate { handle throws(XenStoreError) in try await handle.readBytes(key) }
+            try require(value.count == 5, "read \(value.count) bytes of \(key)")
         }
-        return Double(total) / elapsedSeconds(since: start)
     }
 
     /// Reads per second from `threads` plain threads calling `xs_read` on the shared handle (on a thread of the
     /// blocking pool that waits for them).
     static func libxenstoreRate(_ shared: SharedHandle, threads: Int) async throws -> Double {
-        let result = await blocking { () -> Result<Double, CheckFailure> in
-            let counts = Mutex<(done: Int, total: Int, failed: Bool)>((0, 0, false))
-            let start = ContinuousClock.now
-            let deadline = start + .seconds(seconds)
-            var started = 0
-            var spawnError: Int32 = 0
-            for _ in 0..<threads where spawnError == 0 {
-                spawnError = DetachedThread.spawn {
-                    var count = 0
-                    var failed = false
-                    while !failed, ContinuousClock.now < deadline {
-                        for _ in 0..<16 where !failed { failed = !shared.read(key) }
-                        count += 16
-                    }
-                    counts.withLock {
-                        $0.done += 1
-                        $0.total += count
-                        $0.failed = $0.failed || failed
-                    }
-                }
-                if spawnError == 0 { started += 1 }
+        let result = await blocking { () -> Result<Double, RateLoop.Failure> in
+            Result { () throws(RateLoop.Failure) in
+                try RateLoop.threads(threads, seconds: Double(seconds)) { shared.read(key) }
             }
-            // The threads that did start share the handle: wait for them before reporting a failed start.
-            while counts.withLock({ $0.done }) < started { usleep(10_000) }
-            let (_, total, failed) = counts.withLock { $0 }
-            if spawnError != 0 { return .failure(CheckFailure("cannot start a thread: errno \(spawnError)")) }
-            if failed { return .failure(CheckFailure(errnoText("xs_read \(key)"))) }
-            return .success(Double(total) / elapsedSeconds(since: start))
         }
-        return try result.get()
-    }
-
-    static func elapsedSeconds(since start: ContinuousClock.Instant) -> Double {
-        let (whole, atto) = (ContinuousClock.now - start).components
-        return Double(whole) + Double(atto) / 1e18
+        switch result {
+        case .success(let rate): return rate
+        case .failure(.cannotStartThread(let code)): throw CheckFailure("cannot start a thread: errno \(code)")
+        case .failure(.operationFailed): throw CheckFailure(errnoText("xs_read \(key)"))
+        }
     }
 
     /// libxenstore's handle, carried across threads (it locks inside).
