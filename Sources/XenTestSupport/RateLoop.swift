@@ -14,7 +14,11 @@ public enum RateLoop {
     /// Operations per second of `workers` tasks, each running `operation` in a loop for `seconds`, preferring
     /// `executor` when one is given. The first error an operation throws ends the run and is rethrown.
     ///
+    /// Inlinable, so that the loop is specialised for `operation` in the caller: called through a closure
+    /// context across modules it cost about 13% of the reads/s at 64 in flight on one core.
+    ///
     /// OCaml: none
+    @inlinable
     public static func tasks(
         _ workers: Int, seconds: Double, executor: (any TaskExecutor)? = nil,
         _ operation: @escaping @Sendable () async throws -> Void
@@ -87,6 +91,7 @@ public enum RateLoop {
         return Double(total) / Self.seconds(elapsed)
     }
 
+    @usableFromInline
     static func seconds(_ duration: Duration) -> Double {
         let (whole, atto) = duration.components
         return Double(whole) + Double(atto) / 1e18
