@@ -19,7 +19,11 @@ enum NBDServerBench {
         try write(sparse, dataEvery: 4)  // a quarter data: 8 MiB islands 32 MiB apart
         let rounds = Int(ProcessInfo.processInfo.environment["NBD_BENCH_ROUNDS"] ?? "") ?? 5
 
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // The CLI as `make bench` builds it (SWIFTXEN_CLI: the Swift runtime linked in, as a deployed tool is
+        // built), else the one beside this binary.
+        let binary =
+            ProcessInfo.processInfo.environment["SWIFTXEN_CLI"]
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
             .appendingPathComponent("swiftxen").path
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw NBDBench.BenchError.parse("\(binary) not built (make bench builds it)")

@@ -10,7 +10,8 @@ struct NBDCommandGroup: AsyncParsableCommand {
         subcommands: [List.self, Info.self, NBDCopy.self, NBDServe.self])
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the exports of an NBD server (nbdinfo --list).")
+        static let configuration = CommandConfiguration(
+            commandName: "list", abstract: "List the exports of an NBD server (nbdinfo --list).")
         @Argument(help: "NBD URI, e.g. nbd+unix:///?socket=/tmp/sock or nbds://host/") var uri: String
 
         func run() async throws {
@@ -31,6 +32,7 @@ struct NBDCommandGroup: AsyncParsableCommand {
 
     struct Info: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "info",
             abstract: "Show an export: size, flags, limits (nbdinfo), or its allocation map (nbdinfo --map).")
         @Argument(help: "NBD URI") var uri: String
         @Flag(help: "Print only the size in bytes.") var size = false

@@ -74,6 +74,7 @@ struct UserdataCommand: ParsableCommand {
     /// Writes the value to stdout; exit status 2 when there is none.
     struct Get: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "get",
             abstract: "Write the value to stdout (exit status 2 when there is none)."
         )
         @OptionGroup var target: Target
@@ -107,6 +108,7 @@ struct UserdataCommand: ParsableCommand {
     /// Reads stdin to its end and stores it; empty stdin deletes, as libxl's `datalen == 0`.
     struct Set: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "set",
             abstract: "Store stdin as the value (empty input deletes it, as libxl does)."
         )
         @OptionGroup var target: Target
@@ -158,6 +160,7 @@ struct UserdataCommand: ParsableCommand {
     /// `@releaseDomain`. Needs the hypervisor (libxenctrl) and, with `--follow`, xenstored.
     struct Collect: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "collect",
             abstract: "Remove the userdata of domains that no longer exist (with --follow: on every @releaseDomain)."
         )
 
