@@ -8,17 +8,25 @@
 ///   most one interval; the timer counts the reader or writer it found asleep over bytes or room that had
 ///   already come (``rescued``: lost events, and under load events still on their way);
 /// - **outgoing**: after we signal the peer, if the index it should move has not moved for a whole interval,
-///   the event is sent once more (``resent``). A duplicate is harmless (libxenvchan's wait consumes it and
-///   looks at the ring); a peer with nothing to do gets at most one duplicate per event we sent it.
+///   the event is sent again (``resent``), and again while the peer still does not move, each repeat twice as
+///   far from the last as the one before, up to ``maximumSpacing`` intervals apart: a repeat can be lost too
+///   (a single repeat left a peer asleep for ever when both went). A duplicate is harmless (libxenvchan's
+///   wait consumes it and looks at the ring); a peer with nothing to do gets a handful of duplicates per event
+///   we sent it, then one every ``maximumSpacing`` intervals.
 ///
 /// OCaml: none (ocaml-vchan relies on every event arriving)
 struct VchanLostEvents: Sendable {
     /// An event we sent, and the peer's index when we sent it.
     struct Signal: Sendable {
         var peerIndex: UInt32
+        /// When it was sent, or last repeated.
         var at: ContinuousClock.Instant
-        var repeated = false
+        /// Repeats so far; the next is due `2^repeats` intervals (at most ``maximumSpacing``) after `at`.
+        var repeats = 0
     }
+
+    /// The widest spacing of repeats, in intervals.
+    static let maximumSpacing = 32
 
     /// After a read: the peer may write (its producer on our receive ring should move).
     private(set) var afterRead: Signal?
@@ -52,8 +60,9 @@ struct VchanLostEvents: Sendable {
         return true
     }
 
-    /// Whether `signal` is due again: the peer has not moved its index since, for a whole interval, and it
-    /// was not repeated yet. A signal the peer answered (its index moved) is forgotten.
+    /// Whether `signal` is due again: the peer has not moved its index since, for one interval after the
+    /// event, two after the first repeat, four after the second, and so on up to ``maximumSpacing``. A signal
+    /// the peer answered (its index moved) is forgotten.
     private static func due(
         _ signal: inout Signal?, index: UInt32?, now: ContinuousClock.Instant, interval: Duration
     ) -> Bool {
@@ -62,8 +71,10 @@ struct VchanLostEvents: Sendable {
             signal = nil
             return false
         }
-        guard !pending.repeated, now - pending.at >= interval else { return false }
-        signal?.repeated = true
+        let spacing = min(1 << min(pending.repeats, 30), maximumSpacing)
+        guard now - pending.at >= interval * spacing else { return false }
+        signal?.repeats += 1
+        signal?.at = now
         return true
     }
 }

@@ -10,20 +10,28 @@ import XenCore
 @Suite struct VchanLostEventTests {
     // MARK: - The pure state machine
 
-    @Test func anUnansweredSignalIsSentOnceMoreAfterAnInterval() {
+    @Test func anUnansweredSignalIsRepeatedFurtherApartEachTime() {
         var watch = VchanLostEvents()
         let start = ContinuousClock.Instant.now
         watch.signalled(afterRead: false, peerIndex: 100, at: start)
-        var answers: [Bool] = []
-        for seconds in 0..<3 {
-            answers.append(
-                watch.tick(
-                    receiveProducer: 7, sendConsumer: 100, readerStuck: false, writerStuck: false,
-                    now: start + .seconds(seconds), interval: .seconds(1)))
+        var repeatedAt: [Int] = []
+        for seconds in 0..<80 {
+            let again = watch.tick(
+                receiveProducer: 7, sendConsumer: 100, readerStuck: false, writerStuck: false,
+                now: start + .seconds(seconds), interval: .seconds(1))
+            if again { repeatedAt.append(seconds) }
         }
-        // Not before a whole interval; then once, since the peer did not move; then never again.
-        #expect(answers == [false, true, false])
-        #expect(watch.resent == 1)
+        // Not before a whole interval; then 2, 4, 8, 16 and 32 intervals after the last repeat (a repeat
+        // can be lost too); then every 32 intervals while the peer does not move.
+        #expect(repeatedAt == [1, 3, 7, 15, 31, 63])
+        #expect(watch.resent == 6)
+        // Once the peer moves, the signal is forgotten.
+        let afterMoving = watch.tick(
+            receiveProducer: 7, sendConsumer: 101, readerStuck: false, writerStuck: false,
+            now: start + .seconds(200), interval: .seconds(1))
+        #expect(!afterMoving)
+        #expect(watch.afterWrite == nil)
+        #expect(watch.resent == 6)
     }
 
     @Test func anAnsweredSignalIsForgotten() {
@@ -74,8 +82,8 @@ import XenCore
         let server = try await listening
         let up = patternBytes(count: 192 << 10, seed: 41)
         let down = patternBytes(count: 192 << 10, seed: 42)
-        try await within(60, "192 KiB each way with lost events") {
-            try await exchange(server: server, client: client, up: up, down: down)
+        try await whileProgressing(stall: 60, "192 KiB each way with lost events") { progress in
+            try await exchange(server: server, client: client, up: up, down: down, progress: progress)
         }
         let statistics = server.eventStatistics
         #expect(statistics.resent > 0, "the client missed events and got them again: \(server.debugDescription)")

@@ -6,7 +6,8 @@ import XenCore
 @testable import Vchan
 
 /// The notification rules at the connection level, with the re-check timer off: every wake-up must come
-/// from an event the peer was asked for, so a missed one hangs (and the time limit fails the test).
+/// from an event the peer was asked for, so a missed one hangs (and the time limit, or the stall watchdog,
+/// fails the test).
 @Suite struct VchanNotifyTests {
     static let eventsOnly = VchanOptions(recheckInterval: nil)
 
@@ -83,7 +84,7 @@ import XenCore
         let (serverEnd, clientEnd) = try await rig.connect(
             server: try await rig.makeDomain(), client: try await rig.makeDomain(), options: Self.eventsOnly)
         let rounds = 5000
-        try await within(120, "ping-pong") {
+        try await whileProgressing(stall: 60, "ping-pong") { progress in
             async let echo: Void = {
                 for _ in 0..<rounds {
                     let message = try await serverEnd.read(exactly: 3)
@@ -94,6 +95,7 @@ import XenCore
                 let message: [UInt8] = [UInt8(truncatingIfNeeded: round), 1, 2]
                 try await clientEnd.write(message)
                 #expect(try await clientEnd.read(exactly: 3) == message.reversed())
+                progress.advance()
             }
             try await echo
         }
@@ -107,10 +109,10 @@ import XenCore
         let rig = VchanRig()
         let (serverEnd, clientEnd) = try await rig.connect(
             server: try await rig.makeDomain(), client: try await rig.makeDomain(), options: Self.eventsOnly)
-        try await within(120, "streaming") {
+        try await whileProgressing(stall: 60, "streaming") { progress in
             try await exchange(
                 server: serverEnd, client: clientEnd, up: patternBytes(count: 2_000_000, seed: 11),
-                down: patternBytes(count: 2_000_000, seed: 12))
+                down: patternBytes(count: 2_000_000, seed: 12), progress: progress)
         }
         await clientEnd.close()
         await serverEnd.close()

@@ -52,16 +52,31 @@ func patternBytes(count: Int, seed: UInt64) -> [UInt8] {
     return generator.bytes(count: count)
 }
 
-/// Sends `up` from the client and `down` from the server at the same time, and checks both arrive whole.
-func exchange(server: VchanConnection, client: VchanConnection, up: [UInt8], down: [UInt8]) async throws {
+/// Sends `up` from the client and `down` from the server at the same time, and checks both arrive whole; every
+/// chunk received advances `progress`.
+func exchange(
+    server: VchanConnection, client: VchanConnection, up: [UInt8], down: [UInt8], progress: Progress? = nil
+) async throws {
     async let sentUp: Void = client.write(up)
     async let sentDown: Void = server.write(down)
-    async let gotUp = server.read(exactly: up.count)
-    async let gotDown = client.read(exactly: down.count)
+    async let gotUp = receive(up.count, from: server, progress: progress)
+    async let gotDown = receive(down.count, from: client, progress: progress)
     try await sentUp
     try await sentDown
     #expect(try await gotUp == up)
     #expect(try await gotDown == down)
+}
+
+/// Exactly `count` bytes from `connection`, read as they come; each chunk advances `progress`.
+func receive(_ count: Int, from connection: VchanConnection, progress: Progress?) async throws -> [UInt8] {
+    var received: [UInt8] = []
+    received.reserveCapacity(count)
+    while received.count < count {
+        let chunk = try await connection.read(maximum: count - received.count)
+        received += chunk
+        progress?.advance(chunk.count)
+    }
+    return received
 }
 
 /// Reads everything until the peer closes.
@@ -74,6 +89,41 @@ func drain(_ connection: VchanConnection, maximum: Int = 65536) async throws -> 
 /// Fails with a message after `seconds` instead of hanging the suite.
 struct Timeout: Error, CustomStringConvertible {
     let description: String
+}
+
+/// What a test's body has done so far (rounds, bytes), for ``whileProgressing(stall:_:_:)``.
+final class Progress: Sendable {
+    private let count = Atomic<Int>(0)
+
+    func advance(_ by: Int = 1) { count.add(by, ordering: .relaxed) }
+
+    var value: Int { count.load(ordering: .relaxed) }
+}
+
+/// One slice of ``whileProgressing(stall:_:_:)`` ended with the body still running.
+private struct Stalled: Error {}
+
+/// Runs `body`, failing with a message once it has made no progress (it advances the counter it is given) for
+/// `stall` seconds: a hang (a missed notification) fails the test, a slow machine (loaded, sanitized, the suite
+/// running beside) only makes it take longer. A time limit on the whole body would fail on a slow machine too.
+func whileProgressing<T: Sendable>(
+    stall seconds: Double, _ what: String, _ body: @escaping @Sendable (Progress) async throws -> T
+) async throws -> T {
+    let progress = Progress()
+    let work = Task { try await body(progress) }
+    var last = progress.value
+    while true {
+        do {
+            return try await withTimeLimit(.seconds(seconds), timeout: { Stalled() }) { try await work.value }
+        } catch is Stalled {
+            let now = progress.value
+            guard now != last else {
+                work.cancel()
+                throw Timeout(description: "no progress for \(seconds) s (at \(now)): \(what)")
+            }
+            last = now
+        }
+    }
 }
 
 func within<T: Sendable>(
