@@ -73,9 +73,12 @@ public final class NBDChannel: Sendable {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         let handler = NBDChannelHandler(eventLoop: eventLoop)
         let bootstrap = ClientBootstrap(group: eventLoop)
+            // Small to start: the handshake's messages are tens of bytes, and a 256 KiB receive buffer per read
+            // (fresh pages each time, given back with an munmap that interrupts every core) cost a copy's start
+            // ~3 ms. Data read over the channel (TLS) grows it within a few reads.
             .channelOption(
                 ChannelOptions.recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 1 << 18, maximum: 1 << 20)
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 1 << 13, maximum: 1 << 20)
             )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }

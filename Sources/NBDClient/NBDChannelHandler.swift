@@ -61,7 +61,16 @@ final class NBDChannelHandler: ChannelInboundHandler, @unchecked Sendable {
         var bytes = unwrapInboundIn(data)  // var: the handshake path appends it
         guard failure == nil else { return }
         if !transmitting {
-            if handshakeBytes == nil { handshakeBytes = bytes } else { handshakeBytes!.writeBuffer(&bytes) }
+            if let pending = handshakeBytes, pending.readableBytes > 0 {
+                // Joined in a buffer of our own sized to what is unread: appending to the kept one would copy
+                // the event loop's whole receive buffer (shared with its pool) into fresh pages.
+                var joined = context.channel.allocator.buffer(capacity: pending.readableBytes + bytes.readableBytes)
+                joined.writeImmutableBuffer(pending)
+                joined.writeBuffer(&bytes)
+                handshakeBytes = joined
+            } else {
+                handshakeBytes = bytes
+            }
             serveWaiter()
             return
         }
