@@ -104,15 +104,10 @@ actor BlockBench {
     }
 
     func boot(_ report: Report) async throws {
-        let domain = try unwrap(guest.domain, "no domain (xl create failed)")
         let client = try unwrap(guest.client, "no xenstore client")
-        let (session, reader, tty) = try await GuestToolstack.openPrimary(
-            of: domain, client: client, consoles: guest.consoles)
+        let (session, reader, tty) = try await guest.openPrimary()
         guest.primary = reader
-        try await ChildProcess.checked([GuestToolstack.xl, "unpause", "\(domain)"], seconds: 30)
-        let transcript = try guest.transcript
-        _ = try await transcript.wait(for: "up", seconds: 240)
-        _ = try await transcript.wait(for: "ready", seconds: 120)
+        try await guest.unpause()
         // The disks appear as each frontend connects: ask until every one is there with the file's size.
         let want = Dictionary(uniqueKeysWithValues: measured.map { ($0.disk, "\(BenchChecks.diskBytes)") })
         var seen: [String: String] = [:]

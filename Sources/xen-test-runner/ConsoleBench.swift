@@ -47,9 +47,7 @@ enum ConsoleBench {
                 try await handle.read("/local/domain/\(domain)/console/tty")
             }
             guest.primary = try PtyReader(path: tty, marker: "XT-DOMU")
-            try await ChildProcess.checked([GuestToolstack.xl, "unpause", "\(domain)"], seconds: 30)
-            _ = try await guest.transcript.wait(for: "up", seconds: 240)
-            _ = try await guest.transcript.wait(for: "ready", seconds: 120)
+            try await guest.unpause()
             let answer = try await guest.ask("x1", "console \(kib)", seconds: 900)
             let rate = try figure(answer)
             try await ChildProcess.checked([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 90)

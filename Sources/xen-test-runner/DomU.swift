@@ -73,8 +73,7 @@ actor DomU {
     func boot(_ report: Report) async throws {
         let domain = try unwrap(guest.domain, "no domain (xl create failed)")
         let client = try unwrap(guest.client, "no xenstore client")
-        let (session, reader, tty) = try await GuestToolstack.openPrimary(
-            of: domain, client: client, consoles: guest.consoles)
+        let (session, reader, tty) = try await guest.openPrimary()
         guest.primary = reader
         let transcript = try guest.transcript
 
@@ -87,9 +86,7 @@ actor DomU {
         blockGrants = GuardedGrantTable.wrap(try XenGrantTable(), label: "blkback")
         blockEvents = try XenEventChannel()
         try startServing()
-        try await ChildProcess.checked([GuestToolstack.xl, "unpause", "\(domain)"], seconds: 30)
-
-        _ = try await transcript.wait(for: "up", seconds: 240)
+        try await guest.unpause(untilReady: false)
         let upAt = guest.elapsed()
         let disk1: String
         do {

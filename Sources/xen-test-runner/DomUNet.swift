@@ -88,14 +88,10 @@ actor DomUNet {
     // MARK: - Boot
 
     func boot(_ report: Report) async throws {
-        let domain = try unwrap(guest.domain, "no domain (xl create failed)")
-        let client = try unwrap(guest.client, "no xenstore client")
-        let (session, reader, tty) = try await GuestToolstack.openPrimary(
-            of: domain, client: client, consoles: guest.consoles)
+        let (session, reader, tty) = try await guest.openPrimary()
         guest.primary = reader
-        try await ChildProcess.checked([GuestToolstack.xl, "unpause", "\(domain)"], seconds: 30)
-        let transcript = try guest.transcript
-        _ = try await transcript.wait(for: "up", seconds: 240)
+        let transcript = try await guest.unpause(untilReady: false)
+        let client = try unwrap(guest.client, "no xenstore client")
         upMD5 = try await transcript.wait(for: "data md5=", seconds: 120)
         let interfaces = try await transcript.wait(for: "ifaces ", seconds: 120)
         let fields = DomUNetChecks.fields(interfaces)

@@ -160,6 +160,26 @@ struct GuestSession: Sendable {
         return try await transcript.wait(for: "\(id) ", seconds: seconds)
     }
 
+    /// The domain's primary console as `xl console` reads it, opened through our ConsoleDaemon: the session,
+    /// the reader (the caller keeps it as ``primary``) and the pty's path.
+    func openPrimary() async throws -> (session: ConsoleBackSession, reader: PtyReader, tty: String) {
+        try await GuestToolstack.openPrimary(
+            of: try unwrap(domain, "no domain (xl create failed)"), client: try unwrap(client, "no xenstore client"),
+            consoles: consoles)
+    }
+
+    /// Unpauses the domain and waits until the guest's runner prints `up`, and `ready` when `ready` is set (the
+    /// primary console must be open); returns the transcript for what the guest prints next.
+    @discardableResult
+    func unpause(untilReady ready: Bool = true) async throws -> ConsoleTranscript {
+        let domain = try unwrap(domain, "no domain (xl create failed)")
+        try await ChildProcess.checked([GuestToolstack.xl, "unpause", "\(domain)"], seconds: 30)
+        let transcript = try transcript
+        _ = try await transcript.wait(for: "up", seconds: 240)
+        if ready { _ = try await transcript.wait(for: "ready", seconds: 120) }
+        return transcript
+    }
+
     /// `xl destroy` of the domain, if it still exists (best effort).
     func destroyDomain() async {
         if let domain { _ = try? await ChildProcess.run([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 60) }
