@@ -67,7 +67,7 @@ enum XenStoreServerTarget {
             .setPermissions(path: backend, permissions: XenStorePermissions(owner: 0, acl: [.init(.both, 5)])),
             .write(path: "/tool/secret", value: Array("s".utf8)),
         ]
-        for request in requests { state.process(request.packet(requestID: 0), from: dom0) }
+        for request in requests { state.process(request.packet(requestID: 0), from: dom0, domain: .dom0) }
         _ = state.removeConnection(dom0)
         state.outbox.removeAll()
         check(&state, complete: true)
