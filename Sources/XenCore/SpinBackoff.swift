@@ -20,11 +20,12 @@ package final class SpinBackoff: Sendable {
         self.lateYield = Atomic(lateYield)
     }
 
-    /// Notes that a yield took `nanoseconds`; a late one starts a back-off from `now`. Returns whether it did.
+    /// Notes that a yield took `nanoseconds`; a late one starts a back-off from `now` (read from the clock only
+    /// then, when not given: this runs after every yield of a spin). Returns whether it did.
     @discardableResult
-    package func noteYield(_ nanoseconds: UInt64, now: UInt64 = MonotonicClock.nanoseconds()) -> Bool {
+    package func noteYield(_ nanoseconds: UInt64, now: UInt64? = nil) -> Bool {
         guard nanoseconds > lateYield.load(ordering: .relaxed) else { return false }
-        until.store(now &+ Self.duration, ordering: .relaxed)
+        until.store((now ?? MonotonicClock.nanoseconds()) &+ Self.duration, ordering: .relaxed)
         return true
     }
 
