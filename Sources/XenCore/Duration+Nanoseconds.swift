@@ -9,4 +9,11 @@ extension Duration {
         if overflow || carried { return seconds < 0 ? -(Int64.max / 2) : Int64.max / 2 }
         return total
     }
+
+    /// The duration in seconds, as a `Double`: the one conversion the benchmarks, the demo and the Xen runner's
+    /// rates share.
+    package var inSeconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
 }

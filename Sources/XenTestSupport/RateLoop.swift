@@ -39,7 +39,7 @@ public enum RateLoop {
             }
             return try await group.reduce(0, +)
         }
-        return Double(total) / Self.seconds(start.duration(to: clock.now))
+        return rate(total, since: start)
     }
 
     /// Why a thread run failed.
@@ -84,16 +84,15 @@ public enum RateLoop {
         }
         // The threads that did start may share what `operation` uses: wait for them before reporting anything.
         while counts.withLock({ $0.done }) < started { usleep(10_000) }
-        let elapsed = start.duration(to: clock.now)
         let (_, total, failed) = counts.withLock { $0 }
         if spawnError != 0 { throw .cannotStartThread(errno: spawnError) }
         if failed { throw .operationFailed }
-        return Double(total) / Self.seconds(elapsed)
+        return rate(total, since: start)
     }
 
+    /// `count` operations over the time since `start`, per second.
     @usableFromInline
-    static func seconds(_ duration: Duration) -> Double {
-        let (whole, atto) = duration.components
-        return Double(whole) + Double(atto) / 1e18
+    static func rate(_ count: Int, since start: ContinuousClock.Instant) -> Double {
+        Double(count) / (ContinuousClock.now - start).inSeconds
     }
 }

@@ -34,7 +34,7 @@ func benchConsole() async throws {
         while received < total { received += try await reader.read(maximum: 4096).count }
         try await produced
         let elapsed = clock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         let rate = Double(total) / seconds / 1_000_000
         print("   console \(label): \(mebibytes) MiB in \(fixed(seconds, 2)) s = \(fixed(rate, 1)) MB/s")
     }

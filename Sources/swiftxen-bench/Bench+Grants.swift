@@ -30,13 +30,12 @@ private func machineDescription() -> String {
 }
 
 private func rate(_ count: Int, _ elapsed: Duration) -> String {
-    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    let perSecond = Double(count) / seconds
+    let perSecond = Double(count) / elapsed.inSeconds
     return perSecond >= 1e6 ? "\((perSecond / 1e5).rounded() / 10) M/s" : "\((perSecond / 1e2).rounded() / 10) k/s"
 }
 
 private func microseconds(_ duration: Duration) -> String {
-    let us = Double(duration.components.seconds) * 1e6 + Double(duration.components.attoseconds) / 1e12
+    let us = duration.inSeconds * 1e6
     return "\((us * 10).rounded() / 10) µs"
 }
 

@@ -140,15 +140,13 @@ enum NBDBench {
     static func timed(_ body: () async throws -> Void) async rethrows -> Double {
         let start = ContinuousClock.now
         try await body()
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return (ContinuousClock.now - start).inSeconds
     }
 
     static func timed(_ body: () throws -> Void) rethrows -> Double {
         let start = ContinuousClock.now
         try body()
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return (ContinuousClock.now - start).inSeconds
     }
 }
 
@@ -169,8 +167,7 @@ enum RandomReader {
             }
             while let count = try await group.next() { total += count }
         }
-        let elapsed = ContinuousClock.now - start
-        return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(total) / (ContinuousClock.now - start).inSeconds
     }
 
     /// One queue slot: synchronous-looking reads.

@@ -131,11 +131,6 @@ enum XenStoreBench {
         }
     }
 
-    static func seconds(_ duration: Duration) -> Double {
-        let (whole, atto) = duration.components
-        return Double(whole) + Double(atto) / 1e18
-    }
-
     // MARK: - The optional peer
 
     /// Runs the peer program for one slice and returns the rate it printed.

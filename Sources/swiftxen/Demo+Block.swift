@@ -87,12 +87,11 @@ extension DemoCommand {
     }
 
     private static func ms(_ duration: Duration) -> String {
-        let value = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+        let value = duration.inSeconds * 1000
         return "\(Int(value.rounded())) ms"
     }
 
     private static func mbps(_ bytes: Int, _ duration: Duration) -> Int {
-        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-        return Int((Double(bytes) / 1e6 / seconds).rounded())
+        Int((Double(bytes) / 1e6 / duration.inSeconds).rounded())
     }
 }

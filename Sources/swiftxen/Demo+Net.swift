@@ -61,7 +61,7 @@ extension DemoCommand {
                 throw DemoError.unexpected("echo \(sequence) lost")
             }
             let elapsed = ContinuousClock.now - start
-            rtts.append(Double(elapsed.components.attoseconds) / 1e12 + Double(elapsed.components.seconds) * 1e6)
+            rtts.append(elapsed.inSeconds * 1e6)
             print("guest:    98 bytes from \(back.mac): seq=\(sequence) time=\(String(format2(rtts.last ?? 0))) µs")
         }
         echo.cancel()
@@ -183,10 +183,4 @@ func format2(_ value: Double) -> String {
     let scaled = Int((value * 100).rounded())
     let fraction = abs(scaled % 100)
     return "\(scaled / 100).\(fraction < 10 ? "0" : "")\(fraction)"
-}
-
-extension Duration {
-    fileprivate var inSeconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
 }

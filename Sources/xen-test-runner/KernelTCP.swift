@@ -66,7 +66,7 @@ final class KernelTCP: Sendable {
                 total += count
             }
             let elapsed = first.map { ContinuousClock.now - $0 } ?? .zero
-            return .success(Transfer(bytes: total, seconds: Self.seconds(elapsed)))
+            return .success(Transfer(bytes: total, seconds: elapsed.inSeconds))
         }
     }
 
@@ -98,7 +98,7 @@ final class KernelTCP: Sendable {
                 total += count
             }
             shutdown(connection, Int32(SHUT_WR))
-            return .success(Transfer(bytes: total, seconds: Self.seconds(ContinuousClock.now - start)))
+            return .success(Transfer(bytes: total, seconds: (ContinuousClock.now - start).inSeconds))
         }
     }
 
@@ -129,10 +129,5 @@ final class KernelTCP: Sendable {
         let connection = Glibc.accept(listener, nil, nil)
         if connection >= 0 { _ = fcntl(connection, F_SETFD, FD_CLOEXEC) }
         return connection
-    }
-
-    private static func seconds(_ duration: Duration) -> Double {
-        let parts = duration.components
-        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
     }
 }
