@@ -133,7 +133,7 @@ extension NBDClient {
 
     private var closed: Bool { !isOpen }
 
-    private func fuaFlag(_ fua: Bool) throws(NBDError) -> NBDCommandFlags {
+    func fuaFlag(_ fua: Bool) throws(NBDError) -> NBDCommandFlags {
         guard fua else { return [] }
         guard flags.contains(.sendFUA) else { throw .unsupported("FUA") }
         return .fua

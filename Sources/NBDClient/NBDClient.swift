@@ -16,7 +16,7 @@ public final class NBDClient: Sendable {
     public let session: NBDSession
     private let channels: [NBDChannel]
     /// Per connection: the direct path (plain connections) or nil (TLS: NIO's handler).
-    private let directs: [NBDDirectConnection?]
+    let directs: [NBDDirectConnection?]
     private let requestTimeout: TimeAmount?
     private let maxRequest: UInt64
     private let nextChannel = Atomic<Int>(0)
@@ -226,7 +226,7 @@ public final class NBDClient: Sendable {
     /// Sends one request on one connection (round robin) and returns its pending reply.
     func send(
         _ command: NBDCommand, flags: NBDCommandFlags = [], offset: UInt64, length: UInt64,
-        payload: [PageBuffer] = [], file: FileRangeLease? = nil, buffers: [PageBuffer] = []
+        payload: [PageBuffer] = [], file: FileRangeLease? = nil, pipe: SplicePipe? = nil, buffers: [PageBuffer] = []
     ) -> NBDTicket {
         var flags = flags
         // With extended headers a WRITE must say its length is a payload length (the spec's MUST).
@@ -235,13 +235,15 @@ public final class NBDClient: Sendable {
         if let direct = directs[index] {
             switch direct.submit(
                 command: command, flags: flags, offset: offset, length: length, payload: payload, file: file,
-                buffers: buffers, timeout: requestTimeout?.nanoseconds)
+                pipe: pipe, buffers: buffers, timeout: requestTimeout?.nanoseconds)
             {
             case .success(let cookie): return .direct(direct, cookie)
             case .failure(let error): return .failed(error)
             }
         }
-        // No sendfile under TLS: the file range is read into pages first.
+        // No sendfile or splice under TLS: pipe requests are copied by their callers; a file range is read
+        // into pages first.
+        precondition(pipe == nil, "pipe requests go on plain connections only")
         var payload = payload
         if let file {
             guard let pages = file.readIntoPages() else {

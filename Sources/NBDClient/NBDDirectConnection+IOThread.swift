@@ -142,17 +142,29 @@ extension NBDDirectConnection {
         var direct = 0
         var asked: Int
         let small = state.withLock { $0.smallReplies > 0 }
-        if let run = decoder.pendingData, run.remaining >= Self.directMinimum,
-            let target = state.withLock({ state -> (UInt64, [PageBuffer])? in
-                guard let pending = state.inFlight[run.cookie], !pending.abandoned else { return nil }
-                return (pending.info.offset, pending.buffers)
-            })
-        {
+        let sink = decoder.pendingData.flatMap { run in
+            run.remaining >= Self.directMinimum ? state.withLock { $0.sink(run.cookie, at: run.offset) } ?? nil : nil
+        }
+        if let run = decoder.pendingData, case .pipe(let pipe)? = sink {
+            // Data for a pipe READ: spliced from the socket, never through user space. The pipe has room for
+            // the whole request (checked when it was submitted), so EAGAIN means the socket is drained.
+            asked = Int(run.remaining)
+            count = pipe.fill(from: descriptor, count: asked)
+            if count > 0 {
+                decoder.skipData(UInt64(count))
+                state.withLock { $0.inFlight[run.cookie]?.covered += UInt64(count) }
+                direct = count
+            } else if count < 0, errno == EAGAIN, pipe.count >= pipe.capacity {
+                // Full after all (its owner filled it behind our back): fail the READ, drop the rest.
+                state.withLock { $0.spoilPipe(run.cookie, .io("the pipe of a READ is full")) }
+                return (nil, true)
+            }
+        } else if let run = decoder.pendingData, case .buffers(let start, let buffers)? = sink, !buffers.isEmpty {
             var vectors: [iovec] = []
-            vectors.reserveCapacity(min(target.1.count, 63) + 1)
-            var position = Int(run.offset - target.0)
+            vectors.reserveCapacity(min(buffers.count, 63) + 1)
+            var position = Int(run.offset - start)
             var left = Int(run.remaining)
-            for buffer in target.1 where left > 0 && vectors.count < 63 {
+            for buffer in buffers where left > 0 && vectors.count < 63 {
                 if position >= buffer.count {
                     position -= buffer.count
                     continue
@@ -173,7 +185,8 @@ extension NBDDirectConnection {
                 direct = taken
             }
         } else {
-            // Inside a data run nobody waits for (timed out) or a short one: read it all through staging.
+            // Inside a data run nobody waits for (timed out, a spoiled pipe) or a short one: read it all
+            // through staging.
             let size = decoder.pendingData.map { min(Self.stagingSize, Int($0.remaining) + Self.boundaryRead) }
             asked = size ?? boundary(smallReplies: small)
             count = read(descriptor, staging.baseAddress, asked)
@@ -204,23 +217,29 @@ extension NBDDirectConnection {
     private func apply(_ event: NBDReplyEvent) throws(NBDProtocolError) {
         switch event {
         case .data(let cookie, let offset, let bytes):
-            let target = state.withLock { state -> (UInt64, [PageBuffer])?? in
-                guard let pending = state.inFlight[cookie] else { return nil }
-                state.inFlight[cookie]!.covered += UInt64(bytes.count)
-                return pending.abandoned ? .some(nil) : (pending.info.offset, pending.buffers)
+            guard let sink = state.withLock({ $0.sink(cookie, at: offset) }) else { throw .unknownCookie(cookie) }
+            switch sink {
+            case .buffers(let start, let buffers)?:
+                NBDChannelHandler.copy(bytes, into: buffers, at: Int(offset - start))
+            case .pipe(let pipe)?:
+                if !pipe.append(bytes) {
+                    state.withLock { $0.spoilPipe(cookie, .io("the pipe of a READ is full")) }
+                }
+            case nil: break
             }
-            guard let target else { throw .unknownCookie(cookie) }
-            if let (start, buffers) = target { NBDChannelHandler.copy(bytes, into: buffers, at: Int(offset - start)) }
+            state.withLock { $0.inFlight[cookie]?.covered += UInt64(bytes.count) }
         case .hole(let cookie, let offset, let length):
-            let target = state.withLock { state -> (UInt64, [PageBuffer])?? in
-                guard let pending = state.inFlight[cookie] else { return nil }
-                state.inFlight[cookie]!.covered += length
-                return pending.abandoned ? .some(nil) : (pending.info.offset, pending.buffers)
-            }
-            guard let target else { throw .unknownCookie(cookie) }
-            if let (start, buffers) = target {
+            guard let sink = state.withLock({ $0.sink(cookie, at: offset) }) else { throw .unknownCookie(cookie) }
+            switch sink {
+            case .buffers(let start, let buffers)?:
                 NBDChannelHandler.zero(buffers, at: Int(offset - start), count: Int(length))
+            case .pipe(let pipe)?:
+                if !pipe.appendZeroes(Int(length)) {
+                    state.withLock { $0.spoilPipe(cookie, .io("the pipe of a READ is full")) }
+                }
+            case nil: break
             }
+            state.withLock { $0.inFlight[cookie]?.covered += length }
         case .blockStatus(let cookie, let contextID, let extents):
             state.withLock { $0.inFlight[cookie]?.completion.extents.append((contextID, extents)) }
         case .error(let cookie, let errno, let message, let offset):

@@ -29,6 +29,8 @@ final class NBDDirectConnection: Sendable {
         var abandoned = false
         /// Not a large READ: its reply is small (see `State.smallReplies`).
         var small = true
+        /// A READ whose data goes into this pipe (spliced from the socket) instead of `buffers`.
+        var pipe: SplicePipe?
         var continuation: UnsafeContinuation<Result<NBDCompletion, NBDError>, Never>?
     }
 
@@ -47,6 +49,36 @@ final class NBDDirectConnection: Sendable {
         /// In-flight requests whose reply is small (anything but a READ of at least `largeRead` bytes):
         /// while there are none, the I/O thread reads headers alone and all data straight into pages.
         var smallReplies = 0
+
+        /// Where the data of request `cookie` at byte `offset` of the export goes: nil for an unknown cookie,
+        /// `.some(nil)` when it is dropped (timed out, or a pipe READ answered out of order, which fails it).
+        /// A pipe takes data in order only, so a chunk that does not start where the last one ended spoils it.
+        mutating func sink(_ cookie: UInt64, at offset: UInt64) -> DataSink?? {
+            guard let pending = inFlight[cookie] else { return nil }
+            if pending.abandoned { return .some(nil) }
+            guard let pipe = pending.pipe else { return .buffers(pending.info.offset, pending.buffers) }
+            guard offset &- pending.info.offset == pending.covered else {
+                spoilPipe(cookie, .unsupported("a READ into a pipe answered out of order"))
+                return .some(nil)
+            }
+            return .pipe(pipe)
+        }
+
+        /// A pipe READ fails with `error` once its reply is over; the rest of its data is dropped.
+        mutating func spoilPipe(_ cookie: UInt64, _ error: NBDError) {
+            guard inFlight[cookie] != nil else { return }
+            inFlight[cookie]!.pipe = nil
+            inFlight[cookie]!.buffers = []
+            if inFlight[cookie]!.error == nil { inFlight[cookie]!.error = error }
+        }
+    }
+
+    /// Where a data run goes.
+    enum DataSink {
+        /// Pages from this export offset on.
+        case buffers(UInt64, [PageBuffer])
+        /// Appended to a pipe, in order.
+        case pipe(SplicePipe)
     }
 
     let descriptor: Int32
@@ -100,10 +132,11 @@ final class NBDDirectConnection: Sendable {
     // MARK: - Submitting
 
     /// Registers and sends a request; its result is collected with ``wait(_:isolation:)``. Callable from
-    /// any thread. `timeout` in nanoseconds.
+    /// any thread. `timeout` in nanoseconds. `pipe`: a READ's data is spliced into it, a WRITE's payload
+    /// spliced from it.
     func submit(
         command: NBDCommand, flags: NBDCommandFlags, offset: UInt64, length: UInt64, payload: [PageBuffer],
-        file: FileRangeLease? = nil, buffers: [PageBuffer], timeout: Int64?
+        file: FileRangeLease? = nil, pipe: SplicePipe? = nil, buffers: [PageBuffer], timeout: Int64?
     ) -> Result<UInt64, NBDError> {
         let deadline = timeout.map { Int64(MonotonicClock.nanoseconds()) + $0 }
         let registered = state.withLock { state -> Result<UInt64, NBDError> in
@@ -114,24 +147,31 @@ final class NBDDirectConnection: Sendable {
             let small = command != .read || length < Self.largeRead
             state.inFlight[cookie] = Pending(
                 info: NBDRequestInfo(command: command, offset: offset, length: length), buffers: buffers,
-                deadline: deadline, small: small)
+                deadline: deadline, small: small, pipe: command == .read ? pipe : nil)
             if deadline != nil { state.timed += 1 }
             if small { state.smallReplies += 1 }
             return .success(cookie)
         }
         guard case .success(let cookie) = registered else { return registered }
         let request = NBDRequest(flags: flags, command: command, cookie: cookie, offset: offset, length: length)
-        send(request.encode(extended: extended), payload: payload, file: file, timed: deadline != nil)
+        let pipePayload = command == .write ? pipe.map { ($0, Int(length)) } : nil
+        send(
+            request.encode(extended: extended), payload: payload, file: file, pipe: pipePayload, timed: deadline != nil)
         return .success(cookie)
     }
 
     /// Queues bytes for the socket: the I/O thread batches its own and flushes them before it polls; other
     /// threads send at once when nothing is queued ahead of them, else leave it to the I/O thread.
-    private func send(_ header: [UInt8], payload: [PageBuffer], file: FileRangeLease? = nil, timed: Bool) {
+    private func send(
+        _ header: [UInt8], payload: [PageBuffer], file: FileRangeLease? = nil, pipe: (SplicePipe, Int)? = nil,
+        timed: Bool
+    ) {
         let mine = onIOThread
         let wake = output.withLock { output -> Bool in
             let wasEmpty = output.isEmpty
-            if let file {
+            if let (pipe, count) = pipe {
+                output.append(header: header, pipe: pipe, count: count)
+            } else if let file {
                 output.append(header: header, file: file)
             } else {
                 output.append(header: header, payload: payload)
@@ -229,6 +269,7 @@ final class NBDDirectConnection: Sendable {
                 let error = NBDError.timedOut(operation: "\(pending.info.command) request")
                 state.inFlight[cookie]!.abandoned = true
                 state.inFlight[cookie]!.buffers = []
+                state.inFlight[cookie]!.pipe = nil
                 state.inFlight[cookie]!.continuation = nil
                 if let continuation = pending.continuation {
                     expired.append(continuation)

@@ -21,7 +21,33 @@ package enum Posix {
     package static func closeOtherDescriptors(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>) {
         _ = spawnAddCloseFrom(actions, 3)
     }
+
+    /// `pipe2(2)`.
+    package static func pipe2(_ ends: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32 { linuxPipe2(ends, flags) }
+
+    /// `splice(2)`, without offsets (both ends a pipe or a socket).
+    package static func splice(
+        _ input: Int32, _ inputOffset: UnsafeMutablePointer<Int64>?, _ output: Int32,
+        _ outputOffset: UnsafeMutablePointer<Int64>?, _ count: Int, _ flags: UInt32
+    ) -> Int {
+        linuxSplice(input, inputOffset, output, outputOffset, count, flags)
+    }
+
+    /// `SPLICE_F_MOVE`, `SPLICE_F_NONBLOCK`.
+    package static let spliceMove: UInt32 = 1
+    package static let spliceNonBlock: UInt32 = 2
+    /// `F_SETPIPE_SZ`.
+    package static let setPipeSize: Int32 = 1031
 }
+
+// Declared under _GNU_SOURCE, which Swift's Glibc module does not import.
+@_silgen_name("pipe2")
+private func linuxPipe2(_ ends: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
+@_silgen_name("splice")
+private func linuxSplice(
+    _ input: Int32, _ inputOffset: UnsafeMutablePointer<Int64>?, _ output: Int32,
+    _ outputOffset: UnsafeMutablePointer<Int64>?, _ count: Int, _ flags: UInt32
+) -> Int
 
 // glibc 2.34+; declared under __USE_MISC, which Swift's Glibc module does not import.
 @_silgen_name("posix_spawn_file_actions_addclosefrom_np")

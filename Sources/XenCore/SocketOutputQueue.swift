@@ -7,7 +7,8 @@
 /// Messages waiting to be written to a socket, oldest first: each a header (in memory of its own, so
 /// `sendmsg` can point at it) and a payload — pages sent straight from where they are, with one gathering
 /// `sendmsg` for as many messages as are queued, or a leased file range sent with `sendfile(2)` (no copy
-/// through user space). NBDClient queues requests (WRITE payloads) with it, NBDServer replies (READ data).
+/// through user space), or the contents of a ``SplicePipe`` moved with `splice(2)` (page references, no
+/// copy either). NBDClient queues requests (WRITE payloads) with it, NBDServer replies (READ data).
 /// The socket must be non-blocking: `sendfile` has no `MSG_DONTWAIT` of its own.
 package struct SocketOutputQueue: ~Copyable {
     private struct Item {
@@ -15,6 +16,8 @@ package struct SocketOutputQueue: ~Copyable {
         var payload: [PageBuffer]
         /// Sent after the header, instead of pages.
         var file: FileRangeLease?
+        /// Spliced after the header, instead of pages: it must already hold the payload.
+        var pipe: SplicePipe?
         /// Header + payload bytes.
         var total: Int
         /// Bytes of it already sent.
@@ -50,10 +53,19 @@ package struct SocketOutputQueue: ~Copyable {
         append(header, [], file, file.count)
     }
 
-    private mutating func append(_ header: [UInt8], _ payload: [PageBuffer], _ file: FileRangeLease?, _ bytes: Int) {
+    /// Queues a header and `count` bytes spliced after it from `pipe`, which must hold them already; the
+    /// pipe is held until they are sent (or with the queue).
+    package mutating func append(header: [UInt8], pipe: SplicePipe, count: Int) {
+        append(header, [], nil, count, pipe: pipe)
+    }
+
+    private mutating func append(
+        _ header: [UInt8], _ payload: [PageBuffer], _ file: FileRangeLease?, _ bytes: Int, pipe: SplicePipe? = nil
+    ) {
         let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: header.count, alignment: 8)
         memory.copyBytes(from: header)
-        items.append(Item(header: memory, payload: payload, file: file, total: header.count + bytes, sent: 0))
+        items.append(
+            Item(header: memory, payload: payload, file: file, pipe: pipe, total: header.count + bytes, sent: 0))
         queuedBytes += header.count + bytes
     }
 
@@ -70,6 +82,11 @@ package struct SocketOutputQueue: ~Copyable {
                 sent = sendfile(descriptor, file.descriptor, &offset, head.total - head.sent)
                 // End of file before the range's end: the file shrank under us; the stream cannot be completed.
                 if sent == 0 { return fail(EIO) }
+            } else if let pipe = head.pipe, head.sent >= head.header.count {
+                sent = pipe.drain(to: descriptor, count: head.total - head.sent)
+                // An empty pipe also says EAGAIN: that would wait for POLLOUT for ever. It cannot happen unless
+                // its owner queued bytes it did not have.
+                if sent < 0, errno == EAGAIN, pipe.count == 0 { return fail(EIO) }
             } else {
                 let count = gather(into: &vectors)
                 sent = vectors.withUnsafeMutableBufferPointer { buffer -> Int in
@@ -95,7 +112,7 @@ package struct SocketOutputQueue: ~Copyable {
     }
 
     /// The unsent headers and pages from the front, up to and including the header of the first item with a
-    /// file range (its range goes with `sendfile` afterwards); returns the vector count.
+    /// file range or a pipe (which goes with `sendfile` or `splice` afterwards); returns the vector count.
     private func gather(into vectors: inout [iovec]) -> Int {
         var count = 0
         for item in items {
@@ -108,7 +125,7 @@ package struct SocketOutputQueue: ~Copyable {
             } else {
                 skip -= item.header.count
             }
-            if item.file != nil { break }
+            if item.file != nil || item.pipe != nil { break }
             for page in item.payload where count < vectors.count {
                 if skip >= page.count {
                     skip -= page.count

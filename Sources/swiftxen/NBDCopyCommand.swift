@@ -132,6 +132,7 @@ struct NBDCopy: AsyncParsableCommand {
         // Buffers are not zero-filled (each is overwritten by what is read into it): touching 64 MiB of
         // fresh pages up front would cost more than a small copy.
         let pool = PageBufferPool(maxPooledBytes: workers * chunk)
+        let splicing = input.splices(to: output)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<workers {
                 let lane = worker % lanes
@@ -139,6 +140,9 @@ struct NBDCopy: AsyncParsableCommand {
                 let onThread = input.executor(lane) != nil
                 group.addTask(executorPreference: input.executor(lane) ?? output.executor(lane)) {
                     let buffer = pool.buffer(count: chunk)
+                    // NBD to NBD or null: the data moves through a pipe of the worker's own, never through
+                    // user space (1 MiB pipes are the unprivileged limit; without one, through the buffer).
+                    let pipe = splicing ? try? SplicePipe(capacity: chunk) : nil
                     var previous: (offset: UInt64, length: Int)?
                     while true {
                         let index = cursor.next.add(1, ordering: .relaxed).oldValue
@@ -149,6 +153,10 @@ struct NBDCopy: AsyncParsableCommand {
                         let piece = pieces[index]
                         if piece.zero {
                             try await output.zero(at: piece.offset, length: piece.length, scratch: buffer)
+                        } else if let pipe, pipe.capacity >= piece.length,
+                            try await input.read(at: piece.offset, length: Int(piece.length), into: pipe)
+                        {
+                            try await output.write(at: piece.offset, length: Int(piece.length), from: pipe)
                         } else if output.sendsFiles,
                             let range = input.cachedRange(at: piece.offset, length: piece.length)
                         {

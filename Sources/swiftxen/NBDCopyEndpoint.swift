@@ -115,6 +115,40 @@ enum CopyEndpoint: Sendable {
         return buffer.count
     }
 
+    /// True when data can go from this source to `output` through a ``SplicePipe``: both NBD on plain
+    /// connections, or NBD to `null:`.
+    func splices(to output: CopyEndpoint) -> Bool {
+        guard case .nbd(let client) = self, client.splicesData else { return false }
+        switch output {
+        case .nbd(let destination): return destination.splicesData
+        case .null: return true
+        case .device, .stream: return false
+        }
+    }
+
+    /// Reads `length` bytes at `offset` into the empty `pipe` (an NBD source). False when the server
+    /// answered out of order, which a pipe cannot take: the pipe is emptied, read through a buffer instead.
+    func read(at offset: UInt64, length: Int, into pipe: SplicePipe) async throws -> Bool {
+        guard case .nbd(let client) = self else { return false }
+        do {
+            try await client.read(at: offset, length: length, into: pipe)
+        } catch {
+            pipe.discard()
+            if case .unsupported = error { return false }
+            throw error
+        }
+        return true
+    }
+
+    /// Writes the `length` bytes `pipe` holds at `offset` (an NBD destination; `null:` drops them).
+    func write(at offset: UInt64, length: Int, from pipe: SplicePipe) async throws {
+        switch self {
+        case .nbd(let client): try await client.write(at: offset, length: length, from: pipe)
+        case .null: pipe.discard(length)
+        case .device, .stream: throw CopyError("a pipe goes to NBD or null: only")
+        }
+    }
+
     /// Writes `buffer` at `offset` (a stream: next). With `onThisThread`, a file is written right here,
     /// as each nbdcopy worker writes on its own thread: the caller is an NBD connection's I/O thread, never
     /// the cooperative pool, and a write into the page cache costs less than a hop to another thread and back.

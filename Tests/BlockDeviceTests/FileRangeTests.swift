@@ -6,7 +6,7 @@ import XenCore
 
 /// Zero-copy sends: a file device lends cached ranges of its file, and the socket output queue sends them
 /// with `sendfile` between gathered messages, gives each lease back once, and fails the stream when the file
-/// ends early. (Needs Linux ≥ 6.5 for `cachestat`, as the machines this package is built on have.)
+/// ends early; payloads held in a ``SplicePipe`` go out with `splice` the same way. (Needs Linux ≥ 6.5 for `cachestat`, as the machines this package is built on have.)
 @Suite struct FileRangeTests {
     /// A temporary file of `count` pseudo-random bytes (written, so in the page cache).
     private static func file(_ count: Int) throws -> (path: String, bytes: [UInt8]) {
@@ -138,5 +138,53 @@ import XenCore
         let (received, failed) = Self.drain(&queue, count: 1 + 8192)
         #expect(failed == EIO && queue.failed == EIO)
         #expect(received == [9] + bytes[4096...])
+    }
+
+    @Test func aPipeHoldsAppendsAndZeroesInOrder() throws {
+        let pipe = try SplicePipe(capacity: 64 << 10)
+        #expect(pipe.capacity >= 64 << 10 && pipe.count == 0)
+        let bytes: [UInt8] = [1, 2, 3, 4, 5]
+        #expect(bytes.withUnsafeBytes { pipe.append($0) })
+        #expect(pipe.appendZeroes(3000))
+        #expect(pipe.count == 3005)
+        let back = PageBuffer(pages: 1).slice(from: 0, count: 3005)
+        #expect(pipe.take(into: back))
+        #expect(back.bytes == bytes + [UInt8](repeating: 0, count: 3000))
+        // Taking more than it holds fails instead of waiting; discard drops without reading.
+        #expect(!pipe.take(into: PageBuffer(pages: 1)))
+        #expect(pipe.appendZeroes(10_000))
+        #expect(pipe.discard(4000) == 4000 && pipe.count == 6000)
+        #expect(pipe.discard() == 6000 && pipe.count == 0)
+        // More than its capacity does not fit: append reports it rather than blocking.
+        #expect(!pipe.appendZeroes(pipe.capacity + 4096))
+    }
+
+    @Test func pipesGoOutBetweenMessagesAndAreEmptiedBySending() throws {
+        let (path, bytes) = try Self.file(1 << 20)
+        defer { unlink(path) }
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        // 1 MiB in the pipe (more than a socket buffer: several flushes, resuming inside the payload).
+        let pipe = try SplicePipe(capacity: 1 << 20)
+        #expect(bytes.withUnsafeBytes { pipe.append($0) })
+        var queue = SocketOutputQueue()
+        queue.append(header: [1, 2], payload: [PageBuffer(copying: [7, 7, 7])])
+        queue.append(header: [3], pipe: pipe, count: 1 << 20)
+        queue.append(header: [4], payload: [])
+        let expected = [1, 2, 7, 7, 7, 3] + bytes + [4]
+        let (received, failed) = Self.drain(&queue, count: expected.count)
+        #expect(failed == 0)
+        #expect(received == expected)
+        #expect(queue.isEmpty && pipe.count == 0)
+    }
+
+    @Test func aPipeHoldingLessThanQueuedFailsTheStreamInsteadOfWaiting() throws {
+        let pipe = try SplicePipe(capacity: 64 << 10)
+        #expect(pipe.appendZeroes(100))
+        var queue = SocketOutputQueue()
+        queue.append(header: [5], pipe: pipe, count: 4096)
+        let (received, failed) = Self.drain(&queue, count: 1 + 4096)
+        #expect(failed == EIO && queue.failed == EIO)
+        #expect(received == [5] + [UInt8](repeating: 0, count: 100))
     }
 }
