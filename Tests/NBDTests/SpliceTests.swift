@@ -158,4 +158,34 @@ struct SpliceTests {
         #expect(back.bytes == [UInt8](repeating: 9, count: 4096))
         await client.disconnect()
     }
+
+    @Test func aLyingServerFailsAPipeReadTypedAndNeverHangs() async throws {
+        // Data outside the request: a protocol error that ends the connection.
+        let outside = try ScriptedServer { connection in
+            guard connection.handshake(), let request = connection.request() else { return }
+            connection.write(
+                chunk(1, flags: 1, cookie: request.cookie, payload: be64(request.offset + 8192) + [1, 2, 3, 4]))
+            _ = connection.request()
+        }
+        defer { outside.stop() }
+        let first = try await NBDClient.connect(uri: outside.uri)
+        let pipe = try SplicePipe(capacity: 16384)
+        await #expect(throws: NBDError.self) { try await first.read(at: 0, length: 8192, into: pipe) }
+        await #expect(throws: NBDError.self) { try await first.read(at: 0, length: 4096, into: SplicePipe()) }
+        await first.disconnect()
+        // A simple reply promising 8 KiB, 100 bytes of it spliced, then EOF: disconnected, not a hang.
+        let truncated = try ScriptedServer { connection in
+            guard connection.handshake(structured: false), let request = connection.request() else { return }
+            var writer = NBDWriter()
+            writer.put(NBDMagic.simpleReply)
+            writer.put(UInt32(0))
+            writer.put(request.cookie)
+            connection.write(writer.bytes + [UInt8](repeating: 7, count: 100))
+        }
+        defer { truncated.stop() }
+        let second = try await NBDClient.connect(uri: truncated.uri)
+        let other = try SplicePipe(capacity: 16384)
+        await #expect(throws: NBDError.disconnected) { try await second.read(at: 0, length: 8192, into: other) }
+        await second.disconnect()
+    }
 }
