@@ -17,6 +17,11 @@ func chunk(_ type: UInt16, flags: UInt16 = 0, cookie: UInt64, payload: [UInt8]) 
     return writer.bytes
 }
 
+/// One structured data chunk that ends a reply: `count` bytes of `byte` at `offset`.
+func dataChunk(cookie: UInt64, offset: UInt64, byte: UInt8 = 9, count: Int = 4096) -> [UInt8] {
+    chunk(1, flags: 1, cookie: cookie, payload: be64(offset) + [UInt8](repeating: byte, count: count))
+}
+
 func be64(_ value: UInt64) -> [UInt8] {
     var writer = NBDWriter()
     writer.put(value)
@@ -136,10 +141,7 @@ struct HostileServerTests {
             guard let first = connection.request() else { return }
             connection.write(chunk(0x8042, flags: 1, cookie: first.cookie, payload: [0, 0, 0, 5, 0, 0]))
             guard let second = connection.request() else { return }
-            connection.write(
-                chunk(
-                    1, flags: 1, cookie: second.cookie,
-                    payload: be64(second.offset) + [UInt8](repeating: 9, count: 4096)))
+            connection.write(dataChunk(cookie: second.cookie, offset: second.offset))
             _ = connection.request()
         }
         defer { server.stop() }

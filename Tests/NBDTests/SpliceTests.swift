@@ -115,10 +115,7 @@ struct SpliceTests {
                 connection.write(chunk(piece.type, flags: done, cookie: first.cookie, payload: payload))
             }
             guard let second = connection.request() else { return }
-            connection.write(
-                chunk(
-                    1, flags: 1, cookie: second.cookie,
-                    payload: be64(second.offset) + [UInt8](repeating: 9, count: 4096)))
+            connection.write(dataChunk(cookie: second.cookie, offset: second.offset))
             _ = connection.request()
         }
     }
