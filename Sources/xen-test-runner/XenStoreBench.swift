@@ -1,4 +1,5 @@
 import CXen
+import XenCore
 import XenStoreClient
 import XenTestSupport
 
@@ -11,7 +12,10 @@ import XenTestSupport
 /// The `bench` group's XenStore rows: reads per second from dom0 against this boot's daemon, over the unix
 /// socket and over /dev/xen/xenbus, of one small key. The peer is libxenstore: `xs_read` in a loop on 1 and on 8
 /// threads sharing one `xs_open` handle (its handle is thread-safe: a mutex inside); ours is one XenStoreClient
-/// with 1 and with 64 reads in flight (tasks on the default executor). Each figure is one run of `seconds`.
+/// with 1 and with 64 reads in flight (tasks on the default executor). Each figure is one run of `seconds`,
+/// with where dom0's CPU went meanwhile (the check's detail): the daemon's share of one vCPU (its utime + stime
+/// in /proc/<pid>/stat), and every dom0 CPU's busy time per read (/proc/stat, whoever spent it). A daemon near
+/// 100% of a vCPU bounds every client, however many reads it keeps in flight.
 enum XenStoreBench {
     static let key = "/xt/bench/key"
     static let seconds = BenchChecks.quick ? 1 : 3
@@ -30,9 +34,10 @@ enum XenStoreBench {
                 limit: 120
             ) {
                 do {
-                    figures = try await measure(transport)
+                    let measured = try await measure(transport)
+                    figures = measured.mapValues(\.rate)
                     report.detail(
-                        figures.sorted { $0.key < $1.key }.map { "\($0.key) \(Int($0.value))" }.joined(separator: ", "))
+                        measured.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                 } catch {
                     why = "\(error)"
                     throw error
@@ -55,19 +60,59 @@ enum XenStoreBench {
         return rows
     }
 
+    /// One figure and where dom0's CPU went while it was measured.
+    struct Sample: CustomStringConvertible {
+        var rate: Double
+        /// The daemon's CPU time over the run's wall time (1.0: one vCPU all the time); nil if not found.
+        var daemonShare: Double?
+        /// Every dom0 CPU's busy time per read, in microseconds.
+        var dom0PerRead: Double
+
+        var description: String {
+            "\(Int(rate))/s (daemon " + (daemonShare.map { "\(Int($0 * 100))%" } ?? "?") + " of a vCPU, dom0 "
+                + BenchChecks.fixed(dom0PerRead, 0) + " µs CPU per read)"
+        }
+    }
+
+    /// Runs `body` (a reads/s figure) and samples the daemon's and dom0's CPU time around it.
+    static func sampled(_ body: () async throws -> Double) async rethrows -> Sample {
+        let daemon = daemonSeconds()
+        let busy = BlockBench.dom0BusySeconds()
+        let started = MonotonicClock.seconds()
+        let rate = try await body()
+        let wall = MonotonicClock.seconds() - started
+        let spent = BlockBench.dom0BusySeconds() - busy
+        let after = daemonSeconds()
+        let share = daemon.flatMap { before in after.map { ($0 - before) / wall } }
+        return Sample(rate: rate, daemonShare: share, dom0PerRead: spent * 1e6 / max(rate * wall, 1))
+    }
+
+    /// CPU seconds the running xenstored or oxenstored has used (USER_HZ = 100 ticks); nil if neither runs.
+    static func daemonSeconds() -> Double? {
+        guard let pid = (DomUChecks.processes(named: "xenstored") + DomUChecks.processes(named: "oxenstored")).first,
+            let stat = Files.read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")")
+        else { return nil }
+        // After "pid (comm)": state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / 100
+    }
+
     /// Ours and libxenstore's, alternating, over one transport.
-    static func measure(_ transport: LibXenstoreChecks.Transport) async throws -> [String: Double] {
+    static func measure(_ transport: LibXenstoreChecks.Transport) async throws -> [String: Sample] {
         let handle = SharedHandle(try transport.open())
         defer { xs_close(handle.handle) }
         try require(xs_write(handle.handle, 0, key, "value", 5), errnoText("xs_write \(key)"))
         let client = try await XenStoreClientChecks.Transport(rawValue: transport.rawValue)!.client()
-        var figures: [String: Double] = [:]
+        var figures: [String: Sample] = [:]
         do {
-            figures["ours 1"] = try await clientRate(client, inFlight: 1)
-            figures["libxenstore 1 thread"] = try await libxenstoreRate(handle, threads: 1)
-            figures["ours 64"] = try await clientRate(client, inFlight: 64)
-            figures["libxenstore 8 threads"] = try await libxenstoreRate(handle, threads: 8)
-            figures["ours 1 executor"] = try await clientRate(client, inFlight: 1, executor: client.executor)
+            figures["ours 1"] = try await sampled { try await clientRate(client, inFlight: 1) }
+            figures["libxenstore 1 thread"] = try await sampled { try await libxenstoreRate(handle, threads: 1) }
+            figures["ours 64"] = try await sampled { try await clientRate(client, inFlight: 64) }
+            figures["libxenstore 8 threads"] = try await sampled { try await libxenstoreRate(handle, threads: 8) }
+            figures["ours 1 executor"] = try await sampled {
+                try await clientRate(client, inFlight: 1, executor: client.executor)
+            }
         } catch {
             await client.close()
             throw error
