@@ -203,9 +203,11 @@ actor BlockBench {
     /// ``ConsoleBench``'s measurement on this guest, whose console is ours.
     func console(_ report: Report) async throws {
         _ = try unwrap(guest.primary, "the guest never booted")
+        let busy = Self.dom0BusySeconds()
         let answer = try await ask("console \(ConsoleBench.kib)", seconds: 900)
+        let cost = ConsoleBench.dom0Cost(since: busy)
         consoleRate = try ConsoleBench.figure(answer)
-        report.detail("\(answer) at \(guest.elapsed())")
+        report.detail("\(answer) at \(guest.elapsed()); \(cost)")
     }
 
     // MARK: - Destroy

@@ -31,6 +31,12 @@ enum ConsoleBench {
         return bytes / seconds / 1e3
     }
 
+    /// dom0's CPU time (every CPU's busy time, whoever spent it: the console daemon, the runner reading the
+    /// pty, the kernel) since `busy` seconds, per KiB of the run's output.
+    static func dom0Cost(since busy: Double) -> String {
+        "dom0 CPU " + BenchChecks.fixed((BlockBench.dom0BusySeconds() - busy) * 1000 / Double(kib), 2) + " ms per KiB"
+    }
+
     /// The peer's figure: a guest on xenconsoled, created, measured and destroyed.
     static func xenconsoled(_ report: Report) async throws -> Double {
         try await ChildProcess.checked(["/usr/sbin/xen-init-dom0"], seconds: 60)
@@ -48,12 +54,14 @@ enum ConsoleBench {
             }
             guest.primary = try PtyReader(path: tty, marker: "XT-DOMU")
             try await guest.unpause()
+            let busy = BlockBench.dom0BusySeconds()
             let answer = try await guest.ask("x1", "console \(kib)", seconds: 900)
+            let cost = dom0Cost(since: busy)
             let rate = try figure(answer)
             try await ChildProcess.checked([GuestToolstack.xl, "destroy", "\(domain)"], seconds: 90)
             guest.domain = nil
             try await GuestToolstack.waitUntilGone(domain)
-            report.detail("domid \(domain), xenconsoled's pty \(tty): \(answer) at \(guest.elapsed())")
+            report.detail("domid \(domain), xenconsoled's pty \(tty): \(answer) at \(guest.elapsed()); \(cost)")
             await stop(guest)
             return rate
         } catch {
