@@ -67,24 +67,40 @@ enum XenStoreBench {
         var daemonShare: Double?
         /// Every dom0 CPU's busy time per read, in microseconds.
         var dom0PerRead: Double
+        /// Context switches of the runner's threads per read (voluntary: a thread went to sleep, for each of
+        /// which a wake-up follows; involuntary: preempted): the thread wake-ups a read costs the client.
+        var switchesPerRead: Double
 
         var description: String {
             "\(Int(rate))/s (daemon " + (daemonShare.map { "\(Int($0 * 100))%" } ?? "?") + " of a vCPU, dom0 "
-                + BenchChecks.fixed(dom0PerRead, 0) + " µs CPU per read)"
+                + BenchChecks.fixed(dom0PerRead, 0) + " µs CPU and client " + BenchChecks.fixed(switchesPerRead, 1)
+                + " context switches per read)"
         }
     }
 
     /// Runs `body` (a reads/s figure) and samples the daemon's and dom0's CPU time around it.
     static func sampled(_ body: () async throws -> Double) async rethrows -> Sample {
         let daemon = daemonSeconds()
+        let switches = contextSwitches()
         let busy = BlockBench.dom0BusySeconds()
         let started = MonotonicClock.seconds()
         let rate = try await body()
         let wall = MonotonicClock.seconds() - started
         let spent = BlockBench.dom0BusySeconds() - busy
+        let switched = contextSwitches() - switches
         let after = daemonSeconds()
         let share = daemon.flatMap { before in after.map { ($0 - before) / wall } }
-        return Sample(rate: rate, daemonShare: share, dom0PerRead: spent * 1e6 / max(rate * wall, 1))
+        let reads = max(rate * wall, 1)
+        return Sample(
+            rate: rate, daemonShare: share, dom0PerRead: spent * 1e6 / reads, switchesPerRead: Double(switched) / reads)
+    }
+
+    /// Context switches (voluntary and not) of every thread of this process so far, ended ones included
+    /// (`getrusage(RUSAGE_SELF)`).
+    static func contextSwitches() -> Int {
+        var usage = rusage()
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
+        return usage.ru_nvcsw + usage.ru_nivcsw
     }
 
     /// CPU seconds the running xenstored or oxenstored has used (USER_HZ = 100 ticks); nil if neither runs.
