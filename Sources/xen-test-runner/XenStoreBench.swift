@@ -70,10 +70,16 @@ enum XenStoreBench {
         /// Context switches of the runner's threads per read (voluntary: a thread went to sleep, for each of
         /// which a wake-up follows; involuntary: preempted): the thread wake-ups a read costs the client.
         var switchesPerRead: Double
+        /// The runner's own CPU per read in microseconds, in user space and in the kernel (system calls, page
+        /// faults): the client's share of dom0's.
+        var clientUser: Double
+        var clientSystem: Double
 
         var description: String {
             "\(Int(rate))/s (daemon " + (daemonShare.map { "\(Int($0 * 100))%" } ?? "?") + " of a vCPU, dom0 "
-                + BenchChecks.fixed(dom0PerRead, 0) + " µs CPU and client " + BenchChecks.fixed(switchesPerRead, 1)
+                + BenchChecks.fixed(dom0PerRead, 0) + " µs CPU, client " + BenchChecks.fixed(clientUser, 0)
+                + " µs user + "
+                + BenchChecks.fixed(clientSystem, 0) + " µs system and " + BenchChecks.fixed(switchesPerRead, 1)
                 + " context switches per read)"
         }
     }
@@ -81,26 +87,30 @@ enum XenStoreBench {
     /// Runs `body` (a reads/s figure) and samples the daemon's and dom0's CPU time around it.
     static func sampled(_ body: () async throws -> Double) async rethrows -> Sample {
         let daemon = daemonSeconds()
-        let switches = contextSwitches()
+        let before = usage()
         let busy = BlockBench.dom0BusySeconds()
         let started = MonotonicClock.seconds()
         let rate = try await body()
         let wall = MonotonicClock.seconds() - started
         let spent = BlockBench.dom0BusySeconds() - busy
-        let switched = contextSwitches() - switches
-        let after = daemonSeconds()
-        let share = daemon.flatMap { before in after.map { ($0 - before) / wall } }
+        let after = usage()
+        let daemonAfter = daemonSeconds()
+        let share = daemon.flatMap { start in daemonAfter.map { ($0 - start) / wall } }
         let reads = max(rate * wall, 1)
         return Sample(
-            rate: rate, daemonShare: share, dom0PerRead: spent * 1e6 / reads, switchesPerRead: Double(switched) / reads)
+            rate: rate, daemonShare: share, dom0PerRead: spent * 1e6 / reads,
+            switchesPerRead: Double(after.switches - before.switches) / reads,
+            clientUser: (after.user - before.user) * 1e6 / reads,
+            clientSystem: (after.system - before.system) * 1e6 / reads)
     }
 
-    /// Context switches (voluntary and not) of every thread of this process so far, ended ones included
-    /// (`getrusage(RUSAGE_SELF)`).
-    static func contextSwitches() -> Int {
+    /// This process's context switches (voluntary and not) and CPU seconds in user space and in the kernel so far,
+    /// every thread's, ended ones included (`getrusage(RUSAGE_SELF)`).
+    static func usage() -> (switches: Int, user: Double, system: Double) {
         var usage = rusage()
-        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
-        return usage.ru_nvcsw + usage.ru_nivcsw
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return (0, 0, 0) }
+        let seconds = { (time: timeval) in Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return (usage.ru_nvcsw + usage.ru_nivcsw, seconds(usage.ru_utime), seconds(usage.ru_stime))
     }
 
     /// CPU seconds the running xenstored or oxenstored has used (USER_HZ = 100 ticks); nil if neither runs.
