@@ -142,8 +142,9 @@ extension NBDDirectConnection {
         var direct = 0
         var asked: Int
         let small = state.withLock { $0.smallReplies > 0 }
-        let sink = decoder.pendingData.flatMap { run in
-            run.remaining >= Self.directMinimum ? state.withLock { $0.sink(run.cookie, at: run.offset) } ?? nil : nil
+        var sink: DataSink?
+        if let run = decoder.pendingData, run.remaining >= Self.directMinimum {
+            sink = state.withLock { $0.sink(run.cookie, at: run.offset) } ?? nil
         }
         if let run = decoder.pendingData, case .pipe(let pipe)? = sink {
             // Data for a pipe READ: spliced from the socket, never through user space. The pipe has room for
@@ -214,32 +215,35 @@ extension NBDDirectConnection {
         return nil
     }
 
+    /// A data or hole chunk of `count` bytes at export `offset`: counted, then written into the request's
+    /// pages (`into`, given the position in them) or appended to its pipe (`pipe`, false if it would not fit),
+    /// or dropped.
+    private func deliver(
+        _ cookie: UInt64, at offset: UInt64, count: UInt64, into: (Int, [PageBuffer]) -> Void,
+        pipe fill: (SplicePipe) -> Bool
+    ) throws(NBDProtocolError) {
+        guard let sink = state.withLock({ $0.sink(cookie, at: offset, covering: count) }) else {
+            throw .unknownCookie(cookie)
+        }
+        switch sink {
+        case .buffers(let start, let buffers)?: into(Int(offset - start), buffers)
+        case .pipe(let pipe)?:
+            if !fill(pipe) { state.withLock { $0.spoilPipe(cookie, .io("the pipe of a READ is full")) } }
+        case nil: break
+        }
+    }
+
     private func apply(_ event: NBDReplyEvent) throws(NBDProtocolError) {
         switch event {
         case .data(let cookie, let offset, let bytes):
-            guard let sink = state.withLock({ $0.sink(cookie, at: offset) }) else { throw .unknownCookie(cookie) }
-            switch sink {
-            case .buffers(let start, let buffers)?:
-                NBDChannelHandler.copy(bytes, into: buffers, at: Int(offset - start))
-            case .pipe(let pipe)?:
-                if !pipe.append(bytes) {
-                    state.withLock { $0.spoilPipe(cookie, .io("the pipe of a READ is full")) }
-                }
-            case nil: break
-            }
-            state.withLock { $0.inFlight[cookie]?.covered += UInt64(bytes.count) }
+            try deliver(
+                cookie, at: offset, count: UInt64(bytes.count),
+                into: { NBDChannelHandler.copy(bytes, into: $1, at: $0) }, pipe: { $0.append(bytes) })
         case .hole(let cookie, let offset, let length):
-            guard let sink = state.withLock({ $0.sink(cookie, at: offset) }) else { throw .unknownCookie(cookie) }
-            switch sink {
-            case .buffers(let start, let buffers)?:
-                NBDChannelHandler.zero(buffers, at: Int(offset - start), count: Int(length))
-            case .pipe(let pipe)?:
-                if !pipe.appendZeroes(Int(length)) {
-                    state.withLock { $0.spoilPipe(cookie, .io("the pipe of a READ is full")) }
-                }
-            case nil: break
-            }
-            state.withLock { $0.inFlight[cookie]?.covered += length }
+            try deliver(
+                cookie, at: offset, count: length,
+                into: { NBDChannelHandler.zero($1, at: $0, count: Int(length)) }, pipe: { $0.appendZeroes(Int(length)) }
+            )
         case .blockStatus(let cookie, let contextID, let extents):
             state.withLock { $0.inFlight[cookie]?.completion.extents.append((contextID, extents)) }
         case .error(let cookie, let errno, let message, let offset):

@@ -53,8 +53,11 @@ final class NBDDirectConnection: Sendable {
         /// Where the data of request `cookie` at byte `offset` of the export goes: nil for an unknown cookie,
         /// `.some(nil)` when it is dropped (timed out, or a pipe READ answered out of order, which fails it).
         /// A pipe takes data in order only, so a chunk that does not start where the last one ended spoils it.
-        mutating func sink(_ cookie: UInt64, at offset: UInt64) -> DataSink?? {
+        /// `covering`: bytes of the request the caller delivers now (a whole chunk), counted in the same step;
+        /// 0 when it counts them once it knows how many a read took.
+        mutating func sink(_ cookie: UInt64, at offset: UInt64, covering: UInt64 = 0) -> DataSink?? {
             guard let pending = inFlight[cookie] else { return nil }
+            inFlight[cookie]!.covered += covering
             if pending.abandoned { return .some(nil) }
             guard let pipe = pending.pipe else { return .buffers(pending.info.offset, pending.buffers) }
             guard offset &- pending.info.offset == pending.covered else {
