@@ -117,8 +117,7 @@ public final class SplicePipe: Sendable {
         var left = count ?? Int.max
         var dropped = 0
         while left > 0 {
-            let moved = Posix.splice(
-                readEnd, nil, Self.null, nil, min(left, 1 << 30), Posix.spliceMove | Posix.spliceNonBlock)
+            let moved = drain(to: Self.null, count: min(left, 1 << 30))
             if moved < 0 && errno == EINTR { continue }
             guard moved > 0 else { break }
             left -= moved
