@@ -219,7 +219,7 @@ final class BackQueue: Sendable {
             } else {
                 // Segments smaller than a device sector: go through one contiguous bounce buffer.
                 let total = Int(units) * Blkif.sectorUnit
-                let bounce = PageBuffer(pages: (total + xenPageSize - 1) / xenPageSize).slice(from: 0, count: total)
+                let bounce = PageBuffer(byteCount: total)
                 if write {
                     PageBuffer.copy(from: slices, to: [bounce])
                     try await context.device.write(at: deviceSector, from: [bounce])

@@ -25,7 +25,7 @@ extension NBDClient {
         try check(offset: offset, length: UInt64(length), write: false)
         try checkPipe(pipe, length: length, holding: 0)
         guard splicesData else {
-            let pages = PageBuffer(pages: max(1, (length + 4095) / 4096)).slice(from: 0, count: length)
+            let pages = PageBuffer(byteCount: length)
             try await read(at: offset, into: [pages])
             guard pipe.append(UnsafeRawBufferPointer(start: pages.pointer, count: length)) else {
                 throw .io("cannot fill the pipe")
@@ -48,7 +48,7 @@ extension NBDClient {
         let flags = try fuaFlag(fua)
         try checkPipe(pipe, length: length, holding: length)
         guard splicesData else {
-            let pages = PageBuffer(pages: max(1, (length + 4095) / 4096)).slice(from: 0, count: length)
+            let pages = PageBuffer(byteCount: length)
             guard pipe.take(into: pages) else { throw .io("cannot read \(length) bytes from the pipe") }
             try await write(at: offset, from: [pages], fua: fua)
             return

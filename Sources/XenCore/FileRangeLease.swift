@@ -47,7 +47,7 @@ public final class FileRangeLease: Sendable {
     ///
     /// OCaml: none (see the type)
     public func readIntoPages() -> PageBuffer? {
-        let pages = PageBuffer(pages: max(1, (count + 4095) / 4096)).slice(from: 0, count: count)
+        let pages = PageBuffer(byteCount: count)
         var done = 0
         while done < count {
             let got = pread(descriptor, pages.pointer + done, count - done, off_t(offset) + off_t(done))

@@ -54,10 +54,18 @@ public struct PageBuffer: Sendable {
         self.count = count
     }
 
+    /// Allocates enough zero-filled whole pages (at least one) for `byteCount` bytes; the view covers exactly
+    /// `byteCount`.
+    ///
+    /// OCaml: `Io_page.get` then `Cstruct.sub` to the length
+    public init(byteCount: Int) {
+        let pages = max(1, (byteCount + xenPageSize - 1) / xenPageSize)
+        self.init(storage: PageStorage(pages: pages), offset: 0, count: byteCount)
+    }
+
     /// Allocates enough whole pages for `bytes` and copies them in; the view covers exactly `bytes.count`.
     public init(copying bytes: some Collection<UInt8>) {
-        let pages = max(1, (bytes.count + xenPageSize - 1) / xenPageSize)
-        self.init(storage: PageStorage(pages: pages), offset: 0, count: bytes.count)
+        self.init(byteCount: bytes.count)
         var index = 0
         for byte in bytes {
             pointer.storeBytes(of: byte, toByteOffset: index, as: UInt8.self)

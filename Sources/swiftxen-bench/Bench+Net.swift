@@ -92,7 +92,7 @@ enum NetBench {
 
     /// A TCP/IPv4 frame of `size` bytes (pseudo-header sum in its checksum field).
     private static func frameOf(size: Int, from source: MACAddress, to destination: MACAddress) -> PageBuffer {
-        let frame = PageBuffer(pages: (size + 4095) / 4096).slice(from: 0, count: size)
+        let frame = PageBuffer(byteCount: size)
         destination.write(to: frame, at: 0)
         source.write(to: frame, at: 6)
         frame.setUInt16(UInt16(0x0800).byteSwapped, at: 12)

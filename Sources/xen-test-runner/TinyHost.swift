@@ -105,7 +105,7 @@ final class TinyHost: Sendable {
     /// offset of the payload.
     private func ipv4(proto: UInt8, payload: Int, to destination: MACAddress, id: UInt16) -> (PageBuffer, Int) {
         let size = 14 + 20 + payload
-        let frame = PageBuffer(pages: (size + 4095) / 4096).slice(from: 0, count: size)
+        let frame = PageBuffer(byteCount: size)
         ethernet(frame, to: destination, type: 0x0800)
         frame.setUInt8(0x45, at: 14)
         frame.setUInt16(UInt16(20 + payload).byteSwapped, at: 16)

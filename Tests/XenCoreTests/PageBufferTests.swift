@@ -10,6 +10,15 @@ import XenCore
         #expect(buffer.pages.count == 3)
     }
 
+    @Test func byteCountGetsWholeZeroedPagesAndAViewOfExactlyThatMany() {
+        let odd = PageBuffer(byteCount: 5000)
+        #expect(odd.count == 5000 && odd.storage.byteCount == 8192 && odd.isPageAligned)
+        #expect(odd.bytes.allSatisfy { $0 == 0 })
+        let empty = PageBuffer(byteCount: 0)
+        #expect(empty.count == 0 && empty.storage.byteCount == 4096)
+        #expect(PageBuffer(copying: [1, 2, 3]).storage.byteCount == 4096)
+    }
+
     @Test func slicesShareMemory() {
         let buffer = PageBuffer(pages: 1)
         let slice = buffer.slice(from: 100, count: 8)
